@@ -1,0 +1,45 @@
+# modelrollout: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test unit lint bench bench-smoke e2e lab prometheus clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[lab,test]'
+	touch $(STAMP)
+
+# The lab needs the real Prometheus server (Debian's package).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "Prometheus is missing: run 'sudo apt-get install prometheus' (or put a prometheus binary on PATH)"; exit 1; fi; }
+
+demo: $(STAMP) prometheus
+	$(VENV)/bin/modelrollout demo --png demo-timeline.png
+
+lab: $(STAMP) prometheus
+	$(VENV)/bin/modelrollout lab up
+
+test: $(STAMP) prometheus
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
+
+bench: $(STAMP) prometheus
+	$(PY) -m benchmarks.run
+
+e2e: $(STAMP)
+	bash tests/e2e/kind-e2e.sh
+
+clean:
+	rm -rf $(VENV) demo-timeline.png .pytest_cache
