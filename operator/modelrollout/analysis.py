@@ -1,0 +1,98 @@
+"""Run one analysis: render each metric's queries for canary (and stable), fetch the numbers.
+
+Only fetching happens here; `modelrollout.evaluate` judges what this returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from modelrollout.core import analysis_window
+from modelrollout.evaluate import Buckets, MetricSample
+from modelrollout.providers import MetricsProvider, ProviderError
+from modelrollout.spec import MetricRule, MetricType, RolloutSpec, format_duration, render_query
+
+
+def query_values(spec: RolloutSpec, namespace: str, name: str, status: Mapping[str, Any],
+                 revision: str, now: datetime) -> dict[str, str]:
+    """The values of every {{ placeholder }}, for the revision being measured."""
+    return {
+        "namespace": namespace,
+        "name": name,
+        "revision": revision,
+        "canary.revision": status.get("canaryRevision") or "",
+        "stable.revision": status.get("stableRevision") or "",
+        "canary.service": f"{name}-canary",
+        "stable.service": f"{name}-stable",
+        "model.name": spec.model.name,
+        "model.version": spec.model.version,
+        "interval": format_duration(spec.analysis.interval),
+        "window": format_duration(analysis_window(spec, status, now)),
+    }
+
+
+async def _scalar(provider: MetricsProvider, query: str) -> float | None:
+    """Sum of all series (None when the result is empty)."""
+    series = await provider.run_query(query)
+    if not series:
+        return None
+    return float(sum(s.value for s in series))
+
+
+async def _buckets(provider: MetricsProvider, histogram: str, window: str) -> Buckets:
+    series = await provider.run_query(f"sum by (le) (increase({histogram}[{window}]))")
+    points = []
+    for s in series:
+        bound = s.labels.get("le")
+        if bound is None or math.isnan(s.value):
+            continue
+        points.append((float(bound), s.value))
+    return tuple(sorted(points))
+
+
+async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
+                       canary: dict[str, str], stable: dict[str, str]) -> MetricSample:
+    samples_query = rule.samples_query or spec.analysis.samples.query
+    shown = render_query(rule.query or rule.total_query or rule.histogram or "", canary)
+    try:
+        samples = await _scalar(provider, render_query(samples_query, canary)) if samples_query else None
+        if rule.type is MetricType.THRESHOLD:
+            value = await _scalar(provider, render_query(rule.query or "", canary))
+            stable_value = None
+            if rule.compare_to_stable is not None:
+                stable_value = await _scalar(provider, render_query(rule.query or "", stable))
+            return MetricSample(rule.name, shown, value=value, samples=samples, stable_value=stable_value)
+        if rule.type is MetricType.PROPORTION:
+            counts = []
+            for values in (canary, stable):
+                total = await _scalar(provider, render_query(rule.total_query or "", values))
+                if rule.success_query:
+                    good = await _scalar(provider, render_query(rule.success_query, values))
+                    bad = None if good is None or total is None else total - good
+                else:
+                    bad = await _scalar(provider, render_query(rule.query or "", values))
+                    if bad is None and total is not None:
+                        bad = 0.0  # no error series yet: zero errors
+                counts.append(None if total is None or bad is None else (bad, total))
+            return MetricSample(rule.name, shown, samples=counts[0][1] if counts[0] else samples,
+                                canary_counts=counts[0], stable_counts=counts[1])
+        window = canary["window"]
+        canary_buckets = await _buckets(provider, render_query(rule.histogram or "", canary), window)
+        stable_buckets = await _buckets(provider, render_query(rule.histogram or "", stable), window)
+        return MetricSample(rule.name, shown, samples=samples, canary_buckets=canary_buckets,
+                            stable_buckets=stable_buckets)
+    except ProviderError as exc:
+        return MetricSample(rule.name, shown, error=str(exc))
+
+
+async def measure(spec: RolloutSpec, namespace: str, name: str, status: Mapping[str, Any],
+                  provider: MetricsProvider, now: datetime) -> tuple[MetricSample, ...]:
+    canary = query_values(spec, namespace, name, status, status.get("canaryRevision") or "", now)
+    stable = query_values(spec, namespace, name, status, status.get("stableRevision") or "", now)
+    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable)
+                                     for rule in spec.analysis.metrics))
+    return tuple(results)

@@ -1,0 +1,84 @@
+"""`modelrollout`: run the operator, run the local lab, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import click
+
+from modelrollout.config import Config
+
+
+@click.group()
+def main() -> None:
+    """Staged, Prometheus-judged releases of ML model servers on Kubernetes."""
+
+
+def _selector(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    pairs = [part.split("=", 1) for part in text.split(",") if part]
+    if any(len(pair) != 2 for pair in pairs):
+        raise click.BadParameter("use key=value[,key=value]", param_hint="--selector")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@main.command()
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Path of a kubeconfig; in-cluster when unset.")
+@click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
+@click.option("--selector", default=None, help="Serve only ModelRollouts with these labels (key=value,...), to shard.")
+@click.option("--prometheus-url", envvar="MODELROLLOUT_PROMETHEUS_URL", default=None,
+              help="Prometheus used when a spec names none.")
+@click.option("--prometheus-token-file", envvar="MODELROLLOUT_PROMETHEUS_TOKEN_FILE", default=None)
+@click.option("--prometheus-ca-file", envvar="MODELROLLOUT_PROMETHEUS_CA_FILE", default=None)
+@click.option("--metrics-port", type=int, default=None, help="Serve operator metrics on this port.")
+@click.option("--liveness", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("--peering", is_flag=True, help="Coordinate several replicas with kopf peering (else standalone).")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
+        prometheus_token_file: str | None, prometheus_ca_file: str | None, metrics_port: int | None,
+        liveness: str | None, peering: bool, log_format: str, log_level: str) -> None:
+    """Run the operator."""
+    import kopf
+
+    from modelrollout import handlers
+
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    config = Config(
+        kubeconfig=kubeconfig,
+        prometheus_url=prometheus_url,
+        prometheus_token_file=prometheus_token_file,
+        prometheus_ca_file=prometheus_ca_file,
+        namespaces=namespaces,
+        label_selector=_selector(selector),
+        metrics_port=metrics_port,
+    )
+    kopf.configure(verbose=log_level == "debug", log_format=kopf.LogFormat.JSON if log_format == "json"
+                   else kopf.LogFormat.PLAIN, log_prefix=False)
+    logging.getLogger().setLevel(log_level.upper())
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, config)
+    asyncio.run(kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        standalone=not peering,
+        liveness_endpoint=liveness,
+    ))
+
+
+def _register_lab_commands() -> None:
+    """The lab's commands need the [lab] extra; the operator image has no such extra."""
+    try:
+        from modelrollout.lab.cli import demo, lab
+    except ImportError:
+        return
+    main.add_command(lab)
+    main.add_command(demo)
+
+
+_register_lab_commands()

@@ -1,0 +1,140 @@
+"""Kopf handlers, kept thin: each one reads the object, calls modelrollout.reconcile, and returns.
+
+One async daemon per ModelRollout runs reconcile in a loop and sleeps until the core's
+`requeue_after`, or until an event wakes it: a spec or annotation change of the rollout,
+or a change of one of its Deployments. Deployments are observed through a kopf index, so
+a reconcile costs no list calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modelrollout import metrics
+from modelrollout.config import Config
+from modelrollout.kube import Kube, load_configuration
+from modelrollout.names import FINALIZER, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
+from modelrollout.reconcile import RolloutObject, Runtime, finalize, observed_deployments, reconcile
+from modelrollout.workloads import ObservedDeployment
+
+ERROR_BACKOFF = 2.0
+
+
+def _rollout_object(body: Mapping[str, Any]) -> RolloutObject:
+    meta = body.get("metadata") or {}
+    return RolloutObject(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 1),
+        annotations=dict(meta.get("annotations") or {}),
+        spec=dict(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
+    )
+
+
+def _newer(written: Mapping[str, Any] | None, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fresher of kopf's live body and the object our own last status write returned.
+
+    The watch may not have delivered our write yet; deciding on the older status would
+    repeat a step. resourceVersions are opaque, but numeric on every real API server;
+    when they are not, the watched body wins.
+    """
+    if written is None:
+        return body
+    try:
+        mine = int(written["metadata"]["resourceVersion"])
+        seen = int(body["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return body
+    return written if mine > seen else body
+
+
+def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
+    event = memo.wakeups.get((namespace, name))
+    if event is not None:
+        event.set()
+
+
+def register(registry: kopf.OperatorRegistry, config: Config) -> None:
+    """Register every handler on `registry`, filtered by the configured label selector."""
+    labels = dict(config.label_selector) if config.label_selector else None
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        memo.runtime = Runtime(config=config, kube=Kube(load_configuration(config.kubeconfig)))
+        memo.wakeups = {}
+        memo.seen = {}
+        if config.metrics_port:
+            metrics.start_metrics_server(config.metrics_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(memo: kopf.Memo, **_: Any) -> None:
+        await memo.runtime.kube.close()
+
+    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, registry=registry)
+    def rollout_deployments(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
+                            status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> Any:
+        observed = ObservedDeployment(
+            name=name,
+            replicas=int(spec.get("replicas") or 0),
+            ready=int(status.get("readyReplicas") or 0),
+            up_to_date=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+        )
+        return {(namespace, labels[LABEL_ROLLOUT]): (labels.get(LABEL_REVISION), observed)}
+
+    @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, registry=registry)
+    def deployment_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+        _wake(memo, namespace, labels[LABEL_ROLLOUT])
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, labels=labels, registry=registry)
+    def rollout_changed(namespace: str, name: str, meta: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+        """Wake the daemon on what a user changes: the spec (generation) or a command annotation."""
+        fingerprint = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())),
+                       meta.get("deletionTimestamp"))
+        if memo.seen.get((namespace, name)) != fingerprint:
+            memo.seen[(namespace, name)] = fingerprint
+            _wake(memo, namespace, name)
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, labels=labels, cancellation_timeout=5.0, registry=registry)
+    async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
+                          name: str, rollout_deployments: kopf.Index, logger: logging.Logger,
+                          **_: Any) -> None:
+        wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
+        written: Mapping[str, Any] | None = None
+        try:
+            while not stopped:
+                wakeup.clear()
+                obj = _rollout_object(_newer(written, body))
+                entries = rollout_deployments.get((namespace, name), [])
+
+                def emit(type_: str, reason: str, message: str) -> None:
+                    kopf.event(body, type=type_, reason=reason, message=message)
+
+                try:
+                    delay, fresh = await reconcile(memo.runtime, obj, observed_deployments(entries), emit)
+                    written = fresh or written
+                except Exception as exc:  # an API conflict, an outage: retry soon, never crash the loop
+                    logger.warning("reconcile failed, retrying in %.0fs: %s", ERROR_BACKOFF, exc)
+                    delay = ERROR_BACKOFF
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            memo.wakeups.pop((namespace, name), None)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, registry=registry)
+    async def restore_stable(body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+        memo.seen.pop((namespace, name), None)
+        await finalize(memo.runtime, _rollout_object(body))

@@ -1,0 +1,34 @@
+"""Metrics providers: they fetch numbers, they never judge (see modelrollout.evaluate).
+
+One module per provider behind the `MetricsProvider` protocol, picked from `PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    value: float
+
+
+class ProviderError(RuntimeError):
+    """The provider could not answer (unreachable, bad query): a verdict becomes inconclusive."""
+
+
+class MetricsProvider(Protocol):
+    async def run_query(self, query: str) -> list[Series]:
+        """An instant query: every series of the result with its value (NaN kept as NaN)."""
+
+    async def is_online(self) -> bool: ...
+
+
+def make_provider(kind: str, address: str, *, timeout: float = 10.0, bearer_token: str | None = None,
+                  ca_file: str | None = None) -> MetricsProvider:
+    from modelrollout.providers.prometheus import PrometheusProvider
+
+    providers = {"prometheus": PrometheusProvider}
+    return providers[kind](address, timeout=timeout, bearer_token=bearer_token, ca_file=ca_file)

@@ -1,0 +1,45 @@
+"""Prometheus through prometheus-api-client (a blocking client, run in worker threads)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from modelrollout.providers import ProviderError, Series
+
+
+class PrometheusProvider:
+    def __init__(self, address: str, *, timeout: float = 10.0, bearer_token: str | None = None,
+                 ca_file: str | None = None) -> None:
+        session = requests.Session()
+        if ca_file:
+            session.verify = ca_file
+        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else None
+        # No retries inside the client: an outage must surface at once as "no data", and the
+        # next analysis interval is the retry.
+        self._client = PrometheusConnect(url=address.rstrip("/"), headers=headers, session=session,
+                                         retry=Retry(total=0), timeout=timeout)
+        self.address = address
+
+    def _query(self, query: str) -> list[Series]:
+        try:
+            result = self._client.custom_query(query)
+        except Exception as exc:  # connection errors, HTTP errors, bad PromQL
+            raise ProviderError(f"Prometheus {self.address}: {exc}") from exc
+        series = []
+        for item in result:
+            _, text = item.get("value", (None, "NaN"))
+            series.append(Series(labels=dict(item.get("metric") or {}), value=float(text)))
+        return series
+
+    async def run_query(self, query: str) -> list[Series]:
+        return await asyncio.to_thread(self._query, query)
+
+    async def is_online(self) -> bool:
+        return await asyncio.to_thread(self._client.check_prometheus_connection)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,163 @@
+"""One reconcile of one ModelRollout: observe -> decide (pure) -> write status -> converge.
+
+Status is written before the cluster is converged to it. A crash between the two is
+harmless: the next reconcile (after a restart, from status alone) converges again with the
+same absolute writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from modelrollout import core, metrics
+from modelrollout.analysis import measure
+from modelrollout.config import Config
+from modelrollout.core import Commands, Observations, Workload
+from modelrollout.kube import Kube, KubeError, path
+from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
+                                ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
+from modelrollout.providers import MetricsProvider, make_provider
+from modelrollout.routers import RouteTarget, router_for
+from modelrollout.spec import RolloutSpec, SpecError, parse_spec
+from modelrollout.workloads import ObservedDeployment, ensure_services, scale_down, scale_up
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, str, str], None]  # (type, reason, message) -> an Event on the rollout
+
+
+@dataclass
+class Runtime:
+    """What lives in kopf's memo: clients and caches, no rollout state."""
+
+    config: Config
+    kube: Kube
+    providers: dict[str, MetricsProvider] = field(default_factory=dict)
+
+    def provider(self, spec: RolloutSpec) -> MetricsProvider:
+        assert spec.analysis.prometheus is not None
+        address = spec.analysis.prometheus.address
+        if address not in self.providers:
+            self.providers[address] = make_provider(
+                "prometheus", address, timeout=spec.analysis.prometheus.timeout,
+                bearer_token=self.config.prometheus_token(), ca_file=self.config.prometheus_ca_file)
+        return self.providers[address]
+
+
+@dataclass(frozen=True)
+class RolloutObject:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    annotations: Mapping[str, str]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+
+def commands_from(annotations: Mapping[str, str]) -> Commands:
+    return Commands(
+        promote=annotations.get(ANNOTATION_PROMOTE),
+        promote_full=annotations.get(ANNOTATION_PROMOTE_FULL),
+        abort=annotations.get(ANNOTATION_ABORT),
+        retry=annotations.get(ANNOTATION_RETRY),
+        paused=annotations.get(ANNOTATION_PAUSED, "").lower() in ("true", "1", "yes"),
+    )
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning `old` into `new` at the top level (null deletes removed keys)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    patch = status_patch(obj.status, new)
+    if not patch:
+        return None
+    target = path(f"{GROUP}/{VERSION}", PLURAL, obj.namespace, obj.name, "status")
+    try:
+        return await kube.merge_patch(target, {"status": patch})
+    except KubeError as exc:
+        if exc.status == 404:
+            return None  # deleted meanwhile
+        raise
+
+
+async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[str, ObservedDeployment],
+                    emit: Emit, now: datetime | None = None) -> tuple[float, dict[str, Any] | None]:
+    """Returns (seconds until the next reconcile, the object as written or None when nothing was written)."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        spec = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
+    except SpecError as exc:
+        decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, now)
+        written = await write_status(runtime.kube, obj, decision.status)
+        for event in decision.events:
+            emit(event.type, event.reason, event.message)
+        return decision.requeue_after, written
+
+    workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
+    samples = None
+    if core.analysis_due(spec, obj.status, now):
+        samples = await measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now)
+    observations = Observations(generation=obj.generation, workloads=workloads,
+                                commands=commands_from(obj.annotations), samples=samples)
+    decision = core.decide(spec, obj.status, observations, now)
+    written = await write_status(runtime.kube, obj, decision.status)
+    for event in decision.events:
+        emit(event.type, event.reason, event.message)
+    _record_metrics(obj, decision)
+
+    await converge(runtime.kube, spec, obj, decision.status, deployments, now)
+    requeue = min(max(decision.requeue_after, runtime.config.min_requeue), runtime.config.max_requeue)
+    return requeue, written
+
+
+async def converge(kube: Kube, spec: RolloutSpec, obj: RolloutObject, status: Mapping[str, Any],
+                   deployments: Mapping[str, ObservedDeployment], now: datetime) -> None:
+    """Make the cluster match the status: capacity first, then Services and weights, then scale-downs."""
+    desired = core.desired_state(spec, status, now)
+    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec)
+    router = router_for(spec)
+    await scale_up(kube, spec, obj.namespace, obj.name, obj.uid, desired, deployments)
+    await ensure_services(kube, spec, obj.namespace, obj.name, obj.uid, desired, None)
+    await router.reconcile(kube, target)
+    await router.set_weight(kube, target, desired.canary_weight)
+    await scale_down(kube, obj.namespace, desired, deployments)
+
+
+async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
+    """On deletion: all traffic to stable before the owned objects are garbage-collected."""
+    try:
+        spec = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
+    except SpecError:
+        log.warning("%s/%s deleted with an invalid spec: traffic left as it is", obj.namespace, obj.name)
+        return
+    await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec))
+    metrics.forget(obj.namespace, obj.name)
+
+
+def _record_metrics(obj: RolloutObject, decision: core.Decision) -> None:
+    status = decision.status
+    metrics.record_weight(obj.namespace, obj.name, int(status.get("canaryWeight") or 0))
+    if status.get("lastAnalysisAt") != obj.status.get("lastAnalysisAt"):
+        for result in status.get("lastAnalysis") or []:
+            metrics.record_verdict(obj.namespace, obj.name, result["metric"], result["verdict"])
+    started = core.parse_ts(obj.status.get("rolloutStartedAt"))
+    duration = (datetime.now(timezone.utc) - started).total_seconds() if started else 0.0
+    if decision.action is core.Action.ROLLBACK:
+        metrics.record_result(obj.namespace, obj.name, "rolledback", duration)
+    elif decision.action is core.Action.PROMOTED:
+        metrics.record_result(obj.namespace, obj.name, "promoted", duration)
+
+
+def observed_deployments(entries: Any) -> dict[str, ObservedDeployment]:
+    """From the kopf index values [(revision, ObservedDeployment), ...] to a dict by revision."""
+    return {revision: deployment for revision, deployment in entries or []}
+

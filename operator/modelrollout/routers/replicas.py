@@ -1,0 +1,49 @@
+"""No mesh: one Service (`<rollout>`) selects both revisions; weight = canary share of ready pods.
+
+The weight is carried by replica counts (see core.canary_replicas), which the workload
+convergence sets; this router owns the shared Service and reads the share back.
+"""
+
+from __future__ import annotations
+
+from modelrollout import manifests
+from modelrollout.kube import Kube, path
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.routers import RouteTarget
+
+
+class ReplicasRouter:
+    async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
+        wanted = manifests.service(target.spec, target.namespace, target.name, target.uid, "shared", None)
+        current = await kube.get(path("v1", "services", target.namespace, target.name))
+        if current is None:
+            await kube.create(path("v1", "services", target.namespace), wanted)
+        elif current["spec"].get("selector") != wanted["spec"]["selector"]:
+            await kube.merge_patch(path("v1", "services", target.namespace, target.name),
+                                   {"spec": {"selector": wanted["spec"]["selector"]}})
+
+    async def set_weight(self, kube: Kube, target: RouteTarget, weight: int) -> None:
+        """Nothing to write: the replica counts are the weight."""
+
+    async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
+        deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
+                                      label_selector=f"{LABEL_ROLLOUT}={target.name}")
+        status = await kube.get(path(f"modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
+        canary = ((status or {}).get("status") or {}).get("canaryRevision")
+        ready = {d["metadata"]["labels"].get(LABEL_REVISION): (d.get("status") or {}).get("readyReplicas") or 0
+                 for d in deployments}
+        total = sum(ready.values())
+        if total == 0:
+            return None
+        return round(100 * ready.get(canary, 0) / total) if canary else 0
+
+    async def finalize(self, kube: Kube, target: RouteTarget) -> None:
+        """Scale every revision but the stable one to zero: only stable pods stay behind the Service."""
+        rollout = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
+        stable = ((rollout or {}).get("status") or {}).get("stableRevision")
+        deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
+                                      label_selector=f"{LABEL_ROLLOUT}={target.name}")
+        for deployment in deployments:
+            if deployment["metadata"]["labels"].get(LABEL_REVISION) != stable:
+                await kube.merge_patch(path("apps/v1", "deployments", target.namespace, deployment["metadata"]["name"]),
+                                       {"spec": {"replicas": 0}})

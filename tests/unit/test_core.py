@@ -1,0 +1,390 @@
+"""Table tests of the pure decision core: every transition, driven by status and observations alone."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from modelrollout.core import (Action, Commands, Observations, Phase, Workload, analysis_due, canary_replicas,
+                               decide, desired_state, invalid)
+from modelrollout.evaluate import MetricSample
+from modelrollout.spec import parse_spec
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def make_spec(image: str = "model:v1", *, router: str = "gatewayAPI", steps=None, metrics=None, **analysis):
+    raw = {
+        "model": {"name": "fraud", "version": image.split(":")[-1]},
+        "replicas": 4,
+        "selector": {"matchLabels": {"app": "fraud"}},
+        "template": {"metadata": {"labels": {"app": "fraud"}},
+                     "spec": {"containers": [{"name": "server", "image": image}]}},
+        "service": {"port": 8080},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}} if router == "gatewayAPI" else {"replicas": {}},
+        "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "10s"},
+                     "steps": steps or [{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}]},
+        "analysis": {"interval": "10s", "prometheus": {"address": "http://prom:9090"},
+                     "samples": {"query": "requests{{ revision }}", "min": 100},
+                     "noData": {"hold": "60s", "then": "rollback"},
+                     "metrics": metrics if metrics is not None else [
+                         {"name": "error-rate", "query": "errors{{ revision }}", "max": 0.01, "critical": True},
+                         {"name": "latency", "query": "p95{{ revision }}", "max": 0.3, "failureLimit": 2},
+                     ], **analysis},
+        "rollback": {"scaleDownDelay": "30s"},
+    }
+    return parse_spec(raw)
+
+
+V1, V2, V3 = make_spec("model:v1"), make_spec("model:v2"), make_spec("model:v3")
+
+
+def ready(spec, n=4):
+    return {spec.revision: Workload(replicas=n, ready=n)}
+
+
+def good(**over):
+    values = {"error-rate": 0.001, "latency": 0.1, **over}
+    return tuple(MetricSample(name, f"q-{name}", value=value, samples=500.0) for name, value in values.items())
+
+
+class Run:
+    """Drives decide() through time the way the reconciler does, feeding the status back."""
+
+    def __init__(self, spec, status=None, now=T0):
+        self.spec, self.status, self.now = spec, status or {}, now
+        self.decisions = []
+
+    def step(self, *, after=0.0, workloads=None, samples=None, commands=Commands(), generation=1):
+        self.now += timedelta(seconds=after)
+        obs = Observations(generation=generation, workloads=workloads or {}, commands=commands, samples=samples)
+        decision = decide(self.spec, copy.deepcopy(self.status), obs, self.now)
+        self.status = decision.status
+        self.decisions.append(decision)
+        return decision
+
+
+def stable_on_v1():
+    run = Run(V1)
+    run.step(workloads=ready(V1))
+    return run
+
+
+def canary_in_step0():
+    """v1 stable, v2 canary ready at step 0 (weight 10), analysis window open."""
+    run = stable_on_v1()
+    run.spec = V2
+    run.step(after=1)
+    run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)})
+    return run
+
+
+# ------------------------------------------------------------------ first revision
+
+def test_first_revision_waits_for_replicas_then_becomes_stable():
+    run = Run(V1)
+    d = run.step(workloads={V1.revision: Workload(4, 2)})
+    assert (d.action, d.status["phase"]) == (Action.WAIT, "Initializing")
+    assert "2/4" in d.status["message"]
+    d = run.step(after=1, workloads=ready(V1))
+    assert (d.action, d.status["phase"], d.status["stableRevision"]) == (Action.INITIALIZE, "Succeeded", V1.revision)
+    assert "canaryRevision" not in d.status
+    assert d.status["history"][0]["result"] == "Initialized"
+
+
+def test_steady_state_stays_succeeded_and_is_ready_for_gitops():
+    run = stable_on_v1()
+    d = run.step(after=5, workloads=ready(V1))
+    assert d.action is Action.STEADY
+    conditions = {c["type"]: c["status"] for c in d.status["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Stalled"] == "False" and conditions["Reconciling"] == "False"
+
+
+# ------------------------------------------------------------------ warm-up
+
+def test_new_template_starts_a_canary_at_weight_zero():
+    run = stable_on_v1()
+    run.spec = V2
+    d = run.step(after=1, workloads=ready(V1))
+    assert d.action is Action.START
+    assert d.status["canaryRevision"] == V2.revision and d.status["canaryWeight"] == 0
+    assert d.status["phase"] == "Progressing"
+    assert desired_state(V2, d.status, run.now).canary_weight == 0
+
+
+def test_ready_canary_enters_first_step():
+    run = canary_in_step0()
+    d = run.decisions[-1]
+    assert d.action is Action.ADVANCE
+    assert (d.status["currentStep"], d.status["canaryWeight"]) == (0, 10)
+
+
+def test_canary_not_ready_within_timeout_rolls_back():
+    run = stable_on_v1()
+    run.spec = V2
+    run.step(after=1)
+    d = run.step(after=30, workloads={**ready(V1), V2.revision: Workload(1, 0)})
+    assert d.action is Action.WAIT and d.status["canaryWeight"] == 0
+    d = run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 0)})
+    assert d.action is Action.ROLLBACK
+    assert "not ready within 60s" in d.status["message"]
+    assert d.status["abortedRevision"] == V2.revision
+
+
+def test_no_analysis_during_skip_window():
+    run = canary_in_step0()
+    assert not analysis_due(V2, run.status, run.now + timedelta(seconds=9))
+    assert analysis_due(V2, run.status, run.now + timedelta(seconds=10))
+
+
+# ------------------------------------------------------------------ verdicts
+
+def test_passing_analysis_and_hold_advance_then_promote():
+    run = canary_in_step0()
+    workloads = {**ready(V1), V2.revision: Workload(1, 1)}
+    d = run.step(after=10, workloads=workloads, samples=good())
+    assert d.action is Action.HOLD and d.status["passedChecks"] == 1
+    d = run.step(after=20, workloads=workloads, samples=good())
+    assert d.action is Action.ADVANCE and (d.status["currentStep"], d.status["canaryWeight"]) == (1, 50)
+    workloads[V2.revision] = Workload(2, 2)
+    run.step(after=10, workloads=workloads, samples=good())
+    d = run.step(after=20, workloads=workloads, samples=good())
+    assert d.action is Action.PROMOTE and d.status["phase"] == "Promoting"
+    assert desired_state(V2, d.status, run.now).replicas[V2.revision] == 4
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
+    assert d.action is Action.PROMOTED
+    assert d.status["stableRevision"] == V2.revision and "canaryRevision" not in d.status
+    assert d.status["history"][0]["result"] == "Promoted"
+    assert [e["revision"] for e in d.status["scaleDowns"]] == [V1.revision]
+
+
+def test_hold_elapsed_without_analysis_does_not_advance():
+    run = canary_in_step0()
+    d = run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 1)})
+    assert d.action is Action.HOLD and d.status["currentStep"] == 0
+
+
+@pytest.mark.parametrize("metric,value,action", [
+    ("error-rate", 0.05, Action.ROLLBACK),   # critical: first failure rolls back
+    ("latency", 0.9, Action.HOLD),           # failureLimit 2: first failure holds
+])
+def test_failure_handling_by_criticality(metric, value, action):
+    run = canary_in_step0()
+    d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(**{metric: value}))
+    assert d.action is action
+
+
+def test_rollback_message_names_metric_value_threshold_samples_and_step():
+    run = canary_in_step0()
+    d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(**{"error-rate": 0.052}))
+    assert d.status["phase"] == "RolledBack" and d.status["canaryWeight"] == 0
+    message = d.status["message"]
+    for part in ("error-rate", "0.052", "0.01", "500", "step 0", "weight 10"):
+        assert part in message
+    assert any(e.type == "Warning" and e.reason == "RolledBack" for e in d.events)
+    assert desired_state(V2, d.status, run.now).canary_weight == 0
+    conditions = {c["type"]: c["status"] for c in d.status["conditions"]}
+    assert conditions["RolledBack"] == "True" and conditions["Stalled"] == "True" and conditions["Ready"] == "False"
+
+
+def test_consecutive_failures_reach_failure_limit():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    assert run.step(after=10, workloads=w, samples=good(latency=0.9)).action is Action.HOLD
+    assert run.step(after=10, workloads=w, samples=good(latency=0.9)).action is Action.ROLLBACK
+
+
+def test_a_pass_resets_consecutive_failures():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    run.step(after=10, workloads=w, samples=good(latency=0.9))
+    run.step(after=10, workloads=w, samples=good())
+    assert run.step(after=10, workloads=w, samples=good(latency=0.9)).action is not Action.ROLLBACK
+
+
+def test_rolled_back_revision_stays_rolled_back_until_retry():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    run.step(after=10, workloads=w, samples=good(**{"error-rate": 0.5}))
+    d = run.step(after=60, workloads=ready(V1))
+    assert d.status["phase"] == "RolledBack" and "canaryRevision" not in d.status
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    assert d.action is Action.START and d.status["canaryRevision"] == V2.revision
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    assert d.action is Action.WAIT  # the same token does not restart it again
+
+
+# ------------------------------------------------------------------ no data
+
+def _inconclusive():
+    return tuple(MetricSample(name, "q", value=None, samples=None) for name in ("error-rate", "latency"))
+
+
+def test_no_data_holds_weight_and_never_advances():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    for _ in range(5):
+        d = run.step(after=10, workloads=w, samples=_inconclusive())
+        assert d.action is Action.HOLD and d.status["canaryWeight"] == 10 and d.status["currentStep"] == 0
+    assert d.status["lastAnalysis"][0]["verdict"] == "Inconclusive"
+
+
+def test_no_data_after_hold_applies_the_policy_rollback():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    for _ in range(6):
+        d = run.step(after=10, workloads=w, samples=_inconclusive())
+    d = run.step(after=10, workloads=w, samples=_inconclusive())
+    assert d.action is Action.ROLLBACK and "no conclusive data" in d.status["message"]
+
+
+def test_no_data_policy_pause_pauses_and_recovers_when_data_returns():
+    spec = make_spec("model:v2", noData={"hold": "20s", "then": "pause"})
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    for _ in range(3):
+        d = run.step(after=10, workloads=w, samples=_inconclusive())
+    assert d.status["phase"] == "Paused" and d.status["canaryWeight"] == 10
+    d = run.step(after=10, workloads=w, samples=good())
+    assert d.status["phase"] == "Progressing"
+
+
+def test_few_samples_are_inconclusive_not_pass():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    samples = tuple(MetricSample(n, "q", value=0.0, samples=12.0) for n in ("error-rate", "latency"))
+    d = run.step(after=10, workloads=w, samples=samples)
+    assert {r["verdict"] for r in d.status["lastAnalysis"]} == {"Inconclusive"}
+    d = run.step(after=25, workloads=w, samples=samples)
+    assert d.status["currentStep"] == 0  # hold elapsed, still no advance
+
+
+def test_provider_error_is_inconclusive():
+    run = canary_in_step0()
+    samples = tuple(MetricSample(n, "q", error="connection refused") for n in ("error-rate", "latency"))
+    d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=samples)
+    assert d.action is Action.HOLD and "connection refused" in d.status["lastAnalysis"][0]["reason"]
+
+
+# ------------------------------------------------------------------ manual gates and commands
+
+def test_step_without_hold_waits_for_promote():
+    spec = make_spec("model:v2", steps=[{"weight": 20}, {"weight": 100, "hold": "10s"}])
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    d = run.step(after=100, workloads=w, samples=good())
+    assert d.status["phase"] == "Paused" and d.status["currentStep"] == 0
+    assert {c["type"]: c["reason"] for c in d.status["conditions"]}["Paused"] == "ManualGate"
+    d = run.step(after=1, workloads=w, commands=Commands(promote="p1"))
+    assert d.action is Action.ADVANCE and d.status["canaryWeight"] == 100
+
+
+def test_abort_rolls_back_at_once():
+    run = canary_in_step0()
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a1"))
+    assert d.action is Action.ROLLBACK and "aborted by user" in d.status["message"]
+
+
+def test_pause_holds_and_does_not_count_toward_hold():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    run.step(after=10, workloads=w, samples=good())
+    d = run.step(after=1, workloads=w, commands=Commands(paused=True))
+    assert d.status["phase"] == "Paused"
+    d = run.step(after=100, workloads=w, commands=Commands(paused=True), samples=good())
+    assert d.status["phase"] == "Paused" and d.status["currentStep"] == 0
+    d = run.step(after=1, workloads=w, samples=good())  # resumed
+    assert d.status["phase"] == "Progressing" and d.status["currentStep"] == 0
+
+
+def test_promote_full_skips_remaining_steps():
+    run = canary_in_step0()
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(promote_full="f"))
+    assert d.action is Action.PROMOTE
+
+
+# ------------------------------------------------------------------ superseding
+
+def test_new_template_during_rollout_supersedes_canary():
+    run = canary_in_step0()
+    run.spec = V3
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)})
+    assert d.action is Action.START and d.status["canaryRevision"] == V3.revision
+    assert d.status["canaryWeight"] == 0
+    assert d.status["history"][0]["result"] == "Superseded"
+    desired = desired_state(V3, d.status, run.now)
+    assert desired.canary_weight == 0 and V2.revision in desired.replicas
+
+
+def test_template_reverted_to_stable_abandons_canary():
+    run = canary_in_step0()
+    run.spec = V1
+    d = run.step(after=1, workloads=ready(V1))
+    assert d.status["phase"] == "Succeeded" and "canaryRevision" not in d.status
+
+
+def test_scale_down_after_delay_deletes_old_revision():
+    run = canary_in_step0()
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a"))
+    assert desired_state(V2, d.status, run.now).replicas[V2.revision] == -1  # kept while the delay runs
+    assert desired_state(V2, d.status, run.now + timedelta(seconds=31)).replicas[V2.revision] is None
+
+
+# ------------------------------------------------------------------ restart safety
+
+def test_decide_is_deterministic_from_status_alone():
+    """Replaying the same status and observations gives the same decision: no hidden state."""
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    status = copy.deepcopy(run.status)
+    now = run.now + timedelta(seconds=10)
+    a = decide(V2, copy.deepcopy(status), Observations(workloads=w, samples=good()), now)
+    b = decide(V2, copy.deepcopy(status), Observations(workloads=w, samples=good()), now)
+    assert a == b
+
+
+def test_weights_always_follow_the_plan():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(4, 4)}
+    seen = []
+    for _ in range(20):
+        d = run.step(after=10, workloads=w, samples=good() if analysis_due(V2, run.status, run.now + timedelta(seconds=10)) else None)
+        seen.append(d.status.get("canaryWeight"))
+    assert all(weight in {0, 10, 50} for weight in seen)
+    during = seen[:seen.index(0)] if 0 in seen else seen
+    assert during == sorted(during) and during[-1] == 50  # weights only go up, through the plan
+    assert run.status["stableRevision"] == V2.revision
+
+
+# ------------------------------------------------------------------ invalid spec and routing arithmetic
+
+def test_invalid_spec_keeps_traffic_and_warns_once():
+    run = canary_in_step0()
+    d = invalid(run.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
+    assert d.status["phase"] == "InvalidSpec" and d.status["canaryWeight"] == 10
+    assert [e.reason for e in d.events] == ["InvalidSpec"]
+    again = invalid(d.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
+    assert again.events == ()
+
+
+def test_recovery_from_invalid_spec_resumes_the_rollout():
+    run = canary_in_step0()
+    run.status = invalid(run.status, "spec.x", "bad", 2, run.now).status
+    d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(), generation=3)
+    assert d.status["phase"] == "Progressing" and d.status["currentStep"] == 0
+
+
+@pytest.mark.parametrize("router,weight,expected", [
+    ("replicas", 10, 1), ("replicas", 50, 4), ("replicas", 20, 1), ("replicas", 100, 4),
+    ("gatewayAPI", 10, 1), ("gatewayAPI", 50, 2), ("gatewayAPI", 100, 4), ("gatewayAPI", 0, 1),
+])
+def test_canary_replicas(router, weight, expected):
+    assert canary_replicas(make_spec(router=router), weight) == expected
