@@ -36,11 +36,13 @@ def _selector(text: str | None) -> dict[str, str] | None:
 @click.option("--metrics-port", type=int, default=None, help="Serve operator metrics on this port.")
 @click.option("--liveness", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--peering", is_flag=True, help="Coordinate several replicas with kopf peering (else standalone).")
+@click.option("--peering-name", envvar="MODELROLLOUT_PEERING_NAME", default=None,
+              help="Kopf peering object (one per release or shard); with --peering.")
 @click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
         prometheus_token_file: str | None, prometheus_ca_file: str | None, metrics_port: int | None,
-        liveness: str | None, peering: bool, log_format: str, log_level: str) -> None:
+        liveness: str | None, peering: bool, peering_name: str | None, log_format: str, log_level: str) -> None:
     """Run the operator."""
     import kopf
 
@@ -60,6 +62,7 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
     kopf.configure(verbose=log_level == "debug", log_format=kopf.LogFormat.JSON if log_format == "json"
                    else kopf.LogFormat.PLAIN, log_prefix=False)
     logging.getLogger().setLevel(log_level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the decisions
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
     asyncio.run(kopf.operator(
@@ -67,6 +70,7 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         standalone=not peering,
+        peering_name=(peering_name or "default") if peering else None,
         liveness_endpoint=liveness,
     ))
 

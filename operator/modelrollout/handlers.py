@@ -65,6 +65,10 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     """Register every handler on `registry`, filtered by the configured label selector."""
     labels = dict(config.label_selector) if config.label_selector else None
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
@@ -82,7 +86,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         await memo.runtime.kube.close()
 
-    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, registry=registry)
+    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, id="rollout_deployments",
+                registry=registry)
     def rollout_deployments(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
                             status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> Any:
         observed = ObservedDeployment(

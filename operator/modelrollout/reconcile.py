@@ -145,6 +145,8 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
 
 def _record_metrics(obj: RolloutObject, decision: core.Decision) -> None:
     status = decision.status
+    since = core.parse_ts(_phase_since(status))
+    metrics.record_phase(obj.namespace, obj.name, status["phase"], since=since.timestamp() if since else None)
     metrics.record_weight(obj.namespace, obj.name, int(status.get("canaryWeight") or 0))
     if status.get("lastAnalysisAt") != obj.status.get("lastAnalysisAt"):
         for result in status.get("lastAnalysis") or []:
@@ -155,6 +157,14 @@ def _record_metrics(obj: RolloutObject, decision: core.Decision) -> None:
         metrics.record_result(obj.namespace, obj.name, "rolledback", duration)
     elif decision.action is core.Action.PROMOTED:
         metrics.record_result(obj.namespace, obj.name, "promoted", duration)
+
+
+def _phase_since(status: Mapping[str, Any]) -> str | None:
+    """When the current phase began: the Reconciling (or Ready/Stalled) condition's transition time."""
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Reconciling", "Ready", "Stalled"):
+            return condition.get("lastTransitionTime")
+    return None
 
 
 def observed_deployments(entries: Any) -> dict[str, ObservedDeployment]:

@@ -1,0 +1,3 @@
+from modelrollout.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The local lab: emulated Kubernetes API, workload and traffic simulators, real Prometheus."""

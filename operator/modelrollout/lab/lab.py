@@ -1,0 +1,192 @@
+"""The whole lab in one object: emulated API server, simulators, real Prometheus, real operator.
+
+    with Lab(workdir) as lab:          # API server, workload + traffic simulators, Prometheus
+        lab.start_operator()            # `modelrollout run` as a separate process
+        lab.apply(manifest)
+        lab.wait_for_phase("fraud-detector", "Succeeded", timeout=60)
+
+Every piece reaches the API server only through `lab.kubeconfig`, as it would beside a
+real cluster. The operator is a real process: tests SIGKILL it and start it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modelrollout.lab.apiserver import start_in_thread
+from modelrollout.lab.prometheus import PrometheusServer, spawn
+from modelrollout.lab.traffic import TrafficSimulator
+from modelrollout.lab.workloads import WorkloadSimulator
+from modelrollout.names import GROUP, PLURAL, VERSION
+
+CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "modelrollout.yaml"
+
+
+def crd_manifest() -> dict[str, Any]:
+    """The CRD, from crds/ of the checkout (the lab runs from a checkout)."""
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+class Lab:
+    def __init__(self, workdir: str | None = None, *, seed: int = 0, scrape_interval: str = "1s",
+                 traffic_tick: float = 0.2) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="modelrollout-lab-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = str(self.workdir / "kubeconfig")
+        self.seed = seed
+        self.scrape_interval = scrape_interval
+        self.traffic_tick = traffic_tick
+        self.api: Any = None
+        self.workloads: WorkloadSimulator | None = None
+        self.traffic: TrafficSimulator | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._operator_log: Any = None
+        self._api_client: client.ApiClient | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> Lab:
+        self.api = start_in_thread()
+        self.api.write_kubeconfig(self.kubeconfig)
+        self._api_client = config.new_client_from_config(config_file=self.kubeconfig)
+        self.apply(crd_manifest())
+        self.workloads = WorkloadSimulator(self.kubeconfig).start()
+        self.traffic = TrafficSimulator(self.kubeconfig, seed=self.seed, tick=self.traffic_tick).start()
+        self.prometheus = PrometheusServer([self.traffic.address], scrape_interval=self.scrape_interval).start()
+        return self
+
+    def start_operator(self, *extra_args: str) -> subprocess.Popen[bytes]:
+        assert self.prometheus is not None
+        self._operator_log = open(self.workdir / "operator.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.operator = spawn(
+            [sys.executable, "-m", "modelrollout", "run", "--kubeconfig", self.kubeconfig,
+             "--prometheus-url", self.prometheus.url, *extra_args],
+            stdout=self._operator_log, stderr=subprocess.STDOUT, env=env)
+        return self.operator
+
+    def kill_operator(self, sig: int = signal.SIGKILL) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            os.killpg(self.operator.pid, sig)
+            self.operator.wait(timeout=15)
+        self.operator = None
+
+    def operator_log(self) -> str:
+        path = self.workdir / "operator.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            try:
+                self.kill_operator(signal.SIGTERM)
+            except subprocess.TimeoutExpired:
+                self.kill_operator(signal.SIGKILL)
+        for piece in (self.prometheus, self.traffic, self.workloads):
+            if piece is not None:
+                piece.stop()
+        if self.api is not None:
+            self.api.stop()
+        if self._operator_log is not None:
+            self._operator_log.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Lab:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- the API, as a user would use it
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self._api_client)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._api_client)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self._api_client)
+
+    def apply(self, manifest: dict[str, Any] | str | Path) -> None:
+        """Create or replace each document (like `kubectl apply` for what the lab needs)."""
+        if isinstance(manifest, (str, Path)):
+            docs = [d for d in yaml.safe_load_all(Path(manifest).read_text()) if d]
+        else:
+            docs = [manifest]
+        for doc in docs:
+            self._apply_one(doc)
+
+    def _apply_one(self, doc: dict[str, Any]) -> None:
+        from kubernetes import dynamic
+
+        dyn = dynamic.DynamicClient(self._api_client)
+        resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        meta = doc["metadata"]
+        namespace = meta.get("namespace", "default") if resource.namespaced else None
+        try:
+            current = resource.get(name=meta["name"], namespace=namespace)
+        except dynamic.exceptions.NotFoundError:
+            resource.create(body=doc, namespace=namespace)
+            return
+        body = dict(doc)
+        body["metadata"] = {**meta, "resourceVersion": current.metadata.resourceVersion}
+        resource.replace(body=body, namespace=namespace)
+
+    def rollout(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def patch_rollout(self, name: str, patch: dict[str, Any], namespace: str = "default") -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+    def delete_rollout(self, name: str, namespace: str = "default") -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def status(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        try:
+            return self.rollout(name, namespace).get("status") or {}
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
+                 what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(interval)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}\n--- operator log tail:\n"
+                           + "\n".join(self.operator_log().splitlines()[-40:]))
+
+    def wait_for_phase(self, name: str, phase: str, timeout: float, namespace: str = "default",
+                       revision: str | None = None) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name, namespace)
+            if status.get("phase") != phase:
+                return None
+            if revision and status.get("stableRevision") != revision and status.get("abortedRevision") != revision:
+                return None
+            return status
+        return self.wait_for(reached, timeout, what=f"{name} phase {phase}")

@@ -1,0 +1,397 @@
+"""Table tests of the pure statistical judges in modelrollout.stats."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from modelrollout.stats import (
+    Judgement,
+    Verdict,
+    chi2_sf,
+    histogram_quantile,
+    judge_distribution_shift,
+    judge_proportion,
+    judge_quantile,
+    judge_threshold,
+    judge_vs_stable,
+    msprt_lambda,
+    required_samples,
+)
+
+P, F, I = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
+INF = math.inf
+NAN = math.nan
+
+
+def test_verdict_values_and_frozen_judgement() -> None:
+    assert [v.value for v in Verdict] == ["Pass", "Fail", "Inconclusive"]
+    j = judge_threshold(0.1, 10, max=1)
+    assert isinstance(j, Judgement)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        j.verdict = F  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- judge_threshold
+
+
+@pytest.mark.parametrize(
+    ("value", "samples", "kw", "verdict", "in_reason"),
+    [
+        (None, 100, {"max": 0.01}, I, "no data"),
+        (NAN, 100, {"max": 0.01}, I, "no data"),
+        (0.005, 100, {"max": 0.01}, P, "0.005 <= max 0.01"),
+        (0.01, 100, {"max": 0.01}, P, "<= max"),  # boundary is inclusive
+        (0.0100001, 100, {"max": 0.01}, F, "> max 0.01"),
+        (0.052, 2310, {"max": 0.01}, F, "0.052 > max 0.01 over 2,310 samples"),
+        (0.85, 500, {"min": 0.85}, P, ">= min 0.85"),
+        (0.8499, 500, {"min": 0.85}, F, "< min 0.85"),
+        (0.9, 500, {"min": 0.85, "max": 0.95}, P, ">= min 0.85 and <= max 0.95"),
+        (0.5, 10, {"max": 0.01, "min_samples": 100}, I, "only 10 samples, need 100"),
+        (0.5, 100, {"max": 0.01, "min_samples": 100}, F, "> max"),
+        (0.001, None, {"max": 0.01, "min_samples": 100}, P, "<= max"),  # unknown sample count
+        (0.001, -5, {"max": 0.01}, I, "counter reset"),
+        (INF, 100, {"max": 0.3}, F, "+Inf > max"),
+    ],
+)
+def test_judge_threshold(value, samples, kw, verdict, in_reason) -> None:
+    j = judge_threshold(value, samples, **kw)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason
+
+
+def test_judge_threshold_needs_a_bound() -> None:
+    with pytest.raises(ValueError):
+        judge_threshold(1.0, 1)
+
+
+# --------------------------------------------------------------------------- judge_vs_stable
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "kw", "verdict", "in_reason"),
+    [
+        (None, 0.2, {"max_increase": 0.05}, I, "no data for canary"),
+        (0.2, None, {"max_increase": 0.05}, I, "no data for stable"),
+        (0.2, NAN, {"max_increase": 0.05}, I, "no data for stable"),
+        (0.24, 0.2, {"max_increase": 0.05}, P, "within tolerance"),
+        (0.25, 0.2, {"max_increase": 0.05}, P, "within tolerance"),  # inclusive (float-safe values)
+        (0.26, 0.2, {"max_increase": 0.05}, F, "increase beyond"),
+        # relative: +20 % allowed
+        (0.24, 0.2, {"max_increase": 0.25, "relative": True}, P, "+20.0%"),
+        (0.26, 0.2, {"max_increase": 0.25, "relative": True}, F, "+30.0%"),
+        # same numbers, absolute 0.25 tolerance: passes
+        (0.26, 0.2, {"max_increase": 0.25}, P, "within"),
+        # decreases (quality-like metrics)
+        (0.80, 0.90, {"max_decrease": 0.05}, F, "decrease beyond"),
+        (0.87, 0.90, {"max_decrease": 0.05}, P, "within"),
+        (0.80, 0.90, {"max_decrease": 0.1, "relative": True}, F, "-11.1%"),
+        # relative change against a stable value of 0 is undefined
+        (0.01, 0.0, {"max_increase": 0.5, "relative": True}, I, "relative change undefined"),
+        (0.0, 0.0, {"max_increase": 0.5, "relative": True}, P, "within"),
+        # sample size
+        (0.9, 0.1, {"max_increase": 0.05, "min_samples": 100, "samples": 20}, I, "only 20 samples"),
+    ],
+)
+def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
+    kw = dict(kw)
+    samples = kw.pop("samples", 1000)
+    j = judge_vs_stable(canary, stable, samples, **kw)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason
+    if verdict is not I or "samples" in in_reason:
+        assert j.evidence["canary"] == canary
+
+
+# --------------------------------------------------------------------------- judge_proportion
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "verdict", "in_reason"),
+    [
+        # missing / broken data
+        ((None, 1000, 1, 1000), {}, I, "no data for canary"),
+        ((NAN, 1000, 1, 1000), {}, I, "no data for canary"),
+        ((1, 1000, None, None), {}, I, "no data for stable"),
+        ((1, 1000, NAN, 1000), {}, I, "no data for stable"),
+        ((0, 0, 1, 1000), {}, I, "no canary traffic"),
+        ((1, 1000, 0, 0), {}, I, "no stable traffic"),
+        ((-3, 1000, 1, 1000), {}, I, "counter reset"),
+        ((3, -1000, 1, 1000), {}, I, "counter reset"),
+        ((3, 1000, 1, -20), {}, I, "counter reset"),
+        ((30, 20, 1, 1000), {}, I, "inconsistent counts"),
+        # tiny samples: even an awful canary is not judged below min_samples
+        ((5, 10, 0, 1000), {"min_samples": 100}, I, "only 10 canary requests, need 100"),
+        ((0, 1000, 0, 50), {"min_samples": 100}, I, "only 50 stable requests"),
+        # clearly bad: 5.2 % vs 0.1 %
+        ((120, 2310, 2, 2000), {"tolerance": 0.005}, F, "worse beyond tolerance 0.005 (mSPRT p"),
+        # zero stable errors: no division by zero, still decides
+        ((60, 2000, 0, 20000), {"tolerance": 0.005}, F, "vs stable 0 over 2,000"),
+        ((0, 20000, 0, 20000), {"tolerance": 0.005}, P, "no worse than tolerance"),
+        # healthy and plenty of traffic: PASS
+        ((20, 20000, 19, 19000), {"tolerance": 0.002}, P, "no worse"),
+        # healthy but little traffic: INCONCLUSIVE, with an estimate
+        ((1, 500, 10, 9500), {"tolerance": 0.002}, I, "need more samples (~"),
+        # known baseline instead of stable counts
+        ((0, 5000, None, None), {"tolerance": 0.002, "baseline": 0.001, "alpha": 0.01}, P, "vs baseline 0.001"),
+        ((40, 2000, None, None), {"tolerance": 0.002, "baseline": 0.001}, F, "vs baseline 0.001"),
+        # quality, higher is better (first count = correct predictions)
+        ((850, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "good rate 0.85 vs stable 0.93"),
+        ((9300, 10000, 9320, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "no worse"),
+        ((930, 1000, 900, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "no worse"),
+        ((915, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, I, "need more samples"),
+        ((8800, 10000, 9300, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "worse beyond"),
+        # fractional counts from Prometheus increase() are fine
+        ((119.7, 2310.4, 2.1, 2000.2), {"tolerance": 0.005}, F, "worse"),
+    ],
+)
+def test_judge_proportion(args, kw, verdict, in_reason) -> None:
+    kw = {"tolerance": 0.002, **kw}
+    j = judge_proportion(*args, **kw)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason, j.reason
+
+
+def test_judge_proportion_evidence_and_consistency() -> None:
+    j = judge_proportion(120, 2310, 2, 2000, tolerance=0.005, alpha=0.05)
+    assert j.verdict is F
+    ev = j.evidence
+    for key in ("p_value", "canary_rate", "stable_rate", "canary_total", "stable_total", "upper_bound"):
+        assert key in ev
+    assert ev["p_value"] < 0.05
+    assert ev["canary_total"] == 2310 and ev["stable_total"] == 2000
+    assert ev["canary_rate"] == pytest.approx(120 / 2310)
+    assert j.value == pytest.approx(120 / 2310) and j.samples == 2310
+    assert "2,310" in j.reason
+
+    # PASS <=> the always-valid upper bound of p_c - p_s is below the tolerance
+    for counts in [(20, 20000, 19, 19000), (0, 3000, 1, 3000), (3, 3000, 1, 3000), (1, 500, 10, 9500),
+                   (5, 3000, 3, 3000), (0, 2600, 0, 2600), (10, 10000, 10, 10000)]:
+        j = judge_proportion(*counts, tolerance=0.002, alpha=0.05)
+        assert (j.verdict is P) == (j.evidence["upper_bound"] < 0.002), (counts, j)
+        lo, hi = j.evidence["difference"], j.evidence["upper_bound"]
+        assert hi >= lo
+
+
+def test_judge_proportion_inconclusive_estimate_is_roughly_right() -> None:
+    j = judge_proportion(1, 1000, 19, 19000, tolerance=0.002, alpha=0.05)
+    assert j.verdict is I
+    need = j.evidence["samples_needed"]
+    k = need / 1000 * 1.02
+    later = judge_proportion(1 * k, 1000 * k, 19 * k, 19000 * k, tolerance=0.002, alpha=0.05)
+    assert later.verdict is P
+
+
+def test_judge_proportion_more_samples_more_decisive() -> None:
+    # Same rates, 10x the traffic: the p-value can only get stronger for a bad canary.
+    small = judge_proportion(6, 600, 1, 1000, tolerance=0.002, alpha=0.01)
+    big = judge_proportion(60, 6000, 10, 10000, tolerance=0.002, alpha=0.01)
+    assert big.evidence["p_value"] < small.evidence["p_value"]
+    assert big.verdict is F
+
+
+def test_judge_proportion_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        judge_proportion(1, 10, 1, 10, tolerance=0.1, direction="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        judge_proportion(1, 10, 1, 10, tolerance=0.1, alpha=0)
+    with pytest.raises(ValueError):
+        judge_proportion(1, 10, 1, 10, tolerance=-0.1)
+
+
+def test_msprt_lambda_is_one_at_the_null_and_grows_with_evidence() -> None:
+    assert msprt_lambda(0.0, 1e-4, 1e-4) == pytest.approx(math.sqrt(0.5))
+    assert msprt_lambda(0.05, 1e-4, 1e-4) > msprt_lambda(0.01, 1e-4, 1e-4) > 0
+
+
+# --------------------------------------------------------------------------- histograms
+
+
+LAT = [(0.1, 10), (0.25, 50), (0.5, 90), (1.0, 98), (INF, 100)]
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets", "expected", "in_inf"),
+    [
+        (0.5, LAT, 0.25, False),  # rank 50 lands exactly on a bound
+        (0.95, LAT, 0.5 + 0.5 * (95 - 90) / 8, False),
+        (0.05, LAT, 0.05, False),  # lowest bucket interpolates from 0
+        (0.99, LAT, 1.0, True),  # Prometheus reports the highest finite bound
+        (1.0, LAT, 1.0, True),
+        (0.5, list(reversed(LAT)), 0.25, False),  # order does not matter
+        (0.5, [(0.1, 0), (INF, 0)], NAN, False),  # no observations
+        (0.5, [(0.1, 5), (0.2, 10)], NAN, False),  # no +Inf bucket
+        (0.5, [(-1.0, 10), (0.0, 10), (INF, 10)], -1.0, False),  # lowest bound <= 0
+        (0.5, [(0.1, 10), (0.2, 8), (INF, 20)], 0.1, False),  # non-monotonic: raised to 10, like Prometheus
+        (0.6, [(0.1, 10), (0.2, 8), (INF, 20)], 0.2, True),
+        (-0.1, LAT, -INF, False),
+        (1.1, LAT, INF, False),
+    ],
+)
+def test_histogram_quantile_matches_prometheus(q, buckets, expected, in_inf) -> None:
+    value, flag = histogram_quantile(q, buckets)
+    if math.isnan(expected):
+        assert math.isnan(value)
+    else:
+        assert value == pytest.approx(expected)
+    assert flag is in_inf
+
+
+STABLE_LAT = [(0.1, 30), (0.25, 80), (0.5, 95), (1.0, 100), (INF, 100)]
+ALL_SLOW = [(0.1, 0), (0.25, 0), (0.5, 0), (1.0, 0), (INF, 100)]
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "kw", "verdict", "in_reason"),
+    [
+        (None, None, {"q": 0.95, "max": 0.3}, I, "no data for canary"),
+        ([(0.1, 0), (INF, 0)], None, {"q": 0.95, "max": 0.3}, I, "only 0 canary observations"),
+        (LAT[:-1], None, {"q": 0.95, "max": 0.3}, I, "no +Inf bucket"),
+        ([(0.1, -1), (INF, 100)], None, {"q": 0.95, "max": 0.3}, I, "counter reset"),
+        ([(0.1, NAN), (INF, 100)], None, {"q": 0.95, "max": 0.3}, I, "NaN"),
+        (LAT, None, {"q": 0.95, "max": 1.0}, P, "p95 0.812 <= max 1"),
+        (LAT, None, {"q": 0.95, "max": 0.8}, F, "p95 0.812 > max 0.8"),
+        (LAT, None, {"q": 0.5, "max": 0.25}, P, "<= max 0.25"),  # exact boundary passes
+        # +Inf bucket: say so, and FAIL even if max is above the top finite bound
+        (LAT, None, {"q": 0.99, "max": 0.3}, F, "above the highest finite bucket bound 1"),
+        (LAT, None, {"q": 0.99, "max": 5.0}, F, "Prometheus would report 1"),
+        # tiny samples
+        ([(0.1, 1), (INF, 10)], None, {"q": 0.95, "max": 0.3, "min_samples": 50}, I, "only 10 canary"),
+        # vs stable: absolute and relative
+        (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.5}, P, "within +0.5"),
+        (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.2}, F, "increase beyond +0.2"),
+        (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.5, "relative": True}, F, "+62.5%"),
+        (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.7, "relative": True}, P, "+62.5%"),
+        (LAT, None, {"q": 0.95, "max_increase": 0.2}, I, "no data for stable"),
+        (LAT, [(0.1, 1), (INF, 5)], {"q": 0.95, "max_increase": 0.2}, I, "only 5 stable"),
+        # both max and stable: any failure fails
+        (LAT, STABLE_LAT, {"q": 0.95, "max": 0.5, "max_increase": 0.5}, F, "> max 0.5"),
+        # missing stable but max breached: FAIL beats INCONCLUSIVE
+        (LAT, None, {"q": 0.95, "max": 0.5, "max_increase": 0.5}, F, "> max 0.5"),
+        # +Inf on both sides: cannot compare
+        (ALL_SLOW, ALL_SLOW, {"q": 0.95, "max_increase": 0.1}, I, "both above the highest finite"),
+        (ALL_SLOW, STABLE_LAT, {"q": 0.95, "max_increase": 0.1}, F, "above every finite bucket"),
+    ],
+)
+def test_judge_quantile(canary, stable, kw, verdict, in_reason) -> None:
+    j = judge_quantile(canary, stable, **kw)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason, j.reason
+
+
+def test_judge_quantile_evidence_marks_inf_bucket() -> None:
+    j = judge_quantile(LAT, q=0.99, max=0.3)
+    assert j.evidence["canary_in_inf_bucket"] == "true"
+    assert j.value == 1.0 and j.samples == 100
+
+
+# --------------------------------------------------------------------------- distribution shift
+
+
+def cumulative(counts: list[float], bounds: list[float] | None = None) -> list[tuple[float, float]]:
+    bounds = bounds or [0.1 * (i + 1) for i in range(len(counts) - 1)] + [INF]
+    out, total = [], 0.0
+    for le, c in zip(bounds, counts):
+        total += c
+        out.append((le, total))
+    return out
+
+
+SAME = cumulative([100, 200, 300, 300, 100])
+SHIFTED = cumulative([300, 300, 200, 150, 50])
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "kw", "verdict", "in_reason"),
+    [
+        (None, SAME, {"max_psi": 0.1}, I, "no data for canary"),
+        (SAME, None, {"max_psi": 0.1}, I, "no data for stable"),
+        (SAME, SAME, {"max_psi": 0.1}, P, "no shift: PSI 0 <= 0.1"),
+        (SAME, SHIFTED, {"max_psi": 0.1}, F, "distribution shifted: PSI"),
+        (SAME, SHIFTED, {"max_js": 0.1}, F, "JS"),
+        (SAME, SHIFTED, {"max_psi": 5.0}, P, "no shift"),
+        # below min_count on either side
+        (cumulative([1, 2, 3, 3, 1]), SHIFTED, {"max_psi": 0.1}, I, "only 10 canary observations"),
+        (SHIFTED, cumulative([1, 2, 3, 3, 1]), {"max_psi": 0.1}, I, "only 10 stable observations"),
+        # a large PSI from few counts is not significant: INCONCLUSIVE, not FAIL
+        (cumulative([5, 5, 10, 10, 0]), cumulative([10, 10, 5, 5, 0]),
+         {"max_psi": 0.1, "min_count": 20}, I, "not significant"),
+        # the same shape with 100x the counts is significant
+        (cumulative([500, 500, 1000, 1000, 0]), cumulative([1000, 1000, 500, 500, 0]),
+         {"max_psi": 0.1, "min_count": 20}, F, "shifted"),
+        # empty buckets on one side: epsilon smoothing, no crash
+        (cumulative([0, 0, 500, 500, 0]), cumulative([500, 500, 0, 0, 0]), {"max_psi": 0.1}, F, "shifted"),
+        # different bucket layouts
+        (SAME, cumulative([100, 200, 300, 300, 100], [0.2, 0.4, 0.6, 0.8, INF]), {"max_psi": 0.1}, I,
+         "different buckets"),
+        ([(0.1, -5), (INF, 100)], SAME, {"max_psi": 0.1}, I, "counter reset"),
+    ],
+)
+def test_judge_distribution_shift(canary, stable, kw, verdict, in_reason) -> None:
+    j = judge_distribution_shift(canary, stable, **kw)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason, j.reason
+
+
+def test_distribution_shift_metrics() -> None:
+    j = judge_distribution_shift(SAME, SHIFTED, max_psi=0.1)
+    ev = j.evidence
+    c = [0.1, 0.2, 0.3, 0.3, 0.1]
+    s = [0.3, 0.3, 0.2, 0.15, 0.05]
+    psi = sum((a - b) * math.log(a / b) for a, b in zip(c, s))
+    assert ev["psi"] == pytest.approx(psi, rel=1e-3)
+    m = [(a + b) / 2 for a, b in zip(c, s)]
+    jsd = 0.5 * sum(a * math.log2(a / x) for a, x in zip(c, m)) + 0.5 * sum(b * math.log2(b / x) for b, x in zip(s, m))
+    assert ev["js"] == pytest.approx(math.sqrt(jsd))
+    assert 0 <= ev["js"] <= 1
+    assert ev["df"] == 4 and ev["p_value"] < 1e-10
+    assert ev["canary_count"] == 1000 and ev["stable_count"] == 1000
+    # disjoint supports: JS distance is exactly 1 (base 2)
+    d = judge_distribution_shift(cumulative([0, 0, 500, 500, 0]), cumulative([500, 500, 0, 0, 0]), max_js=0.5)
+    assert d.evidence["js"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("x", "df", "expected"),
+    [
+        (3.841458820694124, 1, 0.05),
+        (6.634896601021214, 1, 0.01),
+        (18.307038053275146, 10, 0.05),
+        (9.487729036781154, 4, 0.05),
+        (2.0, 2, math.exp(-1.0)),  # chi2(2) is exponential(1/2)
+        (0.0, 3, 1.0),
+        (124.342, 100, 0.05),
+        (300.0, 4, 1.4e-63),
+    ],
+)
+def test_chi2_sf(x, df, expected) -> None:
+    assert chi2_sf(x, df) == pytest.approx(expected, rel=2e-3)
+
+
+# --------------------------------------------------------------------------- required samples
+
+
+@pytest.mark.parametrize(
+    ("p0", "p1", "kw", "low", "high"),
+    [
+        (0.001, 0.01, {}, 300, 340),  # PRODUCT.md: "about 300"
+        (0.01, 0.02, {}, 800, 1000),  # PRODUCT.md: "800-1000"
+        (0.001, 0.01, {"method": "score"}, 220, 235),
+        (0.01, 0.02, {"method": "score"}, 780, 800),
+        (0.01, 0.02, {"alpha": 0.01}, 1400, 1500),
+        (0.9, 0.85, {}, 250, 300),  # a drop (accuracy) works the same way
+    ],
+)
+def test_required_samples(p0, p1, kw, low, high) -> None:
+    assert low <= required_samples(p0, p1, **kw) <= high
+
+
+def test_required_samples_monotone_and_validated() -> None:
+    assert required_samples(0.01, 0.02, power=0.9) > required_samples(0.01, 0.02)
+    assert required_samples(0.01, 0.03) < required_samples(0.01, 0.02)
+    with pytest.raises(ValueError):
+        required_samples(0.01, 0.01)
+    with pytest.raises(ValueError):
+        required_samples(0.01, 1.5)
