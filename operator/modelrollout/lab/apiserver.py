@@ -751,6 +751,9 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
     def _delete(self, rdef: ResourceDef, ns: str | None, name: str, options: dict[str, Any], *,
                 dry_run: bool = False) -> dict[str, Any]:
         old = self._get(rdef, ns, name)
+        if rdef.gp == ('', 'namespaces') and name in ('default', 'kube-system', 'kube-public'):
+            raise ApiError(403, 'Forbidden', f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                           _details(rdef, name))
         pre = options.get('preconditions') or {}
         if pre.get('resourceVersion') and pre['resourceVersion'] != old['metadata'].get('resourceVersion'):
             raise conflict(rdef, name)
@@ -804,7 +807,7 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
             obj = logic.prune_and_default(obj, rdef.schema, '', dropped, root=True)
             if strict and dropped:
                 texts = ', '.join(f'unknown field "{d}"' for d in dropped)
-                raise bad_request(f'{rdef.group_kind} in version "{rdef.version}" cannot be handled as a '
+                raise bad_request(f'{rdef.kind} in version "{rdef.version}" cannot be handled as a '
                                   f'{rdef.kind}: strict decoding error: {texts}')
             causes = logic.validate(obj, rdef.schema, '', root=True)
             if causes:
@@ -1061,9 +1064,14 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
         queue: asyncio.Queue[Any] = asyncio.Queue()
         initial: list[bytes] = []
         gone = False
-        if rv_text in ('', '0'):
+        if params.get('sendInitialEvents') == 'true' or rv_text in ('', '0'):
             for obj in self._select(rdef, ns, params):
                 initial.append(self._encode_event(rdef, 'ADDED', obj, accept, params))
+            if params.get('sendInitialEvents') == 'true':  # the WatchList protocol: mark the end of the state
+                bm = {'type': 'BOOKMARK', 'object': {
+                    'kind': rdef.kind, 'apiVersion': rdef.api_version,
+                    'metadata': {'resourceVersion': str(st.rv), 'annotations': {'k8s.io/initial-events-end': 'true'}}}}
+                initial.append(json.dumps(bm).encode() + b'\n')
         else:
             try:
                 since = int(rv_text)

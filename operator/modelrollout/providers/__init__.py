@@ -6,6 +6,7 @@ One module per provider behind the `MetricsProvider` protocol, picked from `PROV
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -20,8 +21,12 @@ class ProviderError(RuntimeError):
 
 
 class MetricsProvider(Protocol):
-    async def run_query(self, query: str) -> list[Series]:
-        """An instant query: every series of the result with its value (NaN kept as NaN)."""
+    async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
+        """An instant query: every series of the result with its value (NaN kept as NaN).
+
+        `at` evaluates the query at that moment of the past (Prometheus' `time` parameter),
+        for `modelrollout backtest`; None means now, as the operator always asks.
+        """
 
     async def is_online(self) -> bool: ...
 

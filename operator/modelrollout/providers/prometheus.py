@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -24,9 +25,10 @@ class PrometheusProvider:
                                          retry=Retry(total=0), timeout=timeout)
         self.address = address
 
-    def _query(self, query: str) -> list[Series]:
+    def _query(self, query: str, at: datetime | None = None) -> list[Series]:
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
         try:
-            result = self._client.custom_query(query)
+            result = self._client.custom_query(query, params=params)
         except Exception as exc:  # connection errors, HTTP errors, bad PromQL
             raise ProviderError(f"Prometheus {self.address}: {exc}") from exc
         series = []
@@ -35,8 +37,9 @@ class PrometheusProvider:
             series.append(Series(labels=dict(item.get("metric") or {}), value=float(text)))
         return series
 
-    async def run_query(self, query: str) -> list[Series]:
-        return await asyncio.to_thread(self._query, query)
+    async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
+        """Instant query; `at` (timezone-aware) evaluates it at that past moment."""
+        return await asyncio.to_thread(self._query, query, at)
 
     async def is_online(self) -> bool:
         return await asyncio.to_thread(self._client.check_prometheus_connection)

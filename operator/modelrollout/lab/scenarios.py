@@ -1,0 +1,90 @@
+"""Manifests for lab rollouts: a traffic entry point, optionally an HTTPRoute, and a ModelRollout.
+
+`behaviour` becomes the pod template's lab.modelrollout.io/* annotations, which the lab's
+simulators read (see docs/lab.md); changing it, or `version`, is a new release.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+GOOD = {"load-seconds": "1", "error-rate": "0.001", "latency-ms": "40", "accuracy": "0.92", "score-mean": "0.3"}
+
+FAST_STEPS = [{"weight": 20, "hold": "4s"}, {"weight": 50, "hold": "4s"}]
+
+DEFAULT_METRICS = [
+    {"name": "error-rate", "max": 0.02},
+    {"name": "latency-p95", "max": 0.2},
+]
+
+
+def traffic_entry(name: str, namespace: str, target: str, rps: float, seed: int = 0) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-traffic", "namespace": namespace,
+                     "labels": {"lab.modelrollout.io/traffic": "true"}},
+        "data": {"target": target, "rps": str(rps), "seed": str(seed)},
+    }
+
+
+def http_route(name: str, namespace: str, port: int = 8080) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"parentRefs": [{"name": "lab-gateway"}],
+                 "rules": [{"backendRefs": [{"name": f"{name}-stable", "port": port, "weight": 100}]}]},
+    }
+
+
+def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", behaviour: dict[str, str] | None = None,
+            router: str = "replicas", replicas: int = 2, steps: list[dict[str, Any]] | None = None,
+            metrics: list[dict[str, Any]] | None = None, interval: str = "2s", min_samples: int = 30,
+            skip_analysis_for: str = "1s", readiness_timeout: str = "30s", no_data: dict[str, str] | None = None,
+            scale_down_delay: str = "2s") -> dict[str, Any]:
+    annotations = {f"lab.modelrollout.io/{k}": v for k, v in {**GOOD, **(behaviour or {})}.items()}
+    routing = {"replicas": {}} if router == "replicas" else {"gatewayAPI": {"httpRoute": name}}
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"name": name, "version": version},
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"containers": [{"name": "server", "image": f"example/{name}:{version}"}]},
+            },
+            "service": {"port": 8080},
+            "trafficRouting": routing,
+            "strategy": {"warmup": {"readinessTimeout": readiness_timeout, "skipAnalysisFor": skip_analysis_for},
+                         "steps": copy.deepcopy(steps or FAST_STEPS)},
+            "analysis": {"interval": interval, "preset": "http", "samples": {"min": min_samples},
+                         "noData": no_data or {"hold": "20s", "then": "rollback"},
+                         "metrics": copy.deepcopy(metrics if metrics is not None else DEFAULT_METRICS)},
+            "rollback": {"scaleDownDelay": scale_down_delay},
+        },
+    }
+
+
+def manifests(name: str, *, namespace: str = "default", router: str = "replicas", rps: float = 60,
+              seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
+    """Everything one lab release needs, in apply order."""
+    target = f"httproute/{name}" if router == "gatewayAPI" else f"service/{name}"
+    docs = [traffic_entry(name, namespace, target, rps, seed)]
+    if router == "gatewayAPI":
+        docs.append(http_route(name, namespace))
+    docs.append(rollout(name, namespace=namespace, router=router, **kwargs))
+    return docs
+
+
+def release(manifest: dict[str, Any], version: str, behaviour: dict[str, str] | None = None) -> dict[str, Any]:
+    """The same rollout with a new model version (a new template, so a new revision)."""
+    new = copy.deepcopy(manifest)
+    spec = new["spec"]
+    spec["model"]["version"] = version
+    template = spec["template"]
+    template["spec"]["containers"][0]["image"] = f"example/{new['metadata']['name']}:{version}"
+    annotations = {f"lab.modelrollout.io/{k}": v for k, v in {**GOOD, **(behaviour or {})}.items()}
+    template["metadata"]["annotations"] = annotations
+    return new

@@ -1,0 +1,14 @@
+"""One lab (emulated API server, simulators, real Prometheus) and one real operator process for the module."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelrollout.lab.lab import Lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with Lab(str(tmp_path_factory.mktemp("lab")), seed=7) as lab:
+        lab.start_operator()
+        yield lab

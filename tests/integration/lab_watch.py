@@ -1,0 +1,67 @@
+"""What the integration tests watch: route weights and status over time, as a user would see them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kubernetes.client.rest import ApiException
+
+from modelrollout.lab import scenarios
+
+
+def events_of(lab, name, reason):
+    """Events posted on one object with one reason (kopf posts them asynchronously)."""
+    return [e for e in lab.core.list_namespaced_event("default").items
+            if e.involved_object.name == name and e.reason == reason]
+
+
+def apply_all(lab, docs):
+    for doc in docs:
+        lab.apply(doc)
+
+
+def route_canary_weight(lab, name, namespace="default"):
+    try:
+        route = lab.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", name)
+    except ApiException:
+        return None
+    for ref in route["spec"]["rules"][0].get("backendRefs") or []:
+        if ref["name"] == f"{name}-canary":
+            return int(ref.get("weight", 1))
+    return 0
+
+
+class Recorder:
+    """Polls in the background and keeps every distinct value of `probe()`, in order."""
+
+    def __init__(self, probe, interval=0.1):
+        self.probe, self.interval, self.values = probe, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                value = self.probe()
+            except Exception:  # the API may blip while the operator restarts; keep watching
+                value = None
+            if value is not None and (not self.values or self.values[-1] != value):
+                self.values.append(value)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def start_stable(lab, name, **kwargs):
+    """Apply v1 and wait until it is the stable revision. Returns the applied ModelRollout manifest."""
+    docs = scenarios.manifests(name, **kwargs)
+    apply_all(lab, docs)
+    lab.wait_for_phase(name, "Succeeded", timeout=60)
+    return docs[-1]
