@@ -150,13 +150,13 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
     promotes = 0
     for _ in range(MAX_CYCLES):
         samples = None
-        if core.analysis_due(spec, status, now):
+        commands = Commands()
+        if _manual_gate_passed(spec, status):
+            promotes += 1  # right after a passing analysis at a manual gate: promote, as a human would
+            commands = Commands(promote=f"backtest-{promotes}")
+        elif core.analysis_due(spec, status, now):
             shown = {**status, "canaryRevision": canary, "stableRevision": stable}
             samples = await measure(spec, namespace, name, shown, _AtTime(provider, now), now)
-        commands = Commands()
-        if samples is None and _manual_gate_passed(spec, status):
-            promotes += 1
-            commands = Commands(promote=f"backtest-{promotes}")
         decision = core.decide(spec, status, Observations(generation=1, workloads=workloads,
                                                           commands=commands, samples=samples), now)
         before = (status.get("phase"), status.get("currentStep"))
@@ -164,12 +164,14 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
         changed = (status.get("phase"), status.get("currentStep")) != before
         if samples is not None or changed or decision.action in _NOTABLE:
             message = status.get("message") or ""
-            if commands.promote and decision.action is Action.ADVANCE:
-                message = f"manual gate promoted by the backtest; {message}"
+            if commands.promote:
+                message = f"manual gate passed, promoted by the backtest; {message}"
             rows.append(_row(now, status, decision.action, samples is not None, message))
         if status.get("phase") in (Phase.ROLLED_BACK.value, Phase.SUCCEEDED.value):
             break
         wait = max(0.05, decision.requeue_after)  # the operator's own next wake-up
+        if _manual_gate_passed(spec, status):
+            continue  # promote at once, at the same moment (needs no metrics, even at `end`)
         if status.get("phase") == Phase.PROMOTING.value:
             now += timedelta(seconds=wait)  # promotion needs no metrics: let it finish past `end`
             continue

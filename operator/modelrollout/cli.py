@@ -79,7 +79,9 @@ def _register_lab_commands() -> None:
     """The lab's commands need the [lab] extra; the operator image has no such extra."""
     try:
         from modelrollout.lab.cli import demo, lab
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("kmock", "rich", "matplotlib", "aiohttp"):
+            raise
         return
     main.add_command(lab)
     main.add_command(demo)
