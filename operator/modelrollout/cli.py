@@ -88,3 +88,12 @@ def _register_lab_commands() -> None:
 
 
 _register_lab_commands()
+
+
+def _register_backtest() -> None:
+    from modelrollout.backtest import backtest_command
+
+    main.add_command(backtest_command)
+
+
+_register_backtest()

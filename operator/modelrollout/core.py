@@ -73,12 +73,20 @@ class Commands:
 
 
 @dataclass(frozen=True)
+class GateResult:
+    state: str  # Pending | Passed | Failed
+    reason: str
+
+
+@dataclass(frozen=True)
 class Observations:
     generation: int = 1
     workloads: Mapping[str, Workload] = field(default_factory=dict)
     commands: Commands = Commands()
     # None: no analysis ran in this cycle. A tuple (maybe with errors) when it did.
     samples: tuple[MetricSample, ...] | None = None
+    # Results of the gates of the stage status.gating names, run in this cycle.
+    gates: Mapping[str, GateResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -288,7 +296,8 @@ class _Builder:
 
 def _clear_canary(b: _Builder) -> None:
     for key in ("canaryRevision", "canaryModelVersion", "currentStep", "canaryReadyAt", "stepStartedAt",
-                "lastAnalysisAt", "noDataSince", "pausedAt", "rolloutStartedAt"):
+                "lastAnalysisAt", "noDataSince", "noDataPaused", "pausedAt", "rolloutStartedAt", "gating", "gates",
+                "lastAnalysis"):
         b.status.pop(key, None)
     b.status["canaryWeight"] = 0
     b.status["failures"] = {}
@@ -398,17 +407,29 @@ def _progress(b: _Builder, revision: str) -> Decision:
     if not status.get("canaryReadyAt"):
         workload = obs.workloads.get(revision)
         wanted = canary_replicas(spec, steps[step_index].weight)
-        if workload is not None and workload.up_to_date and workload.ready >= wanted:
-            status["canaryReadyAt"] = ts(now)
-            return _enter_step(b, step_index, f"canary {revision} is ready")
-        waited = _since(status, "rolloutStartedAt", now) or 0.0
-        if waited >= spec.strategy.warmup.readiness_timeout:
-            ready = workload.ready if workload else 0
-            return _rollback(b, "ReadinessTimeout",
-                             f"canary not ready within {spec.strategy.warmup.readiness_timeout:g}s ({ready}/{wanted} ready)")
-        b.wake_in(min(WARMUP_POLL, spec.strategy.warmup.readiness_timeout - waited))
-        return b.finish(Action.WAIT, Phase.PROGRESSING, "WarmingUp",
-                        f"canary {revision} warming up: {workload.ready if workload else 0}/{wanted} ready")
+        if workload is None or not workload.up_to_date or workload.ready < wanted:
+            return _warming_up(b, revision, workload, wanted)
+        status["canaryReadyAt"] = ts(now)
+
+    if not status.get("stepStartedAt"):
+        waiting = _gates(b, "beforeTraffic")
+        return waiting or _enter_step(b, step_index, f"canary {revision} is ready")
+    return _in_step(b, revision, step_index)
+
+
+def _warming_up(b: _Builder, revision: str, workload: Workload | None, wanted: int) -> Decision:
+    timeout = b.spec.strategy.warmup.readiness_timeout
+    waited = _since(b.status, "rolloutStartedAt", b.now) or 0.0
+    ready = workload.ready if workload else 0
+    if waited >= timeout:
+        return _rollback(b, "ReadinessTimeout", f"canary not ready within {timeout:g}s ({ready}/{wanted} ready)")
+    b.wake_in(min(WARMUP_POLL, timeout - waited))
+    return b.finish(Action.WAIT, Phase.PROGRESSING, "WarmingUp", f"canary {revision} warming up: {ready}/{wanted} ready")
+
+
+def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
+    spec, obs, now, status = b.spec, b.obs, b.now, b.status
+    steps = spec.strategy.steps
 
     # Analysis results of this cycle.
     if obs.samples is not None:
@@ -476,7 +497,34 @@ def _enter_step(b: _Builder, index: int, why: str) -> Decision:
 def _advance(b: _Builder, index: int, why: str) -> Decision:
     if index + 1 < len(b.spec.strategy.steps):
         return _enter_step(b, index + 1, why)
-    return _begin_promotion(b, b.status["canaryRevision"], why)
+    return _gates(b, "beforePromotion") or _begin_promotion(b, b.status["canaryRevision"], why)
+
+
+def _gates(b: _Builder, stage: str) -> Decision | None:
+    """None when every gate of the stage passed; else a wait, or a rollback on a failed gate."""
+    gates = b.spec.strategy.gates.stage(stage)
+    if not gates:
+        return None
+    recorded = dict(b.status.get("gates") or {})
+    for name, result in b.obs.gates.items():
+        if result.state in ("Passed", "Failed"):
+            recorded[f"{stage}/{name}"] = {"result": result.state, "reason": result.reason, "at": ts(b.now)}
+            b.event("Normal" if result.state == "Passed" else "Warning", f"Gate{result.state}",
+                    f"gate {name} ({stage}): {result.reason}")
+    b.status["gates"] = recorded
+    for gate in gates:
+        entry = recorded.get(f"{stage}/{gate.name}")
+        if entry and entry["result"] == "Failed":
+            return _rollback(b, "GateFailed", f"gate {gate.name} ({stage}) failed: {entry['reason']}")
+    pending = [gate.name for gate in gates if f"{stage}/{gate.name}" not in recorded]
+    if not pending:
+        b.status.pop("gating", None)
+        return None
+    b.status["gating"] = stage
+    b.wake_in(WARMUP_POLL)
+    state = b.obs.gates.get(pending[0])
+    detail = f": {state.reason}" if state else ""
+    return b.finish(Action.WAIT, Phase.PROGRESSING, "Gating", f"waiting for gate {pending[0]} ({stage}){detail}")
 
 
 def _begin_promotion(b: _Builder, revision: str, why: str) -> Decision:

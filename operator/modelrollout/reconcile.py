@@ -17,6 +17,7 @@ from modelrollout import core, metrics
 from modelrollout.analysis import measure
 from modelrollout.config import Config
 from modelrollout.core import Commands, Observations, Workload
+from modelrollout.gates import run_gates
 from modelrollout.kube import Kube, KubeError, path
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
@@ -106,8 +107,12 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     samples = None
     if core.analysis_due(spec, obj.status, now):
         samples = await measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now)
+    gates = {}
+    stage = obj.status.get("gating")
+    if stage and obj.status.get("canaryRevision") == spec.revision:
+        gates = await run_gates(runtime.kube, spec, stage, obj.namespace, obj.name, obj.uid, obj.status)
     observations = Observations(generation=obj.generation, workloads=workloads,
-                                commands=commands_from(obj.annotations), samples=samples)
+                                commands=commands_from(obj.annotations), samples=samples, gates=gates)
     decision = core.decide(spec, obj.status, observations, now)
     written = await write_status(runtime.kube, obj, decision.status)
     for event in decision.events:

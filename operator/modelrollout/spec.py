@@ -106,9 +106,50 @@ class Warmup(_Frozen):
     _parse = field_validator("readiness_timeout", "skip_analysis_for", mode="before")(_duration_field)
 
 
+class JobGate(_Frozen):
+    """A Job run against the canary (env CANARY_SERVICE, CANARY_REVISION, ...); success passes."""
+
+    template: dict[str, Any]
+    backoff_limit: int = Field(default=0, ge=0, alias="backoffLimit")
+    timeout: Duration = 600.0
+
+    _parse = field_validator("timeout", mode="before")(_duration_field)
+
+
+class WebhookGate(_Frozen):
+    """An HTTP POST naming rollout, revisions and step; a 2xx answer passes."""
+
+    url: str = Field(pattern=r"^https?://")
+    timeout: Duration = 10.0
+    retries: int = Field(default=2, ge=0, le=10)
+
+    _parse = field_validator("timeout", mode="before")(_duration_field)
+
+
+class Gate(_Frozen):
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    job: JobGate | None = None
+    webhook: WebhookGate | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Gate:
+        if (self.job is None) == (self.webhook is None):
+            raise ValueError(f"gate {self.name!r} needs exactly one of job or webhook")
+        return self
+
+
+class Gates(_Frozen):
+    before_traffic: tuple[Gate, ...] = Field(default=(), alias="beforeTraffic")
+    before_promotion: tuple[Gate, ...] = Field(default=(), alias="beforePromotion")
+
+    def stage(self, name: str) -> tuple[Gate, ...]:
+        return {"beforeTraffic": self.before_traffic, "beforePromotion": self.before_promotion}[name]
+
+
 class Strategy(_Frozen):
     warmup: Warmup = Warmup()
     steps: tuple[Step, ...] = Field(min_length=1)
+    gates: Gates = Gates()
 
     @model_validator(mode="after")
     def _weights_never_go_down(self) -> Strategy:

@@ -388,3 +388,62 @@ def test_recovery_from_invalid_spec_resumes_the_rollout():
 ])
 def test_canary_replicas(router, weight, expected):
     assert canary_replicas(make_spec(router=router), weight) == expected
+
+
+# ------------------------------------------------------------------ gates
+
+def gated_spec(stage="beforeTraffic"):
+    raw = make_spec("model:v2").model_dump(by_alias=True)
+    raw["strategy"]["gates"] = {stage: [{"name": "offline-eval", "job": {"template": {"spec": {"containers": []}}}},
+                                        {"name": "approval", "webhook": {"url": "http://hook:80/gate"}}]}
+    raw["strategy"]["warmup"] = {"readinessTimeout": "60s", "skipAnalysisFor": "10s"}
+    raw["strategy"]["steps"] = [{"weight": 10, "hold": "30s"}]
+    return parse_spec(raw)
+
+
+def test_gates_before_traffic_hold_weight_zero_until_all_pass():
+    from modelrollout.core import GateResult
+    spec = gated_spec()
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    d = run.step(after=1, workloads=w)
+    assert d.status["gating"] == "beforeTraffic" and d.status["canaryWeight"] == 0 and "offline-eval" in d.status["message"]
+    d = run.step(after=1, workloads=w)  # no results yet: still waiting
+    assert d.status["canaryWeight"] == 0
+    obs_gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Pending", "calling")}
+    d = decide(spec, run.status, Observations(workloads=w, gates=obs_gates), run.now)
+    assert d.status["canaryWeight"] == 0 and "approval" in d.status["message"]
+    d = decide(spec, d.status, Observations(workloads=w, gates={"approval": GateResult("Passed", "200")}), run.now)
+    assert d.action is Action.ADVANCE and d.status["canaryWeight"] == 10 and "gating" not in d.status
+
+
+def test_a_failed_gate_rolls_back_before_any_traffic_with_its_reason():
+    from modelrollout.core import GateResult
+    spec = gated_spec()
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    d = decide(spec, run.status, Observations(workloads=w, gates={
+        "offline-eval": GateResult("Failed", "Job failed: accuracy 0.71 < 0.80 on holdout")}), run.now)
+    assert d.action is Action.ROLLBACK and "accuracy 0.71" in d.status["message"]
+    assert all(h.get("result") != "Promoted" for h in d.status["history"])
+
+
+def test_gates_before_promotion_run_after_the_last_step():
+    from modelrollout.core import GateResult
+    spec = gated_spec("beforePromotion")
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    run.step(after=10, workloads=w, samples=good())
+    d = run.step(after=25, workloads=w, samples=good())
+    assert d.status.get("gating") == "beforePromotion" and d.status["phase"] == "Progressing"
+    gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Passed", "200")}
+    d = decide(spec, d.status, Observations(workloads=w, gates=gates), run.now)
+    assert d.action is Action.PROMOTE

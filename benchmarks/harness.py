@@ -1,0 +1,506 @@
+"""The benchmark harness: runs scenarios for both policies in one lab and measures them.
+
+Everything here is shared by `benchmarks.run` and tests/bench (same code, smaller sizes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import requests
+
+from benchmarks import specs
+from benchmarks.baseline import BaselineController, BaselineSubject
+from benchmarks.specs import Scenario
+from modelrollout.lab.lab import Lab
+from modelrollout.names import GROUP, PLURAL, VERSION
+from modelrollout.spec import template_revision
+from modelrollout.stats import required_samples
+
+POLL = 0.25
+
+
+@dataclass
+class Record:
+    """One rollout of one policy in one scenario: the figures the report is built from."""
+
+    scenario: str
+    policy: str                      # ours | baseline
+    run: int
+    name: str
+    expected: str                    # rollback | promote | hold
+    outcome: str = "undecided"       # promoted | rolled_back | undecided
+    correct: bool = False
+    false_rollback: bool = False
+    seconds_to_weight0: float | None = None    # canary turned bad -> canary gets no traffic
+    bad_requests: float | None = None          # bad requests served before that
+    canary_requests_to_decide: float | None = None
+    floor_requests: float | None = None        # statistical floor (modelrollout.stats.required_samples)
+    seconds_to_promote: float | None = None    # release -> promoted (healthy)
+    seconds_to_decide: float | None = None     # release -> promoted or rolled back
+    max_weight: float = 0.0                    # highest canary traffic share seen (percent)
+    outage: dict[str, Any] | None = None
+    t_release: float = 0.0
+    t_bad: float | None = None
+    t_zero: float | None = None
+    t_decided: float | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Subject:
+    record: Record
+    scenario: Scenario
+    canary_revision: str             # the `revision` label of the canary's series
+    baseline: BaselineSubject | None = None
+    seen_traffic: bool = False
+    done: bool = False
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = 0.0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem_gb = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    import platform
+    import subprocess
+    try:
+        prom = subprocess.run(["prometheus", "--version"], capture_output=True, text=True, timeout=10)
+        prom_version = (prom.stdout or prom.stderr).splitlines()[0]
+    except Exception:  # noqa: BLE001
+        prom_version = "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_gb, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "prometheus": prom_version}
+
+
+def _floor(scenario: Scenario) -> float | None:
+    if scenario.floor is None:
+        return None
+    return required_samples(*scenario.floor) / scenario.floor_per_request
+
+
+# ---------------------------------------------------------------- behaviour scenarios
+
+def run_behaviour(scenarios: list[Scenario], runs: int = 1, seed: int = 1, workdir: str | None = None,
+                  policies: tuple[str, ...] = ("ours", "baseline"), outage: bool = False,
+                  progress: Any = None) -> list[Record]:
+    """All (scenario, run, policy) rollouts at once in one lab; returns one Record each."""
+    say = progress or (lambda *_: None)
+    subjects: list[_Subject] = []
+    with Lab(workdir, seed=seed) as lab:
+        lab.start_operator("--log-level", "warning")
+        controller = BaselineController(lab)
+        for scenario in scenarios:
+            for run in range(runs):
+                for policy in policies:
+                    subjects.append(_install(lab, controller, scenario, run, policy, seed))
+        say(f"installed {len(subjects)} rollouts; waiting for the stable versions")
+        _wait_stable(lab, subjects)
+        controller.start()
+        time.sleep(8.0)  # Prometheus' first scrape comes ~5 s after start; some stable history
+        release_at = time.time()
+        for subject in subjects:
+            _release(lab, controller, subject)
+            subject.record.t_release = release_at
+        say(f"released {len(subjects)} canaries")
+        timeout = max(s.scenario.timeout for s in subjects)
+        outage_state = _Outage(lab, release_at) if outage else None
+        deadline = time.time() + timeout
+        last_status = 0.0
+        statuses: dict[str, dict[str, Any]] = {}
+        while time.time() < deadline and not all(s.done for s in subjects):
+            now = time.time()
+            if outage_state is not None:
+                outage_state.tick(now, subjects)
+            if now - last_status >= 0.5:
+                statuses = _ours_statuses(lab)
+                last_status = now
+            snap = lab.traffic.snapshot()  # type: ignore[union-attr]
+            for subject in subjects:
+                if not subject.done:
+                    _observe(subject, snap, statuses, now)
+                    if now - subject.record.t_release > subject.scenario.timeout:
+                        subject.done = True
+            time.sleep(POLL)
+        if outage_state is not None:
+            outage_state.finish(subjects)
+        controller.stop()
+    for subject in subjects:
+        _finalize(subject)
+    return [s.record for s in subjects]
+
+
+class _Outage:
+    def __init__(self, lab: Lab, release_at: float) -> None:
+        self.lab = lab
+        self.start_at = release_at + specs.OUTAGE_AFTER
+        self.end_at = self.start_at + specs.OUTAGE_FOR
+        self.state = "before"
+        self.weights_at_start: dict[str, float] = {}
+
+    def tick(self, now: float, subjects: list[_Subject]) -> None:
+        if self.state == "before" and now >= self.start_at:
+            for s in subjects:
+                self.weights_at_start[s.record.name] = s.last.get("weight", 0.0)
+                s.record.outage = {"weight_at_start": s.last.get("weight", 0.0), "max_weight_during": 0.0,
+                                   "decided_during": None, "outage_seconds": specs.OUTAGE_FOR}
+            self.lab.prometheus.stop(keep_data=True)  # type: ignore[union-attr]
+            self.state = "down"
+        elif self.state == "down":
+            for s in subjects:
+                o = s.record.outage or {}
+                o["max_weight_during"] = max(o.get("max_weight_during", 0.0), s.last.get("weight", 0.0))
+                if s.record.t_decided is not None and o.get("decided_during") is None \
+                        and s.record.t_decided >= self.start_at:
+                    o["decided_during"] = s.record.outcome
+            if now >= self.end_at:
+                self.lab.prometheus.start()  # type: ignore[union-attr]
+                self.state = "up"
+
+    def finish(self, subjects: list[_Subject]) -> None:
+        if self.state == "down":
+            self.lab.prometheus.start()  # type: ignore[union-attr]
+        for s in subjects:
+            if s.record.outage is not None:
+                o = s.record.outage
+                o["advanced_during"] = o["max_weight_during"] > o["weight_at_start"] + 0.5
+                o["promoted_during"] = o.get("decided_during") == "promoted"
+
+
+def _name(scenario: Scenario, run: int, policy: str) -> str:
+    return f"{scenario.name}-{'o' if policy == 'ours' else 'b'}{run}"
+
+
+def _install(lab: Lab, controller: BaselineController, scenario: Scenario, run: int, policy: str,
+             seed: int) -> _Subject:
+    name = _name(scenario, run, policy)
+    expected = "rollback" if scenario.bad else ("hold" if scenario.rps == 0 else "promote")
+    record = Record(scenario=scenario.name, policy=policy, run=run, name=name, expected=expected,
+                    floor_requests=_floor(scenario))
+    lab.apply(specs.traffic_configmap(name, f"httproute/{name}", scenario.rps, seed * 1000 + run))
+    if policy == "ours":
+        lab.apply(specs.http_route(name, [{"name": f"{name}-stable", "port": 8080, "weight": 100}]))
+        lab.apply(specs.ours_rollout(name, scenario.stable, "1", quality=scenario.quality))
+        revision = template_revision(specs.ours_template(name, scenario.canary, "2"))
+        return _Subject(record, scenario, revision)
+    subject = BaselineSubject(name, scenario.stable, scenario.canary, quality=scenario.quality)
+    controller.install(subject)
+    return _Subject(record, scenario, "canary", baseline=subject)
+
+
+def _wait_stable(lab: Lab, subjects: list[_Subject], timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    pending = {s.record.name for s in subjects if s.baseline is None}
+    while pending and time.time() < deadline:
+        statuses = _ours_statuses(lab)
+        pending = {n for n in pending if statuses.get(n, {}).get("phase") != "Succeeded"}
+        time.sleep(0.5)
+    if pending:
+        raise TimeoutError(f"rollouts never became stable: {sorted(pending)[:5]}\n" + lab.operator_log()[-3000:])
+    for s in subjects:
+        if s.baseline is not None:
+            lab.wait_for(lambda s=s: _ready(lab, f"{s.record.name}-stable"), 60, what="baseline stable")
+
+
+def _ready(lab: Lab, deployment: str) -> bool:
+    dep = lab.apps.read_namespaced_deployment_status(deployment, specs.NAMESPACE)
+    return int(dep.status.ready_replicas or 0) >= int(dep.spec.replicas or 1)
+
+
+def _release(lab: Lab, controller: BaselineController, subject: _Subject) -> None:
+    name = subject.record.name
+    if subject.baseline is not None:
+        controller.release(name)
+        return
+    lab.patch_rollout(name, {"spec": {"model": {"version": "2"},
+                                      "template": specs.ours_template(name, subject.scenario.canary, "2")}},
+                      specs.NAMESPACE)
+
+
+def _ours_statuses(lab: Lab) -> dict[str, dict[str, Any]]:
+    items = lab.custom.list_namespaced_custom_object(GROUP, VERSION, specs.NAMESPACE, PLURAL).get("items", [])
+    return {o["metadata"]["name"]: (o.get("status") or {}) for o in items}
+
+
+def _canary_entry(subject: _Subject, snap: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    for entry in snap.values():
+        if entry.get("rollout") == subject.record.name and entry.get("revision") == subject.canary_revision:
+            return entry
+    return None
+
+
+def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[str, dict[str, Any]],
+             now: float) -> None:
+    rec, scenario = subject.record, subject.scenario
+    entry = _canary_entry(subject, snap) or {}
+    weight = 100.0 * float(entry.get("fraction", 0.0))
+    subject.last = {"weight": weight, **{k: entry.get(k, 0) for k in ("requests", "errors", "bad_requests")}}
+    rec.max_weight = max(rec.max_weight, weight)
+    if weight > 0 and not subject.seen_traffic:
+        subject.seen_traffic = True
+    # When did the canary turn bad?
+    if rec.t_bad is None and scenario.bad:
+        degrades = "degrade-after-seconds" in scenario.canary
+        if (degrades and entry.get("degraded")) or (not degrades and weight > 0):
+            rec.t_bad = now
+    # Outcome of the policy.
+    outcome = None
+    if subject.baseline is not None:
+        outcome = {"Promoted": "promoted", "Failed": "rolled_back"}.get(subject.baseline.phase)
+        if outcome == "rolled_back":
+            rec.reason = f"{subject.baseline.failed_checks} failed checks"
+    else:
+        status = statuses.get(rec.name, {})
+        if status.get("phase") == "Succeeded" and status.get("stableRevision") == subject.canary_revision:
+            outcome = "promoted"
+        elif status.get("phase") == "RolledBack" and status.get("abortedRevision") == subject.canary_revision:
+            outcome = "rolled_back"
+            rec.reason = str(status.get("message", ""))[:200]
+    if outcome and rec.t_decided is None:
+        rec.t_decided = now
+        rec.outcome = outcome
+        rec.canary_requests_to_decide = float(entry.get("requests", 0))
+    if rec.t_decided is not None:
+        if rec.outcome == "promoted" or weight <= 0:
+            if rec.outcome == "rolled_back" and rec.t_zero is None:
+                rec.t_zero = now
+                rec.bad_requests = float(entry.get(scenario.bad_measure, 0)) if scenario.bad else 0.0
+            subject.done = True
+
+
+def _finalize(subject: _Subject) -> None:
+    rec = subject.record
+    if rec.outcome == "promoted":
+        rec.seconds_to_promote = rec.t_decided - rec.t_release if rec.t_decided else None
+    if rec.t_decided is not None:
+        rec.seconds_to_decide = rec.t_decided - rec.t_release
+    if subject.scenario.bad:
+        rec.correct = rec.outcome == "rolled_back"
+        if rec.t_bad is not None and rec.t_zero is not None:
+            rec.seconds_to_weight0 = max(0.0, rec.t_zero - rec.t_bad)
+        if rec.bad_requests is None:  # promoted or undecided: everything it served so far was bad
+            rec.bad_requests = float(subject.last.get(subject.scenario.bad_measure, 0) or 0)
+    else:
+        rec.false_rollback = rec.outcome == "rolled_back"
+        rec.correct = rec.outcome == ("undecided" if rec.expected == "hold" else "promoted") \
+            or (rec.expected == "promote" and rec.outcome == "undecided")
+        if rec.expected == "hold":
+            rec.correct = rec.outcome != "promoted"
+
+
+# ---------------------------------------------------------------- scale
+
+def _api_requests(lab: Lab) -> int:
+    return int(lab.api.server.emulator._lab.requests)
+
+
+def _peek(lab: Lab) -> dict[str, tuple[str | None, str | None]]:
+    """(lastAnalysisAt, canaryRevision) of every ModelRollout, read inside the API server's loop (no HTTP)."""
+    emulator = lab.api.server.emulator
+
+    async def peek() -> dict[str, tuple[str | None, str | None]]:
+        rdef = emulator.find_def(f"{GROUP}/{VERSION}", PLURAL)
+        store = emulator._lab.store.get(rdef.gp, {}) if rdef else {}
+        return {key[1]: ((obj.get("status") or {}).get("lastAnalysisAt"), (obj.get("status") or {}).get("canaryRevision"))
+                for key, obj in store.items()}
+
+    return lab.api.call(peek())
+
+
+def _proc(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                hwm = int(line.split()[1]) / 1024
+    return cpu, hwm
+
+
+def _prom_queries(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress: Any = None,
+              setup_timeout: float = 600.0) -> dict[str, Any]:
+    """n ModelRollouts on one operator, all in analysis (interval 5 s, 1 metric = 2 queries)."""
+    from datetime import datetime
+
+    say = progress or (lambda *_: None)
+    interval = 5.0
+    result: dict[str, Any] = {"rollouts": n, "interval_s": interval, "window_s": window, "complete": False}
+    with Lab(workdir, seed=7) as lab:
+        proc = lab.start_operator("--log-level", "warning")
+        t0 = time.time()
+        bodies = [specs.scale_rollout(f"r{i:04d}", "1") for i in range(n)]
+        for body in bodies:
+            lab.custom.create_namespaced_custom_object(GROUP, VERSION, specs.NAMESPACE, PLURAL, body)
+        result["create_seconds"] = round(time.time() - t0, 1)
+        deadline = time.time() + setup_timeout
+        while time.time() < deadline:
+            peek = _peek(lab)
+            initialized = sum(1 for name in peek if name)  # presence only; phase below
+            statuses = _ours_statuses(lab)
+            initialized = sum(1 for s in statuses.values() if s.get("phase") == "Succeeded")
+            if initialized >= n:
+                break
+            time.sleep(2.0)
+        result["initialize_seconds"] = round(time.time() - t0, 1)
+        result["initialized"] = initialized
+        say(f"scale {n}: {initialized}/{n} initialized after {result['initialize_seconds']} s")
+        # Release: change every template; time until the canary shows in status.
+        patched_at: dict[str, float] = {}
+        t1 = time.time()
+        for i in range(n):
+            name = f"r{i:04d}"
+            lab.patch_rollout(name, {"spec": {"model": {"version": "2"},
+                                              "template": specs.ours_template(name, {"load-seconds": "0.5"}, "2")}},
+                              specs.NAMESPACE)
+            patched_at[name] = time.time()
+        result["patch_seconds"] = round(time.time() - t1, 1)
+        reacted: dict[str, float] = {}
+        deadline = time.time() + setup_timeout
+        while len(reacted) < n and time.time() < deadline:
+            now = time.time()
+            for name, (_, canary) in _peek(lab).items():
+                if canary and name not in reacted and name in patched_at:
+                    reacted[name] = now - patched_at[name]
+            time.sleep(0.5)
+        lags = list(reacted.values())
+        result["release_reaction_s"] = {"p50": _pct(lags, 0.5), "p99": _pct(lags, 0.99), "max": max(lags, default=None),
+                                        "reacted": len(reacted)}
+        say(f"scale {n}: {len(reacted)}/{n} canaries started; reaction p50 {_pct(lags, 0.5)}")
+        time.sleep(2 * interval)  # canaries become ready and analysis starts
+        # Steady state: measure analysis gaps, CPU, API requests and Prometheus queries over the window.
+        cpu0, _ = _proc(proc.pid)
+        api0 = _api_requests(lab)
+        prom0 = _prom_queries(lab.prometheus.url)  # type: ignore[union-attr]
+        start = time.time()
+        seen: dict[str, list[str]] = {}
+        while time.time() - start < window:
+            for name, (at, _) in _peek(lab).items():
+                if at and (not seen.get(name) or seen[name][-1] != at):
+                    seen.setdefault(name, []).append(at)
+            time.sleep(0.5)
+        elapsed = time.time() - start
+        cpu1, hwm = _proc(proc.pid)
+        api1 = _api_requests(lab)
+        prom1 = _prom_queries(lab.prometheus.url)  # type: ignore[union-attr]
+        gaps = []
+        for stamps in seen.values():
+            moments = [datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps]
+            gaps += [b - a for a, b in zip(moments, moments[1:])]
+        lag = [max(0.0, g - interval) for g in gaps]
+        intervals = elapsed / interval
+        analyses = sum(max(0, len(v) - 1) for v in seen.values())
+        result.update({
+            "complete": True,
+            "measured_seconds": round(elapsed, 1),
+            "rollouts_analysing": len(seen),
+            "analyses": analyses,
+            "analyses_expected": round(n * intervals),
+            "lag_s": {"p50": _pct(lag, 0.5), "p99": _pct(lag, 0.99), "max": max(lag, default=None)},
+            "lag_p99_over_interval": (_pct(lag, 0.99) or 0.0) / interval if lag else None,
+            "operator_peak_rss_mib": round(hwm, 1),
+            "operator_cpu_seconds": round(cpu1 - cpu0, 2),
+            "operator_cpu_share_of_one_core": round((cpu1 - cpu0) / elapsed, 3),
+            "cpu_ms_per_rollout_interval": round(1000 * (cpu1 - cpu0) / max(1.0, n * intervals), 3),
+            "api_requests_per_interval": round((api1 - api0) / intervals, 1),
+            "api_requests_per_rollout_interval": round((api1 - api0) / intervals / n, 3),
+            "prometheus_queries_per_interval": round((prom1 - prom0) / intervals, 1),
+            "prometheus_queries_per_rollout_interval": round((prom1 - prom0) / intervals / n, 3),
+        })
+        if lab.operator is None or lab.operator.poll() is not None:
+            result["operator_died"] = True
+    return result
+
+
+# ---------------------------------------------------------------- summaries
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(records: list[Record]) -> list[dict[str, Any]]:
+    """One row per (scenario, policy)."""
+    rows = []
+    keys = sorted({(r.scenario, r.policy) for r in records}, key=lambda k: (k[0], k[1] != "ours"))
+    for scenario, policy in keys:
+        rs = [r for r in records if r.scenario == scenario and r.policy == policy]
+        rows.append({
+            "scenario": scenario, "policy": policy, "runs": len(rs),
+            "expected": rs[0].expected,
+            "outcomes": {o: sum(1 for r in rs if r.outcome == o) for o in ("promoted", "rolled_back", "undecided")},
+            "correct": sum(1 for r in rs if r.correct),
+            "false_rollbacks": sum(1 for r in rs if r.false_rollback),
+            "seconds_to_weight0": _median([r.seconds_to_weight0 for r in rs]),
+            "bad_requests": _median([r.bad_requests for r in rs]),
+            "canary_requests_to_decide": _median([r.canary_requests_to_decide for r in rs]),
+            "floor_requests": rs[0].floor_requests,
+            "seconds_to_promote": _median([r.seconds_to_promote for r in rs]),
+            "max_weight": max(r.max_weight for r in rs),
+            "outage": [r.outage for r in rs if r.outage] or None,
+        })
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """baseline / ours per scenario for time-to-weight-0, bad requests, promote time; false rollbacks."""
+    out = []
+    by = {(r["scenario"], r["policy"]): r for r in rows}
+    for scenario in sorted({r["scenario"] for r in rows}):
+        o, b = by.get((scenario, "ours")), by.get((scenario, "baseline"))
+        if not o or not b:
+            continue
+
+        def ratio(key: str) -> float | None:
+            if o[key] is None or b[key] is None:
+                return None
+            return b[key] / o[key] if o[key] > 0 else (math.inf if b[key] > 0 else 1.0)
+
+        out.append({"scenario": scenario,
+                    "sooner_x": ratio("seconds_to_weight0"),
+                    "fewer_bad_x": ratio("bad_requests"),
+                    "promote_speed_x": ratio("seconds_to_promote"),
+                    "false_rollbacks_ours": o["false_rollbacks"], "false_rollbacks_baseline": b["false_rollbacks"],
+                    "runs": o["runs"]})
+    return out

@@ -1,0 +1,164 @@
+"""Scenarios and the two policies' specs, shared by the harness, the baseline and the smoke test.
+
+Time is compressed: Prometheus scrapes every second, analysis runs every 3 s, steps hold 6 s.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+NAMESPACE = "default"
+INTERVAL = 3.0            # analysis interval of both policies (seconds)
+STEPS = (5, 10, 25, 50)   # ours: canary weights, each held STEP_HOLD seconds, then promotion
+STEP_HOLD = 6.0
+BASE_STEP_WEIGHT = 10     # baseline (Flagger defaults, time-compressed): +10 per passing interval
+BASE_MAX_WEIGHT = 50      # ... up to 50, then promote
+BASE_THRESHOLD = 5        # ... rollback when cumulative failed checks reach 5
+BASE_WINDOW = "5s"        # the baseline's metric range (Flagger: the metric's `interval`)
+ERROR_MAX = 0.01          # both: error rate bound (Flagger's request-success-rate >= 99 %)
+ERROR_TOLERANCE = 0.01    # ours: canary error rate may exceed stable by this much (mSPRT, alpha 0.01)
+LATENCY_P95_MAX = 0.2     # both: p95 latency bound, seconds
+QUALITY_MIN = 0.85        # both: accuracy bound (labelled feedback)
+QUALITY_TOLERANCE = 0.05  # ours: wrong-prediction rate may exceed stable by this much
+
+HEALTHY = {"error-rate": "0.001", "latency-ms": "40", "latency-sigma": "0.25", "accuracy": "0.92",
+           "load-seconds": "1"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    stable: dict[str, str]
+    canary: dict[str, str]
+    rps: float = 200.0
+    bad: bool = True                 # is the canary supposed to be rolled back?
+    bad_measure: str = "errors"      # snapshot field counting bad requests: errors | bad_requests
+    quality: bool = False            # add the quality metric
+    floor: tuple[float, float] | None = None  # (p0, p1) for modelrollout.stats.required_samples
+    floor_per_request: float = 1.0   # share of canary requests that count as samples (labels)
+    timeout: float = 150.0
+    notes: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _h(**over: str) -> dict[str, str]:
+    return {**HEALTHY, **over}
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("healthy", _h(), _h(), bad=False, timeout=240.0,
+             notes="canary identical to stable; should promote"),
+    Scenario("errors", _h(), _h(**{"error-rate": "0.05"}), floor=(0.001, 0.05),
+             notes="5% errors vs 0.1% from the first request"),
+    Scenario("degradation", _h(), _h(**{"degrade-after-seconds": "12", "degraded-error-rate": "0.05"}),
+             bad_measure="bad_requests", floor=(0.001, 0.05),
+             notes="healthy for 12 s of serving, then 5% errors"),
+    Scenario("latency", _h(), _h(**{"latency-ms": "400", "bad": "true"}), bad_measure="bad_requests",
+             notes="median latency 40 ms -> 400 ms"),
+    Scenario("quality", _h(), _h(**{"accuracy": "0.75", "bad": "true"}), bad_measure="bad_requests",
+             quality=True, floor=(0.08, 0.25), floor_per_request=0.3,
+             notes="accuracy 0.92 -> 0.75 (30% of predictions labelled)"),
+    Scenario("no-traffic", _h(), _h(), rps=0.0, bad=False, bad_measure="bad_requests", timeout=60.0,
+             notes="rps 0: must never promote"),
+)}
+
+# The noisy healthy canary: truly identical to stable, but noisy and with little traffic.
+NOISY = Scenario("noisy-healthy", _h(**{"error-rate": "0.005", "latency-sigma": "0.5"}),
+                 _h(**{"error-rate": "0.005", "latency-sigma": "0.5"}), rps=40.0, bad=False,
+                 timeout=150.0, notes="0.5% errors on both, latency sigma 0.5, 40 rps")
+OUTAGE = Scenario("prometheus-outage", _h(), _h(), bad=False, timeout=240.0,
+                  notes="healthy canary; Prometheus stopped for 20 s mid-rollout")
+
+OUTAGE_AFTER = 12.0    # seconds after the release
+OUTAGE_FOR = 20.0
+
+
+def annotations(behaviour: dict[str, str]) -> dict[str, str]:
+    return {f"lab.modelrollout.io/{k}": v for k, v in behaviour.items()}
+
+
+def traffic_configmap(name: str, target: str, rps: float, seed: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"{name}-traffic", "namespace": NAMESPACE,
+                         "labels": {"lab.modelrollout.io/traffic": "true"}},
+            "data": {"target": target, "rps": f"{rps:g}", "seed": str(seed)}}
+
+
+def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"parentRefs": [{"name": "lab-gateway"}], "rules": [{"backendRefs": refs}]}}
+
+
+# ---------------------------------------------------------------- ours
+
+_SEL = 'namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision }}"'
+
+
+def ours_metrics(quality: bool) -> list[dict[str, Any]]:
+    metrics: list[dict[str, Any]] = [
+        {"name": "error-rate", "type": "proportion", "critical": True, "minSamples": 100,
+         "query": f'sum(increase(http_requests_total{{{_SEL}, code=~"5.."}}[{{{{ window }}}}]))',
+         "totalQuery": f"sum(increase(http_requests_total{{{_SEL}}}[{{{{ window }}}}]))",
+         "compareToStable": {"maxIncrease": ERROR_TOLERANCE}},
+        {"name": "latency-p95", "max": LATENCY_P95_MAX, "failureLimit": 2, "minSamples": 100},
+    ]
+    if quality:
+        metrics.append(
+            {"name": "quality", "type": "proportion", "critical": True, "minSamples": 30,
+             "successQuery": f"sum(increase(model_feedback_correct_total{{{_SEL}}}[{{{{ window }}}}]))",
+             "totalQuery": f"sum(increase(model_feedback_total{{{_SEL}}}[{{{{ window }}}}]))",
+             "compareToStable": {"maxIncrease": QUALITY_TOLERANCE}})
+    return metrics
+
+
+def ours_rollout(name: str, behaviour: dict[str, str], version: str, quality: bool = False,
+                 replicas: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"name": name, "version": version},
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": ours_template(name, behaviour, version),
+            "service": {"port": 8080},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
+            "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "0s"},
+                         "steps": [{"weight": w, "hold": f"{STEP_HOLD:g}s"} for w in STEPS]},
+            "analysis": {"interval": f"{INTERVAL:g}s", "preset": "http", "samples": {"min": 100},
+                         "noData": {"hold": "30s", "then": "pause"}, "metrics": ours_metrics(quality)},
+            "rollback": {"scaleDownDelay": "5s"},
+        },
+    }
+
+
+def ours_template(name: str, behaviour: dict[str, str], version: str) -> dict[str, Any]:
+    return {"metadata": {"labels": {"app": name, "modelrollout.io/model-version": version},
+                         "annotations": annotations(behaviour)},
+            "spec": {"containers": [{"name": "server", "image": f"example/{name}:{version}"}]}}
+
+
+# ---------------------------------------------------------------- scale
+
+def scale_rollout(name: str, version: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """A small rollout that stays in analysis (one long step) and queries Prometheus every 5 s."""
+    body = ours_rollout(name, {"load-seconds": "0.5"}, version, replicas=1)
+    body["metadata"]["namespace"] = namespace
+    spec = body["spec"]
+    spec["trafficRouting"] = {"replicas": {}}
+    spec["strategy"] = {"warmup": {"readinessTimeout": "600s"}, "steps": [{"weight": 50, "hold": "1h"}]}
+    spec["analysis"] = {"interval": "5s", "preset": "http", "samples": {"min": 100},
+                        "noData": {"hold": "1h", "then": "pause"},
+                        "metrics": [{"name": "error-rate"}]}
+    return body
+
+
+def with_template(body: dict[str, Any], behaviour: dict[str, str], version: str) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    name = body["metadata"]["name"]
+    body["spec"]["model"]["version"] = version
+    body["spec"]["template"] = ours_template(name, behaviour, version)
+    return body

@@ -1,0 +1,107 @@
+"""Run gates outside Prometheus: an evaluation Job against the canary, or an HTTP webhook.
+
+Runners only report Pending, Passed or Failed with a reason; the core decides what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from modelrollout import manifests
+from modelrollout.core import GateResult
+from modelrollout.kube import Kube, path
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.spec import Gate, RolloutSpec
+
+
+def job_name(rollout: str, revision: str, gate: str) -> str:
+    return f"{rollout}-{revision}-{gate}"[:63].rstrip("-")
+
+
+def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
+                 status: Mapping[str, Any]) -> dict[str, Any]:
+    assert gate.job is not None
+    revision = status.get("canaryRevision") or ""
+    template = copy.deepcopy(gate.job.template)
+    env = [
+        {"name": "CANARY_SERVICE", "value": f"{rollout}-canary.{namespace}.svc:{spec.service.port}"},
+        {"name": "STABLE_SERVICE", "value": f"{rollout}-stable.{namespace}.svc:{spec.service.port}"},
+        {"name": "CANARY_REVISION", "value": revision},
+        {"name": "STABLE_REVISION", "value": status.get("stableRevision") or ""},
+        {"name": "MODEL_VERSION", "value": spec.model.version},
+    ]
+    pod_spec = template.setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Never")
+    for container in pod_spec.get("containers") or []:
+        container["env"] = list(container.get("env") or []) + env
+    labels = {LABEL_ROLLOUT: rollout, LABEL_REVISION: revision}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name(rollout, revision, gate.name), "namespace": namespace, "labels": labels,
+                     "ownerReferences": [manifests.owner_reference(rollout, uid)]},
+        "spec": {"backoffLimit": gate.job.backoff_limit, "activeDeadlineSeconds": int(gate.job.timeout),
+                 "template": template},
+    }
+
+
+async def _run_job(kube: Kube, spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
+                   status: Mapping[str, Any]) -> GateResult:
+    wanted = job_manifest(spec, gate, namespace, rollout, uid, status)
+    target = path("batch/v1", "jobs", namespace, wanted["metadata"]["name"])
+    job = await kube.get(target)
+    if job is None:
+        await kube.create(path("batch/v1", "jobs", namespace), wanted)
+        return GateResult("Pending", "evaluation Job started")
+    job_status = job.get("status") or {}
+    if job_status.get("succeeded"):
+        return GateResult("Passed", f"Job {wanted['metadata']['name']} succeeded")
+    for condition in job_status.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            why = condition.get("message") or condition.get("reason") or "failed"
+            return GateResult("Failed", f"Job {wanted['metadata']['name']} failed: {why}")
+    if job_status.get("failed", 0) > gate.job.backoff_limit:  # type: ignore[union-attr]
+        return GateResult("Failed", f"Job {wanted['metadata']['name']} failed")
+    return GateResult("Pending", "evaluation Job running")
+
+
+async def _call_webhook(gate: Gate, payload: dict[str, Any]) -> GateResult:
+    assert gate.webhook is not None
+    last = ""
+    async with httpx.AsyncClient(timeout=gate.webhook.timeout) as http:
+        for attempt in range(gate.webhook.retries + 1):
+            try:
+                response = await http.post(gate.webhook.url, json=payload)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.is_success:
+                    return GateResult("Passed", f"webhook answered {response.status_code}")
+                last = f"webhook answered {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500:
+                    break  # a refusal, not a hiccup: no retry
+            if attempt < gate.webhook.retries:
+                await asyncio.sleep(min(2.0 ** attempt, 5.0))
+    return GateResult("Failed", last)
+
+
+async def run_gates(kube: Kube, spec: RolloutSpec, stage: str, namespace: str, rollout: str, uid: str,
+                    status: Mapping[str, Any]) -> dict[str, GateResult]:
+    """Results of the stage's gates that have none recorded in status yet."""
+    recorded = status.get("gates") or {}
+    results: dict[str, GateResult] = {}
+    for gate in spec.strategy.gates.stage(stage):
+        if f"{stage}/{gate.name}" in recorded:
+            continue
+        if gate.job is not None:
+            results[gate.name] = await _run_job(kube, spec, gate, namespace, rollout, uid, status)
+        else:
+            payload = {"rollout": rollout, "namespace": namespace, "stage": stage, "gate": gate.name,
+                       "canaryRevision": status.get("canaryRevision"), "stableRevision": status.get("stableRevision"),
+                       "step": status.get("currentStep"), "modelVersion": spec.model.version}
+            results[gate.name] = await _call_webhook(gate, payload)
+    return results

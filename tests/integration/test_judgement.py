@@ -1,0 +1,100 @@
+"""ML-specific gates in the lab: prediction drift, quality from delayed labels, evaluation Job and webhook gates."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from lab_watch import Recorder, route_canary_weight, start_stable
+from modelrollout.lab import scenarios
+
+pytestmark = pytest.mark.lab
+
+SAMPLED = {"rps": 400, "min_samples": 300}
+
+
+def test_drift_only_regression_is_rolled_back(lab):
+    drift = [{"name": "prediction-drift", "max": 0.1, "minSamples": 200},
+             {"name": "error-rate", "max": 0.02}, {"name": "latency-p95", "max": 0.2}]
+    v1 = start_stable(lab, "drift", metrics=drift, **SAMPLED)
+    lab.apply(scenarios.release(v1, "2.0.0", {"score-mean": "0.55"}))  # same errors and latency, shifted scores
+    status = lab.wait_for_phase("drift", "RolledBack", timeout=60)
+    assert "prediction-drift" in status["message"]
+    verdicts = {r["metric"]: r["verdict"] for r in status["lastAnalysis"]} if status.get("lastAnalysis") else {}
+    history = status["history"][0]
+    assert history["result"] == "RolledBack" and "prediction-drift" in history["reason"]
+    assert verdicts.get("error-rate") in (None, "Pass", "Inconclusive")
+
+
+def test_quality_regression_found_only_through_delayed_labels_is_rolled_back(lab):
+    quality = [{"name": "quality", "min": 0.85, "minSamples": 40}]
+    v1 = start_stable(lab, "labels", metrics=quality, **SAMPLED)
+    with Recorder(lambda: tuple(r["verdict"] for r in lab.status("labels").get("lastAnalysis") or [])) as verdicts:
+        lab.apply(scenarios.release(v1, "2.0.0", {"accuracy": "0.6", "label-delay-seconds": "5"}))
+        status = lab.wait_for_phase("labels", "RolledBack", timeout=60)
+    assert "quality" in status["message"]
+    assert ("Inconclusive",) in verdicts.values  # the step waited for labels, never advanced on missing ones
+    assert status["history"][0]["result"] == "RolledBack"
+
+
+def test_failing_evaluation_job_stops_the_rollout_before_any_traffic(lab):
+    v1 = start_stable(lab, "evaljob", router="gatewayAPI", **SAMPLED)
+    v2 = scenarios.release(v1, "2.0.0")
+    v2["spec"]["strategy"]["gates"] = {"beforeTraffic": [{"name": "offline-eval", "job": {"template": {
+        "metadata": {"annotations": {"lab.modelrollout.io/job-result": "failed",
+                                     "lab.modelrollout.io/job-seconds": "1",
+                                     "lab.modelrollout.io/job-reason": "EvaluationFailed",
+                                     "lab.modelrollout.io/job-message": "accuracy 0.71 below 0.80 on the holdout set"}},
+        "spec": {"containers": [{"name": "eval", "image": "example/eval:1"}]}}}}]}
+    with Recorder(lambda: route_canary_weight(lab, "evaljob")) as weights:
+        lab.apply(v2)
+        status = lab.wait_for_phase("evaljob", "RolledBack", timeout=60)
+    assert "offline-eval" in status["message"] and "accuracy 0.71" in status["message"]
+    assert set(weights.values) == {0}  # the canary never got a request
+
+
+class _Gatekeeper(http.server.BaseHTTPRequestHandler):
+    answer = 200
+    payloads: list = []
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        type(self).payloads.append(json.loads(self.rfile.read(length)))
+        self.send_response(type(self).answer)
+        self.end_headers()
+        self.wfile.write(b"no" if type(self).answer >= 400 else b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gatekeeper():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gatekeeper)
+    _Gatekeeper.payloads = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.mark.parametrize("answer,phase", [(200, "Succeeded"), (403, "RolledBack")])
+def test_webhook_gate_before_promotion(lab, gatekeeper, answer, phase):
+    name = f"hook{answer}"
+    _Gatekeeper.answer = answer
+    v1 = start_stable(lab, name, **SAMPLED, steps=[{"weight": 30, "hold": "3s"}])
+    v2 = scenarios.release(v1, "2.0.0")
+    url = f"http://127.0.0.1:{gatekeeper.server_address[1]}/gate"
+    v2["spec"]["strategy"]["gates"] = {"beforePromotion": [{"name": "approval", "webhook": {"url": url, "retries": 0}}]}
+    lab.apply(v2)
+    status = lab.wait_for(lambda: (s := lab.status(name)).get("phase") == phase
+                          and (s.get("history") or [{}])[0].get("result") in ("Promoted", "RolledBack") and s,
+                          timeout=60, what=phase)
+    payload = _Gatekeeper.payloads[-1]
+    assert payload["rollout"] == name and payload["stage"] == "beforePromotion"
+    assert payload["canaryRevision"] == status["history"][0]["revision"] and payload["stableRevision"]
+    if answer >= 400:
+        assert "approval" in status["message"] and "403" in status["message"]

@@ -1,0 +1,249 @@
+"""Every built-in preset against a real Prometheus scraping each server's own metric names.
+
+One tiny HTTP server writes, for two revisions of one rollout, the exposition text that Istio,
+KServe (ModelServer + Knative queue-proxy), Triton, vLLM, MLServer and Seldon Core 2 would
+write (their real metric and label names; counters grow with time). One real Prometheus
+scrapes it every second. For each preset, `analysis.measure` runs the preset's queries through
+the real `PrometheusProvider` and `evaluate` must fail every metric of the bad revision and
+pass every metric of the good one.
+
+Pod-scraped servers get the labels `namespace` and `revision` that the relabelling in
+docs/presets.md adds from the pod; Istio series carry Istio's own destination_* labels.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+try:
+    import modelrollout  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
+
+from modelrollout.analysis import measure
+from modelrollout.core import ts
+from modelrollout.evaluate import evaluate
+from modelrollout.lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout.providers.prometheus import PrometheusProvider
+from modelrollout.spec import load_preset, parse_spec, placeholders, PLACEHOLDERS
+from modelrollout.stats import Verdict
+
+pytestmark = pytest.mark.lab
+
+PRESETS = ("istio", "kserve", "triton", "vllm", "mlserver", "seldon")
+NAMESPACE = "ml"
+NAME = "fraud"
+GOOD, BAD = "a1b2c3d4e5", "f6e5d4c3b2"
+RPS = 200.0
+
+# What each revision does: error fraction, and per latency a value in seconds.
+BEHAVIOUR = {
+    GOOD: {"errors": 0.001, "latency": 0.02, "queue": 0.001, "ttft": 0.08, "e2e": 1.5},
+    BAD: {"errors": 0.10, "latency": 3.0, "queue": 1.0, "ttft": 4.0, "e2e": 45.0},
+}
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MILLIS = tuple(b * 1000 for b in SECONDS)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _counter(name: str, labels: dict[str, str], value: float) -> str:
+    return f"{name}{_labels(labels)} {value:.6f}"
+
+
+def _histogram(name: str, labels: dict[str, str], count: float, observed: float,
+               bounds: tuple[float, ...]) -> list[str]:
+    """Every observation equals `observed` (in the histogram's own unit)."""
+    lines = []
+    for bound in bounds:
+        lines.append(_counter(f"{name}_bucket", {**labels, "le": f"{bound:g}"}, count if observed <= bound else 0.0))
+    lines.append(_counter(f"{name}_bucket", {**labels, "le": "+Inf"}, count))
+    lines.append(_counter(f"{name}_sum", labels, count * observed))
+    lines.append(_counter(f"{name}_count", labels, count))
+    return lines
+
+
+def exposition(elapsed: float) -> str:
+    lines: list[str] = []
+    for revision, b in BEHAVIOUR.items():
+        n = RPS * elapsed
+        bad = n * b["errors"]
+        ok = n - bad
+        pod = {"namespace": NAMESPACE, "revision": revision}  # from relabelling the pod's labels
+
+        # Istio: the server-side proxy's view; the workload is the Deployment "<rollout>-<revision>".
+        dest = {"reporter": "destination", "destination_workload_namespace": NAMESPACE,
+                "destination_workload": f"{NAME}-{revision}", "destination_canonical_revision": "latest",
+                "destination_service_name": NAME, "request_protocol": "http"}
+        lines.append(_counter("istio_requests_total", {**dest, "response_code": "200"}, ok))
+        lines.append(_counter("istio_requests_total", {**dest, "response_code": "503"}, bad))
+        lines += _histogram("istio_request_duration_milliseconds", {**dest, "response_code": "200"}, n,
+                            b["latency"] * 1000, MILLIS)
+        # The client side reports the same calls with the client's view: must not be counted twice.
+        src = {**dest, "reporter": "source", "source_workload": "gateway"}
+        lines.append(_counter("istio_requests_total", {**src, "response_code": "200"}, ok))
+
+        # KServe ModelServer and Knative queue-proxy (latencies in milliseconds).
+        lines += _histogram("request_predict_seconds", {**pod, "model_name": "fraud"}, n, b["latency"], SECONDS)
+        kn = {**pod, "namespace_name": NAMESPACE, "revision_name": "fraud-predictor-00002",
+              "configuration_name": "fraud-predictor", "service_name": "fraud-predictor",
+              "container_name": "queue-proxy", "pod_name": f"fraud-predictor-{revision}-x"}
+        lines.append(_counter("revision_app_request_count", {**kn, "response_code": "200", "response_code_class": "2xx"}, ok))
+        lines.append(_counter("revision_app_request_count", {**kn, "response_code": "500", "response_code_class": "5xx"}, bad))
+        lines += _histogram("revision_app_request_latencies", {**kn, "response_code": "200", "response_code_class": "2xx"},
+                            n, b["latency"] * 1000, MILLIS)
+
+        # Triton: counters without _total; cumulative microseconds.
+        tr = {**pod, "model": "fraud", "version": "1"}
+        lines.append(_counter("nv_inference_request_success", tr, ok))
+        lines.append(_counter("nv_inference_request_failure", {**tr, "reason": "BACKEND"}, bad))
+        lines.append(_counter("nv_inference_count", tr, n))
+        lines.append(_counter("nv_inference_exec_count", tr, n))
+        lines.append(_counter("nv_inference_request_duration_us", tr, n * b["latency"] * 1e6))
+        lines.append(_counter("nv_inference_queue_duration_us", tr, n * b["queue"] * 1e6))
+
+        # vLLM: colons in engine metric names; HTTP outcomes from the FastAPI instrumentator.
+        vl = {**pod, "model_name": "meta-llama/Llama-3.1-8B-Instruct", "engine": "0"}
+        http = {**pod, "handler": "/v1/chat/completions", "method": "POST"}
+        lines.append(_counter("http_requests_total", {**http, "status": "2xx"}, ok))
+        lines.append(_counter("http_requests_total", {**http, "status": "5xx"}, bad))
+        lines.append(_counter("http_requests_total", {**pod, "handler": "/health", "method": "GET", "status": "2xx"}, n))
+        lines.append(_counter("vllm:request_success_total", {**vl, "finished_reason": "stop"}, ok))
+        lines.append(_counter("vllm:request_success_total", {**vl, "finished_reason": "abort"}, bad))
+        lines += _histogram("vllm:time_to_first_token_seconds", vl, ok, b["ttft"], SECONDS)
+        lines += _histogram("vllm:e2e_request_latency_seconds", vl, ok, b["e2e"], SECONDS)
+        lines.append(_counter("vllm:num_requests_running", vl, 4))
+
+        # MLServer: prometheus_client counters (_total) and a summary; REST histogram by path.
+        ml = {**pod, "model": "fraud", "version": "v1"}
+        lines.append(_counter("model_infer_request_success_total", ml, ok))
+        lines.append(_counter("model_infer_request_failure_total", ml, bad))
+        lines.append(_counter("model_infer_request_duration_sum", ml, n * b["latency"]))
+        lines.append(_counter("model_infer_request_duration_count", ml, n))
+        rest = {**pod, "app_name": "mlserver", "method": "POST", "path": "/v2/models/{model_name}/infer"}
+        lines.append(_counter("rest_server_requests_total", {**rest, "status_code": "200"}, ok))
+        lines.append(_counter("rest_server_requests_total", {**rest, "status_code": "500"}, bad))
+        lines += _histogram("rest_server_request_duration_seconds",
+                            {**pod, "app_name": "mlserver", "method": "POST", "path": "/v2/models/{model_name}/infer"},
+                            n, b["latency"], SECONDS)
+        lines += _histogram("rest_server_request_duration_seconds",  # health checks are fast: not counted
+                            {**pod, "app_name": "mlserver", "method": "GET", "path": "/v2/health/ready"},
+                            n, 0.001, SECONDS)
+
+        # Seldon Core 2 agent: REST codes are HTTP statuses, gRPC codes are names.
+        sd = {**pod, "server": "mlserver", "server_replica": "0", "model": "fraud", "model_internal": "fraud_1"}
+        lines.append(_counter("seldon_model_infer_total", {**sd, "method_type": "rest", "code": "200"}, ok / 2))
+        lines.append(_counter("seldon_model_infer_total", {**sd, "method_type": "grpc", "code": "OK"}, ok / 2))
+        lines.append(_counter("seldon_model_infer_total", {**sd, "method_type": "rest", "code": "500"}, bad / 2))
+        lines.append(_counter("seldon_model_infer_total", {**sd, "method_type": "grpc", "code": "Internal"}, bad / 2))
+        lines.append(_counter("seldon_model_infer_seconds_total", {**sd, "method_type": "rest", "code": "200"},
+                              n * b["latency"]))
+        lines += _histogram("seldon_model_infer_api_seconds",
+                            {**pod, "server": "mlserver", "server_replica": "0", "method": "rest", "code": "200"},
+                            n, b["latency"], SECONDS)
+    return "\n".join(lines) + "\n"
+
+
+class _Exposition(BaseHTTPRequestHandler):
+    started = time.time()
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = exposition(time.time() - self.started).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def prometheus():
+    try:
+        find_prometheus(install=False)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(str(exc))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    prom = PrometheusServer([f"127.0.0.1:{server.server_address[1]}"], scrape_interval="1s").start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:  # at least 10 scrapes: windows of 10s hold 9+ points
+            result = prom.query("count_over_time(up[1m])")
+            if result and float(result[0]["value"][1]) >= 11:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"Prometheus did not scrape enough samples:\n{prom.log_tail()}")
+        yield prom
+    finally:
+        prom.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def _spec(preset: str, metrics: list[str]):
+    return parse_spec({
+        "model": {"name": NAME, "version": "2"},
+        "selector": {"matchLabels": {"app": NAME}},
+        "template": {"metadata": {"labels": {"app": NAME}}, "spec": {"containers": [{"name": "m", "image": "m:2"}]}},
+        "service": {"port": 8080},
+        "trafficRouting": {"replicas": {}},
+        "strategy": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 100}]},
+        "analysis": {"interval": "5s", "preset": preset, "metrics": [{"name": m} for m in metrics]},
+    }, default_prometheus="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_is_complete(preset: str) -> None:
+    """Every entry parses into a rule, uses known placeholders only, and selects a revision."""
+    data = load_preset(preset)
+    assert data["samples"]["query"] and data["samples"]["min"] > 0
+    assert "error-rate" in data["metrics"]
+    spec = _spec(preset, list(data["metrics"]))
+    texts = [spec.analysis.samples.query or ""]
+    for rule in spec.analysis.metrics:
+        texts += [t for t in (rule.query, rule.total_query, rule.success_query, rule.samples_query) if t]
+        assert rule.min is not None or rule.max is not None
+    for text in texts:
+        assert placeholders(text) <= PLACEHOLDERS
+        assert "{{ revision }}" in text and "{{ window }}" in text, text
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: PrometheusServer, preset: str) -> None:
+    metrics = list(load_preset(preset)["metrics"])
+    spec = _spec(preset, metrics)
+    provider = PrometheusProvider(prometheus.url, timeout=5)
+    now = datetime.now(UTC)
+    started = ts(now - timedelta(seconds=10))
+    verdicts: dict[str, dict[str, tuple[Verdict, str]]] = {}
+    try:
+        for canary, stable in ((GOOD, BAD), (BAD, GOOD)):
+            status = {"phase": "Progressing", "canaryRevision": canary, "stableRevision": stable,
+                      "currentStep": 0, "canaryWeight": 10, "canaryReadyAt": started, "stepStartedAt": started}
+            samples = await measure(spec, NAMESPACE, NAME, status, provider, now)
+            rules = {rule.name: rule for rule in spec.analysis.metrics}
+            verdicts[canary] = {}
+            for sample in samples:
+                judgement = evaluate(rules[sample.metric], sample, spec.analysis.samples.min)
+                verdicts[canary][sample.metric] = (judgement.verdict, f"{judgement.reason} | {sample}")
+    finally:
+        provider.close()
+    for metric in metrics:
+        verdict, why = verdicts[GOOD][metric]
+        assert verdict is Verdict.PASS, f"{preset} {metric} (good revision): {why}"
+        verdict, why = verdicts[BAD][metric]
+        assert verdict is Verdict.FAIL, f"{preset} {metric} (bad revision): {why}"
