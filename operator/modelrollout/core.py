@@ -296,8 +296,7 @@ class _Builder:
 
 def _clear_canary(b: _Builder) -> None:
     for key in ("canaryRevision", "canaryModelVersion", "currentStep", "canaryReadyAt", "stepStartedAt",
-                "lastAnalysisAt", "noDataSince", "noDataPaused", "pausedAt", "rolloutStartedAt", "gating", "gates",
-                "lastAnalysis"):
+                "lastAnalysisAt", "noDataSince", "noDataPaused", "pausedAt", "rolloutStartedAt", "gating", "gates"):
         b.status.pop(key, None)
     b.status["canaryWeight"] = 0
     b.status["failures"] = {}
