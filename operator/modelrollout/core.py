@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from modelrollout.evaluate import MetricSample, evaluate
-from modelrollout.spec import RolloutSpec
+from modelrollout.spec import MetricRule, RolloutSpec
 from modelrollout.stats import Judgement, Verdict
 
 HISTORY_LIMIT = 20
@@ -653,11 +653,12 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     if worst is not None:
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name} {judgement.reason}")
-    if inconclusive:
+    missing = [(name, j) for name, j in inconclusive if _lacks_data(rules[name], j, spec.analysis.samples.min)]
+    if missing:
         status.setdefault("noDataSince", ts(now))
         quiet = _since(status, "noDataSince", now) or 0.0
         policy = spec.analysis.no_data
-        name, judgement = inconclusive[0]
+        name, judgement = missing[0]
         if quiet >= policy.hold:
             why = f"no conclusive data for {quiet:.0f}s: {name} {judgement.reason}"
             if policy.then == "rollback":
@@ -671,8 +672,19 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         return None
     status.pop("noDataSince", None)
     status.pop("noDataPaused", None)
+    if inconclusive:
+        return None  # enough samples, evidence still undecided: hold the step, it is not "no data"
+    status.pop("noDataSince", None)
+    status.pop("noDataPaused", None)
     status["passedChecks"] = int(status.get("passedChecks") or 0) + 1
     return None
+
+
+def _lacks_data(rule: MetricRule, judgement: Judgement, default_min_samples: int) -> bool:
+    """Inconclusive for want of data (none, NaN, too few samples), as opposed to undecided evidence."""
+    needed = rule.min_samples if rule.min_samples is not None else default_min_samples
+    samples = judgement.samples
+    return samples is None or (isinstance(samples, float) and math.isnan(samples)) or samples < max(needed, 1)
 
 
 def _finite(value: float | None) -> float | None:

@@ -98,6 +98,11 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         )
         return {(namespace, labels[LABEL_ROLLOUT]): (labels.get(LABEL_REVISION), observed)}
 
+    @kopf.index("v1", "services", labels={LABEL_ROLLOUT: kopf.PRESENT}, id="rollout_services", registry=registry)
+    def rollout_services(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
+                         **_: Any) -> Any:
+        return {(namespace, labels[LABEL_ROLLOUT]): (name, dict(spec.get("selector") or {}))}
+
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, registry=registry)
     def deployment_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
         _wake(memo, namespace, labels[LABEL_ROLLOUT])
@@ -113,7 +118,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     @kopf.daemon(GROUP, VERSION, PLURAL, labels=labels, cancellation_timeout=5.0, registry=registry)
     async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
-                          name: str, rollout_deployments: kopf.Index, logger: logging.Logger,
+                          name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
+                          logger: logging.Logger,
                           **_: Any) -> None:
         wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
         written: Mapping[str, Any] | None = None
@@ -122,12 +128,13 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                 wakeup.clear()
                 obj = _rollout_object(_newer(written, body))
                 entries = rollout_deployments.get((namespace, name), [])
+                services = dict(rollout_services.get((namespace, name), []))
 
                 def emit(type_: str, reason: str, message: str) -> None:
                     kopf.event(body, type=type_, reason=reason, message=message)
 
                 try:
-                    delay, fresh = await reconcile(memo.runtime, obj, observed_deployments(entries), emit)
+                    delay, fresh = await reconcile(memo.runtime, obj, observed_deployments(entries), services, emit)
                     written = fresh or written
                 except Exception as exc:  # an API conflict, an outage: retry soon, never crash the loop
                     logger.warning("reconcile failed, retrying in %.0fs: %s", ERROR_BACKOFF, exc)

@@ -91,7 +91,7 @@ async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -
 
 
 async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[str, ObservedDeployment],
-                    emit: Emit, now: datetime | None = None) -> tuple[float, dict[str, Any] | None]:
+                    services: Mapping[str, dict[str, str]], emit: Emit, now: datetime | None = None) -> tuple[float, dict[str, Any] | None]:
     """Returns (seconds until the next reconcile, the object as written or None when nothing was written)."""
     now = now or datetime.now(timezone.utc)
     try:
@@ -119,19 +119,23 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         emit(event.type, event.reason, event.message)
     _record_metrics(obj, decision)
 
-    await converge(runtime.kube, spec, obj, decision.status, deployments, now)
+    await converge(runtime.kube, spec, obj, decision.status, deployments, services, now)
     requeue = min(max(decision.requeue_after, runtime.config.min_requeue), runtime.config.max_requeue)
     return requeue, written
 
 
 async def converge(kube: Kube, spec: RolloutSpec, obj: RolloutObject, status: Mapping[str, Any],
-                   deployments: Mapping[str, ObservedDeployment], now: datetime) -> None:
-    """Make the cluster match the status: capacity first, then Services and weights, then scale-downs."""
+                   deployments: Mapping[str, ObservedDeployment], services: Mapping[str, dict[str, str]],
+                   now: datetime) -> None:
+    """Make the cluster match the status: capacity first, then Services and weights, then scale-downs.
+
+    `deployments` and `services` are what the watches saw; only differences cause writes.
+    """
     desired = core.desired_state(spec, status, now)
-    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec)
+    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services)
     router = router_for(spec)
     await scale_up(kube, spec, obj.namespace, obj.name, obj.uid, desired, deployments)
-    await ensure_services(kube, spec, obj.namespace, obj.name, obj.uid, desired, None)
+    await ensure_services(kube, spec, obj.namespace, obj.name, obj.uid, desired, services)
     await router.reconcile(kube, target)
     await router.set_weight(kube, target, desired.canary_weight)
     await scale_down(kube, obj.namespace, desired, deployments)
@@ -144,7 +148,7 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     except SpecError:
         log.warning("%s/%s deleted with an invalid spec: traffic left as it is", obj.namespace, obj.name)
         return
-    await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec))
+    await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec, {}))
     metrics.forget(obj.namespace, obj.name)
 
 

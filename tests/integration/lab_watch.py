@@ -40,14 +40,17 @@ class Recorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self):
+        try:
+            value = self.probe()
+        except Exception:  # the API may blip while the operator restarts; keep watching
+            return
+        if value is not None and (not self.values or self.values[-1] != value):
+            self.values.append(value)
+
     def _run(self):
         while not self._stop.is_set():
-            try:
-                value = self.probe()
-            except Exception:  # the API may blip while the operator restarts; keep watching
-                value = None
-            if value is not None and (not self.values or self.values[-1] != value):
-                self.values.append(value)
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -57,6 +60,7 @@ class Recorder:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._sample()  # the state the test waited for, even if it came after the last poll
 
 
 def start_stable(lab, name, **kwargs):

@@ -447,3 +447,20 @@ def test_gates_before_promotion_run_after_the_last_step():
     gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Passed", "200")}
     d = decide(spec, d.status, Observations(workloads=w, gates=gates), run.now)
     assert d.action is Action.PROMOTE
+
+
+def test_undecided_evidence_with_enough_samples_holds_but_is_not_no_data():
+    """A well-sampled but undecided verdict holds the step; only missing data starts the noData clock."""
+    spec = make_spec("model:v2", metrics=[{"name": "errors", "type": "proportion", "query": "bad{{ revision }}",
+                                           "totalQuery": "all{{ revision }}", "minDetectableEffect": 0.002}])
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    undecided = (MetricSample("errors", "q", samples=400.0, canary_counts=(1.0, 400.0), stable_counts=(4.0, 4000.0)),)
+    for _ in range(12):  # 120 s, twice the noData hold
+        d = run.step(after=10, workloads=w, samples=undecided)
+        assert d.status["lastAnalysis"][0]["verdict"] == "Inconclusive"
+        assert d.action is Action.HOLD and "noDataSince" not in d.status
+    assert d.status["currentStep"] == 0  # and it never advanced on it

@@ -13,12 +13,17 @@ Public API
     ``write_kubeconfig(path, *, context='modelrollout-lab', namespace='default') -> Path``;
     ``get_object(api_version, plural, namespace, name) -> dict | None`` (a deep copy);
     ``list_objects(api_version, plural, namespace=None) -> list[dict]`` (deep copies);
-    ``resource_version -> int`` (the global counter).
+    ``resource_version -> int`` (the global counter);
+    ``open_watches(api_version, plural) -> list[dict]`` (the query parameters of the watch requests
+    being served, with ``namespace``/``name`` from the URL: a client's watch is in it once the server
+    has started sending it events, so tests can sync on it; e.g. ``kubectl get X NAME -w`` skips the
+    first event of its watch, the current state, so a change made before its watch is open is never shown).
 ``start_in_thread(*, host='127.0.0.1', port=0, kubeconfig=None, history=20000) -> ThreadedApiServer``
     runs the server in a daemon thread with its own event loop (for sync code and tests);
     the handle has ``.url``, ``.port``, ``.server`` (the EmulatedApiServer), ``.loop``,
     ``.kubeconfig`` (Path or None), ``write_kubeconfig(path)``, ``call(coro) -> result``
-    (runs a coroutine on the server's loop), ``stop()``; also a (sync) context manager.
+    (runs a coroutine on the server's loop), ``open_watches(api_version, plural)`` (as above, read on
+    the server's loop), ``stop()``; also a (sync) context manager.
 ``LabKubernetesEmulator``
     the kmock handler itself (a ``kmock.KubernetesEmulator`` subclass) with the storage.
 ``python -m modelrollout.lab.apiserver --port 0 --kubeconfig PATH``
@@ -1085,6 +1090,7 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
                         initial.append(self._encode(rdef, event, accept, params))
         if not gone:
             st.watchers.setdefault(rdef.gp, set()).add(queue)
+            st.watch_params[queue] = {**request.params, 'namespace': ns or '', 'name': name or ''}
 
         response = aiohttp.web.StreamResponse(status=200, headers={'Content-Type': 'application/json',
                                                                    'Cache-Control': 'no-cache, private'})
@@ -1122,6 +1128,7 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
             pass
         finally:
             st.watchers.get(rdef.gp, set()).discard(queue)
+            st.watch_params.pop(queue, None)
         with contextlib.suppress(Exception):
             await response.write_eof()
         return response
@@ -1166,6 +1173,7 @@ class _LabState:
     uids: dict[str, tuple[ResourceDef, str | None, str]] = dataclasses.field(default_factory=dict)
     orphans: set[str] = dataclasses.field(default_factory=set)
     watchers: dict[tuple[str, str], set[asyncio.Queue[Any]]] = dataclasses.field(default_factory=dict)
+    watch_params: dict[asyncio.Queue[Any], dict[str, str]] = dataclasses.field(default_factory=dict)
     history_q: Any = None
 
     def __post_init__(self) -> None:
@@ -1326,6 +1334,14 @@ class EmulatedApiServer:
             return []
         return [copy.deepcopy(o) for o in self.emulator._select(rdef, namespace, {})]
 
+    def open_watches(self, api_version: str, plural: str) -> list[dict[str, str]]:
+        """The query parameters (plus ``namespace``, ``name`` of the URL) of the watches being served."""
+        rdef = self.emulator.find_def(api_version, plural)
+        if rdef is None:
+            return []
+        st = self.emulator._lab
+        return [dict(st.watch_params[q]) for q in list(st.watchers.get(rdef.gp, ())) if q in st.watch_params]
+
 
 def write_kubeconfig(path: str | pathlib.Path, url: str, *, context: str = 'modelrollout-lab',
                      namespace: str = 'default') -> pathlib.Path:
@@ -1365,6 +1381,11 @@ class ThreadedApiServer:
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def open_watches(self, api_version: str, plural: str) -> list[dict[str, str]]:
+        async def read() -> list[dict[str, str]]:
+            return self.server.open_watches(api_version, plural)
+        return self.call(read())  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         if not self.loop.is_closed() and self.thread.is_alive():

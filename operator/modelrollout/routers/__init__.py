@@ -6,7 +6,8 @@ read back the weight it set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelrollout.kube import Kube
@@ -19,6 +20,8 @@ class RouteTarget:
     name: str
     uid: str
     spec: RolloutSpec
+    # Selectors of the rollout's Services as the watch saw them (name -> selector); may lag.
+    service_selectors: Mapping[str, dict[str, str]] = field(default_factory=dict)
 
 
 class Router(Protocol):

@@ -15,6 +15,9 @@ from modelrollout.routers import RouteTarget
 class ReplicasRouter:
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         wanted = manifests.service(target.spec, target.namespace, target.name, target.uid, "shared", None)
+        selector = target.service_selectors.get(target.name)
+        if selector == wanted["spec"]["selector"]:
+            return
         current = await kube.get(path("v1", "services", target.namespace, target.name))
         if current is None:
             await kube.create(path("v1", "services", target.namespace), wanted)
