@@ -528,7 +528,6 @@ def _gates(b: _Builder, stage: str) -> Decision | None:
 
 def _begin_promotion(b: _Builder, revision: str, why: str) -> Decision:
     b.event("Normal", "Promoting", f"{why}; scaling canary {revision} to {b.spec.replicas} replicas")
-    b.status["phase"] = Phase.PROMOTING.value
     b.wake_in(WARMUP_POLL)
     return b.finish(Action.PROMOTE, Phase.PROMOTING, "Promoting", f"promoting {revision}: {why}")
 

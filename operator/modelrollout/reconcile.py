@@ -38,6 +38,22 @@ class Runtime:
     config: Config
     kube: Kube
     providers: dict[str, MetricsProvider] = field(default_factory=dict)
+    # The parsed spec per rollout uid, with the generation it was parsed at: parse once per change.
+    specs: dict[str, tuple[int, RolloutSpec | SpecError]] = field(default_factory=dict)
+
+    def spec_of(self, obj: RolloutObject) -> RolloutSpec:
+        """The typed spec of this generation (raises SpecError for an invalid one)."""
+        cached = self.specs.get(obj.uid)
+        if cached is None or cached[0] != obj.generation:
+            try:
+                parsed: RolloutSpec | SpecError = parse_spec(dict(obj.spec), default_prometheus=self.config.prometheus_url)
+            except SpecError as exc:
+                parsed = exc
+            cached = self.specs[obj.uid] = (obj.generation, parsed)
+        parsed = cached[1]
+        if isinstance(parsed, SpecError):
+            raise SpecError(parsed.field, parsed.message)
+        return parsed
 
     def provider(self, spec: RolloutSpec) -> MetricsProvider:
         assert spec.analysis.prometheus is not None
@@ -95,7 +111,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     """Returns (seconds until the next reconcile, the object as written or None when nothing was written)."""
     now = now or datetime.now(timezone.utc)
     try:
-        spec = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
+        spec = runtime.spec_of(obj)
     except SpecError as exc:
         decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, now)
         written = await write_status(runtime.kube, obj, decision.status)
@@ -143,6 +159,7 @@ async def converge(kube: Kube, spec: RolloutSpec, obj: RolloutObject, status: Ma
 
 async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     """On deletion: all traffic to stable before the owned objects are garbage-collected."""
+    runtime.specs.pop(obj.uid, None)
     try:
         spec = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
     except SpecError:

@@ -7,6 +7,8 @@ Preset queries are resolved here, so the rest of the code sees complete metric r
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import re
@@ -294,8 +296,9 @@ def template_revision(template: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
+@functools.lru_cache(maxsize=None)
 def load_preset(name: str) -> dict[str, Any]:
-    """A preset: named metric rules and a samples query for one kind of model server."""
+    """A preset: named metric rules and a samples query for one kind of model server (read once)."""
     try:
         text = resources.files("modelrollout").joinpath("presets", f"{name}.yaml").read_text()
     except FileNotFoundError as exc:
@@ -308,7 +311,7 @@ def _apply_preset(analysis: dict[str, Any]) -> dict[str, Any]:
     preset_name = analysis.get("preset")
     if not preset_name:
         return analysis
-    preset = load_preset(preset_name)
+    preset = copy.deepcopy(load_preset(preset_name))
     merged = dict(analysis)
     samples = dict(preset.get("samples") or {})
     samples.update(analysis.get("samples") or {})

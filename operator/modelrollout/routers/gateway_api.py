@@ -38,7 +38,7 @@ class GatewayApiRouter:
         return route
 
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
-        await self._route(kube, target)
+        """The route is the user's; set_weight reads it (and says so when it is missing)."""
 
     async def set_weight(self, kube: Kube, target: RouteTarget, weight: int) -> None:
         route = await self._route(kube, target)
