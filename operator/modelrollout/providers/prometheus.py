@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import requests
@@ -10,6 +11,9 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from modelrollout.providers import ProviderError, Series
+
+
+QUERY_THREADS = 32
 
 
 class PrometheusProvider:
@@ -24,6 +28,12 @@ class PrometheusProvider:
         self._client = PrometheusConnect(url=address.rstrip("/"), headers=headers, session=session,
                                          retry=Retry(total=0), timeout=timeout)
         self.address = address
+        # The client blocks, waiting on the network rather than the CPU. asyncio's default pool
+        # (cores + 4 threads) capped the queries in flight for a thousand rollouts, so the
+        # provider has its own threads, each with a pooled connection.
+        self._executor = ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="prometheus")
+        session.mount(address.rstrip("/"), requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS,
+                                                                         max_retries=Retry(total=0)))
 
     def _query(self, query: str, at: datetime | None = None) -> list[Series]:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
@@ -39,10 +49,17 @@ class PrometheusProvider:
 
     async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
         """Instant query; `at` (timezone-aware) evaluates it at that past moment."""
-        return await asyncio.to_thread(self._query, query, at)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._query, query, at)
+
+    def _online(self) -> bool:
+        try:
+            return bool(self._client.check_prometheus_connection())
+        except requests.RequestException:  # refused, timed out: not online
+            return False
 
     async def is_online(self) -> bool:
-        return await asyncio.to_thread(self._client.check_prometheus_connection)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._online)
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False)
         self._client.close()
