@@ -201,7 +201,7 @@ def _install(lab: Lab, controller: BaselineController, scenario: Scenario, run: 
     lab.apply(specs.traffic_configmap(name, f"httproute/{name}", scenario.rps, seed * 1000 + run))
     if policy == "ours":
         lab.apply(specs.http_route(name, [{"name": f"{name}-stable", "port": 8080, "weight": 100}]))
-        lab.apply(specs.ours_rollout(name, scenario.stable, "1", quality=scenario.quality))
+        lab.apply(specs.ours_rollout(name, scenario.stable, "1", quality=scenario.quality, drift=scenario.drift))
         revision = template_revision(specs.ours_template(name, scenario.canary, "2"))
         return _Subject(record, scenario, revision)
     subject = BaselineSubject(name, scenario.stable, scenario.canary, quality=scenario.quality)

@@ -9,6 +9,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelrollout.lab import scenarios
+
 NAMESPACE = "default"
 INTERVAL = 3.0            # analysis interval of both policies (seconds)
 STEPS = (5, 10, 25, 50)   # ours: canary weights, each held STEP_HOLD seconds, then promotion
@@ -36,6 +38,7 @@ class Scenario:
     bad: bool = True                 # is the canary supposed to be rolled back?
     bad_measure: str = "errors"      # snapshot field counting bad requests: errors | bad_requests
     quality: bool = False            # add the quality metric
+    drift: bool = False              # add the prediction-drift metric (ours only: the baseline has none)
     floor: tuple[float, float] | None = None  # (p0, p1) for modelrollout.stats.required_samples
     floor_per_request: float = 1.0   # share of canary requests that count as samples (labels)
     timeout: float = 150.0
@@ -60,6 +63,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("quality", _h(), _h(**{"accuracy": "0.75", "bad": "true"}), bad_measure="bad_requests",
              quality=True, floor=(0.08, 0.25), floor_per_request=0.3,
              notes="accuracy 0.92 -> 0.75 (30% of predictions labelled)"),
+    Scenario("drift", _h(), _h(**{"score-mean": "0.55", "bad": "true"}), bad_measure="bad_requests",
+             drift=True, notes="prediction scores shifted 0.3 -> 0.55, same errors, latency and accuracy"),
     Scenario("no-traffic", _h(), _h(), rps=0.0, bad=False, bad_measure="bad_requests", timeout=60.0,
              notes="rps 0: must never promote"),
 )}
@@ -80,10 +85,7 @@ def annotations(behaviour: dict[str, str]) -> dict[str, str]:
 
 
 def traffic_configmap(name: str, target: str, rps: float, seed: int) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"{name}-traffic", "namespace": NAMESPACE,
-                         "labels": {"lab.modelrollout.io/traffic": "true"}},
-            "data": {"target": target, "rps": f"{rps:g}", "seed": str(seed)}}
+    return scenarios.traffic_entry(name, NAMESPACE, target, rps, seed)
 
 
 def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,7 +99,7 @@ def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
 _SEL = 'namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision }}"'
 
 
-def ours_metrics(quality: bool) -> list[dict[str, Any]]:
+def ours_metrics(quality: bool, drift: bool = False) -> list[dict[str, Any]]:
     metrics: list[dict[str, Any]] = [
         {"name": "error-rate", "type": "proportion", "critical": True, "minSamples": 100,
          "query": f'sum(increase(http_requests_total{{{_SEL}, code=~"5.."}}[{{{{ window }}}}]))',
@@ -111,33 +113,24 @@ def ours_metrics(quality: bool) -> list[dict[str, Any]]:
              "successQuery": f"sum(increase(model_feedback_correct_total{{{_SEL}}}[{{{{ window }}}}]))",
              "totalQuery": f"sum(increase(model_feedback_total{{{_SEL}}}[{{{{ window }}}}]))",
              "compareToStable": {"maxIncrease": QUALITY_TOLERANCE}})
+    if drift:
+        metrics.append({"name": "prediction-drift", "max": 0.1, "minSamples": 200, "critical": True})
     return metrics
 
 
 def ours_rollout(name: str, behaviour: dict[str, str], version: str, quality: bool = False,
-                 replicas: int = 2) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "model": {"name": name, "version": version},
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": ours_template(name, behaviour, version),
-            "service": {"port": 8080},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": name}},
-            "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "0s"},
-                         "steps": [{"weight": w, "hold": f"{STEP_HOLD:g}s"} for w in STEPS]},
-            "analysis": {"interval": f"{INTERVAL:g}s", "preset": "http", "samples": {"min": 100},
-                         "noData": {"hold": "30s", "then": "pause"}, "metrics": ours_metrics(quality)},
-            "rollback": {"scaleDownDelay": "5s"},
-        },
-    }
+                 replicas: int = 2, drift: bool = False) -> dict[str, Any]:
+    body = scenarios.rollout(
+        name, namespace=NAMESPACE, version=version, router="gatewayAPI", replicas=replicas,
+        steps=[{"weight": w, "hold": f"{STEP_HOLD:g}s"} for w in STEPS], metrics=ours_metrics(quality, drift),
+        interval=f"{INTERVAL:g}s", min_samples=100, skip_analysis_for="0s", readiness_timeout="60s",
+        no_data={"hold": "30s", "then": "pause"}, scale_down_delay="5s")
+    body["spec"]["template"] = ours_template(name, behaviour, version)
+    return body
 
 
 def ours_template(name: str, behaviour: dict[str, str], version: str) -> dict[str, Any]:
-    return {"metadata": {"labels": {"app": name, "modelrollout.io/model-version": version},
-                         "annotations": annotations(behaviour)},
+    return {"metadata": {"labels": {"app": name}, "annotations": annotations(behaviour)},
             "spec": {"containers": [{"name": "server", "image": f"example/{name}:{version}"}]}}
 
 
