@@ -651,7 +651,7 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     status["failures"] = failures
     if worst is not None:
         name, judgement = worst
-        return _rollback(b, "AnalysisFailed", f"{name} {judgement.reason}")
+        return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
     missing = [(name, j) for name, j in inconclusive if _lacks_data(rules[name], j, spec.analysis.samples.min)]
     if missing:
         status.setdefault("noDataSince", ts(now))
@@ -659,7 +659,7 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         policy = spec.analysis.no_data
         name, judgement = missing[0]
         if quiet >= policy.hold:
-            why = f"no conclusive data for {quiet:.0f}s: {name} {judgement.reason}"
+            why = f"no conclusive data for {quiet:.0f}s: {name}: {judgement.reason}"
             if policy.then == "rollback":
                 return _rollback(b, "NoData", why)
             if not status.get("noDataPaused"):
