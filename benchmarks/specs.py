@@ -101,7 +101,7 @@ _SEL = 'namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision
 
 def ours_metrics(quality: bool, drift: bool = False) -> list[dict[str, Any]]:
     metrics: list[dict[str, Any]] = [
-        {"name": "error-rate", "type": "proportion", "critical": True, "minSamples": 100,
+        {"name": "error-rate", "type": "proportion", "critical": True, "minSamples": 30,
          "query": f'sum(increase(http_requests_total{{{_SEL}, code=~"5.."}}[{{{{ window }}}}]))',
          "totalQuery": f"sum(increase(http_requests_total{{{_SEL}}}[{{{{ window }}}}]))",
          "compareToStable": {"maxIncrease": ERROR_TOLERANCE}},

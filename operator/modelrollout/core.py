@@ -577,10 +577,10 @@ def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) ->
 
 
 def analysis_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> float:
-    """Seconds of samples a query should cover: the whole step so far, at least one interval."""
+    """Seconds of samples a query should cover: the step so far, at least one interval, at most maxWindow."""
     start = analysis_window_start(spec, status)
     elapsed = (now - start).total_seconds() if start else 0.0
-    return max(spec.analysis.interval, elapsed)
+    return max(spec.analysis.interval, min(elapsed, spec.analysis.window_cap))
 
 
 def _schedule_analysis(b: _Builder) -> None:

@@ -249,6 +249,9 @@ class PrometheusSpec(_Frozen):
 
 class Analysis(_Frozen):
     interval: Duration = 30.0
+    # {{ window }} grows with the step (more samples) up to this, so a canary that degrades
+    # mid-step is not diluted by a long healthy past. Default: ten intervals.
+    max_window: Duration | None = Field(default=None, alias="maxWindow")
     prometheus: PrometheusSpec | None = None
     preset: str | None = None
     samples: Samples = Samples()
@@ -256,6 +259,11 @@ class Analysis(_Frozen):
     metrics: tuple[MetricRule, ...] = ()
 
     _parse = field_validator("interval", mode="before")(_duration_field)
+    _parse_window = field_validator("max_window", mode="before")(lambda v: None if v is None else _duration_field(v))
+
+    @property
+    def window_cap(self) -> float:
+        return self.max_window if self.max_window is not None else 10 * self.interval
 
 
 class RollbackSpec(_Frozen):

@@ -464,3 +464,13 @@ def test_undecided_evidence_with_enough_samples_holds_but_is_not_no_data():
         assert d.status["lastAnalysis"][0]["verdict"] == "Inconclusive"
         assert d.action is Action.HOLD and "noDataSince" not in d.status
     assert d.status["currentStep"] == 0  # and it never advanced on it
+
+
+def test_analysis_window_grows_with_the_step_up_to_max_window():
+    from modelrollout.core import analysis_window
+    run = canary_in_step0()  # interval 10s, skipAnalysisFor 10s
+    assert analysis_window(V2, run.status, run.now + timedelta(seconds=12)) == 10  # at least one interval
+    assert analysis_window(V2, run.status, run.now + timedelta(seconds=70)) == 60
+    assert analysis_window(V2, run.status, run.now + timedelta(seconds=500)) == 100  # ten intervals by default
+    capped = make_spec("model:v2", maxWindow="30s")
+    assert analysis_window(capped, run.status, run.now + timedelta(seconds=500)) == 30
