@@ -249,8 +249,8 @@ class PrometheusSpec(_Frozen):
 
 class Analysis(_Frozen):
     interval: Duration = 30.0
-    # {{ window }} grows with the step (more samples) up to this, so a canary that degrades
-    # mid-step is not diluted by a long healthy past. Default: ten intervals.
+    # {{ window }} grows with the step (more samples); a cap makes a mid-step degradation show
+    # sooner but leaves less evidence for a PASS (docs/performance.md measures both). No cap by default.
     max_window: Duration | None = Field(default=None, alias="maxWindow")
     prometheus: PrometheusSpec | None = None
     preset: str | None = None
@@ -263,7 +263,7 @@ class Analysis(_Frozen):
 
     @property
     def window_cap(self) -> float:
-        return self.max_window if self.max_window is not None else 10 * self.interval
+        return self.max_window if self.max_window is not None else float("inf")
 
 
 class RollbackSpec(_Frozen):

@@ -471,6 +471,6 @@ def test_analysis_window_grows_with_the_step_up_to_max_window():
     run = canary_in_step0()  # interval 10s, skipAnalysisFor 10s
     assert analysis_window(V2, run.status, run.now + timedelta(seconds=12)) == 10  # at least one interval
     assert analysis_window(V2, run.status, run.now + timedelta(seconds=70)) == 60
-    assert analysis_window(V2, run.status, run.now + timedelta(seconds=500)) == 100  # ten intervals by default
+    assert analysis_window(V2, run.status, run.now + timedelta(seconds=500)) == 490  # the whole step by default
     capped = make_spec("model:v2", maxWindow="30s")
     assert analysis_window(capped, run.status, run.now + timedelta(seconds=500)) == 30
