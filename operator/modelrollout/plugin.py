@@ -82,6 +82,7 @@ def main(ctx: click.Context, namespace: str, kubeconfig: str | None) -> None:
 @click.option("--timeout", type=int, default=0, help="With --watch: stop after this many seconds.")
 @click.pass_context
 def get(ctx: click.Context, name: str, watching: bool, timeout: int) -> None:
+    """Phase, revisions, step, weight, message and the latest verdicts (--watch: every change)."""
     api = _api(ctx.obj["kubeconfig"])
     ns = ctx.obj["namespace"]
     obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
@@ -111,28 +112,28 @@ def promote(ctx: click.Context, name: str, full: bool) -> None:
     click.echo(f"{name}: promote requested")
 
 
-@main.command()
-@click.argument("name")
-@click.pass_context
-def abort(ctx: click.Context, name: str) -> None:
-    """Roll the canary back now."""
-    _annotate(ctx, name, {ANNOTATION_ABORT: _token()})
-    click.echo(f"{name}: abort requested")
+def _token_command(name: str, annotation: str, doc: str, done: str) -> None:
+    """A command that sets a fresh token: the operator acts on each token once."""
+
+    @click.argument("rollout")
+    @click.pass_context
+    def command(ctx: click.Context, rollout: str) -> None:
+        _annotate(ctx, rollout, {annotation: _token()})
+        click.echo(f"{rollout}: {done}")
+
+    command.__doc__ = doc
+    main.command(name=name)(command)
 
 
-@main.command()
-@click.argument("name")
-@click.pass_context
-def retry(ctx: click.Context, name: str) -> None:
-    """Start the rolled-back revision again."""
-    _annotate(ctx, name, {ANNOTATION_RETRY: _token()})
-    click.echo(f"{name}: retry requested")
+_token_command("abort", ANNOTATION_ABORT, "Roll the canary back now.", "abort requested")
+_token_command("retry", ANNOTATION_RETRY, "Start the rolled-back revision again.", "retry requested")
 
 
 @main.command()
 @click.argument("name")
 @click.pass_context
 def pause(ctx: click.Context, name: str) -> None:
+    """Hold the rollout where it is (analysis goes on; the hold clock stops)."""
     _annotate(ctx, name, {ANNOTATION_PAUSED: "true"})
     click.echo(f"{name}: paused")
 
@@ -141,6 +142,7 @@ def pause(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def resume(ctx: click.Context, name: str) -> None:
+    """Go on from where it was paused."""
     _annotate(ctx, name, {ANNOTATION_PAUSED: None})
     click.echo(f"{name}: resumed")
 
