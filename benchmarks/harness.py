@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any

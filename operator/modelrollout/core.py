@@ -106,7 +106,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class Desired:
-    """The world a status asks for. Revisions map to replica counts; None means 'delete'."""
+    """The world a status asks for.
+
+    `replicas` maps revisions to a replica count, None ("delete the Deployment") or -1
+    ("leave it as it is": a replaced revision still serving in-flight requests until its
+    scale-down delay ends).
+    """
 
     replicas: Mapping[str, int | None]
     stable_revision: str | None

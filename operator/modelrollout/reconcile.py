@@ -133,7 +133,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     written = await write_status(runtime.kube, obj, decision.status)
     for event in decision.events:
         emit(event.type, event.reason, event.message)
-    _record_metrics(obj, decision)
+    _record_metrics(obj, decision, now)
 
     await converge(runtime.kube, spec, obj, decision.status, deployments, services, now)
     requeue = min(max(decision.requeue_after, runtime.config.min_requeue), runtime.config.max_requeue)
@@ -169,7 +169,7 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     metrics.forget(obj.namespace, obj.name)
 
 
-def _record_metrics(obj: RolloutObject, decision: core.Decision) -> None:
+def _record_metrics(obj: RolloutObject, decision: core.Decision, now: datetime) -> None:
     status = decision.status
     since = core.parse_ts(_phase_since(status))
     metrics.record_phase(obj.namespace, obj.name, status["phase"], since=since.timestamp() if since else None)
@@ -178,7 +178,7 @@ def _record_metrics(obj: RolloutObject, decision: core.Decision) -> None:
         for result in status.get("lastAnalysis") or []:
             metrics.record_verdict(obj.namespace, obj.name, result["metric"], result["verdict"])
     started = core.parse_ts(obj.status.get("rolloutStartedAt"))
-    duration = (datetime.now(timezone.utc) - started).total_seconds() if started else 0.0
+    duration = (now - started).total_seconds() if started else 0.0
     if decision.action is core.Action.ROLLBACK:
         metrics.record_result(obj.namespace, obj.name, "rolledback", duration)
     elif decision.action is core.Action.PROMOTED:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from modelrollout.core import (Action, Commands, Observations, Phase, Workload, analysis_due, canary_replicas,
+from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
                                decide, desired_state, invalid)
 from modelrollout.evaluate import MetricSample
 from modelrollout.spec import parse_spec
@@ -57,9 +57,10 @@ class Run:
         self.spec, self.status, self.now = spec, status or {}, now
         self.decisions = []
 
-    def step(self, *, after=0.0, workloads=None, samples=None, commands=Commands(), generation=1):
+    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1):
         self.now += timedelta(seconds=after)
-        obs = Observations(generation=generation, workloads=workloads or {}, commands=commands, samples=samples)
+        obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
+                           samples=samples)
         decision = decide(self.spec, copy.deepcopy(self.status), obs, self.now)
         self.status = decision.status
         self.decisions.append(decision)

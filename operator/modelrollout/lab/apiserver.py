@@ -47,7 +47,6 @@ import logging
 import pathlib
 import random
 import signal
-import string
 import sys
 import threading
 import time
@@ -484,7 +483,7 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
                 return _json_response(result, status=201)
             if method == 'DELETE':
                 return _json_response(self._delete_collection(rdef, ns, params))
-            raise ApiError(405, 'MethodNotAllowed', f'the server does not allow this method on the requested resource')
+            raise ApiError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource')
         if method == 'GET':
             obj = self._get(rdef, ns, name)
             if sub == 'scale':
@@ -734,14 +733,14 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
                 elif ctype == 'application/strategic-merge-patch+json':
                     if rdef.crd:
                         raise ApiError(415, 'UnsupportedMediaType',
-                                       f'the body of the request was in an unknown format - accepted media types include: '
-                                       f'application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml')
+                                       'the body of the request was in an unknown format - accepted media types include: '
+                                       'application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml')
                     new = logic.strategic_merge_patch(old, patch)
                 else:
                     raise ApiError(415, 'UnsupportedMediaType',
-                                   f'the body of the request was in an unknown format - accepted media types include: '
-                                   f'application/json-patch+json, application/merge-patch+json, '
-                                   f'application/apply-patch+yaml, application/strategic-merge-patch+json')
+                                   'the body of the request was in an unknown format - accepted media types include: '
+                                   'application/json-patch+json, application/merge-patch+json, '
+                                   'application/apply-patch+yaml, application/strategic-merge-patch+json')
             except logic.PatchError as e:
                 if e.code == 400:
                     raise bad_request(str(e)) from None

@@ -31,7 +31,7 @@ class ReplicasRouter:
     async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
         deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
                                       label_selector=f"{LABEL_ROLLOUT}={target.name}")
-        status = await kube.get(path(f"modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
+        status = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
         canary = ((status or {}).get("status") or {}).get("canaryRevision")
         ready = {d["metadata"]["labels"].get(LABEL_REVISION): (d.get("status") or {}).get("readyReplicas") or 0
                  for d in deployments}
