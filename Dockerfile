@@ -15,7 +15,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # Only what the wheel needs: the build stays valid whatever else the repository holds.
 COPY pyproject.toml ./
-COPY operator/ ./operator/
+# The operator package only: the lab (operator/modelrollout_lab) never enters the image.
+COPY operator/modelrollout/ ./operator/modelrollout/
 # The project's wheel and a wheel of every pinned runtime dependency, then an offline
 # install of exactly those wheels into the venv that the final stage copies.
 RUN python -m venv /opt/venv \

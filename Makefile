@@ -19,10 +19,10 @@ prometheus:
 	  else echo "Prometheus is missing: run 'sudo apt-get install prometheus' (or put a prometheus binary on PATH)"; exit 1; fi; }
 
 demo: $(STAMP) prometheus
-	$(VENV)/bin/modelrollout demo --png demo-timeline.png
+	$(VENV)/bin/modelrollout-lab demo --png demo-timeline.png
 
 lab: $(STAMP) prometheus
-	$(VENV)/bin/modelrollout lab up
+	$(VENV)/bin/modelrollout-lab up
 
 test: $(STAMP) prometheus
 	$(VENV)/bin/lint-imports

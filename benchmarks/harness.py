@@ -17,7 +17,7 @@ import requests
 from benchmarks import specs
 from benchmarks.baseline import BaselineController, BaselineSubject
 from benchmarks.specs import Scenario
-from modelrollout.lab.lab import Lab
+from modelrollout_lab.lab import Lab
 from modelrollout.names import GROUP, PLURAL, VERSION
 from modelrollout.spec import template_revision
 from modelrollout.stats import required_samples

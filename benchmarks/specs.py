@@ -9,7 +9,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.lab import scenarios
+from modelrollout_lab import scenarios
 
 NAMESPACE = "default"
 INTERVAL = 3.0            # analysis interval of both policies (seconds)

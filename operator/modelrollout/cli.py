@@ -1,4 +1,4 @@
-"""`modelrollout`: run the operator, run the local lab, run the demo."""
+"""`modelrollout`: run the operator, backtest a spec. The lab and the demo are `modelrollout-lab` (the [lab] extra)."""
 
 from __future__ import annotations
 
@@ -77,21 +77,6 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         peering_name=(peering_name or "default") if peering else None,
         liveness_endpoint=liveness,
     ))
-
-
-def _register_lab_commands() -> None:
-    """The lab's commands need the [lab] extra; the operator image has no such extra."""
-    try:
-        from modelrollout.lab.cli import demo, lab
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("kmock", "rich", "matplotlib", "aiohttp"):
-            raise
-        return
-    main.add_command(lab)
-    main.add_command(demo)
-
-
-_register_lab_commands()
 
 
 def _register_backtest() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.lab.lab import Lab
+from modelrollout_lab.lab import Lab
 
 
 @pytest.fixture(scope="module")

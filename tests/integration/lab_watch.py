@@ -7,7 +7,7 @@ import time
 
 from kubernetes.client.rest import ApiException
 
-from modelrollout.lab import scenarios
+from modelrollout_lab import scenarios
 
 
 def events_of(lab, name, reason):

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from lab_watch import Recorder, route_canary_weight, start_stable
-from modelrollout.lab import scenarios
+from modelrollout_lab import scenarios
 
 pytestmark = pytest.mark.lab
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lab_watch import start_stable
-from modelrollout.lab import scenarios
+from modelrollout_lab import scenarios
 from modelrollout.plugin import main as plugin
 
 pytestmark = pytest.mark.lab

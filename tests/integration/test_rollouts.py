@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.lab import scenarios
+from modelrollout_lab import scenarios
 
 from lab_watch import Recorder, events_of, route_canary_weight, start_stable
 

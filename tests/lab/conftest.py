@@ -14,7 +14,7 @@ if str(_OPERATOR) not in sys.path:  # the package may not be pip-installed in th
 @pytest.fixture(scope='module')
 def apiserver():
     """An emulated API server in a background thread (one per test module): a ThreadedApiServer."""
-    from modelrollout.lab.apiserver import start_in_thread
+    from modelrollout_lab.apiserver import start_in_thread
     handle = start_in_thread()
     try:
         yield handle

@@ -273,7 +273,7 @@ def test_watch_from_resource_version_sees_only_later_events(co):
 
 
 def test_watch_live_events_and_gone_resource_version():
-    from modelrollout.lab.apiserver import start_in_thread
+    from modelrollout_lab.apiserver import start_in_thread
     with start_in_thread(history=5) as srv:
         cfg = kubernetes.client.Configuration()
         cfg.host = srv.url
@@ -515,7 +515,7 @@ def test_kopf_operator_handles_create_and_delete(apiserver_kubeconfig, co, tmp_p
 def test_cli_entry_point_writes_kubeconfig_and_serves(tmp_path):
     kubeconfig = tmp_path / 'kubeconfig'
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT / 'operator'), os.environ.get('PYTHONPATH')]))}
-    proc = subprocess.Popen([sys.executable, '-m', 'modelrollout.lab.apiserver', '--port', '0', '--kubeconfig', str(kubeconfig)],
+    proc = subprocess.Popen([sys.executable, '-m', 'modelrollout_lab.apiserver', '--port', '0', '--kubeconfig', str(kubeconfig)],
                             env=env, stdout=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline().split()

@@ -25,7 +25,7 @@ except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
 from modelrollout.backtest import backtest, backtest_command, outcome
-from modelrollout.lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import parse_spec
 

@@ -19,8 +19,8 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
-from modelrollout.lab import prometheus as promlib
-from modelrollout.lab.prometheus import PrometheusError, PrometheusServer, free_port
+from modelrollout_lab import prometheus as promlib
+from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, free_port
 
 pytestmark = pytest.mark.lab
 OPERATOR_SRC = str(Path(__file__).resolve().parents[2] / "operator")
@@ -85,7 +85,7 @@ def test_child_dies_with_its_parent():
     script = textwrap.dedent(f"""
         import sys, threading, time
         sys.path.insert(0, {OPERATOR_SRC!r})
-        from modelrollout.lab.prometheus import PrometheusServer
+        from modelrollout_lab.prometheus import PrometheusServer
         box = []
         t = threading.Thread(target=lambda: box.append(PrometheusServer([]).start()))
         t.start(); t.join()          # started from a thread that has exited since
@@ -126,9 +126,9 @@ def test_missing_binary_says_how_to_install(monkeypatch):
 
 def test_prometheus_sees_the_error_ratio_per_revision(tmp_path):
     """Emulated API -> workload + traffic simulators -> a real Prometheus scraping on loopback."""
-    from modelrollout.lab.apiserver import start_in_thread
-    from modelrollout.lab.traffic import TRAFFIC_LABEL, TrafficSimulator
-    from modelrollout.lab.workloads import RawKube, WorkloadSimulator
+    from modelrollout_lab.apiserver import start_in_thread
+    from modelrollout_lab.traffic import TRAFFIC_LABEL, TrafficSimulator
+    from modelrollout_lab.workloads import RawKube, WorkloadSimulator
     from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 
     srv = start_in_thread()

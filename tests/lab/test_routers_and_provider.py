@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from modelrollout.kube import Kube, KubeError, load_configuration, path
-from modelrollout.lab.apiserver import start_in_thread
-from modelrollout.lab.prometheus import PrometheusServer
-from modelrollout.lab.scenarios import http_route, rollout
+from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.prometheus import PrometheusServer
+from modelrollout_lab.scenarios import http_route, rollout
 from modelrollout.providers import ProviderError
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.routers import RouteTarget

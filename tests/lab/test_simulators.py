@@ -1,7 +1,7 @@
 """The lab's workload and traffic simulators.
 
 Pure parts (model sampling, routing resolution, one tick over plain dicts) run without any
-server; the rest talks to the emulated API server (modelrollout.lab.apiserver) through a
+server; the rest talks to the emulated API server (modelrollout_lab.apiserver) through a
 kubeconfig, exactly as the simulators would talk to a real cluster.
 """
 
@@ -21,9 +21,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from prometheus_client import generate_latest
 
-from modelrollout.lab import models
-from modelrollout.lab.models import ModelBehaviour
-from modelrollout.lab.traffic import TRAFFIC_LABEL, TrafficSimulator, resolve_target
+from modelrollout_lab import models
+from modelrollout_lab.models import ModelBehaviour
+from modelrollout_lab.traffic import TRAFFIC_LABEL, TrafficSimulator, resolve_target
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 
 NS = "ml"
@@ -223,8 +223,8 @@ def test_degradation_label_delay_and_exposition():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """Emulated API server + workload simulator + traffic simulator, all via a kubeconfig."""
-    from modelrollout.lab.apiserver import start_in_thread
-    from modelrollout.lab.workloads import RawKube, WorkloadSimulator
+    from modelrollout_lab.apiserver import start_in_thread
+    from modelrollout_lab.workloads import RawKube, WorkloadSimulator
 
     srv = start_in_thread()
     kubeconfig = str(tmp_path_factory.mktemp("lab") / "kubeconfig")
@@ -358,7 +358,7 @@ def wait_until(predicate, timeout=10.0, interval=0.05):
 
 
 def test_module_entry_points(lab):
-    """`python -m modelrollout.lab.traffic|workloads --kubeconfig K` run as processes, stop on SIGTERM."""
+    """`python -m modelrollout_lab.traffic|workloads --kubeconfig K` run as processes, stop on SIGTERM."""
     import json
     import os
     import signal
@@ -373,11 +373,11 @@ def test_module_entry_points(lab):
     create(kube, ns, entry("traffic", "service/svc", 100))
     procs = []
     try:
-        traffic = subprocess.Popen([sys.executable, "-m", "modelrollout.lab.traffic", "--kubeconfig", kube.kubeconfig,
+        traffic = subprocess.Popen([sys.executable, "-m", "modelrollout_lab.traffic", "--kubeconfig", kube.kubeconfig,
                                     "--port", "0", "--seed", "5", "--namespace", ns],
                                    stdout=subprocess.PIPE, text=True, env=env)
         procs.append(traffic)
-        workloads = subprocess.Popen([sys.executable, "-m", "modelrollout.lab.workloads", "--kubeconfig",
+        workloads = subprocess.Popen([sys.executable, "-m", "modelrollout_lab.workloads", "--kubeconfig",
                                       kube.kubeconfig, "--namespace", ns], stdout=subprocess.PIPE, text=True, env=env)
         procs.append(workloads)
         line = traffic.stdout.readline()

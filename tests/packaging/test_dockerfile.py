@@ -11,9 +11,11 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -188,3 +190,41 @@ def test_default_command_is_accepted_by_the_operator_cli():
         cli.run.make_context("run", cmd)
     except click.UsageError as exc:
         pytest.fail(f"CMD {cmd}: {exc.format_message()}")
+
+
+def _build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "--wheel-dir", str(out), str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("modelrollout-*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def test_the_image_wheel_holds_no_lab(tmp_path):
+    """Build the wheel from exactly what the Dockerfile's builder stage copies: no lab module in it."""
+    context = tmp_path / "context"
+    for keyword, args in stages()[0]:
+        if keyword == "COPY" and not args.startswith("--from"):
+            *sources, _dest = args.split()
+            for source in sources:
+                src = ROOT / source.removeprefix("./")
+                dest = context / source.removeprefix("./")
+                if src.is_dir():
+                    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+                else:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(src, dest)
+    names = _build_wheel(context, tmp_path / "wheel").namelist()
+    assert "modelrollout/core.py" in names
+    assert not [n for n in names if n.startswith("modelrollout_lab/")], "the lab must not ship in the image"
+
+
+def test_the_full_wheel_carries_the_lab_and_its_crd(tmp_path):
+    """`pip install 'modelrollout[lab]'` works outside a checkout: the CRD travels as package data."""
+    context = tmp_path / "context"
+    shutil.copytree(ROOT / "operator", context / "operator", symlinks=False,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", context)
+    shutil.copy(ROOT / "README.md", context)
+    wheel = _build_wheel(context, tmp_path / "wheel")
+    crd = yaml.safe_load(wheel.read("modelrollout_lab/crds/modelrollout.yaml"))
+    assert crd == yaml.safe_load((ROOT / "crds" / "modelrollout.yaml").read_text())

@@ -30,7 +30,7 @@ except ImportError:  # a checkout without `pip install -e .`
 from modelrollout.analysis import measure
 from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
-from modelrollout.lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import load_preset, parse_spec, placeholders, PLACEHOLDERS
 from modelrollout.stats import Verdict

@@ -13,7 +13,7 @@ In-process::
     ...
     sim.stop()
 
-As a process: ``python -m modelrollout.lab.workloads --kubeconfig K``.
+As a process: ``python -m modelrollout_lab.workloads --kubeconfig K``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from modelrollout.lab.models import A_LOAD_SECONDS, ANNOTATION_PREFIX
+from modelrollout_lab.models import A_LOAD_SECONDS, ANNOTATION_PREFIX
 
-log = logging.getLogger("modelrollout.lab.workloads")
+log = logging.getLogger("modelrollout_lab.workloads")
 
 A_JOB_RESULT = ANNOTATION_PREFIX + "job-result"
 A_JOB_SECONDS = ANNOTATION_PREFIX + "job-seconds"
@@ -634,7 +634,7 @@ class WorkloadSimulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m modelrollout.lab.workloads", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m modelrollout_lab.workloads", description=__doc__.splitlines()[0])
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--namespace", default=None, help="only this namespace (default: all)")
     p.add_argument("--no-jobs", action="store_true", help="do not simulate Jobs")

@@ -1,6 +1,6 @@
 """Pure (no I/O) helpers of the emulated API server: patches, selectors, schemas, tables.
 
-Used by :mod:`modelrollout.lab.apiserver`; kept apart so they can be unit-tested
+Used by :mod:`modelrollout_lab.apiserver`; kept apart so they can be unit-tested
 and reasoned about without the HTTP layer.
 """
 from __future__ import annotations

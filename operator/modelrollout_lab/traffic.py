@@ -20,7 +20,7 @@ In-process::
     sim.snapshot()
     sim.stop()
 
-As a process: ``python -m modelrollout.lab.traffic --kubeconfig K --port P --seed S``.
+As a process: ``python -m modelrollout_lab.traffic --kubeconfig K --port P --seed S``.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from modelrollout.lab import models
-from modelrollout.lab.models import DURATION_BUCKETS, SCORE_BUCKETS, ModelBehaviour
-from modelrollout.lab.workloads import Informer, Key, Obj, RawKube, key_of
+from modelrollout_lab import models
+from modelrollout_lab.models import DURATION_BUCKETS, SCORE_BUCKETS, ModelBehaviour
+from modelrollout_lab.workloads import Informer, Key, Obj, RawKube, key_of
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 
-log = logging.getLogger("modelrollout.lab.traffic")
+log = logging.getLogger("modelrollout_lab.traffic")
 
 TRAFFIC_LABEL = "lab.modelrollout.io/traffic"
 DEFAULT_RPS = 20.0
@@ -643,7 +643,7 @@ class TrafficSimulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m modelrollout.lab.traffic", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m modelrollout_lab.traffic", description=__doc__.splitlines()[0])
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--port", type=int, default=0, help="metrics port on --host (0: any free port)")
     p.add_argument("--host", default="127.0.0.1")

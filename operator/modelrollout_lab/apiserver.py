@@ -26,7 +26,7 @@ Public API
     the server's loop), ``stop()``; also a (sync) context manager.
 ``LabKubernetesEmulator``
     the kmock handler itself (a ``kmock.KubernetesEmulator`` subclass) with the storage.
-``python -m modelrollout.lab.apiserver --port 0 --kubeconfig PATH``
+``python -m modelrollout_lab.apiserver --port 0 --kubeconfig PATH``
     writes the kubeconfig (context ``modelrollout-lab``, no auth), prints ``READY <url>``,
     serves until SIGTERM/SIGINT.
 
@@ -59,8 +59,8 @@ import aiohttp.web
 import yaml
 from kmock import KubernetesEmulator, ResourceInfo, Request
 
-from modelrollout.lab import apiserver_logic as logic
-from modelrollout.lab import apiserver_protobuf
+from modelrollout_lab import apiserver_logic as logic
+from modelrollout_lab import apiserver_protobuf
 
 __all__ = [
     'EmulatedApiServer',
@@ -1450,7 +1450,7 @@ async def _amain(port: int, kubeconfig: str | None, host: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m modelrollout.lab.apiserver',
+    parser = argparse.ArgumentParser(prog='python -m modelrollout_lab.apiserver',
                                      description='The emulated Kubernetes API server of the modelrollout lab.')
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=0, help='0 picks a free port')

@@ -8,7 +8,7 @@
 The child runs in its own process group, dies with its parent (PR_SET_PDEATHSIG on Linux),
 is stopped at interpreter exit, and ``stop()`` is idempotent.
 
-As a process: ``python -m modelrollout.lab.prometheus --target 127.0.0.1:9100 [--port P]``.
+As a process: ``python -m modelrollout_lab.prometheus --target 127.0.0.1:9100 [--port P]``.
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ class PrometheusServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m modelrollout.lab.prometheus",
+    p = argparse.ArgumentParser(prog="python -m modelrollout_lab.prometheus",
                                 description="Run a loopback Prometheus scraping the given targets.")
     p.add_argument("--target", action="append", default=[], help="host:port to scrape (repeatable)")
     p.add_argument("--port", type=int, default=0)

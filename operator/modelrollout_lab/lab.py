@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,15 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from modelrollout.lab.apiserver import start_in_thread
-from modelrollout.lab.prometheus import PrometheusServer, spawn
-from modelrollout.lab.traffic import TrafficSimulator
-from modelrollout.lab.workloads import WorkloadSimulator
+from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.prometheus import PrometheusServer, spawn
+from modelrollout_lab.traffic import TrafficSimulator
+from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
 
-CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "modelrollout.yaml"
-
-
 def crd_manifest() -> dict[str, Any]:
-    """The CRD, from crds/ of the checkout (the lab runs from a checkout)."""
-    return yaml.safe_load(CRD_PATH.read_text())
+    """The CRD, shipped as package data (a link to crds/, the one source, copied into the wheel)."""
+    return yaml.safe_load(resources.files("modelrollout_lab").joinpath("crds", "modelrollout.yaml").read_text())
 
 
 class Lab:

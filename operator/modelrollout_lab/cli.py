@@ -1,4 +1,4 @@
-"""Lab commands: `modelrollout lab up` and `modelrollout demo` (need the [lab] extra)."""
+"""`modelrollout-lab up` and `modelrollout-lab demo` (the [lab] extra; never part of the operator image)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import click
 
 
 @click.group()
-def lab() -> None:
+def main() -> None:
     """A local lab: emulated Kubernetes API, simulated model traffic, real Prometheus, real operator."""
 
 
-@lab.command()
+@main.command()
 @click.option("--workdir", default=None, help="Where the kubeconfig and logs go (a temporary folder when unset).")
 @click.option("--seed", type=int, default=0)
 @click.option("--no-operator", is_flag=True, help="Run everything but the operator (run it yourself).")
 def up(workdir: str | None, seed: int, no_operator: bool) -> None:
     """Keep a lab running until Ctrl-C; apply examples to it with kubectl."""
-    from modelrollout.lab.lab import Lab
+    from modelrollout_lab.lab import Lab
 
     with Lab(workdir, seed=seed) as running:
         if not no_operator:
@@ -36,12 +36,12 @@ def up(workdir: str | None, seed: int, no_operator: bool) -> None:
             click.echo("stopping the lab")
 
 
-@click.command()
+@main.command()
 @click.option("--png", default="demo-timeline.png", show_default=True, help="Where to write the timeline.")
 @click.option("--workdir", default=None)
 def demo(png: str, workdir: str | None) -> None:
     """v1 becomes stable, v2 (good) is promoted, v3 (bad) is rolled back - live, in the lab."""
-    from modelrollout.lab.demo import run_demo
+    from modelrollout_lab.demo import run_demo
 
     summary = run_demo(png, workdir=workdir)
     results = [row["result"] for row in summary]

@@ -1,4 +1,4 @@
-"""`modelrollout demo`: v1 becomes stable, v2 (good) is promoted, v3 (bad) is rolled back.
+"""`modelrollout-lab demo`: v1 becomes stable, v2 (good) is promoted, v3 (bad) is rolled back.
 
 Everything runs for real in the lab: the operator process decides from Prometheus's answers
 about simulated traffic. Progress is shown live; the end is a summary table and a PNG
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from modelrollout.lab import scenarios
-from modelrollout.lab.lab import Lab
+from modelrollout_lab import scenarios
+from modelrollout_lab.lab import Lab
 
 NAME = "fraud-detector"
 STEPS = [{"weight": 10, "hold": "6s"}, {"weight": 30, "hold": "6s"}, {"weight": 60, "hold": "6s"}]
@@ -111,7 +111,7 @@ def run_demo(png: str | None, console: Console | None = None, workdir: str | Non
                                     "seconds": round(time.time() - begun, 1)})
         time.sleep(2)  # let Prometheus scrape the last seconds
         if png:
-            from modelrollout.lab.timeline import draw_timeline
+            from modelrollout_lab.timeline import draw_timeline
 
             draw_timeline(lab.prometheus, NAME, rec, png)
     table = Table(title="modelrollout demo: summary")
