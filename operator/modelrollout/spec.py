@@ -282,6 +282,8 @@ class RolloutSpec(_Frozen):
     strategy: Strategy
     analysis: Analysis = Analysis()
     rollback: RollbackSpec = RollbackSpec()
+    # On deletion: hand the stable revision's Deployment and Services over (kept, unowned) or delete them.
+    on_delete: Literal["Handover", "DeleteAll"] = Field(default="Handover", alias="onDelete")
 
     @model_validator(mode="after")
     def _template_carries_selector(self) -> RolloutSpec:
