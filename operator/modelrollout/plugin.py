@@ -3,55 +3,244 @@
 Commands are annotations carrying a fresh token (promote, abort, retry) or a level
 (paused); the operator acts on each token once and never writes the annotations back,
 so GitOps tools see no drift in the spec.
+
+Like kubectl, `-n/--namespace`, `--context` and `--kubeconfig` are accepted anywhere on
+the line, and the namespace defaults to the kubeconfig context's namespace.
+
+Exit codes: 0 done; 1 error (API refused or unreachable, not found, bad kubeconfig);
+2 usage error; 3 with `get --exit-status`: the rollout is RolledBack or InvalidSpec.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import click
-from kubernetes import client, config, watch
+import yaml
+from click.shell_completion import CompletionItem, get_completion_class
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
 
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
-                                ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
+                                ANNOTATION_RETRY, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
+
+PROG = "kubectl-modelrollout"
+EXIT_ROLLOUT_FAILED = 3
+FAILED_PHASES = ("RolledBack", "InvalidSpec")
+FINAL_PHASES = ("Succeeded", *FAILED_PHASES)
+OUTPUTS = ("table", "json", "yaml")
 
 
-def _api(kubeconfig: str | None) -> client.CustomObjectsApi:
-    config.load_kube_config(config_file=kubeconfig)
-    return client.CustomObjectsApi()
+@dataclass
+class Target:
+    """Where commands go: filled from the kube options wherever they appear on the line."""
+
+    namespace: str | None = None
+    context: str | None = None
+    kubeconfig: str | None = None
+    _client: client.ApiClient | None = field(default=None, repr=False)
+
+    def api_client(self) -> client.ApiClient:
+        if self._client is None:
+            self._client = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+        return self._client
+
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client())
+
+    def resolved_namespace(self) -> str:
+        """`-n` if given, else the context's namespace, else "default" (as kubectl does)."""
+        if self.namespace:
+            return self.namespace
+        contexts, active = config.list_kube_config_contexts(config_file=self.kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == self.context), None) if self.context else active
+        if chosen is None:
+            raise ConfigException(f"context {self.context!r} not found in the kubeconfig")
+        return (chosen.get("context") or {}).get("namespace") or "default"
 
 
-def _annotate(ctx: click.Context, name: str, annotations: dict[str, str | None]) -> None:
-    api = _api(ctx.obj["kubeconfig"])
-    api.patch_namespaced_custom_object(GROUP, VERSION, ctx.obj["namespace"], PLURAL, name,
-                                       {"metadata": {"annotations": annotations}})
+def _store(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            setattr(ctx.ensure_object(Target), attribute, value)
+    return callback
+
+
+def kube_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """-n/--namespace, --context, --kubeconfig: on the group and on every command, so any position works."""
+    for decls, attribute, text in reversed((
+        (("-n", "--namespace"), "namespace", "Namespace (default: the context's namespace)."),
+        (("--context",), "context", "kubeconfig context to use."),
+        (("--kubeconfig",), "kubeconfig", "Path to the kubeconfig (default: $KUBECONFIG or ~/.kube/config)."),
+    )):
+        command = click.option(*decls, attribute, default=None, expose_value=False, callback=_store(attribute),
+                               help=text)(command)
+    return command
+
+
+def _server_error(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    return f"Error from server ({body.get('reason') or exc.reason}): {body.get('message') or exc.body or exc.status}"
+
+
+class KubectlGroup(click.Group):
+    """Turns API and kubeconfig failures into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiException as exc:
+            raise click.ClickException(_server_error(exc)) from exc
+        except ConfigException as exc:
+            raise click.ClickException(f"kubeconfig: {exc}") from exc
+        except HTTPError as exc:
+            raise click.ClickException(f"cannot reach the API server: {exc}") from exc
+
+
+def _rollout_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of NAME: the rollouts in the namespace (nothing when the cluster is unreachable)."""
+    target = ctx.find_object(Target) or Target()
+    try:
+        found = target.custom().list_namespaced_custom_object(GROUP, VERSION, target.resolved_namespace(), PLURAL)
+    except Exception:  # noqa: BLE001  (completion must never print a traceback into the shell)
+        return []
+    return [CompletionItem(o["metadata"]["name"]) for o in found.get("items", [])
+            if o["metadata"]["name"].startswith(incomplete)]
+
+
+def rollout_argument(name: str = "name") -> Callable[..., Any]:
+    return click.argument(name, shell_complete=_rollout_names)
 
 
 def _token() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def _annotate(target: Target, name: str, annotations: dict[str, str | None]) -> None:
+    target.custom().patch_namespaced_custom_object(GROUP, VERSION, target.resolved_namespace(), PLURAL, name,
+                                                   {"metadata": {"annotations": annotations}})
+
+
+def _read(target: Target, name: str) -> dict[str, Any]:
+    return target.custom().get_namespaced_custom_object(GROUP, VERSION, target.resolved_namespace(), PLURAL, name)
+
+
+# ---- rendering (pure: objects in, text out) ----
+
+def age(created: str | None, now: datetime) -> str:
+    """A short age like kubectl's: 42s, 7m, 5h, 3d."""
+    if not created:
+        return "<unknown>"
+    seconds = max(0, int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def table(objects: list[dict[str, Any]], now: datetime, with_namespace: bool) -> str:
+    """The printer columns of the CRD (plus the message), aligned like `kubectl get`."""
+    header = ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE", "MESSAGE"]
+    rows = []
+    for obj in objects:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        row = [meta["name"], status.get("phase", "Pending"), str(status.get("currentStep", "")),
+               str(status.get("canaryWeight", 0)), status.get("stableRevision", ""), status.get("canaryRevision", ""),
+               age(meta.get("creationTimestamp"), now), status.get("message", "")]
+        rows.append([meta["namespace"], *row] if with_namespace else row)
+    if with_namespace:
+        header = ["NAMESPACE", *header]
+    if not rows:
+        return "No resources found."
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *rows])
+
+
+def serialized(document: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(document, indent=2, sort_keys=False)
+    return yaml.safe_dump(document, sort_keys=False).rstrip()
+
+
 def describe(obj: dict[str, Any]) -> str:
-    """A few lines a person reads: phase, revisions, step and weight, message, last verdicts."""
+    """One line a person reads first: namespace/name, phase, step and weight."""
     status = obj.get("status") or {}
     meta = obj["metadata"]
-    lines = [
-        f"{meta['namespace']}/{meta['name']}: {status.get('phase', 'Pending')}",
-        f"  stable {status.get('stableRevision', '-')}  canary {status.get('canaryRevision', '-')}  "
-        f"step {status.get('currentStep', '-')}  weight {status.get('canaryWeight', 0)}%",
-        f"  {status.get('message', '')}",
-    ]
-    for result in status.get("lastAnalysis") or []:
-        lines.append(f"  {result['verdict']:<12} {result['metric']:<18} {result.get('reason', '')}")
+    steps = len(((obj.get("spec") or {}).get("strategy") or {}).get("steps") or [])
+    step = status.get("currentStep")
+    where = f"step {step} of {steps}" if step is not None else "no step"
+    return (f"{meta['namespace']}/{meta['name']}: {status.get('phase', 'Pending')}  {where}  "
+            f"weight {status.get('canaryWeight', 0)}%")
+
+
+def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
+                   route: dict[str, Any] | None) -> dict[str, int | None]:
+    """The share each revision really gets: the HTTPRoute's backend weights, or (no mesh) the share of ready pods."""
+    status = obj.get("status") or {}
+    name = obj["metadata"]["name"]
+    roles = {"stable": status.get("stableRevision"), "canary": status.get("canaryRevision")}
+    if route is not None:
+        refs = {ref.get("name"): int(ref.get("weight", 1))
+                for ref in ((route.get("spec") or {}).get("rules") or [{}])[0].get("backendRefs") or []}
+        return {revision: refs.get(f"{name}-{role}") for role, revision in roles.items() if revision}
+    ready = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): int((d.get("status") or {}).get("readyReplicas") or 0)
+             for d in deployments}
+    total = sum(ready.values())
+    return {revision: round(100 * count / total) if total else None for revision, count in ready.items()}
+
+
+def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str, Any] | None) -> str:
+    """rollout -> revisions (stable/canary, ready replicas, route weight) -> the latest verdicts."""
+    status = obj.get("status") or {}
+    meta = obj["metadata"]
+    lines = [describe(obj)]
+    if meta.get("generation") != status.get("observedGeneration"):
+        lines.append(f"│ generation {meta.get('generation')} not yet observed (status is of {status.get('observedGeneration')})")
+    if status.get("message"):
+        lines.append(f"│ {status['message']}")
+    roles = {status.get("stableRevision"): "stable", status.get("canaryRevision"): "canary"}
+    by_revision = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): d for d in deployments}
+    revisions = [r for r in roles if r] + sorted(r for r in by_revision if r not in roles and r)
+    weights = _route_weights(obj, deployments, route)
+    branches: list[tuple[str, list[str]]] = []
+    for revision in revisions:
+        deployment = by_revision.get(revision)
+        if deployment is None:
+            pods = "no Deployment"
+        else:
+            d_status = deployment.get("status") or {}
+            pods = f"ready {int(d_status.get('readyReplicas') or 0)}/{int((deployment.get('spec') or {}).get('replicas') or 0)}"
+        weight = weights.get(revision)
+        branches.append((f"revision {revision}  {roles.get(revision, 'old')}  {pods}  "
+                         f"route weight {'-' if weight is None else f'{weight}%'}", []))
+    verdicts = [f"{r['verdict']:<12} {r['metric']:<18} {r.get('reason', '')}" for r in status.get("lastAnalysis") or []]
+    if verdicts:
+        branches.append((f"analysis at {status.get('lastAnalysisAt', '-')}", verdicts))
+    for i, (label, children) in enumerate(branches):
+        last = i == len(branches) - 1
+        lines.append(f"{'└──' if last else '├──'} {label}")
+        for j, child in enumerate(children):
+            lines.append(f"{'    ' if last else '│   '}{'└──' if j == len(children) - 1 else '├──'} {child}")
     return "\n".join(lines)
 
 
 def explain(obj: dict[str, Any]) -> str:
     """Every recorded decision with its evidence: analysis, history and conditions."""
     status = obj.get("status") or {}
-    lines = [describe(obj), "", "Analysis (latest):"]
+    lines = [describe(obj), f"  {status.get('message', '')}", "", "Analysis (latest):"]
     for result in status.get("lastAnalysis") or []:
         lines.append(f"  {result['metric']}: {result['verdict']} - {result.get('reason', '')}")
         lines.append(f"    value {result.get('value')} threshold {result.get('threshold')} samples {result.get('samples')}")
@@ -67,90 +256,145 @@ def explain(obj: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.group()
-@click.option("-n", "--namespace", default="default")
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
+def settled(obj: dict[str, Any]) -> bool:
+    """The rollout reached a final phase for the spec as it is now (not a stale status of an older one)."""
+    status = obj.get("status") or {}
+    return status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == obj["metadata"].get("generation")
+
+
+# ---- commands ----
+
+@click.group(cls=KubectlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@kube_options
 @click.pass_context
-def main(ctx: click.Context, namespace: str, kubeconfig: str | None) -> None:
-    """Steer ModelRollouts: get, promote, abort, retry, pause, resume, explain."""
-    ctx.obj = {"namespace": namespace, "kubeconfig": kubeconfig}
+def main(ctx: click.Context) -> None:
+    """Watch and steer ModelRollouts: list, get, promote, abort, retry, pause, resume, explain.
+
+    -n/--namespace, --context and --kubeconfig go anywhere on the line. Exit codes: 0 done,
+    1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec.
+    """
+    ctx.ensure_object(Target)
+
+
+output_option = click.option("-o", "--output", type=click.Choice(OUTPUTS), default="table",
+                             help="table (default), json or yaml.")
+
+
+@main.command(name="list")
+@kube_options
+@click.option("-A", "--all-namespaces", is_flag=True, help="Rollouts of every namespace.")
+@output_option
+@click.pass_obj
+def list_command(target: Target, all_namespaces: bool, output: str) -> None:
+    """The rollouts of the namespace (-A: of all namespaces), like `kubectl get modelrollouts`."""
+    api = target.custom()
+    if all_namespaces:
+        found = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    else:
+        found = api.list_namespaced_custom_object(GROUP, VERSION, target.resolved_namespace(), PLURAL)
+    items = sorted(found.get("items", []), key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+    if output == "table":
+        click.echo(table(items, datetime.now(timezone.utc), with_namespace=all_namespaces))
+    else:
+        click.echo(serialized({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {}}, output))
+
+
+def _observe(target: Target, name: str) -> tuple[dict[str, Any], str]:
+    """The rollout and its tree: its Deployments and, with Gateway API routing, its HTTPRoute."""
+    obj = _read(target, name)
+    namespace = obj["metadata"]["namespace"]
+    api_client = target.api_client()
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(namespace, label_selector=f"{LABEL_ROLLOUT}={name}")
+    gateway = ((obj.get("spec") or {}).get("trafficRouting") or {}).get("gatewayAPI")
+    route = None
+    if gateway and gateway.get("httpRoute"):
+        try:
+            route = target.custom().get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace,
+                                                                 "httproutes", gateway["httpRoute"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return obj, tree(obj, api_client.sanitize_for_serialization(deployments.items), route)
 
 
 @main.command()
-@click.argument("name")
-@click.option("--watch", "-w", "watching", is_flag=True, help="Print every change until interrupted.")
+@kube_options
+@rollout_argument()
+@output_option
+@click.option("--watch", "-w", "watching", is_flag=True, help="Print the tree again on every change until interrupted.")
 @click.option("--timeout", type=int, default=0, help="With --watch: stop after this many seconds.")
-@click.pass_context
-def get(ctx: click.Context, name: str, watching: bool, timeout: int) -> None:
-    """Phase, revisions, step, weight, message and the latest verdicts (--watch: every change)."""
-    api = _api(ctx.obj["kubeconfig"])
-    ns = ctx.obj["namespace"]
-    obj = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-    click.echo(describe(obj))
-    if not watching:
-        return
-    last = describe(obj)
+@click.option("--exit-status", is_flag=True,
+              help=f"Exit {EXIT_ROLLOUT_FAILED} if the rollout is RolledBack or InvalidSpec; with --watch, "
+                   "stop once it is Succeeded, RolledBack or InvalidSpec.")
+@click.pass_obj
+def get(target: Target, name: str, output: str, watching: bool, timeout: int, exit_status: bool) -> None:
+    """The rollout as a tree: revisions, ready replicas, route weights, step, latest verdicts.
+
+    --watch re-reads every second and prints the tree (or the object, with -o) when it changed.
+    """
     deadline = time.monotonic() + timeout if timeout else None
-    stream = watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                                  field_selector=f"metadata.name={name}", timeout_seconds=timeout or None)
-    for event in stream:
-        text = describe(event["object"])
+    last = None
+    while True:
+        obj, text = _observe(target, name)
+        if output != "table":
+            text = serialized(obj, output)
         if text != last:
-            click.echo(text)
+            click.echo(text + ("\n" if watching else ""))
             last = text
-        if deadline and time.monotonic() > deadline:
+        done = exit_status and settled(obj)
+        if not watching or done or (deadline and time.monotonic() > deadline):
             break
+        time.sleep(1.0)
+    if exit_status and (obj.get("status") or {}).get("phase") in FAILED_PHASES:
+        raise SystemExit(EXIT_ROLLOUT_FAILED)
 
 
 @main.command()
-@click.argument("name")
+@kube_options
+@rollout_argument()
 @click.option("--full", is_flag=True, help="Skip every remaining step and promote now.")
-@click.pass_context
-def promote(ctx: click.Context, name: str, full: bool) -> None:
+@click.pass_obj
+def promote(target: Target, name: str, full: bool) -> None:
     """Pass the current manual gate (or, with --full, promote at once)."""
-    _annotate(ctx, name, {ANNOTATION_PROMOTE_FULL if full else ANNOTATION_PROMOTE: _token()})
+    _annotate(target, name, {ANNOTATION_PROMOTE_FULL if full else ANNOTATION_PROMOTE: _token()})
     click.echo(f"{name}: promote requested")
 
 
-def _token_command(name: str, annotation: str, doc: str, done: str) -> None:
-    """A command that sets a fresh token: the operator acts on each token once."""
+def _annotation_command(name: str, doc: str, done: str, annotations: Callable[[], dict[str, str | None]]) -> None:
+    """A command that sets annotations: a fresh token (acted on once) or the paused level."""
 
-    @click.argument("rollout")
-    @click.pass_context
-    def command(ctx: click.Context, rollout: str) -> None:
-        _annotate(ctx, rollout, {annotation: _token()})
+    @kube_options
+    @rollout_argument("rollout")
+    @click.pass_obj
+    def command(target: Target, rollout: str) -> None:
+        _annotate(target, rollout, annotations())
         click.echo(f"{rollout}: {done}")
 
     command.__doc__ = doc
     main.command(name=name)(command)
 
 
-_token_command("abort", ANNOTATION_ABORT, "Roll the canary back now.", "abort requested")
-_token_command("retry", ANNOTATION_RETRY, "Start the rolled-back revision again.", "retry requested")
-
-
-@main.command()
-@click.argument("name")
-@click.pass_context
-def pause(ctx: click.Context, name: str) -> None:
-    """Hold the rollout where it is (analysis goes on; the hold clock stops)."""
-    _annotate(ctx, name, {ANNOTATION_PAUSED: "true"})
-    click.echo(f"{name}: paused")
-
-
-@main.command()
-@click.argument("name")
-@click.pass_context
-def resume(ctx: click.Context, name: str) -> None:
-    """Go on from where it was paused."""
-    _annotate(ctx, name, {ANNOTATION_PAUSED: None})
-    click.echo(f"{name}: resumed")
+_annotation_command("abort", "Roll the canary back now.", "abort requested", lambda: {ANNOTATION_ABORT: _token()})
+_annotation_command("retry", "Start the rolled-back revision again.", "retry requested",
+                    lambda: {ANNOTATION_RETRY: _token()})
+_annotation_command("pause", "Hold the rollout where it is (analysis goes on; the hold clock stops).", "paused",
+                    lambda: {ANNOTATION_PAUSED: "true"})
+_annotation_command("resume", "Go on from where it was paused.", "resumed", lambda: {ANNOTATION_PAUSED: None})
 
 
 @main.command(name="explain")
-@click.argument("name")
-@click.pass_context
-def explain_command(ctx: click.Context, name: str) -> None:
+@kube_options
+@rollout_argument()
+@click.pass_obj
+def explain_command(target: Target, name: str) -> None:
     """Why the rollout is where it is: verdicts with values, thresholds, samples and queries."""
-    api = _api(ctx.obj["kubeconfig"])
-    click.echo(explain(api.get_namespaced_custom_object(GROUP, VERSION, ctx.obj["namespace"], PLURAL, name)))
+    click.echo(explain(_read(target, name)))
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: `source <(kubectl-modelrollout completion bash)`."""
+    completer = get_completion_class(shell)
+    assert completer is not None
+    click.echo(completer(main, {}, PROG, "_KUBECTL_MODELROLLOUT_COMPLETE").source())
