@@ -61,6 +61,8 @@ from kmock import KubernetesEmulator, ResourceInfo, Request
 
 from modelrollout_lab import apiserver_logic as logic
 from modelrollout_lab import apiserver_protobuf
+from modelrollout_lab import faults as lab_faults
+from modelrollout_lab import validation
 
 __all__ = [
     'EmulatedApiServer',
@@ -259,6 +261,7 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
     def __init__(self, *, history: int = 20000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.__dict__['_lab'] = _LabState(history=history)
+        self.__dict__['faults'] = lab_faults.Faults()  # injected on purpose by tests (modelrollout_lab.faults)
         st = self._lab
         for rdef in _builtin_resources():
             self._register(rdef)
@@ -471,6 +474,10 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
         accept = raw.headers.get('Accept', '')
         if sub is not None and not ((sub == 'status' and rdef.status) or (sub == 'scale' and rdef.scale)):
             raise ApiError(404, 'NotFound', 'the server could not find the requested resource', {})
+        injected = await self.faults.intercept(method, rdef, name, sub, params, raw.headers,
+                                               lambda: lab_faults.authenticated_name(getattr(self._lab, 'access', None), raw))
+        if injected is not None:
+            return injected
         if method == 'GET' and params.get('watch') in ('true', '1'):
             return await self._serve_watch(rdef, ns, name, request, raw)
         if name is None:
@@ -816,6 +823,12 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
             causes = logic.validate(obj, rdef.schema, '', root=True)
             if causes:
                 raise invalid(rdef, name, causes)
+        try:  # decoding into the built-in type (400) and kube's validation rules (422)
+            obj, causes = validation.admit(rdef, obj, strict=strict)
+        except validation.DecodeError as e:
+            raise bad_request(str(e)) from None
+        if causes:
+            raise invalid(rdef, name, causes)
         hook = getattr(self, f'_admit_{rdef.kind.lower()}', None)
         if hook is not None and rdef.group in ('', 'apps', 'apiextensions.k8s.io'):
             obj = hook(rdef, obj, old)
@@ -1311,6 +1324,11 @@ class EmulatedApiServer:
     @property
     def url(self) -> str:
         return f'http://{self.host}:{self._port}'
+
+    @property
+    def faults(self) -> lab_faults.Faults:
+        """The fault injector (``set(conflict=..., error=..., throttle=..., slow=..., gone_watch=...)``)."""
+        return self.emulator.faults  # type: ignore[no-any-return]
 
     @property
     def resource_version(self) -> int:
