@@ -157,7 +157,9 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
         elif core.analysis_due(spec, status, now):
             shown = {**status, "canaryRevision": canary, "stableRevision": stable}
             samples = await measure(spec, namespace, name, shown, _AtTime(provider, now), now)
-        decision = core.decide(spec, status, Observations(generation=1, workloads=workloads,
+        # The replay's cluster carries at once whatever weight the status asks for.
+        carried = core.target_weight(spec, status, workloads)
+        decision = core.decide(spec, status, Observations(generation=1, workloads=workloads, traffic=carried,
                                                           commands=commands, samples=samples), now)
         before = (status.get("phase"), status.get("currentStep"))
         status = decision.status

@@ -21,6 +21,8 @@ from modelrollout.spec import MetricRule, RolloutSpec
 from modelrollout.stats import Judgement, Verdict
 
 HISTORY_LIMIT = 20
+CONFIRM_POLL = 0.5  # seconds between read-backs while the cluster has not confirmed a step's weight
+ACT_CONDITIONS = ("Applied",)  # conditions the act layer owns (see record_act)
 WARMUP_POLL = 1.0  # seconds between readiness checks while waiting for pods
 STEADY_REQUEUE = 60.0
 
@@ -87,6 +89,9 @@ class Observations:
     samples: tuple[MetricSample, ...] | None = None
     # Results of the gates of the stage status.gating names, run in this cycle.
     gates: Mapping[str, GateResult] = field(default_factory=dict)
+    # The canary's share of user traffic that the cluster carries now (router read-back, Ready
+    # pods); None when it could not be read. Steps count from this, never from a hoped-for weight.
+    traffic: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,24 +144,50 @@ def _since(status: Mapping[str, Any], key: str, now: datetime) -> float | None:
 # ---------------------------------------------------------------- replica arithmetic
 
 def canary_replicas(spec: RolloutSpec, weight: int) -> int:
-    """Canary size for a planned weight.
+    """Canary pods a step needs.
 
-    replicas router: the canary's share of ready pods is the weight, the stable keeps its
-    full size, so canary = N*w/(100-w) (capped at N; N at 100%). gatewayAPI: the route
-    splits traffic, the canary only needs capacity for its share: ceil(N*w/100).
-    Never below 1, so the canary can warm up before it takes traffic.
+    replicas router: traffic is shared by Ready pods, so the canary gets exactly N*w/100 pods
+    and the stable gives up as many (spec validation refuses weights that are not whole pods).
+    Other routers: the route splits traffic; the canary needs capacity for its share,
+    ceil(N*w/100), at least one so it can warm up before it takes traffic.
     """
     n = spec.replicas
     if n == 0:
         return 0
+    wanted = math.ceil(n * weight / 100)
     if spec.traffic_routing.router == "replicas":
-        wanted = n if weight >= 100 else math.ceil(n * weight / (100 - weight))
-    else:
-        wanted = math.ceil(n * weight / 100)
+        return min(n, wanted)
     return max(1, min(n, wanted))
 
 
-def desired_state(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> Desired:
+def carried_weight(spec: RolloutSpec, ready_canary: int) -> int:
+    """The highest weight that `ready_canary` Ready pods can carry (capacity for N*w/100 pods)."""
+    if spec.replicas == 0:
+        return 100
+    return min(100, (100 * ready_canary) // spec.replicas)
+
+
+def _step_index(spec: RolloutSpec, status: Mapping[str, Any]) -> int:
+    return min(int(status.get("currentStep") or 0), len(spec.strategy.steps) - 1)
+
+
+def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
+    """The canary weight to apply now: the entered step's weight, capped by Ready canary capacity.
+
+    Zero while the canary warms up, waits for gates before traffic, or has been rolled back.
+    """
+    canary = status.get("canaryRevision")
+    if not canary or not status.get("stepEnteredAt"):
+        return 0
+    if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
+        return 0
+    weight = spec.strategy.steps[_step_index(spec, status)].weight
+    workload = workloads.get(canary)
+    return min(weight, carried_weight(spec, workload.ready if workload else 0))
+
+
+def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload],
+                  now: datetime) -> Desired:
     stable = status.get("stableRevision")
     canary = status.get("canaryRevision")
     phase = status.get("phase")
@@ -169,22 +200,25 @@ def desired_state(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -
             replicas[entry["revision"]] = 0  # its pods would still take traffic: stop at once
         else:
             replicas[entry["revision"]] = -1  # keep as it is until the delay ends
+    canary_target = 0
+    if canary:
+        canary_target = spec.replicas if phase == Phase.PROMOTING.value else \
+            canary_replicas(spec, spec.strategy.steps[_step_index(spec, status)].weight)
+        replicas[canary] = canary_target
     if stable:
         replicas[stable] = spec.replicas
+        if canary and spec.traffic_routing.router == "replicas":
+            # Pods are the weight: the stable gives up one pod for each Ready canary pod (never
+            # more than the step plans), so the canary's share never exceeds the step's weight.
+            ready_canary = workloads[canary].ready if canary in workloads else 0
+            replicas[stable] = spec.replicas - min(canary_target, ready_canary)
     elif spec.revision:
         replicas[spec.revision] = spec.replicas  # the first revision: Initializing
-    if canary:
-        if phase == Phase.PROMOTING.value:
-            replicas[canary] = spec.replicas
-        else:
-            steps = spec.strategy.steps
-            step = min(int(status.get("currentStep") or 0), len(steps) - 1)
-            replicas[canary] = canary_replicas(spec, steps[step].weight)
     return Desired(
         replicas=replicas,
         stable_revision=stable or spec.revision,
         canary_revision=canary,
-        canary_weight=int(status.get("canaryWeight") or 0) if canary else 0,
+        canary_weight=target_weight(spec, status, workloads),
     )
 
 
@@ -206,7 +240,7 @@ def _conditions(phase: Phase, reason: str, message: str, generation: int,
         "InvalidSpec": (phase is Phase.INVALID_SPEC, reason if phase is Phase.INVALID_SPEC else "SpecValid"),
     }
     before = {c.get("type"): c for c in previous or []}
-    result = []
+    result = [c for c in previous or [] if c.get("type") in ACT_CONDITIONS]
     for kind, (truth, why) in wanted.items():
         value = "True" if truth else "False"
         old = before.get(kind)
@@ -220,6 +254,71 @@ def _conditions(phase: Phase, reason: str, message: str, generation: int,
             "lastTransitionTime": ts(now) if changed else old.get("lastTransitionTime", ts(now)),
         })
     return result
+
+
+def _set_condition(conditions: list[dict[str, Any]], kind: str, truth: bool, reason: str, message: str,
+                   generation: int, now: datetime) -> list[dict[str, Any]]:
+    value = "True" if truth else "False"
+    old = next((c for c in conditions if c.get("type") == kind), None)
+    since = old.get("lastTransitionTime", ts(now)) if old and old.get("status") == value else ts(now)
+    new = {"type": kind, "status": value, "reason": reason, "message": message,
+           "observedGeneration": generation, "lastTransitionTime": since}
+    return [c for c in conditions if c.get("type") != kind] + [new] if old is None else \
+        [new if c.get("type") == kind else c for c in conditions]
+
+
+ACT_BACKOFF_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """What acting on a decision achieved: the weight read back, or why it failed."""
+
+    confirmed_weight: int | None
+    target_weight: int
+    failure_reason: str | None = None  # RouteNotFound, Forbidden, Conflict, ApplyFailed, ...
+    failure_message: str = ""
+
+
+def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
+               now: datetime) -> tuple[dict[str, Any], tuple[Event, ...], float | None]:
+    """Fold what the act layer achieved into the status: the confirmed weight, the `Applied`
+    condition, and Ready only while the cluster carries what the status asks for.
+
+    Returns the status, the events (a Warning when acting starts failing or changes reason) and,
+    on failure, a capped exponential backoff before the next try.
+    """
+    new = dict(status)
+    if result.confirmed_weight is not None:
+        new["canaryWeight"] = result.confirmed_weight
+    conditions = list(new.get("conditions") or [])
+    before = next((c for c in conditions if c.get("type") == "Applied"), None)
+    events: list[Event] = []
+    backoff = None
+    if result.failure_reason:
+        attempts = int(new.get("actFailures") or 0) + 1
+        new["actFailures"] = attempts
+        message = f"{result.failure_message} (attempt {attempts})"
+        conditions = _set_condition(conditions, "Applied", False, result.failure_reason, message, generation, now)
+        if before is None or before.get("status") != "False" or before.get("reason") != result.failure_reason:
+            events.append(Event("Warning", result.failure_reason, result.failure_message))
+        backoff = min(ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))
+    else:
+        new.pop("actFailures", None)
+        conditions = _set_condition(conditions, "Applied", True, "Applied",
+                                    "the cluster carries the decided state", generation, now)
+        if before is not None and before.get("status") == "False":
+            events.append(Event("Normal", "Applied", "acting works again: the cluster carries the decided state"))
+    converged = result.confirmed_weight is None or result.confirmed_weight == result.target_weight
+    if result.failure_reason or not converged:
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if ready is not None and ready.get("status") == "True":
+            why = result.failure_reason or "Converging"
+            text = result.failure_message if result.failure_reason else \
+                f"canary weight {result.confirmed_weight} carried, {result.target_weight} decided"
+            conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
+    new["conditions"] = conditions
+    return new, tuple(events), backoff
 
 
 # ---------------------------------------------------------------- the decision
@@ -236,6 +335,10 @@ class _Builder:
         self.now = now
         self.events: list[Event] = []
         self.wakeups: list[float] = []
+        if obs.traffic is not None:  # the weight the cluster carries, as read back
+            self.status["canaryWeight"] = obs.traffic
+            if obs.traffic > 0 and self.status.get("canaryRevision") and not self.status.get("servingSince"):
+                self.status["servingSince"] = ts(now)
 
     # -- commands: a token acts once
     def command(self, name: str) -> str | None:
@@ -300,10 +403,13 @@ class _Builder:
 
 
 def _clear_canary(b: _Builder) -> None:
-    for key in ("canaryRevision", "canaryModelVersion", "currentStep", "canaryReadyAt", "stepStartedAt",
-                "lastAnalysisAt", "noDataSince", "noDataPaused", "pausedAt", "rolloutStartedAt", "gating", "gates"):
+    """Forget the canary's progress. `canaryWeight` stays: it is what the cluster carries until a
+    read-back says otherwise."""
+    for key in ("canaryRevision", "canaryModelVersion", "currentStep", "stepWeight", "canaryReadyAt",
+                "stepEnteredAt", "stepStartedAt", "servingSince", "lastAnalysisAt", "noDataSince", "noDataReason",
+                "noDataPaused",
+                "pausedAt", "rolloutStartedAt", "gating", "gates"):
         b.status.pop(key, None)
-    b.status["canaryWeight"] = 0
     b.status["failures"] = {}
     b.status["passedChecks"] = 0
 
@@ -314,7 +420,6 @@ def _start_canary(b: _Builder, revision: str) -> Decision:
         "canaryRevision": revision,
         "canaryModelVersion": b.spec.model.version,
         "currentStep": 0,
-        "canaryWeight": 0,
         "rolloutStartedAt": ts(b.now),
     })
     b.status.pop("abortedRevision", None)
@@ -399,10 +504,19 @@ def _stay_rolled_back(b: _Builder, revision: str) -> Decision:
 def _progress(b: _Builder, revision: str) -> Decision:
     spec, obs, now, status = b.spec, b.obs, b.now, b.status
     steps = spec.strategy.steps
-    step_index = min(int(status.get("currentStep") or 0), len(steps) - 1)
+    step_index = _step_index(spec, status)
 
     if b.command("abort"):
         return _rollback(b, "Aborted", "aborted by user")
+
+    # A canary that serves users is judged, whatever else it waits for (warm-up, gates, capacity).
+    if obs.samples is not None:
+        verdict = _judge(b, obs.samples)
+        if verdict is not None:
+            return verdict
+    overdue = _no_data_limit(b)
+    if overdue is not None:
+        return overdue
 
     if status.get("phase") == Phase.PROMOTING.value:
         return _finish_promotion(b, revision)
@@ -411,13 +525,17 @@ def _progress(b: _Builder, revision: str) -> Decision:
     if not status.get("canaryReadyAt"):
         workload = obs.workloads.get(revision)
         wanted = canary_replicas(spec, steps[step_index].weight)
-        if workload is None or not workload.up_to_date or workload.ready < wanted:
-            return _warming_up(b, revision, workload, wanted)
+        if workload is None or not workload.up_to_date or workload.ready < max(wanted, 1):
+            return _warming_up(b, revision, workload, max(wanted, 1))
         status["canaryReadyAt"] = ts(now)
 
-    if not status.get("stepStartedAt"):
+    if not status.get("stepEnteredAt"):
         waiting = _gates(b, "beforeTraffic")
         return waiting or _enter_step(b, step_index, f"canary {revision} is ready")
+    if int(status.get("currentStep") or 0) != step_index or status.get("stepWeight") != steps[step_index].weight:
+        # The spec's steps changed under a running step: re-enter the step the index now names,
+        # at its own weight, and hold it afresh.
+        return _enter_step(b, step_index, "the steps changed")
     return _in_step(b, revision, step_index)
 
 
@@ -428,18 +546,14 @@ def _warming_up(b: _Builder, revision: str, workload: Workload | None, wanted: i
     if waited >= timeout:
         return _rollback(b, "ReadinessTimeout", f"canary not ready within {timeout:g}s ({ready}/{wanted} ready)")
     b.wake_in(min(WARMUP_POLL, timeout - waited))
+    _schedule_analysis(b)
     return b.finish(Action.WAIT, Phase.PROGRESSING, "WarmingUp", f"canary {revision} warming up: {ready}/{wanted} ready")
 
 
 def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
     spec, obs, now, status = b.spec, b.obs, b.now, b.status
     steps = spec.strategy.steps
-
-    # Analysis results of this cycle.
-    if obs.samples is not None:
-        verdict = _judge(b, obs.samples)
-        if verdict is not None:
-            return verdict
+    step = steps[step_index]
 
     # Pause (level-triggered): hold weight, keep analysing, resume where it was.
     if obs.commands.paused:
@@ -460,8 +574,11 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
     if b.command("promote_full"):
         return _begin_promotion(b, revision, "promoted by user (full)")
 
-    no_data_paused = status.get("noDataPaused")
-    step = steps[step_index]
+    if not status.get("stepStartedAt"):
+        waiting = _confirm_weight(b, step_index)
+        if waiting is not None:
+            return waiting
+
     analysis_ok = _analysis_allows_advance(b)
     if step.hold is None:
         if b.command("promote"):
@@ -471,7 +588,7 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
                         f"step {step_index} (weight {step.weight}) waits for promote; {_analysis_summary(b)}")
     if b.command("promote"):
         return _advance(b, step_index, "promoted by user")
-    if no_data_paused:
+    if status.get("noDataPaused"):
         _schedule_analysis(b)
         return b.finish(Action.PAUSE, Phase.PAUSED, "NoData", status.get("message") or "paused: no data")
     held = _since(status, "stepStartedAt", now) or 0.0
@@ -484,18 +601,41 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
                     f"step {step_index} (weight {status.get('canaryWeight')}): {_analysis_summary(b)}")
 
 
+def _confirm_weight(b: _Builder, step_index: int) -> Decision | None:
+    """A step's hold starts only once the cluster carries its weight (router read-back, Ready pods)."""
+    step = b.spec.strategy.steps[step_index]
+    carried = b.obs.traffic
+    if carried == step.weight:
+        b.status["stepStartedAt"] = ts(b.now)
+        b.event("Normal", "WeightConfirmed", f"step {step_index}: the cluster carries canary weight {step.weight}")
+        if step.hold is not None:
+            b.wake_in(step.hold)
+        return None
+    timeout = b.spec.strategy.warmup.readiness_timeout
+    waited = _since(b.status, "stepEnteredAt", b.now) or 0.0
+    shown = "unknown" if carried is None else str(carried)
+    if waited >= timeout:
+        return _rollback(b, "WeightNotConfirmed",
+                         f"step {step_index}: weight {step.weight} not confirmed within {timeout:g}s (carried: {shown})")
+    b.wake_in(min(CONFIRM_POLL, timeout - waited))
+    _schedule_analysis(b)
+    return b.finish(Action.WAIT, Phase.PROGRESSING, "ConfirmingWeight",
+                    f"step {step_index}: waiting for the cluster to carry canary weight {step.weight} "
+                    f"(carried: {shown})")
+
+
 def _enter_step(b: _Builder, index: int, why: str) -> Decision:
     step = b.spec.strategy.steps[index]
-    b.status.update({"currentStep": index, "canaryWeight": step.weight, "stepStartedAt": ts(b.now),
+    b.status.update({"currentStep": index, "stepWeight": step.weight, "stepEnteredAt": ts(b.now),
                      "passedChecks": 0})
-    b.status.pop("noDataSince", None)
-    b.status.pop("noDataPaused", None)
+    b.status.setdefault("servingSince", ts(b.now))
+    for key in ("stepStartedAt", "noDataSince", "noDataReason", "noDataPaused"):
+        b.status.pop(key, None)
     b.event("Normal", "StepStarted", f"{why}; step {index}: canary weight {step.weight}")
+    b.wake_in(CONFIRM_POLL)
     _schedule_analysis(b)
-    if step.hold is not None:
-        b.wake_in(step.hold)
     return b.finish(Action.ADVANCE, Phase.PROGRESSING, "StepStarted",
-                    f"step {index}: canary weight {step.weight}")
+                    f"step {index}: setting canary weight {step.weight}")
 
 
 def _advance(b: _Builder, index: int, why: str) -> Decision:
@@ -557,25 +697,45 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
 
 # ---------------------------------------------------------------- analysis
 
-def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any]) -> datetime | None:
-    """Samples count from the later of the step's start and the end of the warm-up skip."""
+def _warm_until(spec: RolloutSpec, status: Mapping[str, Any]) -> datetime | None:
     ready = parse_ts(status.get("canaryReadyAt"))
-    step = parse_ts(status.get("stepStartedAt"))
-    if ready is None or step is None:
+    return None if ready is None else ready + timedelta(seconds=spec.strategy.warmup.skip_analysis_for)
+
+
+def in_warmup_skip(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
+    """Within `skipAnalysisFor` of readiness: only critical breaches count (a loading model is
+    not failing, a broken one still rolls back)."""
+    until = _warm_until(spec, status)
+    return until is None or now < until
+
+
+def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> datetime | None:
+    """Samples count from when the canary began to serve, or its step's hold began, whichever is
+    later; after the warm-up skip, never from before the skip ended."""
+    starts = [t for t in (parse_ts(status.get("servingSince")), parse_ts(status.get("stepStartedAt"))) if t]
+    if not starts:
         return None
-    return max(step, ready + timedelta(seconds=spec.strategy.warmup.skip_analysis_for))
+    start = max(starts)
+    until = _warm_until(spec, status)
+    if until is not None and now >= until:
+        start = max(start, until)
+    return start
+
+
+def _serving(status: Mapping[str, Any]) -> bool:
+    """The canary may carry users' traffic: the cluster says so, or a step asked for it."""
+    return bool(status.get("canaryRevision")) and (
+        int(status.get("canaryWeight") or 0) > 0 or bool(status.get("stepEnteredAt")))
 
 
 def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
-    """Whether the reconciler should run the queries before calling decide()."""
-    if not spec.analysis.metrics or not status.get("canaryRevision"):
+    """Whether the reconciler should run the queries before calling decide(): every interval
+    while the canary serves anyone."""
+    if not spec.analysis.metrics or not _serving(status):
         return False
     if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
         return False
-    if int(status.get("canaryWeight") or 0) <= 0:
-        return False
-    start = analysis_window_start(spec, status)
-    if start is None or now < start:
+    if analysis_window_start(spec, status, now) is None:
         return False
     last = _since(status, "lastAnalysisAt", now)
     return last is None or last >= spec.analysis.interval - 0.05
@@ -583,29 +743,26 @@ def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) ->
 
 def analysis_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> float:
     """Seconds of samples a query should cover: the step so far, at least one interval, at most maxWindow."""
-    start = analysis_window_start(spec, status)
+    start = analysis_window_start(spec, status, now)
     elapsed = (now - start).total_seconds() if start else 0.0
     return max(spec.analysis.interval, min(elapsed, spec.analysis.window_cap))
 
 
 def _schedule_analysis(b: _Builder) -> None:
-    if not b.spec.analysis.metrics or not b.status.get("canaryRevision"):
-        return
-    start = analysis_window_start(b.spec, b.status)
-    if start is not None and b.now < start:
-        b.wake_in((start - b.now).total_seconds())
+    if not b.spec.analysis.metrics or not _serving(b.status):
         return
     last = _since(b.status, "lastAnalysisAt", b.now)
     b.wake_in(0.05 if last is None else b.spec.analysis.interval - last)
 
 
 def _analysis_allows_advance(b: _Builder) -> bool:
-    """A step may end only on a complete, passing analysis taken during the step."""
+    """A step may end only on a complete, passing analysis taken during its hold, after the
+    warm-up skip. No metric means nothing was judged: only a person can promote then."""
     if not b.spec.analysis.metrics:
-        return True
+        return False
     last = parse_ts(b.status.get("lastAnalysisAt"))
     started = parse_ts(b.status.get("stepStartedAt"))
-    if last is None or started is None or last < started:
+    if last is None or started is None or last <= started or in_warmup_skip(b.spec, b.status, last):
         return False
     results = b.status.get("lastAnalysis") or []
     return bool(results) and all(r.get("verdict") == Verdict.PASS.value for r in results) \
@@ -622,8 +779,9 @@ def _analysis_summary(b: _Builder) -> str:
 
 
 def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
-    """Judge this cycle's samples; returns a rollback/pause decision, or None to go on."""
+    """Judge this cycle's samples; returns a rollback decision, or None to go on."""
     spec, status, now = b.spec, b.status, b.now
+    warming = in_warmup_skip(spec, status, now)
     rules = {m.name: m for m in spec.analysis.metrics}
     failures = dict(status.get("failures") or {})
     results = []
@@ -643,7 +801,7 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
             "at": ts(now),
             "evidence": {k: (_finite(v) if isinstance(v, float) else v) for k, v in judgement.evidence.items()},
         })
-        if judgement.verdict is Verdict.FAIL:
+        if judgement.verdict is Verdict.FAIL and (rule.critical or not warming):
             failures[rule.name] = int(failures.get(rule.name, 0)) + 1
             if (rule.critical or failures[rule.name] >= rule.failure_limit) and worst is None:
                 worst = (rule.name, judgement)
@@ -657,30 +815,38 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     if worst is not None:
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
-    missing = [(name, j) for name, j in inconclusive if _lacks_data(rules[name], j, spec.analysis.samples.min)]
-    if missing:
+    if warming:
+        return None  # warm-up samples prove nothing either way (only a critical breach counts)
+    if any(_lacks_data(rules[name], j, spec.analysis.samples.min) for name, j in inconclusive):
         status.setdefault("noDataSince", ts(now))
-        quiet = _since(status, "noDataSince", now) or 0.0
-        policy = spec.analysis.no_data
-        name, judgement = missing[0]
-        if quiet >= policy.hold:
-            why = f"no conclusive data for {quiet:.0f}s: {name}: {judgement.reason}"
-            if policy.then == "rollback":
-                return _rollback(b, "NoData", why)
-            if not status.get("noDataPaused"):
-                b.event("Warning", "NoData", f"paused: {why}")
-            status["noDataPaused"] = True
-            status["message"] = f"paused: {why}"
-        else:
-            b.wake_in(policy.hold - quiet)
+        status["noDataReason"] = next(f"{name}: {j.reason}" for name, j in inconclusive
+                                      if _lacks_data(rules[name], j, spec.analysis.samples.min))
         return None
     status.pop("noDataSince", None)
+    status.pop("noDataReason", None)
     status.pop("noDataPaused", None)
-    if inconclusive:
-        return None  # enough samples, evidence still undecided: hold the step, it is not "no data"
-    status.pop("noDataSince", None)
-    status.pop("noDataPaused", None)
-    status["passedChecks"] = int(status.get("passedChecks") or 0) + 1
+    if not inconclusive:  # enough samples but undecided evidence holds the step; it is not "no data"
+        status["passedChecks"] = int(status.get("passedChecks") or 0) + 1
+    return None
+
+
+def _no_data_limit(b: _Builder) -> Decision | None:
+    """The no-data policy, checked on every pass so it acts when due, not at the next analysis."""
+    status = b.status
+    quiet = _since(status, "noDataSince", b.now)
+    if quiet is None:
+        return None
+    policy = b.spec.analysis.no_data
+    if quiet < policy.hold:
+        b.wake_in(policy.hold - quiet)
+        return None
+    why = f"no conclusive data for {quiet:.0f}s: {status.get('noDataReason') or 'no samples'}"
+    if policy.then == "rollback":
+        return _rollback(b, "NoData", why)
+    if not status.get("noDataPaused"):
+        b.event("Warning", "NoData", f"paused: {why}")
+    status["noDataPaused"] = True
+    status["message"] = f"paused: {why}"
     return None
 
 

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from modelrollout import core
 from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
-                               decide, desired_state, invalid)
+                               decide, desired_state, invalid, target_weight)
 from modelrollout.evaluate import MetricSample
 from modelrollout.spec import parse_spec
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+AUTO = object()
 
 
 def make_spec(image: str = "model:v1", *, router: str = "gatewayAPI", steps=None, metrics=None, **analysis):
@@ -57,10 +59,13 @@ class Run:
         self.spec, self.status, self.now = spec, status or {}, now
         self.decisions = []
 
-    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1):
+    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO):
+        """`traffic` defaults to a cluster that carries at once whatever the last status asked for."""
         self.now += timedelta(seconds=after)
+        if traffic is AUTO:
+            traffic = target_weight(self.spec, self.status, workloads or {})
         obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
-                           samples=samples)
+                           samples=samples, traffic=traffic)
         decision = decide(self.spec, copy.deepcopy(self.status), obs, self.now)
         self.status = decision.status
         self.decisions.append(decision)
@@ -79,6 +84,7 @@ def canary_in_step0():
     run.spec = V2
     run.step(after=1)
     run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)})
+    run.step(workloads={**ready(V1), V2.revision: Workload(1, 1)})  # the cluster confirms weight 10
     return run
 
 
@@ -112,14 +118,40 @@ def test_new_template_starts_a_canary_at_weight_zero():
     assert d.action is Action.START
     assert d.status["canaryRevision"] == V2.revision and d.status["canaryWeight"] == 0
     assert d.status["phase"] == "Progressing"
-    assert desired_state(V2, d.status, run.now).canary_weight == 0
+    assert desired_state(V2, d.status, {}, run.now).canary_weight == 0
 
 
-def test_ready_canary_enters_first_step():
+def test_ready_canary_enters_first_step_and_holds_only_once_the_weight_is_carried():
     run = canary_in_step0()
-    d = run.decisions[-1]
-    assert d.action is Action.ADVANCE
-    assert (d.status["currentStep"], d.status["canaryWeight"]) == (0, 10)
+    entered, confirmed = run.decisions[-2:]
+    assert entered.action is Action.ADVANCE and entered.status["currentStep"] == 0
+    assert entered.status["canaryWeight"] == 0 and "stepStartedAt" not in entered.status
+    assert desired_state(V2, entered.status, {**ready(V1), V2.revision: Workload(1, 1)}, run.now).canary_weight == 10
+    assert confirmed.status["canaryWeight"] == 10 and confirmed.status["stepStartedAt"] == core.ts(run.now)
+    assert any(e.reason == "WeightConfirmed" for e in confirmed.events)
+
+
+def test_a_step_whose_weight_the_cluster_does_not_carry_never_starts_its_hold():
+    run = stable_on_v1()
+    run.spec = V2
+    run.step(after=1)
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    for _ in range(5):  # the route still says 0: the step waits, and says what it waits for
+        d = run.step(after=10, workloads=w, samples=good(), traffic=0)
+        assert "stepStartedAt" not in d.status and d.status["currentStep"] == 0
+        assert "carry canary weight 10" in d.status["message"]
+    d = run.step(after=20, workloads=w, samples=good(), traffic=None)
+    assert d.action is Action.ROLLBACK and "not confirmed within 60s" in d.status["message"]
+
+
+def test_weight_is_raised_only_as_far_as_ready_canary_pods_can_carry():
+    run = canary_in_step0()
+    run.status["currentStep"], run.status["stepWeight"] = 1, 50  # step 1 (50 %) needs 2 of 4 pods
+    status = run.status
+    assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 0)}, run.now).canary_weight == 0
+    assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 1)}, run.now).canary_weight == 25
+    assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 2)}, run.now).canary_weight == 50
 
 
 def test_canary_not_ready_within_timeout_rolls_back():
@@ -134,10 +166,16 @@ def test_canary_not_ready_within_timeout_rolls_back():
     assert d.status["abortedRevision"] == V2.revision
 
 
-def test_no_analysis_during_skip_window():
-    run = canary_in_step0()
-    assert not analysis_due(V2, run.status, run.now + timedelta(seconds=9))
-    assert analysis_due(V2, run.status, run.now + timedelta(seconds=10))
+def test_a_serving_canary_is_analysed_during_the_warmup_skip_but_only_critical_breaches_count():
+    run = canary_in_step0()  # ready at +2 s, skipAnalysisFor 10 s, serving since +2 s
+    assert analysis_due(V2, run.status, run.now)
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    d = run.step(after=5, workloads=w, samples=good(latency=0.9))  # a cold model is slow: not a failure
+    assert d.action is not Action.ROLLBACK and d.status["failures"].get("latency", 0) == 0
+    d = run.step(after=1, workloads=w, samples=good())  # nor do passes count yet
+    assert d.status["passedChecks"] == 0
+    d = run.step(after=1, workloads=w, samples=good(**{"error-rate": 0.5}))  # a broken one is rolled back
+    assert d.action is Action.ROLLBACK
 
 
 # ------------------------------------------------------------------ verdicts
@@ -148,12 +186,12 @@ def test_passing_analysis_and_hold_advance_then_promote():
     d = run.step(after=10, workloads=workloads, samples=good())
     assert d.action is Action.HOLD and d.status["passedChecks"] == 1
     d = run.step(after=20, workloads=workloads, samples=good())
-    assert d.action is Action.ADVANCE and (d.status["currentStep"], d.status["canaryWeight"]) == (1, 50)
+    assert d.action is Action.ADVANCE and (d.status["currentStep"], d.status["stepWeight"]) == (1, 50)
     workloads[V2.revision] = Workload(2, 2)
-    run.step(after=10, workloads=workloads, samples=good())
-    d = run.step(after=20, workloads=workloads, samples=good())
+    run.step(after=10, workloads=workloads, samples=good())  # weight 50 confirmed: its hold starts
+    d = run.step(after=30, workloads=workloads, samples=good())
     assert d.action is Action.PROMOTE and d.status["phase"] == "Promoting"
-    assert desired_state(V2, d.status, run.now).replicas[V2.revision] == 4
+    assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == 4
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
     assert d.action is Action.PROMOTED
     assert d.status["stableRevision"] == V2.revision and "canaryRevision" not in d.status
@@ -180,12 +218,12 @@ def test_failure_handling_by_criticality(metric, value, action):
 def test_rollback_message_names_metric_value_threshold_samples_and_step():
     run = canary_in_step0()
     d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(**{"error-rate": 0.052}))
-    assert d.status["phase"] == "RolledBack" and d.status["canaryWeight"] == 0
+    assert d.status["phase"] == "RolledBack"
     message = d.status["message"]
     for part in ("error-rate", "0.052", "0.01", "500", "step 0", "weight 10"):
         assert part in message
     assert any(e.type == "Warning" and e.reason == "RolledBack" for e in d.events)
-    assert desired_state(V2, d.status, run.now).canary_weight == 0
+    assert desired_state(V2, d.status, {}, run.now).canary_weight == 0
     conditions = {c["type"]: c["status"] for c in d.status["conditions"]}
     assert conditions["RolledBack"] == "True" and conditions["Stalled"] == "True" and conditions["Ready"] == "False"
 
@@ -285,7 +323,7 @@ def test_step_without_hold_waits_for_promote():
     assert d.status["phase"] == "Paused" and d.status["currentStep"] == 0
     assert {c["type"]: c["reason"] for c in d.status["conditions"]}["Paused"] == "ManualGate"
     d = run.step(after=1, workloads=w, commands=Commands(promote="p1"))
-    assert d.action is Action.ADVANCE and d.status["canaryWeight"] == 100
+    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 100
 
 
 def test_abort_rolls_back_at_once():
@@ -319,9 +357,8 @@ def test_new_template_during_rollout_supersedes_canary():
     run.spec = V3
     d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)})
     assert d.action is Action.START and d.status["canaryRevision"] == V3.revision
-    assert d.status["canaryWeight"] == 0
     assert d.status["history"][0]["result"] == "Superseded"
-    desired = desired_state(V3, d.status, run.now)
+    desired = desired_state(V3, d.status, {}, run.now)
     assert desired.canary_weight == 0 and V2.revision in desired.replicas
 
 
@@ -335,8 +372,8 @@ def test_template_reverted_to_stable_abandons_canary():
 def test_scale_down_after_delay_deletes_old_revision():
     run = canary_in_step0()
     d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a"))
-    assert desired_state(V2, d.status, run.now).replicas[V2.revision] == -1  # kept while the delay runs
-    assert desired_state(V2, d.status, run.now + timedelta(seconds=31)).replicas[V2.revision] is None
+    assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == -1  # kept while the delay runs
+    assert desired_state(V2, d.status, {}, run.now + timedelta(seconds=31)).replicas[V2.revision] is None
 
 
 # ------------------------------------------------------------------ restart safety
@@ -384,7 +421,7 @@ def test_recovery_from_invalid_spec_resumes_the_rollout():
 
 
 @pytest.mark.parametrize("router,weight,expected", [
-    ("replicas", 10, 1), ("replicas", 50, 4), ("replicas", 20, 1), ("replicas", 100, 4),
+    ("replicas", 25, 1), ("replicas", 50, 2), ("replicas", 75, 3), ("replicas", 100, 4), ("replicas", 0, 0),
     ("gatewayAPI", 10, 1), ("gatewayAPI", 50, 2), ("gatewayAPI", 100, 4), ("gatewayAPI", 0, 1),
 ])
 def test_canary_replicas(router, weight, expected):
@@ -417,7 +454,7 @@ def test_gates_before_traffic_hold_weight_zero_until_all_pass():
     d = decide(spec, run.status, Observations(workloads=w, gates=obs_gates), run.now)
     assert d.status["canaryWeight"] == 0 and "approval" in d.status["message"]
     d = decide(spec, d.status, Observations(workloads=w, gates={"approval": GateResult("Passed", "200")}), run.now)
-    assert d.action is Action.ADVANCE and d.status["canaryWeight"] == 10 and "gating" not in d.status
+    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 10 and "gating" not in d.status
 
 
 def test_a_failed_gate_rolls_back_before_any_traffic_with_its_reason():
@@ -442,8 +479,10 @@ def test_gates_before_promotion_run_after_the_last_step():
     run.step(after=1)
     w = {**ready(V1), spec.revision: Workload(1, 1)}
     run.step(after=1, workloads=w)
-    run.step(after=10, workloads=w, samples=good())
+    run.step(after=10, workloads=w, samples=good())  # weight confirmed: the 30 s hold starts
     d = run.step(after=25, workloads=w, samples=good())
+    assert "gating" not in d.status
+    d = run.step(after=10, workloads=w, samples=good())
     assert d.status.get("gating") == "beforePromotion" and d.status["phase"] == "Progressing"
     gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Passed", "200")}
     d = decide(spec, d.status, Observations(workloads=w, gates=gates), run.now)

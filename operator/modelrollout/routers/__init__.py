@@ -22,6 +22,31 @@ class RouteTarget:
     spec: RolloutSpec
     # Selectors of the rollout's Services as the watch saw them (name -> selector); may lag.
     service_selectors: Mapping[str, dict[str, str]] = field(default_factory=dict)
+    # Ready pods per revision as the watch saw them, and the stable revision: every other
+    # revision's Ready pod is canary traffic (a rolled-back canary serves until it is gone).
+    ready: Mapping[str, int] = field(default_factory=dict)
+    stable_revision: str | None = None
+
+
+class RouteProblem(RuntimeError):
+    """The routing object cannot be acted on as the spec says; `reason` becomes the rollout's
+    `Applied` condition reason (RouteNotFound, RouteNotManaged, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RouteNotManaged(RouteProblem):
+    """The user's route has no rule that references this rollout's Services, so there is nothing
+    the router may edit. The message says which backendRef to add."""
+
+    def __init__(self, kind: str, namespace: str, name: str, services: tuple[str, ...], port: int) -> None:
+        wanted = " or ".join(services)
+        super().__init__("RouteNotManaged",
+                         f"{kind} {namespace}/{name} has no rule with a backendRef to {wanted}: add "
+                         f"{{name: {services[0]}, port: {port}}} to the backendRefs of the rule(s) this rollout "
+                         f"should carry; other rules are never edited")
 
 
 class Router(Protocol):
