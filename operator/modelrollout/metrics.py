@@ -8,14 +8,18 @@ and ServiceMonitor point at it); ``exposition()`` returns the same text for test
 The reconciler calls the small ``record_*`` functions; none of them does I/O, and
 all are cheap and thread-safe (kopf runs sync handlers in a thread pool):
 
-* ``set_phases({"Progressing": 3, ...})``  -> ``modelrollout_rollouts{phase}``
-* ``record_phase(ns, name, phase, since)`` -> ``modelrollout_rollout_phase_since_seconds``
+* ``record_phase(ns, name, phase, since)`` -> ``modelrollout_rollout_phase_since_seconds`` and the
+  census ``modelrollout_rollouts{phase}`` (rollouts per phase, kept from every rollout's last phase)
 * ``record_weight(ns, name, weight)``      -> ``modelrollout_canary_weight``
-* ``record_verdict(ns, name, metric, verdict)`` -> ``modelrollout_analysis_verdicts_total``
+* ``record_analysis(ns, name, verdicts, lag_s)`` -> ``modelrollout_analyses_total``,
+  ``modelrollout_analysis_verdicts_total`` and ``modelrollout_analysis_lag_seconds``
+* ``record_query(failed)`` -> ``modelrollout_prometheus_queries_total`` /
+  ``modelrollout_prometheus_query_errors_total``
 * ``record_result(ns, name, "promoted"|"rolledback", duration_s)``
   -> ``modelrollout_promotions_total`` / ``modelrollout_rollbacks_total`` and
   ``modelrollout_rollout_duration_seconds{result}``
-* ``forget(ns, name)`` drops every per-rollout series when a ModelRollout is deleted.
+* ``forget(ns, name)`` drops every per-rollout series when a ModelRollout is deleted, and takes
+  it out of the census.
 
 The chart's PrometheusRule alerts are written against exactly these names:
 ``increase(modelrollout_rollbacks_total[10m]) > 0`` (a rollback happened) and
@@ -47,12 +51,13 @@ __all__ = [
     "VERDICTS",
     "exposition",
     "forget",
+    "record_analysis",
     "record_phase",
+    "record_query",
     "record_result",
     "record_verdict",
     "record_weight",
     "reset",
-    "set_phases",
     "start_metrics_server",
 ]
 
@@ -76,6 +81,8 @@ RESULTS: tuple[str, ...] = ("promoted", "rolledback")
 DURATION_BUCKETS: tuple[float, ...] = (
     60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, float("inf"),
 )
+# An analysis is late by the reconcile lag: from well under a second to (overloaded) minutes.
+LAG_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, float("inf"))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -97,6 +104,28 @@ CANARY_WEIGHT = Gauge(
     "modelrollout_canary_weight",
     "Share of traffic (percent, 0-100) the canary revision currently receives.",
     ["namespace", "name"],
+    registry=REGISTRY,
+)
+ANALYSES = Counter(
+    "modelrollout_analyses_total",
+    "Analyses run (one per analysis interval while a canary is judged).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+ANALYSIS_LAG = Histogram(
+    "modelrollout_analysis_lag_seconds",
+    "How late each analysis ran after it was due (the previous one plus the interval): the reconcile lag.",
+    buckets=LAG_BUCKETS,
+    registry=REGISTRY,
+)
+PROMETHEUS_QUERIES = Counter(
+    "modelrollout_prometheus_queries_total",
+    "Instant queries sent to Prometheus.",
+    registry=REGISTRY,
+)
+PROMETHEUS_QUERY_ERRORS = Counter(
+    "modelrollout_prometheus_query_errors_total",
+    "Prometheus queries that failed (unreachable, HTTP error, bad PromQL); their metric is judged on no data.",
     registry=REGISTRY,
 )
 ANALYSIS_VERDICTS = Counter(
@@ -131,28 +160,28 @@ _verdict_keys: dict[tuple[str, str], set[tuple[str, str]]] = {}
 _phase_of: dict[tuple[str, str], str] = {}
 _counted: set[tuple[str, str]] = set()
 _weighted: set[tuple[str, str]] = set()
-_phases_seen: set[str] = set(PHASES)
-
-for _phase in PHASES:
-    ROLLOUTS.labels(phase=_phase).set(0)
 
 
-def set_phases(counts: dict[str, int]) -> None:
-    """Set ``modelrollout_rollouts{phase}`` from a full census, e.g. ``{"Progressing": 2}``.
+def _count_phases() -> None:
+    """Set ``modelrollout_rollouts{phase}`` from every rollout's last phase (call with ``_lock`` held).
 
-    Phases missing from ``counts`` are set to 0 (a census replaces the previous one).
+    Every known phase is exported, 0 when no rollout is in it.
     """
-    with _lock:
-        for phase in counts:
-            _phases_seen.add(phase)
-        for phase in _phases_seen:
-            ROLLOUTS.labels(phase=phase).set(int(counts.get(phase, 0)))
+    counts: dict[str, int] = dict.fromkeys(PHASES, 0)
+    for phase in _phase_of.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    for phase, count in counts.items():
+        ROLLOUTS.labels(phase=phase).set(count)
+
+
+_count_phases()
 
 
 def record_phase(namespace: str, name: str, phase: str, since: float | None = None) -> None:
     """Note that a rollout is in ``phase`` since ``since`` (unix seconds; default: now).
 
-    Keeps one series per rollout: entering a new phase removes the old phase's series.
+    Keeps one series per rollout: entering a new phase removes the old phase's series, and
+    moves the rollout from one phase to the other in ``modelrollout_rollouts{phase}``.
     Calling it again with the same phase keeps the earlier ``since`` unless one is given.
     """
     key = (namespace, name)
@@ -164,6 +193,8 @@ def record_phase(namespace: str, name: str, phase: str, since: float | None = No
             _remove(PHASE_SINCE, namespace, name, previous)
         _phase_of[key] = phase
         PHASE_SINCE.labels(namespace, name, phase).set(time.time() if since is None else since)
+        if previous != phase:
+            _count_phases()
 
 
 def record_weight(namespace: str, name: str, weight: int | float) -> None:
@@ -179,6 +210,24 @@ def record_verdict(namespace: str, name: str, metric: str, verdict: str) -> None
     with _lock:
         _verdict_keys.setdefault((namespace, name), set()).add((metric, normalized))
         ANALYSIS_VERDICTS.labels(namespace, name, metric, normalized).inc()
+
+
+def record_analysis(namespace: str, name: str, verdicts: list[tuple[str, str]], lag_s: float | None) -> None:
+    """One analysis ran: its ``(metric, verdict)`` pairs, and how late it was (None: nothing was due before)."""
+    with _lock:
+        ANALYSES.labels(namespace, name).inc()
+        _verdict_keys.setdefault((namespace, name), set())
+        if lag_s is not None:
+            ANALYSIS_LAG.observe(max(0.0, lag_s))
+    for metric, verdict in verdicts:
+        record_verdict(namespace, name, metric, verdict)
+
+
+def record_query(failed: bool) -> None:
+    """One Prometheus query was sent; ``failed`` when it raised instead of answering."""
+    PROMETHEUS_QUERIES.inc()
+    if failed:
+        PROMETHEUS_QUERY_ERRORS.inc()
 
 
 def record_result(namespace: str, name: str, result: str, duration_s: float | None) -> None:
@@ -201,11 +250,14 @@ def forget(namespace: str, name: str) -> None:
     """Drop every per-rollout series of a deleted ModelRollout."""
     key = (namespace, name)
     with _lock:
+        if key in _verdict_keys:
+            _remove(ANALYSES, namespace, name)
         for metric, verdict in _verdict_keys.pop(key, set()):
             _remove(ANALYSIS_VERDICTS, namespace, name, metric, verdict)
         phase = _phase_of.pop(key, None)
         if phase is not None:
             _remove(PHASE_SINCE, namespace, name, phase)
+            _count_phases()
         if key in _weighted:
             _weighted.discard(key)
             _remove(CANARY_WEIGHT, namespace, name)
@@ -216,12 +268,11 @@ def forget(namespace: str, name: str) -> None:
 
 
 def reset() -> None:
-    """Forget every per-rollout series and zero the phase census (tests, lab restarts)."""
+    """Forget every per-rollout series, which empties the phase census (tests, lab restarts)."""
     with _lock:
         keys = set(_verdict_keys) | set(_phase_of) | _weighted | _counted
     for namespace, name in keys:
         forget(namespace, name)
-    set_phases({})
 
 
 def exposition() -> str:

@@ -8,6 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelrollout import metrics
+from modelrollout.providers import ProviderError
+from modelrollout.providers.prometheus import PrometheusProvider
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +33,47 @@ def value(series: str, /, **labels: str) -> float | None:
     return samples(series).get(tuple(sorted(labels.items())))
 
 
-def test_every_phase_is_exported_and_a_census_replaces_the_last():
-    assert {dict(k)["phase"] for k in samples("modelrollout_rollouts")} >= set(metrics.PHASES)
-    metrics.set_phases({"Progressing": 3, "Succeeded": 10})
-    assert value("modelrollout_rollouts", phase="Progressing") == 3
-    assert value("modelrollout_rollouts", phase="Succeeded") == 10
-    assert value("modelrollout_rollouts", phase="Paused") == 0
-    metrics.set_phases({"Paused": 1})
-    assert value("modelrollout_rollouts", phase="Progressing") == 0
+def test_rollouts_per_phase_move_with_each_rollouts_phase_and_its_deletion():
+    """modelrollout_rollouts{phase} counts rollouts by their last recorded phase (it was never set: always 0)."""
+    assert {dict(k)["phase"]: v for k, v in samples("modelrollout_rollouts").items()} == dict.fromkeys(metrics.PHASES, 0)
+    metrics.record_phase("ml", "fraud", "Progressing")
+    metrics.record_phase("ml", "ranker", "Progressing")
+    metrics.record_phase("search", "fraud", "Paused")
+    assert value("modelrollout_rollouts", phase="Progressing") == 2
     assert value("modelrollout_rollouts", phase="Paused") == 1
+    metrics.record_phase("ml", "fraud", "RolledBack")
+    metrics.record_phase("ml", "fraud", "RolledBack", since=1000.0)  # the same phase again: no double count
+    assert value("modelrollout_rollouts", phase="Progressing") == 1
+    assert value("modelrollout_rollouts", phase="RolledBack") == 1
+    metrics.forget("ml", "fraud")
+    assert value("modelrollout_rollouts", phase="RolledBack") == 0
+    assert sum(samples("modelrollout_rollouts").values()) == 2
+
+
+def test_an_analysis_counts_itself_its_verdicts_and_its_lag():
+    lag_before = value("modelrollout_analysis_lag_seconds_count") or 0
+    metrics.record_analysis("ml", "fraud", [("error-rate", "Pass"), ("latency-p95", "Inconclusive")], lag_s=0.3)
+    metrics.record_analysis("ml", "fraud", [("error-rate", "Fail")], lag_s=None)  # first of a step: nothing was due
+    assert value("modelrollout_analyses_total", namespace="ml", name="fraud") == 2
+    assert value("modelrollout_analysis_verdicts_total", namespace="ml", name="fraud", metric="error-rate",
+                 verdict="Fail") == 1
+    assert value("modelrollout_analysis_lag_seconds_count") == lag_before + 1
+    metrics.forget("ml", "fraud")
+    assert samples("modelrollout_analyses_total") == {}
+
+
+async def test_a_prometheus_query_that_fails_is_counted_as_an_error():
+    queries = value("modelrollout_prometheus_queries_total") or 0
+    errors = value("modelrollout_prometheus_query_errors_total") or 0
+    provider = PrometheusProvider("http://127.0.0.1:1", timeout=1.0)  # nothing listens on port 1
+    try:
+        with pytest.raises(ProviderError):
+            await provider.run_query("up")
+    finally:
+        provider.close()
+    metrics.record_query(failed=False)
+    assert value("modelrollout_prometheus_queries_total") == queries + 2
+    assert value("modelrollout_prometheus_query_errors_total") == errors + 1
 
 
 def test_canary_weight_gauge():

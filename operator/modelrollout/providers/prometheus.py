@@ -10,6 +10,7 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from modelrollout import metrics
 from modelrollout.providers import ProviderError, Series
 
 
@@ -49,7 +50,13 @@ class PrometheusProvider:
 
     async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
         """Instant query; `at` (timezone-aware) evaluates it at that past moment."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._query, query, at)
+        try:
+            series = await asyncio.get_running_loop().run_in_executor(self._executor, self._query, query, at)
+        except ProviderError:
+            metrics.record_query(failed=True)
+            raise
+        metrics.record_query(failed=False)
+        return series
 
     def _online(self) -> bool:
         try:
