@@ -11,7 +11,7 @@ from modelrollout import core
 from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
                                decide, desired_state, invalid, target_weight)
 from modelrollout.evaluate import MetricSample
-from modelrollout.spec import parse_spec
+from modelrollout.spec import PlatformPolicy, parse_spec
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 AUTO = object()
@@ -26,20 +26,23 @@ def make_spec(image: str = "model:v1", *, router: str = "gatewayAPI", steps=None
                      "spec": {"containers": [{"name": "server", "image": image}]}},
         "service": {"port": 8080},
         "trafficRouting": {"gatewayAPI": {"httpRoute": "fraud"}} if router == "gatewayAPI" else {"replicas": {}},
-        "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "10s"},
-                     "steps": steps or [{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}]},
+        # The replicas router shares traffic by pods: whole pods only, no warm-up skip (pods serve when Ready).
+        "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "10s" if router == "gatewayAPI" else "0s"},
+                     "steps": steps or [{"weight": 10 if router == "gatewayAPI" else 25, "hold": "30s"},
+                                        {"weight": 50, "hold": "30s"}]},
         "analysis": {"interval": "10s", "prometheus": {"address": "http://prom:9090"},
-                     "samples": {"query": "requests{{ revision }}", "min": 100},
+                     "samples": {"query": "requests{revision=\"{{ revision }}\"}", "min": 100},
                      "noData": {"hold": "60s", "then": "rollback"},
                      "metrics": metrics if metrics is not None else [
-                         {"name": "error-rate", "query": "errors{{ revision }}", "max": 0.01, "critical": True},
-                         {"name": "latency", "query": "p95{{ revision }}", "max": 0.3, "failureLimit": 2},
+                         {"name": "error-rate", "query": "errors{revision=\"{{ revision }}\"}", "max": 0.01, "critical": True},
+                         {"name": "latency", "query": "p95{revision=\"{{ revision }}\"}", "max": 0.3, "failureLimit": 2},
                      ], **analysis},
         "rollback": {"scaleDownDelay": "30s"},
     }
-    return parse_spec(raw)
+    return parse_spec(raw, POLICY)
 
 
+POLICY = PlatformPolicy(prometheus_url="http://prom:9090", allowed_webhook_urls=("http://hook:80/*",))
 V1, V2, V3 = make_spec("model:v1"), make_spec("model:v2"), make_spec("model:v3")
 
 
@@ -432,11 +435,12 @@ def test_canary_replicas(router, weight, expected):
 
 def gated_spec(stage="beforeTraffic"):
     raw = make_spec("model:v2").model_dump(by_alias=True)
-    raw["strategy"]["gates"] = {stage: [{"name": "offline-eval", "job": {"template": {"spec": {"containers": []}}}},
-                                        {"name": "approval", "webhook": {"url": "http://hook:80/gate"}}]}
+    raw["strategy"]["gates"] = {stage: [
+        {"name": "offline-eval", "job": {"template": {"spec": {"containers": [{"name": "eval", "image": "eval:1"}]}}}},
+        {"name": "approval", "webhook": {"url": "http://hook:80/gate"}}]}
     raw["strategy"]["warmup"] = {"readinessTimeout": "60s", "skipAnalysisFor": "10s"}
     raw["strategy"]["steps"] = [{"weight": 10, "hold": "30s"}]
-    return parse_spec(raw)
+    return parse_spec(raw, POLICY)
 
 
 def test_gates_before_traffic_hold_weight_zero_until_all_pass():
@@ -491,8 +495,8 @@ def test_gates_before_promotion_run_after_the_last_step():
 
 def test_undecided_evidence_with_enough_samples_holds_but_is_not_no_data():
     """A well-sampled but undecided verdict holds the step; only missing data starts the noData clock."""
-    spec = make_spec("model:v2", metrics=[{"name": "errors", "type": "proportion", "query": "bad{{ revision }}",
-                                           "totalQuery": "all{{ revision }}", "minDetectableEffect": 0.002}])
+    spec = make_spec("model:v2", metrics=[{"name": "errors", "type": "proportion", "query": "bad{revision=\"{{ revision }}\"}",
+                                           "totalQuery": "all{revision=\"{{ revision }}\"}", "minDetectableEffect": 0.002}])
     run = stable_on_v1()
     run.spec = spec
     run.step(after=1)
