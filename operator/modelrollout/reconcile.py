@@ -1,17 +1,21 @@
-"""One reconcile of one ModelRollout: observe -> decide (pure) -> write status -> converge.
+"""One reconcile of one ModelRollout: observe -> decide (pure) -> act -> read back -> write status.
 
-Status is written before the cluster is converged to it. A crash between the two is
-harmless: the next reconcile (after a restart, from status alone) converges again with the
-same absolute writes.
+Status is written once, after acting, with the weight the cluster confirms and an `Applied`
+condition saying whether acting worked. A crash before the write is harmless: the next pass
+(after a restart, from the last written status) decides again and repeats the same absolute
+writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
+
+import httpx
 
 from modelrollout import core, metrics
 from modelrollout.analysis import measure
@@ -22,9 +26,10 @@ from modelrollout.kube import Kube, KubeError, path
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
 from modelrollout.providers import MetricsProvider, make_provider
-from modelrollout.routers import RouteTarget, router_for
+from modelrollout.evaluate import MetricSample
+from modelrollout.routers import RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, parse_spec
-from modelrollout.workloads import ObservedDeployment, ensure_services, scale_down, scale_up
+from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
 
 log = logging.getLogger(__name__)
 
@@ -106,67 +111,134 @@ async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -
         raise
 
 
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def act_failure(exc: Exception) -> tuple[str, str]:
+    """(condition reason, message) for an error met while acting; the API's message, never a body."""
+    if isinstance(exc, RouteProblem):
+        return exc.reason, str(exc)
+    if isinstance(exc, KubeError):
+        reason = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+                  422: "Invalid", 429: "Throttled"}.get(exc.status, "ApplyFailed")
+        return reason, str(exc)[:500]
+    return "ApplyFailed", f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObject,
+                           now: datetime) -> tuple[MetricSample, ...]:
+    """The analysis, bounded by one interval: a hanging Prometheus must not delay a due decision."""
+    assert spec.analysis.prometheus is not None
+    limit = min(spec.analysis.interval, spec.analysis.prometheus.timeout + 1.0)
+    try:
+        return await asyncio.wait_for(
+            measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now), timeout=limit)
+    except asyncio.TimeoutError:
+        return tuple(MetricSample(rule.name, "", error=f"no answer from Prometheus within {limit:g}s")
+                     for rule in spec.analysis.metrics)
+
+
 async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[str, ObservedDeployment],
-                    services: Mapping[str, dict[str, str]], emit: Emit, now: datetime | None = None) -> tuple[float, dict[str, Any] | None]:
-    """Returns (seconds until the next reconcile, the object as written or None when nothing was written)."""
-    now = now or datetime.now(timezone.utc)
+                    services: Mapping[str, dict[str, str]], emit: Emit,
+                    clock: Clock = utc_now) -> tuple[float, dict[str, Any] | None]:
+    """One pass: observe -> decide -> act -> read back -> write status once.
+
+    Returns (seconds until the next pass, the object as written or None when nothing was written).
+    Decisions are taken with the time after observing (a slow Prometheus never makes a due
+    decision late), and the status records the weight the cluster confirms after acting, with
+    the `Applied` condition saying whether acting worked.
+    """
     try:
         spec = runtime.spec_of(obj)
     except SpecError as exc:
-        decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, now)
+        decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, clock())
         written = await write_status(runtime.kube, obj, decision.status)
         for event in decision.events:
             emit(event.type, event.reason, event.message)
-        _record_metrics(obj, decision, now)
+        _record_metrics(obj, decision, clock())
         return decision.requeue_after, written
 
     workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
+    router = router_for(spec)
+    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
+                         ready={rev: d.ready for rev, d in deployments.items()},
+                         stable_revision=obj.status.get("stableRevision") or spec.revision)
+    failure: tuple[str, str] | None = None
+    traffic: int | None = None
+    try:
+        traffic = await router.get_weight(runtime.kube, target)
+    except (KubeError, RouteProblem) as exc:
+        failure = act_failure(exc)
     samples = None
-    if core.analysis_due(spec, obj.status, now):
-        samples = await measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now)
+    if core.analysis_due(spec, obj.status, clock()):
+        samples = await _measure_in_time(runtime, spec, obj, clock())
     gates = {}
     stage = obj.status.get("gating")
     if stage and obj.status.get("canaryRevision") == spec.revision:
         gates = await run_gates(runtime.kube, spec, stage, obj.namespace, obj.name, obj.uid, obj.status)
-    observations = Observations(generation=obj.generation, workloads=workloads,
+    observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic,
                                 commands=commands_from(obj.annotations), samples=samples, gates=gates)
+    now = clock()
     decision = core.decide(spec, obj.status, observations, now)
-    written = await write_status(runtime.kube, obj, decision.status)
-    for event in decision.events:
+    desired = core.desired_state(spec, decision.status, workloads, now)
+
+    confirmed = traffic
+    try:
+        confirmed = await converge(runtime.kube, router, replace(target, stable_revision=desired.stable_revision),
+                                   spec, desired, deployments, traffic)
+    except (KubeError, RouteProblem, OSError, httpx.HTTPError) as exc:
+        failure = act_failure(exc)
+    result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")))
+    status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock())
+    written = await write_status(runtime.kube, obj, status)
+    for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
     _record_metrics(obj, decision, now, spec.analysis.interval)
 
-    await converge(runtime.kube, spec, obj, decision.status, deployments, services, now)
-    requeue = min(max(decision.requeue_after, runtime.config.min_requeue), runtime.config.max_requeue)
-    return requeue, written
+    requeue = decision.requeue_after
+    if backoff is not None:
+        requeue = backoff
+    elif confirmed != desired.canary_weight:
+        requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
+    return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
 
 
-async def converge(kube: Kube, spec: RolloutSpec, obj: RolloutObject, status: Mapping[str, Any],
-                   deployments: Mapping[str, ObservedDeployment], services: Mapping[str, dict[str, str]],
-                   now: datetime) -> None:
-    """Make the cluster match the status: capacity first, then Services and weights, then scale-downs.
+async def converge(kube: Kube, router: Router, target: RouteTarget, spec: RolloutSpec, desired: core.Desired,
+                   deployments: Mapping[str, ObservedDeployment], carried: int | None) -> int | None:
+    """Make the cluster match `desired`: capacity first, then Services and weights, then scale-downs.
 
-    `deployments` and `services` are what the watches saw; only differences cause writes.
+    `deployments` and the Services are what the watches saw; only differences cause writes.
+    Returns the canary weight read back after any weight change (`carried` when none was needed).
     """
-    desired = core.desired_state(spec, status, now)
-    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services)
-    router = router_for(spec)
-    await scale_up(kube, spec, obj.namespace, obj.name, obj.uid, desired, deployments)
-    await ensure_services(kube, spec, obj.namespace, obj.name, obj.uid, desired, services)
+    await scale_up(kube, spec, target.namespace, target.name, target.uid, desired, deployments)
+    await ensure_services(kube, spec, target.namespace, target.name, target.uid, desired, target.service_selectors)
     await router.reconcile(kube, target)
-    await router.set_weight(kube, target, desired.canary_weight)
-    await scale_down(kube, obj.namespace, desired, deployments)
+    if carried != desired.canary_weight:
+        await router.set_weight(kube, target, desired.canary_weight)
+        carried = await router.get_weight(kube, target)
+    await scale_down(kube, target.namespace, desired, deployments)
+    return carried
 
 
 async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
-    """On deletion: all traffic to stable before the owned objects are garbage-collected."""
+    """On deletion, before the owned objects are garbage-collected: all traffic to stable, then
+    (`onDelete: Handover`, the default) the stable revision's Deployment and Services handed over,
+    so users' traffic never points at nothing. An invalid spec still hands over: safe by default."""
     runtime.specs.pop(obj.uid, None)
+    stable = obj.status.get("stableRevision")
     try:
-        spec = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
+        spec: RolloutSpec | None = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
     except SpecError:
-        log.warning("%s/%s deleted with an invalid spec: traffic left as it is", obj.namespace, obj.name)
-        return
-    await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec, {}))
+        log.warning("%s/%s deleted with an invalid spec: route left as it is", obj.namespace, obj.name)
+        spec = None
+    if spec is not None:
+        await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec, {}))
+    if stable and (spec is None or spec.on_delete == "Handover"):
+        await hand_over(runtime.kube, obj.namespace, obj.name, obj.uid, stable)
     metrics.forget(obj.namespace, obj.name)
 
 
