@@ -13,6 +13,7 @@ from typing import Any
 
 from modelrollout.core import analysis_window
 from modelrollout.evaluate import Buckets, MetricSample
+from modelrollout.manifests import service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import MetricRule, MetricType, RolloutSpec, format_duration, render_query
 
@@ -26,8 +27,8 @@ def query_values(spec: RolloutSpec, namespace: str, name: str, status: Mapping[s
         "revision": revision,
         "canary.revision": status.get("canaryRevision") or "",
         "stable.revision": status.get("stableRevision") or "",
-        "canary.service": f"{name}-canary",
-        "stable.service": f"{name}-stable",
+        "canary.service": service_name(name, "canary"),
+        "stable.service": service_name(name, "stable"),
         "model.name": spec.model.name,
         "model.version": spec.model.version,
         "interval": format_duration(spec.analysis.interval),

@@ -19,18 +19,14 @@ from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.spec import Gate, RolloutSpec
 
 
-def job_name(rollout: str, revision: str, gate: str) -> str:
-    return f"{rollout}-{revision}-{gate}"[:63].rstrip("-")
-
-
 def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
                  status: Mapping[str, Any]) -> dict[str, Any]:
     assert gate.job is not None
     revision = status.get("canaryRevision") or ""
     template = copy.deepcopy(gate.job.template)
     env = [
-        {"name": "CANARY_SERVICE", "value": f"{rollout}-canary.{namespace}.svc:{spec.service.port}"},
-        {"name": "STABLE_SERVICE", "value": f"{rollout}-stable.{namespace}.svc:{spec.service.port}"},
+        {"name": "CANARY_SERVICE", "value": f"{manifests.service_name(rollout, 'canary')}.{namespace}.svc:{spec.service.port}"},
+        {"name": "STABLE_SERVICE", "value": f"{manifests.service_name(rollout, 'stable')}.{namespace}.svc:{spec.service.port}"},
         {"name": "CANARY_REVISION", "value": revision},
         {"name": "STABLE_REVISION", "value": status.get("stableRevision") or ""},
         {"name": "MODEL_VERSION", "value": spec.model.version},
@@ -42,7 +38,7 @@ def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, ui
     labels = {LABEL_ROLLOUT: rollout, LABEL_REVISION: revision}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job_name(rollout, revision, gate.name), "namespace": namespace, "labels": labels,
+        "metadata": {"name": manifests.gate_job_name(rollout, revision, gate.name), "namespace": namespace, "labels": labels,
                      "ownerReferences": [manifests.owner_reference(rollout, uid)]},
         "spec": {"backoffLimit": gate.job.backoff_limit, "activeDeadlineSeconds": int(gate.job.timeout),
                  "template": template},

@@ -18,11 +18,12 @@ import kopf
 from modelrollout import metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
-from modelrollout.names import FINALIZER, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
+from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
 from modelrollout.reconcile import RolloutObject, Runtime, finalize, observed_deployments, reconcile
 from modelrollout.workloads import ObservedDeployment
 
 ERROR_BACKOFF = 2.0
+DAEMON_EXIT_TIMEOUT = 10.0
 
 
 def _rollout_object(body: Mapping[str, Any]) -> RolloutObject:
@@ -61,6 +62,21 @@ def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
         event.set()
 
 
+async def _daemon_exited(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Wait for the rollout's daemon to end its last reconcile, which could otherwise move traffic
+    or re-adopt objects after the finalizer handed them over (kopf stops it, but in parallel)."""
+    _wake(memo, namespace, name)
+    deadline = asyncio.get_running_loop().time() + DAEMON_EXIT_TIMEOUT
+    while (namespace, name) in memo.wakeups and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+
+
+def _owned_by_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
+    """Only objects a ModelRollout owns are observed; handed-over ones are read and adopted instead."""
+    return any(ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
+               for ref in meta.get("ownerReferences") or [])
+
+
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     """Register every handler on `registry`, filtered by the configured label selector."""
     labels = dict(config.label_selector) if config.label_selector else None
@@ -86,8 +102,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         await memo.runtime.kube.close()
 
-    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, id="rollout_deployments",
-                registry=registry)
+    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_owned_by_a_rollout,
+                id="rollout_deployments", registry=registry)
     def rollout_deployments(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
                             status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> Any:
         observed = ObservedDeployment(
@@ -98,7 +114,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         )
         return {(namespace, labels[LABEL_ROLLOUT]): (labels.get(LABEL_REVISION), observed)}
 
-    @kopf.index("v1", "services", labels={LABEL_ROLLOUT: kopf.PRESENT}, id="rollout_services", registry=registry)
+    @kopf.index("v1", "services", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_owned_by_a_rollout,
+                id="rollout_services", registry=registry)
     def rollout_services(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
                          **_: Any) -> Any:
         return {(namespace, labels[LABEL_ROLLOUT]): (name, dict(spec.get("selector") or {}))}
@@ -149,4 +166,5 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, registry=registry)
     async def restore_stable(body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
         memo.seen.pop((namespace, name), None)
+        await _daemon_exited(memo, namespace, name)
         await finalize(memo.runtime, _rollout_object(body))

@@ -1,12 +1,57 @@
-"""Pure builders of the objects the operator owns: one Deployment per revision, three Services."""
+"""Pure builders of the objects the operator owns: one Deployment per revision, three Services,
+their names, and the ownerReference patches that adopt or hand them over."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 from typing import Any
 
 from modelrollout.names import API_VERSION, KIND, LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT
 from modelrollout.spec import RolloutSpec
+
+NAME_MAX = 63
+# A ReplicaSet is named `<deployment>-<pod-template-hash>` (up to 10 characters): 52 keeps it a 63-character label.
+DEPLOYMENT_NAME_MAX = 52
+HASH_LEN = 8  # not the 10 of a revision, so a shortened name never reads as `<rollout>-<revision>`
+ROLES = ("stable", "canary")  # Service roles with a suffix; the shared Service is `<rollout>`
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def owned_name(*parts: str, max_len: int = NAME_MAX, hashed: bool = False) -> str:
+    """`parts` joined by "-" when that is a valid DNS-1035 label within `max_len`; otherwise (or when
+    `hashed`) a readable prefix plus a hash of the parts, so distinct parts never share a name.
+
+    DNS-1035 (a letter first) is the strictest rule among the kinds we create (Services).
+    """
+    readable = "-".join(parts)
+    if not hashed and len(readable) <= max_len and _DNS_1035_LABEL.fullmatch(readable):
+        return readable
+    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:HASH_LEN]
+    prefix = re.sub(r"[^a-z0-9]+", "-", readable.lower())[:max_len - HASH_LEN - 1]
+    prefix = re.sub(r"^[^a-z]+", "", prefix).rstrip("-") or "mr"
+    return f"{prefix}-{digest}"
+
+
+def deployment_name(rollout: str, revision: str) -> str:
+    return owned_name(rollout, revision, max_len=DEPLOYMENT_NAME_MAX)
+
+
+def service_name(rollout: str, role: str) -> str:
+    """`<rollout>-stable`, `<rollout>-canary`, or `<rollout>` for the shared one (role "shared").
+
+    A rollout named like another's role Service (`x-stable`) gets a hashed shared Service name,
+    so rollouts `x` and `x-stable` never share one.
+    """
+    if role in ROLES:
+        return owned_name(rollout, role)
+    return owned_name(rollout, hashed=rollout.endswith(tuple(f"-{r}" for r in ROLES)))
+
+
+def gate_job_name(rollout: str, revision: str, gate: str) -> str:
+    """Always hashed: gate names are free-form, so only the hash keeps (rollout, revision, gate) apart."""
+    return owned_name(rollout, revision, gate, hashed=True)
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -14,8 +59,41 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-def deployment_name(rollout: str, revision: str) -> str:
-    return f"{rollout}-{revision}"
+def _owner_refs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _owner_patch(obj: dict[str, Any], refs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"ownerReferences": refs}
+    if (obj.get("metadata") or {}).get("resourceVersion"):
+        metadata["resourceVersion"] = obj["metadata"]["resourceVersion"]
+    return {"metadata": metadata}
+
+
+def adoptable(obj: dict[str, Any], rollout: str, uid: str) -> bool:
+    """Ours to take: it carries our rollout label and no other controller owns it (e.g. a handover)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    others = [r for r in _owner_refs(obj) if r.get("controller") and r.get("uid") != uid]
+    return labels.get(LABEL_ROLLOUT) == rollout and not others
+
+
+def adopt_patch(obj: dict[str, Any], rollout: str, uid: str) -> dict[str, Any] | None:
+    """A merge patch making this rollout the object's controller (None when it already is).
+    It carries the read resourceVersion: a concurrent change gets 409 instead of being overwritten."""
+    refs = _owner_refs(obj)
+    if any(r.get("uid") == uid for r in refs):
+        return None
+    return _owner_patch(obj, refs + [owner_reference(rollout, uid)])
+
+
+def release_patch(obj: dict[str, Any], uid: str) -> dict[str, Any] | None:
+    """A merge patch removing this rollout's ownerReference, so the garbage collector keeps the object
+    (None when the rollout does not own it). Labels stay: a re-created rollout adopts it again."""
+    refs = _owner_refs(obj)
+    remaining = [r for r in refs if r.get("uid") != uid]
+    if len(remaining) == len(refs):
+        return None
+    return _owner_patch(obj, remaining or None)
 
 
 def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replicas: int) -> dict[str, Any]:
@@ -38,30 +116,36 @@ def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replic
         },
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {**spec.selector.match_labels, LABEL_REVISION: revision}},
+            "selector": {"matchLabels": {**spec.selector.match_labels, **ours}},
             "template": template,
         },
     }
 
 
+def service_selector(spec: RolloutSpec, rollout: str, revision: str | None) -> dict[str, str]:
+    """The user's selector narrowed to this rollout's pods (and to one revision, unless None):
+    two rollouts whose pods share the user's labels never receive each other's traffic."""
+    selector = {**spec.selector.match_labels, LABEL_ROLLOUT: rollout}
+    if revision is not None:
+        selector[LABEL_REVISION] = revision
+    return selector
+
+
 def service(spec: RolloutSpec, namespace: str, rollout: str, uid: str, role: str,
             revision: str | None) -> dict[str, Any]:
     """`<rollout>-stable` / `<rollout>-canary` select one revision; `<rollout>` (role shared) selects all."""
-    selector = dict(spec.selector.match_labels)
-    if revision is not None:
-        selector[LABEL_REVISION] = revision
     target = spec.service.target_port if spec.service.target_port is not None else spec.service.port
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": rollout if role == "shared" else f"{rollout}-{role}",
+            "name": service_name(rollout, role),
             "namespace": namespace,
             "labels": {LABEL_ROLLOUT: rollout, LABEL_ROLE: role},
             "ownerReferences": [owner_reference(rollout, uid)],
         },
         "spec": {
-            "selector": selector,
+            "selector": service_selector(spec, rollout, revision),
             "ports": [{"name": "http", "port": spec.service.port, "targetPort": target, "protocol": "TCP"}],
         },
     }

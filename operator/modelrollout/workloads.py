@@ -6,9 +6,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelrollout import manifests
+from modelrollout import manifests, owned
 from modelrollout.core import Desired
-from modelrollout.kube import Kube, KubeError, path
+from modelrollout.kube import Kube, path
+from modelrollout.names import LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT
 from modelrollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,6 @@ class ObservedDeployment:
     up_to_date: bool
 
 
-async def _create(kube: Kube, collection: str, body: dict) -> None:
-    try:
-        await kube.create(collection, body)
-    except KubeError as exc:
-        if exc.status != 409:  # already there: the watch had not told us yet
-            raise
-
-
 async def scale_up(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, uid: str,
                    desired: Desired, observed: Mapping[str, ObservedDeployment]) -> None:
     """Create missing revisions and raise replica counts (before traffic moves to them)."""
@@ -40,7 +33,9 @@ async def scale_up(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, 
         current = observed.get(revision)
         if current is None:
             if revision == spec.revision:
-                await _create(kube, collection, manifests.deployment(spec, namespace, rollout, uid, replicas))
+                # already there (409): the watch had not told us yet, or a handed-over one to adopt
+                await owned.create_or_adopt(kube, collection, manifests.deployment(spec, namespace, rollout, uid, replicas),
+                                            rollout, uid)
             else:
                 log.warning("%s/%s: revision %s has no Deployment and its template is gone", namespace, rollout, revision)
         elif current.replicas < replicas:
@@ -64,13 +59,19 @@ async def ensure_services(kube: Kube, spec: RolloutSpec, namespace: str, rollout
     """`<rollout>-stable` selects the stable revision, `<rollout>-canary` the canary (or stable when none)."""
     for role, revision in (("stable", desired.stable_revision), ("canary", desired.canary_revision or desired.stable_revision)):
         wanted = manifests.service(spec, namespace, rollout, uid, role, revision)
-        name = wanted["metadata"]["name"]
-        current = (observed_selectors or {}).get(name)
-        if current is None:
-            existing = await kube.get(path("v1", "services", namespace, name))
-            if existing is None:
-                await _create(kube, path("v1", "services", namespace), wanted)
-                continue
-            current = existing["spec"].get("selector") or {}
-        if current != wanted["spec"]["selector"]:
-            await kube.merge_patch(path("v1", "services", namespace, name), {"spec": {"selector": wanted["spec"]["selector"]}})
+        await owned.ensure_service(kube, wanted, (observed_selectors or {}).get(wanted["metadata"]["name"]), rollout, uid)
+
+
+async def hand_over(kube: Kube, namespace: str, rollout: str, uid: str, stable_revision: str) -> None:
+    """On deletion: what users' traffic reaches loses our ownerReference, so the garbage collector
+    keeps it: the stable revision's Deployment, `<rollout>-stable` and the shared `<rollout>`
+    Service. Labels stay, so a re-created rollout of the same name adopts them. The rest goes."""
+    ours = f"{LABEL_ROLLOUT}={rollout}"
+    deployments = await kube.list(path("apps/v1", "deployments", namespace),
+                                  label_selector=f"{ours},{LABEL_REVISION}={stable_revision}")
+    for deployment in deployments:
+        await owned.release(kube, path("apps/v1", "deployments", namespace, deployment["metadata"]["name"]),
+                            deployment, uid)
+    for service in await kube.list(path("v1", "services", namespace), label_selector=ours):
+        if service["metadata"].get("labels", {}).get(LABEL_ROLE) in ("stable", "shared"):
+            await owned.release(kube, path("v1", "services", namespace, service["metadata"]["name"]), service, uid)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelrollout.manifests import service_name
+
 GOOD = {"load-seconds": "1", "error-rate": "0.001", "latency-ms": "40", "accuracy": "0.92", "score-mean": "0.3"}
 
 FAST_STEPS = [{"weight": 20, "hold": "4s"}, {"weight": 50, "hold": "4s"}]
@@ -33,7 +35,7 @@ def http_route(name: str, namespace: str, port: int = 8080) -> dict[str, Any]:
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"parentRefs": [{"name": "lab-gateway"}],
-                 "rules": [{"backendRefs": [{"name": f"{name}-stable", "port": port, "weight": 100}]}]},
+                 "rules": [{"backendRefs": [{"name": service_name(name, "stable"), "port": port, "weight": 100}]}]},
     }
 
 

@@ -3,15 +3,19 @@
 Entry points are ConfigMaps labelled ``lab.modelrollout.io/traffic: "true"`` (any namespace)::
 
     data:
-      target: httproute/fraud-detector     # or service/<name>, deployment/<name> (same namespace)
+      target: httproute/fraud-detector     # or service/<name>, deployment/<name> (same namespace);
+                                           # httproute/<name>#/admin: the rule matching path /admin
       rps: "50"                            # read every tick; "0" means no traffic
       seed: "7"                            # optional
 
-Every tick the simulator resolves HTTPRoute weights (rules[0].backendRefs) -> Services ->
-Deployments (by selector, weighted by status.readyReplicas), draws Poisson(rps * dt) requests,
+Every tick the simulator resolves HTTPRoute weights (one rule's backendRefs: the first rule, or
+the one named by path) -> Services -> Deployments (by selector, weighted by
+status.readyReplicas), draws Poisson(rps * dt) requests,
 splits them, and lets each Deployment's simulated model version (see ``models.py``; behaviour
 from its pod template annotations) answer them. Results are exposed at ``/metrics`` in the
-Prometheus format, and per-Deployment totals at ``/snapshot`` (JSON).
+Prometheus format, and per-Deployment totals at ``/snapshot`` (JSON). Requests that reach no
+Ready pod (a backend Service missing, no Ready endpoints, no such route or rule) are counted as
+``lab_unrouted_requests_total{namespace, entrypoint}``.
 
 In-process::
 
@@ -89,13 +93,23 @@ def service_shares(namespace: str, service: Obj, deployments: Mapping[Key, Obj])
     return {k: n / total for k, n in ready.items()} if total else {}
 
 
-def route_backends(route: Obj) -> list[tuple[str, str, float]]:
-    """(namespace or "", service name, weight) of an HTTPRoute's first rule."""
+def route_rule(route: Obj, rule_path: str | None = None) -> Obj | None:
+    """The rule with a match on path `rule_path` (any match type), or the first rule when None."""
     rules = (route.get("spec") or {}).get("rules") or []
-    if not rules:
+    if rule_path is None:
+        return rules[0] if rules else None
+    return next((rule for rule in rules
+                 if any(((m or {}).get("path") or {}).get("value") == rule_path for m in rule.get("matches") or [])),
+                None)
+
+
+def route_backends(route: Obj, rule_path: str | None = None) -> list[tuple[str, str, float]]:
+    """(namespace or "", service name, weight) of one HTTPRoute rule (see route_rule)."""
+    rule = route_rule(route, rule_path)
+    if rule is None:
         return []
     out = []
-    for ref in rules[0].get("backendRefs") or []:
+    for ref in rule.get("backendRefs") or []:
         if (ref.get("kind") or "Service") != "Service" or (ref.get("group") or "") not in ("", "core"):
             continue
         w = ref.get("weight", 1)
@@ -121,6 +135,7 @@ def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], se
         return deployments_by_ns.get(ns, {}) if deployments_by_ns is not None else deployments
 
     kind, _, name = (target or "").strip().partition("/")
+    name, _, rule_path = name.partition("#")
     kind = kind.lower()
     if not name:
         return {}
@@ -134,7 +149,7 @@ def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], se
         route = routes.get((namespace, name))
         if not route:
             return {}
-        backends = route_backends(route)
+        backends = route_backends(route, rule_path or None)
         total_w = sum(w for _, _, w in backends)
         if total_w <= 0:
             return {}

@@ -7,6 +7,7 @@ import time
 
 from kubernetes.client.rest import ApiException
 
+from modelrollout.manifests import service_name
 from modelrollout_lab import scenarios
 
 
@@ -27,7 +28,7 @@ def route_canary_weight(lab, name, namespace="default"):
     except ApiException:
         return None
     for ref in route["spec"]["rules"][0].get("backendRefs") or []:
-        if ref["name"] == f"{name}-canary":
+        if ref["name"] == service_name(name, "canary"):
             return int(ref.get("weight", 1))
     return 0
 

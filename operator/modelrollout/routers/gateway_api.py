@@ -1,18 +1,32 @@
-"""Gateway API: the user's HTTPRoute gets two weighted backendRefs, `<rollout>-stable` and `<rollout>-canary`.
+"""Gateway API: the user's HTTPRoute, edited only where it references this rollout's Services.
 
-We own only the backendRefs of the route's rules; parentRefs, matches and filters stay the
-user's. Writes are PUTs with the read resourceVersion, so a concurrent edit gives 409 and
-the next reconcile retries from a fresh read instead of overwriting it.
+A rule is managed when one of its backendRefs names `<rollout>-stable` or `<rollout>-canary` (see
+manifests.service_name; a core Service in the route's namespace). In managed rules the router sets
+the weights of exactly those two backendRefs, stable 100 - w and canary w, adding the canary one
+(a copy of the stable one) when it is missing. Every other rule and backendRef, and every match,
+filter and parentRef, is written back exactly as read. A route without a managed rule raises
+RouteNotManaged: the router never guesses which rule is meant.
+
+Writes are PUTs carrying the read resourceVersion: a concurrent edit answers 409 and the write
+is retried from a fresh read, so the other edit is kept, never overwritten.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from modelrollout.kube import Kube, KubeError, path
-from modelrollout.routers import RouteTarget
+from modelrollout.manifests import service_name
+from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
+ATTEMPTS = 3  # reads and writes before a run of 409s is reported
+
+log = logging.getLogger(__name__)
+
+Refs = list[dict[str, Any]]
 
 
 def _route_path(target: RouteTarget) -> str:
@@ -21,44 +35,110 @@ def _route_path(target: RouteTarget) -> str:
     return path(GROUP_VERSION, "httproutes", target.namespace, gateway.http_route)
 
 
-def backend_refs(target: RouteTarget, weight: int) -> list[dict[str, Any]]:
-    port = target.spec.service.port
-    return [
-        {"name": f"{target.name}-stable", "port": port, "weight": 100 - weight},
-        {"name": f"{target.name}-canary", "port": port, "weight": weight},
-    ]
+def _services(target: RouteTarget) -> tuple[str, str]:
+    return service_name(target.name, "stable"), service_name(target.name, "canary")
+
+
+def _refers_to(ref: dict[str, Any], namespace: str, service: str) -> bool:
+    return (ref.get("name") == service and (ref.get("kind") or "Service") == "Service"
+            and (ref.get("group") or "") in ("", "core") and ref.get("namespace", namespace) == namespace)
+
+
+def managed_rules(route: dict[str, Any], target: RouteTarget) -> list[int]:
+    """Indices of the rules holding a backendRef to this rollout's stable or canary Service."""
+    rules = (route.get("spec") or {}).get("rules") or []
+    return [i for i, rule in enumerate(rules)
+            if any(_refers_to(ref, target.namespace, svc) for ref in rule.get("backendRefs") or []
+                   for svc in _services(target))]
+
+
+def weighted(refs: Refs, target: RouteTarget, weight: int) -> Refs:
+    """`refs` with stable at 100 - weight and canary at weight; other backendRefs unchanged."""
+    stable, canary = _services(target)
+    has_stable = any(_refers_to(r, target.namespace, stable) for r in refs)
+    has_canary = any(_refers_to(r, target.namespace, canary) for r in refs)
+    out: Refs = []
+    for ref in refs:
+        if _refers_to(ref, target.namespace, stable):
+            out.append({**ref, "weight": 100 - weight})
+            if not has_canary:
+                out.append({**ref, "name": canary, "weight": weight})
+        elif _refers_to(ref, target.namespace, canary):
+            if not has_stable:
+                out.append({**ref, "name": stable, "weight": 100 - weight})
+            out.append({**ref, "weight": weight})
+        else:
+            out.append(ref)
+    return out
+
+
+def stable_only(refs: Refs, target: RouteTarget) -> Refs:
+    """All of this rollout's traffic on stable and the canary backendRef gone (its Service is going)."""
+    _, canary = _services(target)
+    return [ref for ref in weighted(refs, target, 0) if not _refers_to(ref, target.namespace, canary)]
+
+
+def canary_share(refs: Refs, target: RouteTarget) -> int:
+    """The canary's percent of what the rule sends to this rollout (a weight defaults to 1)."""
+    stable, canary = _services(target)
+
+    def weight_of(service: str) -> int:
+        return sum(int(r.get("weight", 1)) for r in refs if _refers_to(r, target.namespace, service))
+
+    total = weight_of(stable) + weight_of(canary)
+    return round(100 * weight_of(canary) / total) if total else 0
 
 
 class GatewayApiRouter:
-    async def _route(self, kube: Kube, target: RouteTarget) -> dict[str, Any]:
+    async def _route(self, kube: Kube, target: RouteTarget) -> tuple[dict[str, Any], list[int]]:
+        """The route and its managed rules (RouteProblem: RouteNotFound, RouteNotManaged)."""
+        gateway = target.spec.traffic_routing.gateway_api
+        assert gateway is not None
         route = await kube.get(_route_path(target))
         if route is None:
-            gateway = target.spec.traffic_routing.gateway_api
-            raise KubeError(404, "NotFound", f"HTTPRoute {target.namespace}/{gateway.http_route if gateway else ''} not found")
-        return route
+            raise RouteProblem("RouteNotFound", f"HTTPRoute {target.namespace}/{gateway.http_route} not found")
+        managed = managed_rules(route, target)
+        if not managed:
+            raise RouteNotManaged("HTTPRoute", target.namespace, gateway.http_route, _services(target),
+                                  target.spec.service.port)
+        return route, managed
+
+    async def _edit(self, kube: Kube, target: RouteTarget, edit: Callable[[Refs], Refs]) -> None:
+        """Apply `edit` to the backendRefs of each managed rule; write only when something changed."""
+        for attempt in range(ATTEMPTS):
+            route, managed = await self._route(kube, target)
+            rules = route["spec"]["rules"]
+            changed = False
+            for i in managed:
+                refs = rules[i].get("backendRefs") or []
+                wanted = edit(refs)
+                if wanted != refs:
+                    rules[i] = {**rules[i], "backendRefs": wanted}
+                    changed = True
+            if not changed:
+                return
+            try:
+                await kube.replace(_route_path(target), route)
+                return
+            except KubeError as exc:
+                if exc.status != 409 or attempt == ATTEMPTS - 1:
+                    raise
 
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         """The route is the user's; set_weight reads it (and says so when it is missing)."""
 
     async def set_weight(self, kube: Kube, target: RouteTarget, weight: int) -> None:
-        route = await self._route(kube, target)
-        wanted = backend_refs(target, weight)
-        rules = route.get("spec", {}).get("rules") or [{}]
-        if all(rule.get("backendRefs") == wanted for rule in rules):
-            return
-        route["spec"]["rules"] = [{**rule, "backendRefs": wanted} for rule in rules]
-        await kube.replace(_route_path(target), route)
+        await self._edit(kube, target, lambda refs: weighted(refs, target, weight))
 
     async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
-        route = await self._route(kube, target)
-        for ref in (route.get("spec", {}).get("rules") or [{}])[0].get("backendRefs") or []:
-            if ref.get("name") == f"{target.name}-canary":
-                return int(ref.get("weight", 1))
-        return 0
+        """The managed rules' canary weight (None when they disagree)."""
+        route, managed = await self._route(kube, target)
+        shares = {canary_share(route["spec"]["rules"][i].get("backendRefs") or [], target) for i in managed}
+        return shares.pop() if len(shares) == 1 else None
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
+        """Managed rules to stable alone. The route itself is the user's: nothing to hand over."""
         try:
-            await self.set_weight(kube, target, 0)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+            await self._edit(kube, target, lambda refs: stable_only(refs, target))
+        except RouteProblem as exc:  # no route, or none of its rules ours: nothing to restore
+            log.info("%s/%s deleted: %s", target.namespace, target.name, exc)

@@ -6,7 +6,7 @@ convergence sets; this router owns the shared Service and reads the share back.
 
 from __future__ import annotations
 
-from modelrollout import manifests
+from modelrollout import manifests, owned
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.routers import RouteTarget
@@ -15,15 +15,8 @@ from modelrollout.routers import RouteTarget
 class ReplicasRouter:
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         wanted = manifests.service(target.spec, target.namespace, target.name, target.uid, "shared", None)
-        selector = target.service_selectors.get(target.name)
-        if selector == wanted["spec"]["selector"]:
-            return
-        current = await kube.get(path("v1", "services", target.namespace, target.name))
-        if current is None:
-            await kube.create(path("v1", "services", target.namespace), wanted)
-        elif current["spec"].get("selector") != wanted["spec"]["selector"]:
-            await kube.merge_patch(path("v1", "services", target.namespace, target.name),
-                                   {"spec": {"selector": wanted["spec"]["selector"]}})
+        await owned.ensure_service(kube, wanted, target.service_selectors.get(wanted["metadata"]["name"]),
+                                   target.name, target.uid)
 
     async def set_weight(self, kube: Kube, target: RouteTarget, weight: int) -> None:
         """Nothing to write: the replica counts are the weight."""
