@@ -174,10 +174,11 @@ def _step_index(spec: RolloutSpec, status: Mapping[str, Any]) -> int:
 def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
     """The canary weight to apply now: the entered step's weight, capped by Ready canary capacity.
 
-    Zero while the canary warms up, waits for gates before traffic, or has been rolled back.
+    Zero while the canary warms up, waits for gates before traffic, or has been rolled back; with
+    the replicas router a Ready canary pod serves at once, so its first step starts with the canary.
     """
     canary = status.get("canaryRevision")
-    if not canary or not status.get("stepEnteredAt"):
+    if not canary or not (status.get("stepEnteredAt") or spec.traffic_routing.router == "replicas"):
         return 0
     if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
         return 0
