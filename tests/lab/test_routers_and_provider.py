@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import math
 import threading
 import time
@@ -16,9 +18,9 @@ from modelrollout_lab.prometheus import PrometheusServer
 from modelrollout_lab.scenarios import http_route, rollout
 from modelrollout.providers import ProviderError
 from modelrollout.providers.prometheus import PrometheusProvider
-from modelrollout.routers import RouteTarget
+from modelrollout.routers import RouteNotManaged, RouteTarget
 from modelrollout.routers.gateway_api import GatewayApiRouter
-from modelrollout.spec import parse_spec
+from modelrollout.spec import PlatformPolicy, parse_spec
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,11 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def _gateway_target(name):
+    spec = parse_spec(rollout(name, router="gatewayAPI")["spec"], PlatformPolicy(prometheus_url="http://p:9090"))
+    return RouteTarget("default", name, f"uid-{name}", spec)
+
+
 def test_gateway_router_writes_absolute_weights_and_reads_them_back(api):
     async def scenario():
         kube = Kube(load_configuration(api))
@@ -42,8 +49,7 @@ def test_gateway_router_writes_absolute_weights_and_reads_them_back(api):
             route["spec"]["rules"].append({"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
                                            "backendRefs": [{"name": "gw-stable", "port": 8080}]})
             await kube.create(path("gateway.networking.k8s.io/v1", "httproutes", "default"), route)
-            target = RouteTarget("default", "gw", "uid-1", parse_spec(rollout("gw", router="gatewayAPI")["spec"],
-                                                                          default_prometheus="http://p:9090"))
+            target = _gateway_target("gw")
             router = GatewayApiRouter()
             await router.set_weight(kube, target, 30)
             assert await router.get_weight(kube, target) == 30
@@ -76,12 +82,128 @@ def test_a_concurrent_route_edit_is_a_conflict_not_a_lost_write(api):
             with pytest.raises(KubeError) as info:
                 await kube.replace(path("gateway.networking.k8s.io/v1", "httproutes", "default", "race"), stale)
             assert info.value.status == 409
-            target = RouteTarget("default", "race", "uid-2", parse_spec(rollout("race", router="gatewayAPI")["spec"],
-                                                                            default_prometheus="http://p:9090"))
+            target = _gateway_target("race")
             await GatewayApiRouter().set_weight(kube, target, 10)  # a fresh read succeeds and keeps the edit
             route = await kube.get(path("gateway.networking.k8s.io/v1", "httproutes", "default", "race"))
             assert route["metadata"]["labels"] == {"edited": "by-someone"}
             assert await GatewayApiRouter().get_weight(kube, target) == 10
+        finally:
+            await kube.close()
+
+    run(scenario())
+
+
+ROUTES = path("gateway.networking.k8s.io/v1", "httproutes", "default")
+ADMIN_RULE = {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}, "headers": [{"name": "x-team", "value": "ops"}]}],
+              "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-admin", "value": "1"}]}}],
+              "backendRefs": [{"name": "admin-svc", "port": 9090, "weight": 3}, {"name": "admin-b", "port": 9090}],
+              "timeouts": {"request": "10s"}}
+
+
+def test_gateway_router_edits_only_the_backend_refs_of_its_own_services(api):
+    """The user's /admin rule, a user backend beside ours and every match and filter stay as written."""
+    async def scenario():
+        kube = Kube(load_configuration(api))
+        try:
+            route = http_route("own", "default")
+            route["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": "/"}}]
+            route["spec"]["rules"].append(copy.deepcopy(ADMIN_RULE))
+            route["spec"]["rules"].append({"matches": [{"path": {"type": "Exact", "value": "/mixed"}}],
+                                           "backendRefs": [{"name": "legacy", "port": 8080, "weight": 50},
+                                                           {"name": "own-stable", "port": 8080, "weight": 100}]})
+            await kube.create(ROUTES, route)
+            target, router = _gateway_target("own"), GatewayApiRouter()
+            before = await kube.get(f"{ROUTES}/own")
+            for weight in (30, 60):
+                await router.set_weight(kube, target, weight)
+                assert await router.get_weight(kube, target) == weight
+                after = await kube.get(f"{ROUTES}/own")
+                rules = after["spec"]["rules"]
+                assert json.dumps(rules[1]) == json.dumps(before["spec"]["rules"][1])  # byte for byte
+                assert rules[0]["matches"] == before["spec"]["rules"][0]["matches"]
+                assert [(r["name"], r["weight"]) for r in rules[0]["backendRefs"]] == [("own-stable", 100 - weight),
+                                                                                        ("own-canary", weight)]
+                assert [(r["name"], r["weight"]) for r in rules[2]["backendRefs"]] == [
+                    ("legacy", 50), ("own-stable", 100 - weight), ("own-canary", weight)]
+                assert after["spec"]["parentRefs"] == before["spec"]["parentRefs"]
+            await router.finalize(kube, target)
+            final = await kube.get(f"{ROUTES}/own")
+            assert json.dumps(final["spec"]["rules"][1]) == json.dumps(before["spec"]["rules"][1])
+            assert [(r["name"], r["weight"]) for r in final["spec"]["rules"][0]["backendRefs"]] == [("own-stable", 100)]
+            assert [r["name"] for r in final["spec"]["rules"][2]["backendRefs"]] == ["legacy", "own-stable"]
+        finally:
+            await kube.close()
+
+    run(scenario())
+
+
+def test_a_route_with_no_rule_of_ours_is_reported_and_left_alone(api):
+    async def scenario():
+        kube = Kube(load_configuration(api))
+        try:
+            route = http_route("alien", "default")
+            route["spec"]["rules"] = [copy.deepcopy(ADMIN_RULE)]
+            await kube.create(ROUTES, route)
+            before = await kube.get(f"{ROUTES}/alien")
+            target = _gateway_target("alien")
+            with pytest.raises(RouteNotManaged, match="alien-stable") as info:
+                await GatewayApiRouter().set_weight(kube, target, 20)
+            assert info.value.reason == "RouteNotManaged"
+            with pytest.raises(RouteNotManaged):
+                await GatewayApiRouter().get_weight(kube, target)
+            await GatewayApiRouter().finalize(kube, target)  # nothing of ours to restore: no error
+            assert (await kube.get(f"{ROUTES}/alien"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        finally:
+            await kube.close()
+
+    run(scenario())
+
+
+def test_managed_rules_that_disagree_read_back_as_unknown(api):
+    async def scenario():
+        kube = Kube(load_configuration(api))
+        try:
+            route = http_route("split", "default")
+            route["spec"]["rules"].append({"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+                                           "backendRefs": [{"name": "split-stable", "port": 8080, "weight": 90},
+                                                           {"name": "split-canary", "port": 8080, "weight": 10}]})
+            await kube.create(ROUTES, route)
+            assert await GatewayApiRouter().get_weight(kube, _gateway_target("split")) is None
+        finally:
+            await kube.close()
+
+    run(scenario())
+
+
+class _RacingKube(Kube):
+    """A real client whose first PUT is preceded by another writer's edit of the same object."""
+
+    other_edit: dict | None = None
+
+    async def replace(self, path_, body):
+        if self.other_edit is not None:
+            edit, self.other_edit = self.other_edit, None
+            await self.merge_patch(path_, edit)
+        return await super().replace(path_, body)
+
+
+def test_a_concurrent_route_edit_between_read_and_write_is_kept(api):
+    async def scenario():
+        kube = _RacingKube(load_configuration(api))
+        try:
+            route = http_route("busy", "default")
+            route["spec"]["rules"].append({"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                                           "backendRefs": [{"name": "v1-svc", "port": 8080}]})
+            await kube.create(ROUTES, route)
+            edited = await kube.get(f"{ROUTES}/busy")
+            edited["spec"]["rules"][1]["backendRefs"][0]["port"] = 8081  # the user's own edit, meanwhile
+            kube.other_edit = {"spec": {"rules": edited["spec"]["rules"]}}
+            target = _gateway_target("busy")
+            await GatewayApiRouter().set_weight(kube, target, 40)  # 409 once, then a fresh read
+            final = await kube.get(f"{ROUTES}/busy")
+            assert kube.other_edit is None
+            assert final["spec"]["rules"][1]["backendRefs"] == [{"name": "v1-svc", "port": 8081}]
+            assert await GatewayApiRouter().get_weight(kube, target) == 40
         finally:
             await kube.close()
 
