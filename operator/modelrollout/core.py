@@ -580,7 +580,10 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
         if waiting is not None:
             return waiting
 
-    analysis_ok = _analysis_allows_advance(b)
+    # A step that sends users nothing has nothing to judge: its hold alone ends it, and the next
+    # step is judged. The last step is never such a step (nothing judged is never promoted).
+    analysis_ok = _analysis_allows_advance(b) or (step.weight == 0 and b.obs.traffic == 0
+                                                  and step_index + 1 < len(steps))
     if step.hold is None:
         if b.command("promote"):
             return _advance(b, step_index, "promoted by user")
@@ -726,7 +729,8 @@ def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any], now: dat
 def _serving(status: Mapping[str, Any]) -> bool:
     """The canary may carry users' traffic: the cluster says so, or a step asked for it."""
     return bool(status.get("canaryRevision")) and (
-        int(status.get("canaryWeight") or 0) > 0 or bool(status.get("stepEnteredAt")))
+        int(status.get("canaryWeight") or 0) > 0 or (bool(status.get("stepEnteredAt"))
+                                                     and int(status.get("stepWeight") or 0) > 0))
 
 
 def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:

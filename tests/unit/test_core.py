@@ -518,3 +518,29 @@ def test_analysis_window_grows_with_the_step_up_to_max_window():
     assert analysis_window(V2, run.status, run.now + timedelta(seconds=500)) == 490  # the whole step by default
     capped = make_spec("model:v2", maxWindow="30s")
     assert analysis_window(capped, run.status, run.now + timedelta(seconds=500)) == 30
+
+
+def test_a_weight_zero_step_serves_nobody_is_not_analysed_and_its_hold_alone_ends_it():
+    spec = make_spec("model:v2", steps=[{"weight": 0, "hold": "10s"}, {"weight": 50, "hold": "10s"}])
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(2, 2)}
+    d = run.step(after=1, workloads=w)
+    assert d.status["stepWeight"] == 0 and desired_state(spec, d.status, w, run.now).canary_weight == 0
+    d = run.step(workloads=w)  # the route carries 0: the hold starts
+    assert not analysis_due(spec, d.status, run.now + timedelta(seconds=30))
+    d = run.step(after=11, workloads=w)
+    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 50
+
+
+def test_a_last_step_of_weight_zero_never_promotes_unjudged():
+    spec = make_spec("model:v2", steps=[{"weight": 0, "hold": "10s"}])
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    for _ in range(10):
+        d = run.step(after=30, workloads=w)
+        assert d.status["phase"] != "Promoting" and d.action is not Action.PROMOTE
