@@ -12,6 +12,7 @@ real cluster. The operator is a real process: tests SIGKILL it and start it agai
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,10 +28,15 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.faults import FaultRule, Faults
 from modelrollout_lab.prometheus import PrometheusServer, spawn
 from modelrollout_lab.traffic import TrafficSimulator
 from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
+
+# The operator's clients (kopf's and kube.py's), when no authenticated identity tells the operator apart.
+OPERATOR_USER_AGENTS = r"^(kopf|python-httpx)/"
+
 
 def crd_manifest() -> dict[str, Any]:
     """The CRD, shipped as package data (a link to crds/, the one source, copied into the wheel)."""
@@ -111,6 +117,25 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # ---------------------------------------------------------------- injected API faults
+    @property
+    def faults(self) -> Faults:
+        """The API server's fault injector (modelrollout_lab.faults): rules for any client."""
+        return self.api.server.faults  # type: ignore[no-any-return]
+
+    def inject_faults(self, **rule: Any) -> FaultRule:
+        """API faults on the operator's requests only (the simulators and the test's calls are spared),
+        seeded with the lab's seed: ``lab.inject_faults(conflict=0.1, error=0.05, gone_watch=0.1)``.
+        Takes the arguments of ``Faults.set``; ``lab.faults.clear()`` ends them."""
+        if "identity" not in rule and "user_agent" not in rule:
+            user = getattr(self, "operator_user", None)  # the ServiceAccount the operator authenticates as
+            if user is not None:
+                rule["identity"] = f"^{re.escape(user.name)}$"
+            else:
+                rule["user_agent"] = OPERATOR_USER_AGENTS
+        rule.setdefault("seed", self.seed)
+        return self.faults.set(**rule)
 
     # ---------------------------------------------------------------- the API, as a user would use it
     @property

@@ -360,6 +360,9 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+RouteWeights = tuple[tuple[tuple[str, Any], ...], ...]  # per rule: (backend name, weight) pairs
+
+
 class TrafficSimulator:
     """Seeded synthetic traffic along the live routing state, exposed as Prometheus metrics."""
 
@@ -384,6 +387,7 @@ class TrafficSimulator:
         self._versions: dict[Key, _Version] = {}
         self._entry_rngs: dict[tuple[Key, str], random.Random] = {}
         self._fractions: dict[Key, dict[Key, float]] = {}
+        self._route_weights: dict[Key, list[RouteWeights]] = {}  # every distinct state seen, in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server: WSGIServer | None = None
@@ -514,6 +518,7 @@ class TrafficSimulator:
         for dkey, d in deployments.items():
             deps_by_ns.setdefault(dkey[0], {})[dkey] = d
         with self._lock:
+            self._record_route_weights(routes)
             fractions_now: dict[Key, dict[Key, float]] = {}
             for cm_key, cm in sorted(cms.items()):
                 labels = (cm.get("metadata") or {}).get("labels") or {}
@@ -540,6 +545,21 @@ class TrafficSimulator:
         with self._tick_cond:
             self.tick_count += 1
             self._tick_cond.notify_all()
+
+    def _record_route_weights(self, routes: Mapping[Key, Obj]) -> None:
+        for key, route in routes.items():
+            weights = tuple(tuple((str(ref.get("name") or ""), ref.get("weight", 1)) for ref in rule.get("backendRefs") or [])
+                            for rule in (route.get("spec") or {}).get("rules") or [] if isinstance(rule, dict))
+            seen = self._route_weights.setdefault(key, [])
+            if not seen or seen[-1] != weights:
+                seen.append(weights)
+
+    def route_weights_seen(self) -> dict[str, list[list[dict[str, Any]]]]:
+        """Every distinct state of each HTTPRoute's backend weights that a tick routed by, in order:
+        "namespace/route" -> [[{backend: weight} for each rule], ...]."""
+        with self._lock:
+            return {f"{key[0]}/{key[1]}": [[dict(rule) for rule in state] for state in states]
+                    for key, states in self._route_weights.items()}
 
     def _entry_rng(self, cm_key: Key, extra: str) -> random.Random:
         k = (cm_key, extra)
