@@ -138,7 +138,7 @@ def ours_template(name: str, behaviour: dict[str, str], version: str) -> dict[st
 
 def scale_rollout(name: str, version: str, namespace: str = NAMESPACE) -> dict[str, Any]:
     """A small rollout that stays in analysis (one long step) and queries Prometheus every 5 s."""
-    body = ours_rollout(name, {"load-seconds": "0.5"}, version, replicas=1)
+    body = ours_rollout(name, {"load-seconds": "0.5"}, version, replicas=2)  # replicas router: 50 % is 1 of 2 pods
     body["metadata"]["namespace"] = namespace
     spec = body["spec"]
     spec["trafficRouting"] = {"replicas": {}}

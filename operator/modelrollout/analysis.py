@@ -15,7 +15,8 @@ from modelrollout.core import analysis_window
 from modelrollout.evaluate import Buckets, MetricSample
 from modelrollout.manifests import service_name
 from modelrollout.providers import MetricsProvider, ProviderError
-from modelrollout.spec import MetricRule, MetricType, RolloutSpec, format_duration, render_query
+from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
+                               histogram_query, render_query)
 
 
 def query_values(spec: RolloutSpec, namespace: str, name: str, status: Mapping[str, Any],
@@ -44,8 +45,8 @@ async def _scalar(provider: MetricsProvider, query: str) -> float | None:
     return float(sum(s.value for s in series))
 
 
-async def _buckets(provider: MetricsProvider, histogram: str, window: str) -> Buckets:
-    series = await provider.run_query(f"sum by (le) (increase({histogram}[{window}]))")
+async def _buckets(provider: MetricsProvider, query: str) -> Buckets:
+    series = await provider.run_query(query)
     points = []
     for s in series:
         bound = s.labels.get("le")
@@ -58,8 +59,14 @@ async def _buckets(provider: MetricsProvider, histogram: str, window: str) -> Bu
 async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
                        canary: dict[str, str], stable: dict[str, str]) -> MetricSample:
     samples_query = rule.samples_query or spec.analysis.samples.query
-    shown = render_query(rule.query or rule.total_query or rule.histogram or "", canary)
+    template = rule.query or rule.total_query or rule.histogram or ""
     try:
+        shown = render_query(template, canary)
+    except QueryError:
+        shown = template
+    try:
+        check_query_values(canary)
+        check_query_values(stable)
         samples = await _scalar(provider, render_query(samples_query, canary)) if samples_query else None
         if rule.type is MetricType.THRESHOLD:
             value = await _scalar(provider, render_query(rule.query or "", canary))
@@ -81,12 +88,12 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
                 counts.append(None if total is None or bad is None else (bad, total))
             return MetricSample(rule.name, shown, samples=counts[0][1] if counts[0] else samples,
                                 canary_counts=counts[0], stable_counts=counts[1])
-        window = canary["window"]
-        canary_buckets = await _buckets(provider, render_query(rule.histogram or "", canary), window)
-        stable_buckets = await _buckets(provider, render_query(rule.histogram or "", stable), window)
+        buckets = histogram_query(rule.histogram or "")
+        canary_buckets = await _buckets(provider, render_query(buckets, canary))
+        stable_buckets = await _buckets(provider, render_query(buckets, stable))
         return MetricSample(rule.name, shown, samples=samples, canary_buckets=canary_buckets,
                             stable_buckets=stable_buckets)
-    except ProviderError as exc:
+    except (ProviderError, QueryError) as exc:  # QueryError: a value that would change the query's shape
         return MetricSample(rule.name, shown, error=str(exc))
 
 

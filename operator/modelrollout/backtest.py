@@ -27,7 +27,7 @@ from modelrollout import core
 from modelrollout.analysis import measure
 from modelrollout.core import Action, Commands, Observations, Phase, Workload
 from modelrollout.providers import MetricsProvider, Series
-from modelrollout.spec import RolloutSpec, SpecError, parse_duration, parse_spec
+from modelrollout.spec import PlatformPolicy, RolloutSpec, SpecError, parse_duration, parse_spec
 
 _NOTABLE = (Action.ADVANCE, Action.PAUSE, Action.PROMOTE, Action.PROMOTED, Action.ROLLBACK)
 MAX_CYCLES = 200_000  # a guard: decide() always moves time forward, this is never reached in practice
@@ -250,6 +250,14 @@ def _load(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     raise click.BadParameter(f"{path} holds no ModelRollout", param_hint="-f")
 
 
+def _local_policy(raw: dict[str, Any], prometheus_url: str | None) -> PlatformPolicy:
+    """A backtest runs on the user's machine with their own access: the spec's Prometheus is allowed
+    (it gets no token), and webhooks, which a backtest never calls, do not make the spec invalid."""
+    named = ((raw.get("analysis") or {}).get("prometheus") or {}).get("address")
+    return PlatformPolicy(prometheus_url=prometheus_url, allowed_prometheus_urls=(named,) if named else (),
+                          allowed_webhook_urls=("*",))
+
+
 @click.command("backtest")
 @click.option("-f", "--filename", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A ModelRollout manifest (or its spec).")
@@ -270,7 +278,7 @@ def backtest_command(filename: str, start_text: str, end_text: str, prometheus_u
 
     metadata, raw = _load(filename)
     try:
-        spec = parse_spec(raw, default_prometheus=prometheus_url)
+        spec = parse_spec(raw, _local_policy(raw, prometheus_url))
     except SpecError as exc:
         raise click.ClickException(f"invalid spec: {exc}") from None
     if not spec.analysis.metrics:

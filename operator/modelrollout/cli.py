@@ -31,8 +31,20 @@ def _selector(text: str | None) -> dict[str, str] | None:
 @click.option("--selector", default=None, help="Serve only ModelRollouts with these labels (key=value,...), to shard.")
 @click.option("--prometheus-url", envvar="MODELROLLOUT_PROMETHEUS_URL", default=None,
               help="Prometheus used when a spec names none.")
-@click.option("--prometheus-token-file", envvar="MODELROLLOUT_PROMETHEUS_TOKEN_FILE", default=None)
+@click.option("--prometheus-token-file", envvar="MODELROLLOUT_PROMETHEUS_TOKEN_FILE", default=None,
+              help="Bearer token for --prometheus-url only (never for an address a spec names); re-read when it changes.")
 @click.option("--prometheus-ca-file", envvar="MODELROLLOUT_PROMETHEUS_CA_FILE", default=None)
+@click.option("--allowed-prometheus-urls", "allowed_prometheus_urls", multiple=True,
+              help="Another Prometheus address a ModelRollout may name (repeatable; sent no token). "
+                   "Default: only --prometheus-url.")
+@click.option("--allowed-webhook-urls", "allowed_webhook_urls", multiple=True,
+              help="Glob pattern of URLs webhook gates may call, e.g. 'https://gates.example.com/*' "
+                   "(repeatable). Default: none, webhook gates are refused.")
+@click.option("--gate-service-account", default=None,
+              help="ServiceAccount of Job gates' pods (must exist in each rollout's namespace). "
+                   "Default: the namespace's default ServiceAccount.")
+@click.option("--gate-service-account-token/--no-gate-service-account-token", default=False,
+              help="Let Job gates' pods mount their ServiceAccount token (default: no token).")
 @click.option("--metrics-port", type=int, default=None, help="Serve operator metrics on this port.")
 @click.option("--liveness", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("--peering", is_flag=True, help="Coordinate several replicas with kopf peering (else standalone).")
@@ -41,8 +53,10 @@ def _selector(text: str | None) -> dict[str, str] | None:
 @click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
-        prometheus_token_file: str | None, prometheus_ca_file: str | None, metrics_port: int | None,
-        liveness: str | None, peering: bool, peering_name: str | None, log_format: str, log_level: str) -> None:
+        prometheus_token_file: str | None, prometheus_ca_file: str | None, allowed_prometheus_urls: tuple[str, ...],
+        allowed_webhook_urls: tuple[str, ...], gate_service_account: str | None, gate_service_account_token: bool,
+        metrics_port: int | None, liveness: str | None, peering: bool, peering_name: str | None, log_format: str,
+        log_level: str) -> None:
     """Run the operator."""
     import kopf
 
@@ -55,6 +69,10 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         prometheus_url=prometheus_url,
         prometheus_token_file=prometheus_token_file,
         prometheus_ca_file=prometheus_ca_file,
+        allowed_prometheus_urls=allowed_prometheus_urls,
+        allowed_webhook_urls=allowed_webhook_urls,
+        gate_service_account=gate_service_account or None,
+        gate_service_account_token=gate_service_account_token,
         namespaces=namespaces,
         label_selector=_selector(selector),
         metrics_port=metrics_port,

@@ -28,7 +28,7 @@ from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_
 from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.evaluate import MetricSample
 from modelrollout.routers import RouteProblem, Router, RouteTarget, router_for
-from modelrollout.spec import RolloutSpec, SpecError, parse_spec
+from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
 from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Runtime:
         cached = self.specs.get(obj.uid)
         if cached is None or cached[0] != obj.generation:
             try:
-                parsed: RolloutSpec | SpecError = parse_spec(dict(obj.spec), default_prometheus=self.config.prometheus_url)
+                parsed: RolloutSpec | SpecError = parse_spec(dict(obj.spec), self.config.policy)
             except SpecError as exc:
                 parsed = exc
             cached = self.specs[obj.uid] = (obj.generation, parsed)
@@ -61,12 +61,14 @@ class Runtime:
         return parsed
 
     def provider(self, spec: RolloutSpec) -> MetricsProvider:
+        """The provider of the spec's Prometheus: only the operator's own is sent the token."""
         assert spec.analysis.prometheus is not None
-        address = spec.analysis.prometheus.address
+        address = spec.analysis.prometheus.address.rstrip("/")
         if address not in self.providers:
+            own = is_operator_prometheus(self.config.policy, address)
             self.providers[address] = make_provider(
                 "prometheus", address, timeout=spec.analysis.prometheus.timeout,
-                bearer_token=self.config.prometheus_token(), ca_file=self.config.prometheus_ca_file)
+                bearer_token=self.config.prometheus_token if own else None, ca_file=self.config.prometheus_ca_file)
         return self.providers[address]
 
 
@@ -231,7 +233,7 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     runtime.specs.pop(obj.uid, None)
     stable = obj.status.get("stableRevision")
     try:
-        spec: RolloutSpec | None = parse_spec(dict(obj.spec), default_prometheus=runtime.config.prometheus_url)
+        spec: RolloutSpec | None = parse_spec(dict(obj.spec), runtime.config.policy)
     except SpecError:
         log.warning("%s/%s deleted with an invalid spec: route left as it is", obj.namespace, obj.name)
         spec = None

@@ -1,21 +1,30 @@
 """The ModelRollout spec, parsed once into typed, frozen objects.
 
-`parse_spec(raw)` either returns a `RolloutSpec` or raises `SpecError` naming the field
+`parse_spec(raw, policy)` either returns a `RolloutSpec` or raises `SpecError` naming the field
 (`spec.strategy.steps[2].weight`), which the operator turns into the InvalidSpec condition.
+The platform's policy (`PlatformPolicy`, docs/security.md) says which Prometheus addresses and
+webhooks a spec may name and which identity Job gates run with.
 Preset queries are resolved here, so the rest of the code sees complete metric rules.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 import hashlib
 import json
+import math
 import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import promql_parser
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -109,7 +118,11 @@ class Warmup(_Frozen):
 
 
 class JobGate(_Frozen):
-    """A Job run against the canary (env CANARY_SERVICE, CANARY_REVISION, ...); success passes."""
+    """A Job run against the canary (env CANARY_SERVICE, CANARY_REVISION, ...); success passes.
+
+    After parse_spec, `template` is the pod template as the operator runs it: checked against Pod
+    Security "restricted", with the platform's ServiceAccount and restricted defaults filled in.
+    """
 
     template: dict[str, Any]
     backoff_limit: int = Field(default=0, ge=0, alias="backoffLimit")
@@ -317,7 +330,8 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def _apply_preset(analysis: dict[str, Any]) -> dict[str, Any]:
-    """Fill metric rules from the preset: a metric named like a preset entry inherits its fields."""
+    """Fill metric rules from the preset: a metric named like a preset entry inherits its fields;
+    with no metric listed, the preset's `defaults` apply."""
     preset_name = analysis.get("preset")
     if not preset_name:
         return analysis
@@ -328,7 +342,8 @@ def _apply_preset(analysis: dict[str, Any]) -> dict[str, Any]:
     merged["samples"] = samples
     preset_metrics = preset.get("metrics") or {}
     metrics = []
-    for metric in analysis.get("metrics") or []:
+    # No metric listed: the preset's defaults (the metrics every server of its kind should pass).
+    for metric in analysis.get("metrics") or [{"name": name} for name in preset.get("defaults") or ()]:
         base = dict(preset_metrics.get(metric.get("name"), {})) if isinstance(metric, dict) else {}
         if isinstance(metric, dict):
             base.update(metric)
@@ -355,44 +370,437 @@ PLACEHOLDERS = frozenset({
     "namespace", "name", "revision", "canary.revision", "stable.revision", "canary.service",
     "stable.service", "model.name", "model.version", "interval", "window",
 })
+DURATION_PLACEHOLDERS = frozenset({"interval", "window"})  # PromQL durations, written outside quotes
 _PLACEHOLDER = re.compile(r"{{\s*([\w.]+)\s*}}")
+_DURATION_VALUE = re.compile(r"[0-9]{1,9}(ms|s|m|h)")
+
+
+class QueryError(ValueError):
+    """A query that cannot be rendered without changing its shape (the analysis becomes inconclusive)."""
 
 
 def placeholders(query: str) -> set[str]:
     return set(_PLACEHOLDER.findall(query))
 
 
-def render_query(query: str, values: dict[str, str]) -> str:
-    """Fill {{ placeholders }}; values are escaped for a PromQL double-quoted string."""
-
-    def escape(match: re.Match[str]) -> str:
-        value = values[match.group(1)]
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return _PLACEHOLDER.sub(escape, query)
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    quote: str | None  # '"', "'", '`', or None outside any string literal (a comment counts as outside)
 
 
-def _check_placeholders(spec: RolloutSpec) -> None:
-    for index, metric in enumerate(spec.analysis.metrics):
-        for field in ("query", "samples_query", "success_query", "total_query", "histogram"):
-            text = getattr(metric, field)
-            unknown = placeholders(text or "") - PLACEHOLDERS
-            if unknown:
-                alias = MetricRule.model_fields[field].alias or field
-                raise SpecError(
-                    f"spec.analysis.metrics[{index}].{alias}",
-                    f"unknown placeholder {{{{ {sorted(unknown)[0]} }}}}; known: {', '.join(sorted(PLACEHOLDERS))}",
-                )
-    unknown = placeholders(spec.analysis.samples.query or "") - PLACEHOLDERS
-    if unknown:
-        raise SpecError("spec.analysis.samples.query", f"unknown placeholder {{{{ {sorted(unknown)[0]} }}}}")
+@functools.lru_cache(maxsize=4096)
+def _slots(query: str) -> tuple[str | _Slot, ...]:
+    """The query as literal text and placeholders, each placeholder with the quote it sits in.
 
-
-def parse_spec(raw: dict[str, Any], default_prometheus: str | None = None) -> RolloutSpec:
-    """Parse and validate a ModelRollout's spec. Raises SpecError naming the first bad field.
-
-    `default_prometheus` is the operator's configured address, used when the spec names none.
+    A small PromQL lexer: strings in double or single quotes (with backslash escapes), raw strings
+    in backticks, and comments from # to the end of the line.
     """
+    parts: list[str | _Slot] = []
+    quote: str | None = None
+    in_comment = False
+    start = i = 0
+    while i < len(query):
+        match = _PLACEHOLDER.match(query, i)
+        if match:
+            parts.append(query[start:i])
+            parts.append(_Slot(match.group(1), None if in_comment else quote))
+            start = i = match.end()
+            continue
+        char = query[i]
+        if in_comment:
+            in_comment = char != "\n"
+        elif quote is None:
+            if char in "\"'`":
+                quote = char
+            in_comment = char == "#"
+        elif char == "\\":
+            i += 1  # the escaped character cannot end the string (promql-parser does this in backticks too)
+        elif char == quote:
+            quote = None
+        i += 1
+    parts.append(query[start:])
+    return tuple(part for part in parts if part != "")
+
+
+def _escape(value: str, quote: str | None, name: str) -> str:
+    """`value` as the inside of a PromQL string literal in `quote`; refuses what cannot be one."""
+    if name in DURATION_PLACEHOLDERS:
+        if not _DURATION_VALUE.fullmatch(value):
+            raise QueryError(f"{{{{ {name} }}}} must be a duration like 30s, got {value!r}")
+        return value
+    if quote is None:
+        raise QueryError(f"{{{{ {name} }}}} must sit inside a quoted string")
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in value):
+        raise QueryError(f"{{{{ {name} }}}} is not valid Unicode")
+    if quote == "`":
+        # A raw string has no escapes, and parsers disagree on a backslash before a backtick.
+        if any(char in "`\\" or ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            raise QueryError(f"{{{{ {name} }}}} holds a character a backtick string cannot carry")
+        return value
+    out = []
+    for char in value:
+        if char in ("\\", quote):
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def render_query(query: str, values: Mapping[str, str]) -> str:
+    """Fill {{ placeholders }} so that each value can only ever be (part of) a string literal.
+
+    Values are escaped for the quote around them (double, single or backtick), and the result is
+    parsed and compared with the template: the same tree, with each placeholder's string holding
+    exactly its value. Anything else raises QueryError.
+    """
+    slots = _slots(query)
+    rendered = _fill(slots, values)
+    if all(isinstance(part, str) for part in slots):
+        return rendered
+    # Durations are digits and a unit (checked by _escape): the tree's shape does not depend on
+    # them, so it is checked with fixed ones and the template's parse is computed once.
+    checked = rendered if _FIXED_DURATIONS.items() <= values.items() else _fill(slots, {**values, **_FIXED_DURATIONS})
+    template, markers = _marked(query)
+    expected = _shape(template, lambda text: _unmark(text, markers, values))
+    try:
+        actual = _shape(promql_parser.parse(checked), lambda text: text)
+    except ValueError as exc:
+        raise QueryError(f"the rendered query does not parse: {exc}") from None
+    if actual != expected:
+        raise QueryError("placeholder values would change the query's structure")
+    return rendered
+
+
+def _fill(slots: tuple[str | _Slot, ...], values: Mapping[str, str]) -> str:
+    return "".join(part if isinstance(part, str) else _escape(values[part.name], part.quote, part.name)
+                   for part in slots)
+
+
+_FIXED_DURATIONS = {"interval": "1m", "window": "1m"}
+_MARKER = "zmr" + secrets.token_hex(6)  # letters and digits: valid inside every kind of string literal
+
+
+@functools.lru_cache(maxsize=4096)
+def _marked(query: str) -> tuple[Any, dict[str, str]]:
+    """The query parsed with a unique marker in each string placeholder, and marker -> placeholder."""
+    markers: dict[str, str] = {}
+    text = []
+    for part in _slots(query):
+        if isinstance(part, str):
+            text.append(part)
+        elif part.name in DURATION_PLACEHOLDERS:
+            text.append(_FIXED_DURATIONS[part.name])
+        else:
+            marker = f"{_MARKER}x{len(markers)}x"
+            markers[marker] = part.name
+            text.append(marker)
+    try:
+        return promql_parser.parse("".join(text)), markers
+    except ValueError as exc:
+        raise QueryError(f"the query does not parse: {exc}") from None
+
+
+def _unmark(text: str, markers: Mapping[str, str], values: Mapping[str, str]) -> str:
+    for marker, name in markers.items():
+        text = text.replace(marker, values[name])
+    return text
+
+
+def _shape(node: Any, text: Callable[[str], str]) -> tuple[Any, ...]:
+    """A PromQL tree as nested tuples: node kinds, operators, label names, and every string's value."""
+    kind = type(node).__name__
+    pp = promql_parser
+
+    def matchers(group: Any) -> tuple[Any, ...]:
+        return tuple((m.name, str(m.op), text(m.value)) for m in group)
+
+    def at(modifier: Any) -> Any:
+        return None if modifier is None else (str(modifier.type), modifier.at)
+
+    if isinstance(node, pp.VectorSelector):
+        return (kind, node.name and text(node.name), matchers(node.matchers.matchers),
+                tuple(matchers(group) for group in node.matchers.or_matchers), node.offset, at(node.at))
+    if isinstance(node, pp.MatrixSelector):
+        return (kind, _shape(node.vector_selector, text), node.range)
+    if isinstance(node, pp.StringLiteral):
+        return (kind, text(node.val))
+    if isinstance(node, pp.NumberLiteral):
+        return (kind, repr(node.val))
+    if isinstance(node, pp.Call):
+        return (kind, node.func.name, tuple(_shape(arg, text) for arg in node.args))
+    if isinstance(node, pp.AggregateExpr):
+        param = _shape(node.param, text) if isinstance(node.param, pp.Expr) else repr(node.param)
+        modifier = node.modifier and (str(node.modifier.type), tuple(node.modifier.labels))
+        return (kind, str(node.op), param, modifier, _shape(node.expr, text))
+    if isinstance(node, pp.BinaryExpr):
+        mod = node.modifier
+        modifier = mod and (str(mod.card), mod.matching and (str(mod.matching.type), tuple(mod.matching.labels)),
+                            mod.return_bool, tuple(mod.group_labels or ()),
+                            mod.fill_values and (mod.fill_values.lhs, mod.fill_values.rhs))
+        return (kind, str(node.op), modifier, _shape(node.lhs, text), _shape(node.rhs, text))
+    if isinstance(node, (pp.UnaryExpr, pp.ParenExpr)):
+        return (kind, _shape(node.expr, text))
+    if isinstance(node, pp.SubqueryExpr):
+        return (kind, _shape(node.expr, text), node.range, node.step, node.offset, at(node.at))
+    raise QueryError(f"unexpected PromQL node {kind}")
+
+
+# Values a placeholder may hold: what Kubernetes allows for the name, or a safe charset.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_MODEL_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,252}")
+_VALUE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "namespace": (_DNS_LABEL, "a DNS label"),
+    "name": (_DNS_SUBDOMAIN, "a DNS subdomain"),
+    "canary.service": (_DNS_SUBDOMAIN, "a DNS subdomain"),
+    "stable.service": (_DNS_SUBDOMAIN, "a DNS subdomain"),
+    "revision": (_DNS_LABEL, "a DNS label"),
+    "canary.revision": (_DNS_LABEL, "a DNS label"),
+    "stable.revision": (_DNS_LABEL, "a DNS label"),
+    "model.name": (_MODEL_TEXT, "letters, digits and . _ : / + -"),
+    "model.version": (_MODEL_TEXT, "letters, digits and . _ : / + -"),
+    "interval": (_DURATION_VALUE, "a duration"),
+    "window": (_DURATION_VALUE, "a duration"),
+}
+# What a query is checked with when the spec is parsed (the real values exist only at run time).
+_EXAMPLE_VALUES = {
+    "namespace": "ml", "name": "model", "revision": "0a1b2c3d4e", "canary.revision": "0a1b2c3d4e",
+    "stable.revision": "5f6a7b8c9d", "canary.service": "model-canary", "stable.service": "model-stable",
+    "model.name": "model", "model.version": "1.0.0", "interval": "30s", "window": "5m",
+}
+
+
+def check_query_values(values: Mapping[str, str]) -> None:
+    """Refuse placeholder values Kubernetes would not allow for what they name (empty revisions pass)."""
+    for name, value in values.items():
+        pattern, what = _VALUE_RULES[name]
+        if value and not pattern.fullmatch(value):
+            raise QueryError(f"{{{{ {name} }}}} must be {what}, got {value[:80]!r}")
+
+
+def histogram_query(histogram: str) -> str:
+    """The bucket query of a quantile or distributionShift metric (a template, like any query)."""
+    return f"sum by (le) (increase({histogram}[{{{{ window }}}}]))"
+
+
+def _check_query(field: str, query: str | None, *, selector: bool = False) -> None:
+    """Unknown or unquoted placeholders, and PromQL that does not parse, are InvalidSpec naming `field`."""
+    if not query:
+        return
+    for part in _slots(query):
+        if isinstance(part, str):
+            continue
+        if part.name not in PLACEHOLDERS:
+            raise SpecError(field, f"unknown placeholder {{{{ {part.name} }}}}; known: {', '.join(sorted(PLACEHOLDERS))}")
+        if part.quote is None and part.name not in DURATION_PLACEHOLDERS:
+            raise SpecError(field, f"{{{{ {part.name} }}}} must sit inside a quoted string, e.g. label=\"{{{{ {part.name} }}}}\"")
+    try:
+        tree = promql_parser.parse(render_query(query, _EXAMPLE_VALUES))
+    except QueryError as exc:
+        raise SpecError(field, str(exc)) from None
+    except ValueError as exc:
+        raise SpecError(field, f"PromQL does not parse: {exc}") from None
+    if selector and not isinstance(tree, promql_parser.VectorSelector):
+        raise SpecError(field, 'must be a series selector like name_bucket{label="value"}')
+
+
+def _check_metric(index: int, metric: MetricRule) -> None:
+    field = f"spec.analysis.metrics[{index}]"
+    if metric.min is not None and metric.max is not None and metric.min > metric.max:
+        raise SpecError(f"{field}.max", f"max {metric.max:g} is below min {metric.min:g}: no value could pass")
+    for name in ("query", "samples_query", "success_query", "total_query"):
+        _check_query(f"{field}.{MetricRule.model_fields[name].alias or name}", getattr(metric, name))
+    _check_query(f"{field}.histogram", metric.histogram, selector=True)
+
+
+@dataclass(frozen=True)
+class PlatformPolicy:
+    """What the platform (whoever installs the operator) lets a ModelRollout make the operator do.
+
+    Set by flags and Helm values; docs/security.md explains each knob.
+    """
+
+    prometheus_url: str | None = None  # the operator's Prometheus: used when a spec names none; gets the token
+    allowed_prometheus_urls: tuple[str, ...] = ()  # other addresses a spec may name (never sent the token)
+    allowed_webhook_urls: tuple[str, ...] = ()  # glob patterns; empty: no webhook gates
+    gate_service_account: str | None = None  # the ServiceAccount of Job gates' pods (None: the namespace's default)
+    gate_service_account_token: bool = False  # may a Job gate's pod mount its ServiceAccount token
+
+    def prometheus_allowed(self, address: str) -> bool:
+        allowed = {_normal_url(url) for url in (self.prometheus_url, *self.allowed_prometheus_urls) if url}
+        return _normal_url(address) in allowed
+
+    def webhook_allowed(self, url: str) -> bool:
+        if "@" in urlsplit(url).netloc:
+            return False  # user info in a URL only hides where it really goes
+        return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.allowed_webhook_urls)
+
+
+def _normal_url(url: str) -> str:
+    return url.strip().rstrip("/")
+
+
+def is_operator_prometheus(policy: PlatformPolicy, address: str) -> bool:
+    """Only the operator's own Prometheus may receive its credentials."""
+    return bool(policy.prometheus_url) and _normal_url(address) == _normal_url(policy.prometheus_url or "")
+
+
+def _check_prometheus(spec: RolloutSpec, policy: PlatformPolicy) -> RolloutSpec:
+    field = "spec.analysis.prometheus.address"
+    if spec.analysis.prometheus is None:
+        if not policy.prometheus_url:
+            raise SpecError(field, "metrics need a Prometheus address (none configured for the operator)")
+        analysis = spec.analysis.model_copy(update={"prometheus": PrometheusSpec(address=policy.prometheus_url)})
+        return spec.model_copy(update={"analysis": analysis})
+    if not policy.prometheus_allowed(spec.analysis.prometheus.address):
+        allowed = [url for url in (policy.prometheus_url, *policy.allowed_prometheus_urls) if url]
+        raise SpecError(field, f"{spec.analysis.prometheus.address} is not a Prometheus this platform allows "
+                               f"(allowed: {', '.join(allowed) or 'none'}); leave address out to use the operator's")
+    return spec
+
+
+def _check_replicas_router(spec: RolloutSpec) -> None:
+    """The replicas router shares traffic by pod count: only whole pods, and no traffic-free phase."""
+    if spec.traffic_routing.router != "replicas":
+        return
+    why = "with the replicas router the canary's pods serve users as soon as they are Ready"
+    replicas = spec.replicas
+    unit = 100 // math.gcd(replicas, 100) if replicas else 1
+    for index, step in enumerate(spec.strategy.steps):
+        field = f"spec.strategy.steps[{index}].weight"
+        if step.weight == 0:
+            raise SpecError(field, f"weight 0 is impossible: {why}; start at the first weight, or use a router "
+                                   "with a route (gatewayAPI) for a step without traffic")
+        if replicas * step.weight % 100:
+            needs = 100 // math.gcd(step.weight, 100)
+            raise SpecError(field, f"weight {step.weight} would be {replicas * step.weight / 100:g} of {replicas} pods: "
+                                   f"traffic is shared by pod count, so with {replicas} replicas the possible weights "
+                                   f"are multiples of {unit}; weight {step.weight} needs replicas to be a multiple of {needs}")
+    if spec.strategy.gates.before_traffic:
+        raise SpecError("spec.strategy.gates.beforeTraffic", f"nothing can run before traffic: {why}; "
+                                                             "use beforePromotion, or the gatewayAPI router")
+    if spec.strategy.warmup.skip_analysis_for > 0:
+        raise SpecError("spec.strategy.warmup.skipAnalysisFor", f"analysis cannot be skipped: {why}; "
+                                                                 "make the readiness probe wait for the warm-up instead")
+
+
+# Pod Security "restricted", enforced on Job gates by the operator itself (not only by admission).
+_ALLOWED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                              "persistentVolumeClaim", "projected", "secret"})
+_ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+
+
+def _check_security_context(context: Any, field: str) -> None:
+    if context is None:
+        return
+    if not isinstance(context, dict):
+        raise SpecError(field, "must be an object")
+    refusals = {
+        "privileged": context.get("privileged") is True,
+        "allowPrivilegeEscalation": context.get("allowPrivilegeEscalation") is True,
+        "runAsUser": context.get("runAsUser") == 0,
+        "runAsNonRoot": context.get("runAsNonRoot") is False,
+        "seccompProfile.type": (context.get("seccompProfile") or {}).get("type") == "Unconfined",
+        "appArmorProfile.type": (context.get("appArmorProfile") or {}).get("type") == "Unconfined",
+        "procMount": context.get("procMount") not in (None, "Default"),
+        "sysctls": bool(context.get("sysctls")),
+        "windowsOptions.hostProcess": (context.get("windowsOptions") or {}).get("hostProcess") is True,
+        "seLinuxOptions": bool({"user", "role"} & set(context.get("seLinuxOptions") or {})),
+    }
+    for key, refused in refusals.items():
+        if refused:
+            raise SpecError(f"{field}.{key}", "not allowed in a gate's pod (Pod Security 'restricted')")
+    added = set((context.get("capabilities") or {}).get("add") or ()) - _ALLOWED_CAPABILITIES
+    if added:
+        raise SpecError(f"{field}.capabilities.add", f"{sorted(added)} not allowed in a gate's pod: only NET_BIND_SERVICE")
+
+
+def _check_gate_pod(template: dict[str, Any], field: str, policy: PlatformPolicy) -> None:
+    pod = template.get("spec")
+    if not isinstance(pod, dict) or not pod.get("containers"):
+        raise SpecError(f"{field}.spec.containers", "a gate's Job template needs at least one container")
+    field = f"{field}.spec"
+    for key in ("serviceAccountName", "serviceAccount"):
+        if key in pod:
+            raise SpecError(f"{field}.{key}", "a gate's pod runs under the platform's ServiceAccount: remove it")
+    if pod.get("automountServiceAccountToken") is True and not policy.gate_service_account_token:
+        raise SpecError(f"{field}.automountServiceAccountToken", "this platform mounts no token in gates' pods")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key) is True:
+            raise SpecError(f"{field}.{key}", "host namespaces are not allowed in a gate's pod")
+    _check_security_context(pod.get("securityContext"), f"{field}.securityContext")
+    for index, volume in enumerate(pod.get("volumes") or []):
+        kinds = set(volume) - {"name"}
+        if kinds - _ALLOWED_VOLUMES:
+            kind = sorted(kinds - _ALLOWED_VOLUMES)[0]
+            raise SpecError(f"{field}.volumes[{index}].{kind}",
+                            f"{kind} volumes are not allowed in a gate's pod; allowed: {', '.join(sorted(_ALLOWED_VOLUMES))}")
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for index, container in enumerate(pod.get(group) or []):
+            where = f"{field}.{group}[{index}]"
+            for port_index, port in enumerate(container.get("ports") or []):
+                if port.get("hostPort"):
+                    raise SpecError(f"{where}.ports[{port_index}].hostPort", "host ports are not allowed in a gate's pod")
+            _check_security_context(container.get("securityContext"), f"{where}.securityContext")
+
+
+def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[str, Any]:
+    """The gate's pod template as the operator runs it: the platform's identity, restricted defaults."""
+    template = copy.deepcopy(template)
+    pod = template["spec"]
+    if policy.gate_service_account:
+        pod["serviceAccountName"] = policy.gate_service_account
+    pod["automountServiceAccountToken"] = policy.gate_service_account_token and pod.get("automountServiceAccountToken") is not False
+    context = pod.setdefault("securityContext", {})
+    context.setdefault("runAsNonRoot", True)
+    context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod.get(group) or []:
+            container_context = container.setdefault("securityContext", {})
+            container_context.setdefault("allowPrivilegeEscalation", False)
+            capabilities = container_context.setdefault("capabilities", {})
+            drop = list(capabilities.get("drop") or [])
+            capabilities["drop"] = drop if "ALL" in drop else [*drop, "ALL"]
+    return template
+
+
+def _check_gates(spec: RolloutSpec, policy: PlatformPolicy) -> RolloutSpec:
+    """Refuse gates the platform does not allow; give Job gates the platform's identity and restricted defaults."""
+    gates = spec.strategy.gates
+    stages = {}
+    for stage, alias in (("before_traffic", "beforeTraffic"), ("before_promotion", "beforePromotion")):
+        checked = []
+        for index, gate in enumerate(getattr(gates, stage)):
+            field = f"spec.strategy.gates.{alias}[{index}]"
+            if gate.webhook is not None and not policy.webhook_allowed(gate.webhook.url):
+                allowed = ", ".join(policy.allowed_webhook_urls) or "none (webhook gates are off)"
+                raise SpecError(f"{field}.webhook.url", f"{gate.webhook.url} is not a webhook this platform allows; allowed: {allowed}")
+            if gate.job is not None:
+                _check_gate_pod(gate.job.template, f"{field}.job.template", policy)
+                job = gate.job.model_copy(update={"template": _harden_gate_pod(gate.job.template, policy)})
+                gate = gate.model_copy(update={"job": job})
+            checked.append(gate)
+        stages[stage] = tuple(checked)
+    strategy = spec.strategy.model_copy(update={"gates": gates.model_copy(update=stages)})
+    return spec.model_copy(update={"strategy": strategy})
+
+
+def _check_model(spec: RolloutSpec) -> None:
+    for key in ("name", "version"):
+        value = getattr(spec.model, key)
+        if value and not _MODEL_TEXT.fullmatch(value):
+            raise SpecError(f"spec.model.{key}", "use letters, digits and . _ : / + - (at most 253, starting with a letter or digit)")
+
+
+def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> RolloutSpec:
+    """Parse and validate a ModelRollout's spec under the platform's policy. Raises SpecError naming the first bad field.
+
+    With no policy: an operator with no Prometheus configured and nothing else allowed.
+    """
+    policy = policy or PlatformPolicy()
     data = dict(raw or {})
     if isinstance(data.get("analysis"), dict):
         data["analysis"] = _apply_preset(data["analysis"])
@@ -403,14 +811,17 @@ def parse_spec(raw: dict[str, Any], default_prometheus: str | None = None) -> Ro
         loc = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function"))
         message = first["msg"].removeprefix("Value error, ")
         raise SpecError(_field_path(loc), message) from None
-    if spec.analysis.metrics and spec.analysis.prometheus is None:
-        if not default_prometheus:
-            raise SpecError("spec.analysis.prometheus.address", "metrics need a Prometheus address (none configured for the operator)")
-        analysis = spec.analysis.model_copy(update={"prometheus": PrometheusSpec(address=default_prometheus)})
-        spec = spec.model_copy(update={"analysis": analysis})
-    _check_placeholders(spec)
+    _check_model(spec)
+    if not spec.analysis.metrics:
+        raise SpecError("spec.analysis.metrics", "nothing to judge the canary by: list metrics, or name a preset "
+                                                 "to use its default metrics (a rollout is never promoted unjudged)")
+    spec = _check_prometheus(spec, policy)
+    for index, metric in enumerate(spec.analysis.metrics):
+        _check_metric(index, metric)
+    _check_query("spec.analysis.samples.query", spec.analysis.samples.query)
     names = [m.name for m in spec.analysis.metrics]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError("spec.analysis.metrics", f"metric names must be unique, repeated: {duplicates}")
-    return spec
+    _check_replicas_router(spec)
+    return _check_gates(spec, policy)

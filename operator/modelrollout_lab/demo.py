@@ -91,7 +91,7 @@ def run_demo(png: str | None, console: Console | None = None, workdir: str | Non
                 rec.marks.append(Mark(begun - rec.started, f"apply {version}", "start"))
                 if manifest is None:
                     docs = scenarios.manifests(NAME, rps=300, version=version, behaviour=behaviour, steps=STEPS,
-                                               metrics=METRICS, min_samples=200, replicas=3)
+                                               metrics=METRICS, min_samples=200, replicas=10)
                     for doc in docs:
                         lab.apply(doc)
                     manifest = docs[-1]

@@ -14,6 +14,8 @@ from modelrollout_lab import scenarios
 pytestmark = pytest.mark.lab
 
 SAMPLED = {"rps": 400, "min_samples": 300}
+# This platform allows webhook gates on loopback (the gatekeeper below); by default none are allowed.
+OPERATOR_ARGS = ("--allowed-webhook-urls", "http://127.0.0.1:*/gate")
 
 
 def test_drift_only_regression_is_rolled_back(lab):

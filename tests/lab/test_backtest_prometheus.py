@@ -27,7 +27,7 @@ except ImportError:  # a checkout without `pip install -e .`
 from modelrollout.backtest import backtest, backtest_command, outcome
 from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
 from modelrollout.providers.prometheus import PrometheusProvider
-from modelrollout.spec import parse_spec
+from modelrollout.spec import PlatformPolicy, parse_spec
 
 pytestmark = pytest.mark.lab
 
@@ -75,6 +75,7 @@ ROLLOUT = {
     "metadata": {"name": NAME, "namespace": NAMESPACE},
     "spec": {
         "model": {"name": NAME, "version": "2"},
+        "replicas": 10,  # the replicas router shares traffic by pods: 10 % is one of 10
         "selector": {"matchLabels": {"app": NAME}},
         "template": {"metadata": {"labels": {"app": NAME}}, "spec": {"containers": [{"name": "m", "image": "m:2"}]}},
         "service": {"port": 8080},
@@ -108,7 +109,7 @@ def history():
 
 
 async def _replay(prom: PrometheusServer, started: datetime, canary: str):
-    spec = parse_spec(ROLLOUT["spec"], default_prometheus=prom.url)
+    spec = parse_spec(ROLLOUT["spec"], PlatformPolicy(prometheus_url=prom.url))
     provider = PrometheusProvider(prom.url, timeout=5)
     try:
         return await backtest(spec, NAMESPACE, NAME, provider, started + timedelta(seconds=1),

@@ -32,7 +32,7 @@ from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
 from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
 from modelrollout.providers.prometheus import PrometheusProvider
-from modelrollout.spec import load_preset, parse_spec, placeholders, PLACEHOLDERS
+from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, PLACEHOLDERS
 from modelrollout.stats import Verdict
 
 pytestmark = pytest.mark.lab
@@ -197,13 +197,14 @@ def prometheus():
 def _spec(preset: str, metrics: list[str]):
     return parse_spec({
         "model": {"name": NAME, "version": "2"},
+        "replicas": 10,  # the replicas router shares traffic by pods: 10 % is one of 10
         "selector": {"matchLabels": {"app": NAME}},
         "template": {"metadata": {"labels": {"app": NAME}}, "spec": {"containers": [{"name": "m", "image": "m:2"}]}},
         "service": {"port": 8080},
         "trafficRouting": {"replicas": {}},
         "strategy": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 100}]},
         "analysis": {"interval": "5s", "preset": preset, "metrics": [{"name": m} for m in metrics]},
-    }, default_prometheus="http://127.0.0.1:9")
+    }, PlatformPolicy(prometheus_url="http://127.0.0.1:9"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from modelrollout.spec import parse_spec
+from modelrollout.spec import PlatformPolicy, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "modelrollout.yaml").read_text())
@@ -42,7 +42,8 @@ def test_there_are_examples():
 @pytest.mark.parametrize("name,doc", ROLLOUTS, ids=[n for n, _ in ROLLOUTS])
 def test_example_validates_and_parses(name, doc):
     jsonschema.validate(doc, SCHEMA)
-    spec = parse_spec(doc["spec"], default_prometheus="http://prometheus:9090")
+    # The platform of the examples: its Prometheus is the one they name (or use when they name none).
+    spec = parse_spec(doc["spec"], PlatformPolicy(prometheus_url="http://prometheus.monitoring:9090"))
     assert spec.strategy.steps
 
 

@@ -1,4 +1,8 @@
-"""The spec is parsed once into typed objects; a bad field is named in the error."""
+"""The spec is parsed once into typed objects; a bad field is named in the error.
+
+Parsing happens under the platform's policy (which Prometheus, which webhooks, which identity
+for Job gates): what the policy does not allow is InvalidSpec too, naming the field.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import copy
 
 import pytest
 
-from modelrollout.spec import SpecError, parse_duration, parse_spec, render_query, template_revision
+from modelrollout.spec import PlatformPolicy, SpecError, parse_duration, parse_spec, render_query, template_revision
 
+POLICY = PlatformPolicy(prometheus_url="http://prom:9090")
 BASE = {
+    "replicas": 10,
     "selector": {"matchLabels": {"app": "m"}},
     "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "s", "image": "m:1"}]}},
     "service": {"port": 8080},
@@ -17,14 +23,17 @@ BASE = {
     "analysis": {"interval": "30s", "prometheus": {"address": "http://prom:9090"}, "preset": "http",
                  "metrics": [{"name": "error-rate"}, {"name": "latency-p95", "max": 0.5}]},
 }
+GATEWAY = {"gatewayAPI": {"httpRoute": "r"}}
+JOB = {"spec": {"containers": [{"name": "eval", "image": "eval:1"}]}}
+GATE_POD = "spec.strategy.gates.beforePromotion[0].job.template.spec"
 
 
-def with_(path: str, value):
-    raw = copy.deepcopy(BASE)
+def with_(path: str, value, raw=None):
+    raw = copy.deepcopy(raw or BASE)
     node = raw
     parts = path.split(".")
     for part in parts[:-1]:
-        node = node[int(part)] if part.isdigit() else node[part]
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
     last = parts[-1]
     if value is KeyError:
         del node[last]
@@ -35,8 +44,19 @@ def with_(path: str, value):
     return raw
 
 
+def job_gate(pod_spec_changes: dict, container_changes: dict | None = None) -> dict:
+    template = copy.deepcopy(JOB)
+    template["spec"].update(pod_spec_changes)
+    template["spec"]["containers"][0].update(container_changes or {})
+    return with_("strategy.gates", {"beforePromotion": [{"name": "eval", "job": {"template": template}}]})
+
+
+def metric(**fields) -> dict:
+    return with_("analysis.metrics", [{"name": "custom", "query": "up", "max": 1, **fields}])
+
+
 def test_valid_spec_parses_with_preset_queries_filled_in():
-    spec = parse_spec(BASE)
+    spec = parse_spec(BASE, POLICY)
     error_rate, latency = spec.analysis.metrics
     assert "http_requests_total" in error_rate.query and error_rate.max == 0.01 and error_rate.critical
     assert latency.max == 0.5  # the spec's own value wins over the preset's
@@ -60,19 +80,160 @@ def test_valid_spec_parses_with_preset_queries_filled_in():
     ("analysis.metrics", [{"name": "error-rate"}, {"name": "error-rate"}], "spec.analysis.metrics"),
     ("analysis.noData", {"then": "promote"}, "spec.analysis.noData.then"),
     ("template", {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "s"}]}}, "spec"),
+    ("model.version", "1.0\"} or vector(1)", "spec.model.version"),
+    ("model.name", "", None),
 ])
 def test_invalid_field_is_named(path, value, field):
+    if field is None:
+        parse_spec(with_(path, value), POLICY)
+        return
     with pytest.raises(SpecError) as info:
-        parse_spec(with_(path, value))
+        parse_spec(with_(path, value), POLICY)
     assert info.value.field.startswith(field), info.value
+
+
+# Issue 9 item 2 and item 10: nothing judged, impossible bounds, PromQL that does not parse.
+@pytest.mark.parametrize("raw,field,words", [
+    (with_("analysis", {"interval": "30s"}), "spec.analysis.metrics", "nothing to judge"),
+    (with_("analysis.metrics", []), "spec.analysis.metrics", None),  # no preset here? BASE has one: defaults
+    (metric(min=0.9, max=0.1), "spec.analysis.metrics[0].max", "below min"),
+    (metric(query="sum(rate(x[5m])"), "spec.analysis.metrics[0].query", "does not parse"),
+    (metric(query="up", samplesQuery="sum by (le (x)"), "spec.analysis.metrics[0].samplesQuery", "does not parse"),
+    (with_("analysis.metrics", [{"name": "p", "type": "proportion", "max": 0.1, "totalQuery": "up",
+                                 "successQuery": "up{a=\"{{ name }}\""}]), "spec.analysis.metrics[0].successQuery",
+     "does not parse"),
+    (with_("analysis.metrics", [{"name": "p", "type": "proportion", "max": 0.1, "query": "up",
+                                 "totalQuery": "up +"}]), "spec.analysis.metrics[0].totalQuery", "does not parse"),
+    (with_("analysis.samples", {"query": "sum(x"}), "spec.analysis.samples.query", "does not parse"),
+    (with_("analysis.metrics", [{"name": "d", "type": "distributionShift", "max": 0.1,
+                                 "histogram": "score_bucket{a=\"b\"} or vector(1)"}]),
+     "spec.analysis.metrics[0].histogram", "series selector"),
+    (with_("analysis.metrics", [{"name": "d", "type": "distributionShift", "max": 0.1, "histogram": "score_bucket{"}]),
+     "spec.analysis.metrics[0].histogram", "does not parse"),
+    (metric(query="up{rollout={{ name }}}"), "spec.analysis.metrics[0].query", "inside a quoted string"),
+    (metric(query="errors{{ revision }}"), "spec.analysis.metrics[0].query", "inside a quoted string"),
+    (metric(query="up{a=\"{{ nonsense }}\"}"), "spec.analysis.metrics[0].query", "unknown placeholder"),
+])
+def test_what_cannot_be_judged_is_refused(raw, field, words):
+    if words is None:  # a preset with no metrics listed: its defaults apply
+        assert [m.name for m in parse_spec(raw, POLICY).analysis.metrics] == ["error-rate", "latency-p95"]
+        return
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, POLICY)
+    assert info.value.field == field and words in info.value.message, info.value
+
+
+def test_preset_alone_judges_by_its_defaults():
+    spec = parse_spec(with_("analysis", {"preset": "http"}), POLICY)
+    error_rate, latency = spec.analysis.metrics
+    assert (error_rate.name, error_rate.max, latency.name) == ("error-rate", 0.01, "latency-p95")
+
+
+def test_every_quote_style_and_placeholder_parses():
+    query = "sum(rate(x{a=\"{{ name }}\", b='{{ namespace }}', c=`{{ revision }}`}[{{ window }}])) # {{ interval }}"
+    assert parse_spec(metric(query=query), POLICY).analysis.metrics[0].query == query
+
+
+# Replicas router: traffic is shared by pod count.
+@pytest.mark.parametrize("raw,field,words", [
+    (with_("strategy.steps.0.weight", 25), "spec.strategy.steps[0].weight", "multiples of 10"),
+    (with_("replicas", 4), "spec.strategy.steps[0].weight", "multiple of 10"),
+    (with_("strategy.steps", [{"weight": 0, "hold": "10s"}, {"weight": 50}]), "spec.strategy.steps[0].weight",
+     "weight 0"),
+    (with_("strategy.gates", {"beforeTraffic": [{"name": "smoke", "job": {"template": JOB}}]}),
+     "spec.strategy.gates.beforeTraffic", "before traffic"),
+    (with_("strategy.warmup", {"skipAnalysisFor": "30s"}), "spec.strategy.warmup.skipAnalysisFor", "readiness probe"),
+])
+def test_replicas_router_refuses_what_pod_counts_cannot_carry(raw, field, words):
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, POLICY)
+    assert info.value.field == field and words in info.value.message, info.value
+    parse_spec(with_("trafficRouting", GATEWAY, raw), POLICY)  # a route can carry all of it
+
+
+def test_replicas_router_accepts_whole_pods():
+    spec = parse_spec(with_("strategy.steps", [{"weight": 25, "hold": "1m"}, {"weight": 50}, {"weight": 100}],
+                            with_("replicas", 4)), POLICY)
+    assert [s.weight for s in spec.strategy.steps] == [25, 50, 100]
+
+
+# Issue 11: the platform's policy.
+def test_prometheus_address_must_be_the_operators_or_allowed():
+    foreign = with_("analysis.prometheus.address", "http://127.0.0.1:18081/anything")
+    with pytest.raises(SpecError) as info:
+        parse_spec(foreign, POLICY)
+    assert info.value.field == "spec.analysis.prometheus.address"
+    allowed = PlatformPolicy(prometheus_url="http://prom:9090", allowed_prometheus_urls=("http://127.0.0.1:18081/anything/",))
+    assert parse_spec(foreign, allowed).analysis.prometheus.address == "http://127.0.0.1:18081/anything"
+    assert parse_spec(with_("analysis.prometheus.address", "http://prom:9090/"), POLICY)
 
 
 def test_missing_prometheus_uses_the_operator_default_or_is_named():
     raw = with_("analysis.prometheus", KeyError)
-    assert parse_spec(raw, default_prometheus="http://p:9090").analysis.prometheus.address == "http://p:9090"
+    assert parse_spec(raw, PlatformPolicy(prometheus_url="http://p:9090")).analysis.prometheus.address == "http://p:9090"
     with pytest.raises(SpecError) as info:
         parse_spec(raw)
     assert info.value.field == "spec.analysis.prometheus.address"
+
+
+@pytest.mark.parametrize("url,patterns,allowed", [
+    ("http://127.0.0.1:9/admin", (), False),  # none allowed by default
+    ("https://gates.example.com/check", ("https://gates.example.com/*",), True),
+    ("https://gates.example.com.evil.net/check", ("https://gates.example.com/*",), False),
+    ("https://gates.example.com@127.0.0.1/check", ("https://gates.example.com*",), False),
+    ("http://gates.example.com/check", ("https://gates.example.com/*",), False),
+])
+def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
+    raw = with_("strategy.gates", {"beforePromotion": [{"name": "hook", "webhook": {"url": url}}]})
+    policy = PlatformPolicy(prometheus_url="http://prom:9090", allowed_webhook_urls=patterns)
+    if allowed:
+        assert parse_spec(raw, policy).strategy.gates.before_promotion[0].webhook.url == url
+        return
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, policy)
+    assert info.value.field == "spec.strategy.gates.beforePromotion[0].webhook.url"
+
+
+@pytest.mark.parametrize("pod,container,field", [
+    ({"serviceAccountName": "modelrollout"}, None, "serviceAccountName"),
+    ({"serviceAccount": "modelrollout"}, None, "serviceAccount"),
+    ({"automountServiceAccountToken": True}, None, "automountServiceAccountToken"),
+    ({"hostNetwork": True}, None, "hostNetwork"),
+    ({"hostPID": True}, None, "hostPID"),
+    ({"hostIPC": True}, None, "hostIPC"),
+    ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, None, "volumes[0].hostPath"),
+    ({"volumes": [{"name": "n", "nfs": {"server": "x", "path": "/"}}]}, None, "volumes[0].nfs"),
+    ({"securityContext": {"runAsUser": 0}}, None, "securityContext.runAsUser"),
+    ({"securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}}, None,
+     "securityContext.sysctls"),
+    ({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, None, "securityContext.seccompProfile.type"),
+    ({}, {"securityContext": {"privileged": True}}, "containers[0].securityContext.privileged"),
+    ({}, {"securityContext": {"allowPrivilegeEscalation": True}}, "containers[0].securityContext.allowPrivilegeEscalation"),
+    ({}, {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "containers[0].securityContext.capabilities.add"),
+    ({}, {"securityContext": {"runAsNonRoot": False}}, "containers[0].securityContext.runAsNonRoot"),
+    ({}, {"securityContext": {"procMount": "Unmasked"}}, "containers[0].securityContext.procMount"),
+    ({}, {"ports": [{"containerPort": 80, "hostPort": 80}]}, "containers[0].ports[0].hostPort"),
+    ({"initContainers": [{"name": "i", "image": "i", "securityContext": {"privileged": True}}]}, None,
+     "initContainers[0].securityContext.privileged"),
+])
+def test_job_gate_pods_are_held_to_pod_security_restricted(pod, container, field):
+    with pytest.raises(SpecError) as info:
+        parse_spec(job_gate(pod, container), POLICY)
+    assert info.value.field == f"{GATE_POD}.{field}", info.value
+
+
+def test_job_gate_pods_run_with_the_platforms_identity_and_restricted_defaults():
+    allowed = {"securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]}}}
+    policy = PlatformPolicy(prometheus_url="http://prom:9090", gate_service_account="modelrollout-gates")
+    pod = parse_spec(job_gate({}, allowed), policy).strategy.gates.before_promotion[0].job.template["spec"]
+    assert pod["serviceAccountName"] == "modelrollout-gates" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    context = pod["containers"][0]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW", "ALL"]}
+    with_token = PlatformPolicy(prometheus_url="http://prom:9090", gate_service_account_token=True)
+    assert parse_spec(job_gate({}), with_token).strategy.gates.before_promotion[0].job.template["spec"][
+        "automountServiceAccountToken"] is True
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), (12, 12)])
@@ -85,8 +246,13 @@ def test_label_values_are_escaped_not_pasted():
     assert query == 'up{rollout="x\\"} or vector(1) or up{a=\\""}'
 
 
+def test_single_quoted_placeholder_cannot_break_out():
+    query = render_query("up{job='{{ name }}'}", {"name": "x'} or vector(1) or up{a='"})
+    assert query == "up{job='x\\'} or vector(1) or up{a=\\''}"
+
+
 def test_revision_depends_on_template_only_and_is_stable():
-    a = parse_spec(BASE).revision
+    a = parse_spec(BASE, POLICY).revision
     assert a == template_revision(copy.deepcopy(BASE["template"]))
-    assert a != parse_spec(with_("template.spec.containers", [{"name": "s", "image": "m:2"}])).revision
-    assert a == parse_spec(with_("strategy.steps.0.weight", 20)).revision
+    assert a != parse_spec(with_("template.spec.containers", [{"name": "s", "image": "m:2"}]), POLICY).revision
+    assert a == parse_spec(with_("strategy.steps.0.weight", 20), POLICY).revision

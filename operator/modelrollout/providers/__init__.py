@@ -5,6 +5,7 @@ One module per provider behind the `MetricsProvider` protocol, picked from `PROV
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -31,8 +32,9 @@ class MetricsProvider(Protocol):
     async def is_online(self) -> bool: ...
 
 
-def make_provider(kind: str, address: str, *, timeout: float = 10.0, bearer_token: str | None = None,
-                  ca_file: str | None = None) -> MetricsProvider:
+def make_provider(kind: str, address: str, *, timeout: float = 10.0,
+                  bearer_token: Callable[[], str | None] | None = None, ca_file: str | None = None) -> MetricsProvider:
+    """`bearer_token` is read at each request (rotation); only the operator's own Prometheus gets one."""
     from modelrollout.providers.prometheus import PrometheusProvider
 
     providers = {"prometheus": PrometheusProvider}
