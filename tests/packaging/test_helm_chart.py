@@ -554,3 +554,16 @@ def test_rendered_arguments_are_accepted_by_the_operator_cli(scenario):
         cli.run.make_context("run", list(op["args"]))
     except click.UsageError as exc:
         pytest.fail(f"`modelrollout run {' '.join(op['args'])}`: {exc.format_message()}")
+
+
+def test_platform_policy_becomes_the_operators_flags(chart):
+    """Which Prometheus addresses and webhooks a ModelRollout may name, and the identity of gate pods."""
+    assert not [a for a in container(render(chart, {}))["args"] if a.startswith(("--allowed-", "--gate-"))]
+    docs = render(chart, {"prometheus": {"allowedAddresses": ["http://thanos.monitoring:9090"]},
+                          "gates": {"allowedWebhookURLs": ["https://gates.example.com/*"],
+                                    "serviceAccount": "modelrollout-gates", "automountServiceAccountToken": True}})
+    args = container(docs)["args"]
+    for flag in ("--allowed-prometheus-urls=http://thanos.monitoring:9090",
+                 "--allowed-webhook-urls=https://gates.example.com/*",
+                 "--gate-service-account=modelrollout-gates", "--gate-service-account-token"):
+        assert flag in args
