@@ -1,25 +1,37 @@
-"""`kubectl modelrollout` steers a rollout without editing its spec: promote, pause, resume, abort, retry, explain."""
+"""`kubectl modelrollout` steers a rollout without editing its spec: promote, pause, resume, abort, retry, explain.
+
+Every command line is written in kubectl's order: the command, then its arguments, then the kube options.
+"""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from lab_watch import start_stable
 from modelrollout_lab import scenarios
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.plugin import EXIT_ROLLOUT_FAILED
 from modelrollout.plugin import main as plugin
 
 pytestmark = pytest.mark.lab
 
 
-def kubectl_modelrollout(lab, *args):
-    result = CliRunner().invoke(plugin, ["--kubeconfig", lab.kubeconfig, *args], catch_exceptions=False)
+def run(lab, *args, kubeconfig=None):
+    return CliRunner().invoke(plugin, [*args, "--kubeconfig", kubeconfig or lab.kubeconfig], catch_exceptions=False)
+
+
+def kubectl_modelrollout(lab, *args, kubeconfig=None):
+    result = run(lab, *args, kubeconfig=kubeconfig)
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def test_manual_gate_pause_resume_and_promote_without_touching_the_spec(lab):
-    v1 = start_stable(lab, "gated", rps=300, min_samples=100, steps=[{"weight": 25}, {"weight": 60, "hold": "3s"}])
+    v1 = start_stable(lab, "gated", rps=300, min_samples=100, replicas=4, steps=[{"weight": 25}, {"weight": 50, "hold": "3s"}])
     lab.apply(scenarios.release(v1, "2.0.0"))
     status = lab.wait_for(lambda: (s := lab.status("gated")).get("phase") == "Paused" and s, timeout=60,
                           what="the manual gate")
@@ -29,24 +41,72 @@ def test_manual_gate_pause_resume_and_promote_without_touching_the_spec(lab):
     kubectl_modelrollout(lab, "pause", "gated")
     lab.wait_for(lambda: "paused by user" in lab.status("gated").get("message", ""), timeout=20, what="pause")
     kubectl_modelrollout(lab, "promote", "gated")  # a promote while paused waits for resume
-    kubectl_modelrollout(lab, "resume", "gated")
-    status = lab.wait_for(lambda: (s := lab.status("gated")).get("phase") == "Succeeded"
-                          and (s.get("history") or [{}])[0].get("result") == "Promoted" and s, timeout=60,
-                          what="promotion through the gate")
+    kubectl_modelrollout(lab, "resume", "gated", "-n", "default")
+    # --watch --exit-status follows the rollout until it settles, as a deploy script would.
+    watched = kubectl_modelrollout(lab, "get", "gated", "--watch", "--exit-status", "--timeout", "60")
+    assert "default/gated: Succeeded" in watched.split("\n\n")[-2]
+    status = lab.status("gated")
+    assert status["phase"] == "Succeeded" and status["history"][0]["result"] == "Promoted"
     assert lab.rollout("gated")["metadata"]["generation"] == generation  # the spec was never written
     assert "Promoted" in kubectl_modelrollout(lab, "explain", "gated")
 
 
 def test_abort_then_retry(lab):
-    v1 = start_stable(lab, "steer", rps=300, min_samples=100, steps=[{"weight": 25, "hold": "60s"}])
+    v1 = start_stable(lab, "steer", rps=300, min_samples=100, replicas=4, steps=[{"weight": 25, "hold": "60s"}])
     lab.apply(scenarios.release(v1, "2.0.0"))
     lab.wait_for(lambda: lab.status("steer").get("canaryWeight") == 25, timeout=60, what="step 0")
     kubectl_modelrollout(lab, "abort", "steer")
     status = lab.wait_for_phase("steer", "RolledBack", timeout=20)
     assert "aborted by user" in status["message"] and status["canaryWeight"] == 0
+    failed = run(lab, "get", "steer", "--exit-status")
+    assert failed.exit_code == EXIT_ROLLOUT_FAILED and "default/steer: RolledBack" in failed.output
     kubectl_modelrollout(lab, "retry", "steer")
     status = lab.wait_for(lambda: (s := lab.status("steer")).get("canaryWeight") == 25 and s, timeout=60,
                           what="the retried canary")
     assert status["canaryRevision"] == status["history"][0]["revision"]
     out = kubectl_modelrollout(lab, "get", "steer")
     assert "steer: Progressing" in out and "weight 25%" in out
+
+
+def test_get_shows_the_tree_of_revisions_as_the_cluster_has_them(lab):
+    v1 = start_stable(lab, "treed", router="gatewayAPI", rps=300, min_samples=100, steps=[{"weight": 30, "hold": "60s"}])
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    status = lab.wait_for(lambda: (s := lab.status("treed")).get("canaryWeight") == 30 and s.get("lastAnalysis") and s,
+                          timeout=60, what="step 0 with an analysis")
+    out = kubectl_modelrollout(lab, "get", "treed", "-n", "default")
+    deployments = {d.metadata.labels[LABEL_REVISION]: d for d in
+                   lab.apps.list_namespaced_deployment("default", label_selector=f"{LABEL_ROLLOUT}=treed").items}
+    for role, weight in (("stable", 70), ("canary", 30)):
+        revision = status[f"{role}Revision"]
+        ready = deployments[revision].status.ready_replicas or 0
+        line = next(line for line in out.splitlines() if f"revision {revision}" in line)
+        assert f"{role}  ready {ready}/{deployments[revision].spec.replicas}  route weight {weight}%" in line, out
+    assert "analysis at" in out and all(r["metric"] in out for r in status["lastAnalysis"])
+
+
+def test_list_and_get_across_namespaces_contexts_and_output_formats(lab, tmp_path):
+    start_stable(lab, "listed")
+    lab.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
+    # Steps that go down are invalid: the rollout stops in InvalidSpec (a failed rollout for --exit-status).
+    lab.apply(scenarios.rollout("broken", namespace="ml", steps=[{"weight": 50}, {"weight": 10}]))
+    lab.wait_for_phase("broken", "InvalidSpec", namespace="ml", timeout=30)
+
+    everywhere = kubectl_modelrollout(lab, "list", "-A").splitlines()
+    assert everywhere[0].split()[:3] == ["NAMESPACE", "NAME", "PHASE"]
+    rows = {tuple(line.split()[:3]) for line in everywhere[1:]}
+    assert {("default", "listed", "Succeeded"), ("ml", "broken", "InvalidSpec")} <= rows
+    here = kubectl_modelrollout(lab, "list")  # the context's namespace: default
+    assert "listed" in here and "broken" not in here
+
+    listed = json.loads(kubectl_modelrollout(lab, "list", "-o", "json", "-n", "ml"))
+    assert listed["kind"] == "List" and [o["metadata"]["name"] for o in listed["items"]] == ["broken"]
+    got = yaml.safe_load(kubectl_modelrollout(lab, "get", "broken", "-o", "yaml", "-n", "ml"))
+    assert got["status"]["phase"] == "InvalidSpec" and got["status"] == lab.status("broken", "ml")
+
+    other = tmp_path / "kubeconfig"
+    lab.api.write_kubeconfig(other, context="ml-team", namespace="ml")
+    failed = run(lab, "get", "broken", "--context", "ml-team", "--exit-status", kubeconfig=str(other))
+    assert failed.exit_code == EXIT_ROLLOUT_FAILED and "ml/broken: InvalidSpec" in failed.output
+
+    missing = run(lab, "get", "nothere", "-n", "ml")
+    assert missing.exit_code == 1 and "NotFound" in missing.output
