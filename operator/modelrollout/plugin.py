@@ -27,6 +27,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
+from modelrollout.manifests import service_name
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
 
@@ -195,7 +196,7 @@ def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
     if route is not None:
         refs = {ref.get("name"): int(ref.get("weight", 1))
                 for ref in ((route.get("spec") or {}).get("rules") or [{}])[0].get("backendRefs") or []}
-        return {revision: refs.get(f"{name}-{role}") for role, revision in roles.items() if revision}
+        return {revision: refs.get(service_name(name, role)) for role, revision in roles.items() if revision}
     ready = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): int((d.get("status") or {}).get("readyReplicas") or 0)
              for d in deployments}
     total = sum(ready.values())
