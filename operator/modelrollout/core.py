@@ -835,6 +835,12 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     return None
 
 
+def no_data_overdue(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
+    """The no-data limit has passed: act on it now rather than wait for another analysis."""
+    quiet = _since(status, "noDataSince", now)
+    return quiet is not None and quiet >= spec.analysis.no_data.hold
+
+
 def _no_data_limit(b: _Builder) -> Decision | None:
     """The no-data policy, checked on every pass so it acts when due, not at the next analysis."""
     status = b.status

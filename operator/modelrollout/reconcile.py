@@ -133,9 +133,10 @@ def act_failure(exc: Exception) -> tuple[str, str]:
 
 async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObject,
                            now: datetime) -> tuple[MetricSample, ...]:
-    """The analysis, bounded by one interval: a hanging Prometheus must not delay a due decision."""
+    """The analysis, bounded by half an interval: a hanging Prometheus must not make a decision that
+    falls due meanwhile late by more than one interval."""
     assert spec.analysis.prometheus is not None
-    limit = min(spec.analysis.interval, spec.analysis.prometheus.timeout + 1.0)
+    limit = min(spec.analysis.interval / 2, spec.analysis.prometheus.timeout + 1.0)
     try:
         return await asyncio.wait_for(
             measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now), timeout=limit)
@@ -176,8 +177,9 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     except (KubeError, RouteProblem) as exc:
         failure = act_failure(exc)
     samples = None
-    if core.analysis_due(spec, obj.status, clock()):
-        samples = await _measure_in_time(runtime, spec, obj, clock())
+    started = clock()
+    if core.analysis_due(spec, obj.status, started) and not core.no_data_overdue(spec, obj.status, started):
+        samples = await _measure_in_time(runtime, spec, obj, started)
     gates = {}
     stage = obj.status.get("gating")
     if stage and obj.status.get("canaryRevision") == spec.revision:
