@@ -37,8 +37,14 @@ end
 local phase = obj.status.phase
 local applied = condition("Applied")
 if applied ~= nil and applied.status == "False" then
-  hs.status = "Degraded"
-  hs.message = "Cannot apply the decided state: " .. (applied.message or applied.reason or "")
+  -- A concurrent edit or throttling clears on the next try; anything else needs a person.
+  if applied.reason == "Conflict" or applied.reason == "Throttled" then
+    hs.status = "Progressing"
+    hs.message = "Retrying: " .. (applied.message or applied.reason)
+  else
+    hs.status = "Degraded"
+    hs.message = "Cannot apply the decided state: " .. (applied.message or applied.reason or "")
+  end
   return hs
 end
 

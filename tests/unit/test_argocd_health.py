@@ -105,6 +105,13 @@ def test_failing_to_act_is_degraded():
     assert health == "Degraded" and "HTTPRoute ml/fraud not found" in message
 
 
+def test_a_conflict_being_retried_is_progressing():
+    status = canary_in_step0().status
+    conflicted, _, _ = core.record_act(status, 1, core.ActResult(None, 10, "Conflict", "HTTPRoute ml/fraud changed"),
+                                       core.parse_ts("2026-11-21T12:05:00Z"))
+    assert argo_health(conflicted)[0] == "Progressing"
+
+
 def test_succeeded_but_not_yet_carried_is_progressing():
     status = stable_on_v1().status
     converging, _, _ = core.record_act(copy.deepcopy(status), 1, core.ActResult(5, 0),
