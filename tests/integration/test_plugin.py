@@ -110,3 +110,9 @@ def test_list_and_get_across_namespaces_contexts_and_output_formats(lab, tmp_pat
 
     missing = run(lab, "get", "nothere", "-n", "ml")
     assert missing.exit_code == 1 and "NotFound" in missing.output
+
+    # Shell completion of NAME asks the cluster, in the namespace given anywhere on the line.
+    words = f"kubectl-modelrollout get -n ml --kubeconfig {lab.kubeconfig} b"
+    completed = CliRunner().invoke(plugin, [], prog_name="kubectl-modelrollout", env={
+        "_KUBECTL_MODELROLLOUT_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)})
+    assert completed.output.splitlines() == ["plain,broken"]
