@@ -172,7 +172,7 @@ def table(objects: list[dict[str, Any]], now: datetime, with_namespace: bool) ->
 
 def serialized(document: Any, output: str) -> str:
     if output == "json":
-        return json.dumps(document, indent=2, sort_keys=False)
+        return json.dumps(document, indent=2)
     return yaml.safe_dump(document, sort_keys=False).rstrip()
 
 
