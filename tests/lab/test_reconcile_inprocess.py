@@ -1,0 +1,172 @@
+"""The reconcile layer in-process, against the lab's API server: each pass acts, reads back and
+writes status once; a failure to act is on the resource (Applied=False, a Warning event) and
+clears itself; a due decision is not held up by a Prometheus that never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from kubernetes import client, config
+
+from modelrollout import core
+from modelrollout.config import Config
+from modelrollout.kube import Kube, load_configuration
+from modelrollout.names import GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
+from modelrollout.reconcile import RolloutObject, Runtime, reconcile
+from modelrollout.workloads import ObservedDeployment
+from modelrollout_lab import scenarios
+from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.lab import crd_manifest
+from modelrollout_lab.workloads import WorkloadSimulator
+
+NS = "default"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    kubeconfig = tmp_path_factory.mktemp("inprocess") / "kubeconfig"
+    with start_in_thread(kubeconfig=kubeconfig) as api:
+        api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd_manifest())
+        with WorkloadSimulator(str(kubeconfig)) as _:
+            yield api, str(kubeconfig), api_client
+
+
+class Pass:
+    """Runs reconcile() the way the kopf daemon does, observing through the API instead of indexes."""
+
+    def __init__(self, kubeconfig: str, api_client: client.ApiClient, name: str, prometheus: str) -> None:
+        self.name, self.api_client = name, api_client
+        self.runtime = Runtime(config=Config(kubeconfig=kubeconfig, prometheus_url=prometheus),
+                               kube=Kube(load_configuration(kubeconfig)))
+        self.events: list[tuple[str, str, str]] = []
+        self.loop = asyncio.new_event_loop()  # the client lives on one loop, as in the operator
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runtime.kube.close())
+        self.loop.close()
+
+    def rollout(self) -> dict:
+        return client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
+                                                                                     self.name)
+
+    def observed(self) -> tuple[RolloutObject, dict, dict]:
+        body = self.rollout()
+        meta = body["metadata"]
+        obj = RolloutObject(NS, self.name, meta["uid"], int(meta.get("generation") or 1),
+                            meta.get("annotations") or {}, body["spec"], body.get("status") or {})
+        selector = f"{LABEL_ROLLOUT}={self.name}"
+        deployments = {
+            d.metadata.labels[LABEL_REVISION]: ObservedDeployment(
+                d.metadata.name, d.spec.replicas or 0, d.status.ready_replicas or 0,
+                (d.status.observed_generation or 0) >= (d.metadata.generation or 0))
+            for d in client.AppsV1Api(self.api_client).list_namespaced_deployment(NS, label_selector=selector).items}
+        services = {s.metadata.name: dict(s.spec.selector or {})
+                    for s in client.CoreV1Api(self.api_client).list_namespaced_service(NS, label_selector=selector).items}
+        return obj, deployments, services
+
+    def run(self, clock=None) -> float:
+        obj, deployments, services = self.observed()
+        emit = lambda *event: self.events.append(event)  # noqa: E731 - the daemon's kopf.event
+        kwargs = {"clock": clock} if clock else {}
+        delay, _ = self.loop.run_until_complete(reconcile(self.runtime, obj, deployments, services, emit, **kwargs))
+        return delay
+
+    def until(self, predicate, passes: int = 200) -> dict:
+        for _ in range(passes):
+            self.run()
+            status = self.rollout().get("status") or {}
+            if predicate(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"never reached: {self.rollout().get('status')}")
+
+
+def applied(status: dict) -> dict:
+    return next(c for c in status.get("conditions") or [] if c["type"] == "Applied")
+
+
+def test_a_conflicting_route_is_reported_on_the_resource_and_recovers(cluster):
+    api, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    docs = scenarios.manifests("inproc", router="gatewayAPI", steps=[{"weight": 40, "hold": "1h"}])
+    route, rollout = docs[1], docs[2]
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", route)
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, rollout)
+    run = Pass(kubeconfig, api_client, "inproc", "http://127.0.0.1:9")
+    run.until(lambda s: s.get("phase") == "Succeeded")
+    release = scenarios.release(rollout, "2.0.0")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "inproc", {"spec": release["spec"]})
+    # Every write of the route meets a 409: the step's weight cannot be applied.
+    api.server.faults.set(conflict=1.0, verbs=["update", "patch"], resources=["httproutes.gateway.networking.k8s.io"])
+    try:
+        status = run.until(lambda s: s.get("stepEnteredAt") and applied(s)["status"] == "False")
+        delay = run.run()
+        status = run.rollout()["status"]
+    finally:
+        api.server.faults.clear()
+    assert applied(status)["status"] == "False" and applied(status)["reason"] == "Conflict"
+    assert status["canaryWeight"] == 0 and "stepStartedAt" not in status  # nothing hoped for is recorded
+    assert ("Warning", "Conflict") in [(t, r) for t, r, _ in run.events]
+    assert delay >= 1.0  # backing off, not hammering
+    status = run.until(lambda s: s.get("stepStartedAt"))
+    assert applied(status)["status"] == "True" and status["canaryWeight"] == 40
+    assert ("Normal", "Applied") in [(t, r) for t, r, _ in run.events]
+    run.close()
+
+
+def test_an_overdue_no_data_rollback_is_not_held_up_by_a_silent_prometheus(cluster):
+    api, kubeconfig, api_client = cluster
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts, never answers
+    custom = client.CustomObjectsApi(api_client)
+    docs = scenarios.manifests("overdue", router="gatewayAPI", steps=[{"weight": 30, "hold": "1h"}],
+                               interval="10s", no_data={"hold": "30s", "then": "rollback"})
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", docs[1])
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[2])
+    run = Pass(kubeconfig, api_client, "overdue", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    run.until(lambda s: s.get("phase") == "Succeeded")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "overdue",
+                                          {"spec": scenarios.release(docs[2], "2.0.0")["spec"]})
+    run.until(lambda s: s.get("stepStartedAt"))
+    started = time.monotonic()
+    run.run()  # an analysis against the silent Prometheus: bounded by half an interval, starts the clock
+    assert time.monotonic() - started < 10.0 / 2 + 2.0
+    status = run.rollout()["status"]
+    assert status.get("noDataSince"), status.get("lastAnalysis")
+    later = core.parse_ts(status["noDataSince"]) + timedelta(seconds=31)
+    started = time.monotonic()
+    run.run(clock=lambda: later)  # the limit is overdue: act now, without asking Prometheus again
+    assert time.monotonic() - started < 2.0
+    status = run.rollout()["status"]
+    assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
+    run.close()
+    silent.close()
+
+
+def test_the_clock_is_read_after_observing(cluster):
+    """Decisions are stamped with the time after the analysis, not when the pass began."""
+    times = iter([datetime(2026, 11, 29, tzinfo=timezone.utc) + timedelta(seconds=s) for s in range(100)])
+    stamps = []
+
+    def clock():
+        moment = next(times)
+        stamps.append(moment)
+        return moment
+
+    api, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    docs = scenarios.manifests("clocked", router="gatewayAPI")
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", docs[1])
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[2])
+    run = Pass(kubeconfig, api_client, "clocked", "http://127.0.0.1:9")
+    run.run(clock=clock)
+    status = run.rollout()["status"]
+    stamped = {c["lastTransitionTime"] for c in status["conditions"]}
+    run.close()
+    assert core.ts(stamps[0]) not in stamped and stamped <= {core.ts(t) for t in stamps[1:]}
