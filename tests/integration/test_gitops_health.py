@@ -1,0 +1,66 @@
+"""What GitOps tools read from rollouts the real operator drives in the lab: the Argo CD health check
+(docs/argocd-health.lua under Lua 5.1) and kstatus conditions through `kubectl wait` (as Flux reads them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lab_watch import start_stable
+from modelrollout_lab import scenarios
+from modelrollout.plugin import main as plugin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_argocd_health import argo_health  # noqa: E402  (one Lua runner for the unit and lab tests)
+
+pytestmark = pytest.mark.lab
+
+
+def kubectl_wait(lab, name, condition, timeout="1s"):
+    kubectl = Path(sys.executable).with_name("kubectl")
+    return subprocess.run([str(kubectl), "wait", f"modelrollout/{name}", f"--for=condition={condition}",
+                           f"--timeout={timeout}"], env={**os.environ, "KUBECONFIG": lab.kubeconfig},
+                          capture_output=True, text=True)
+
+
+def health(lab, name):
+    obj = lab.rollout(name)
+    return argo_health(obj.get("status"), generation=obj["metadata"]["generation"])
+
+
+def steer(lab, *args):
+    result = CliRunner().invoke(plugin, [*args, "--kubeconfig", lab.kubeconfig])
+    assert result.exit_code == 0, result.output
+
+
+def test_health_through_a_release_that_is_paused_then_aborted(lab):
+    v1 = start_stable(lab, "health", rps=300, min_samples=100, replicas=4, steps=[{"weight": 25, "hold": "60s"}])
+    assert health(lab, "health")[0] == "Healthy"
+    assert kubectl_wait(lab, "health", "Ready").returncode == 0
+
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: lab.status("health").get("canaryWeight") == 25, timeout=60, what="step 0")
+    assert health(lab, "health")[0] == "Progressing"
+    assert kubectl_wait(lab, "health", "Reconciling").returncode == 0
+    assert kubectl_wait(lab, "health", "Ready").returncode != 0  # kubectl wait times out: not ready
+
+    steer(lab, "pause", "health")
+    lab.wait_for_phase("health", "Paused", timeout=20)
+    assert health(lab, "health")[0] == "Suspended"
+
+    steer(lab, "abort", "health")
+    status = lab.wait_for_phase("health", "RolledBack", timeout=20)
+    assert health(lab, "health") == ("Degraded", status["message"])
+    assert kubectl_wait(lab, "health", "Stalled").returncode == 0  # Flux fails the Kustomization at once
+
+
+def test_an_invalid_spec_is_degraded(lab):
+    lab.apply(scenarios.rollout("bad-steps", steps=[{"weight": 50}, {"weight": 10}]))
+    status = lab.wait_for_phase("bad-steps", "InvalidSpec", timeout=30)
+    assert health(lab, "bad-steps") == ("Degraded", status["message"])
+    assert kubectl_wait(lab, "bad-steps", "Stalled").returncode == 0
