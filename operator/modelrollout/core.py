@@ -18,6 +18,7 @@ from typing import Any
 
 from modelrollout.evaluate import MetricSample, evaluate
 from modelrollout.spec import MetricRule, RolloutSpec
+from modelrollout.status import RolloutStatus
 from modelrollout.stats import Judgement, Verdict
 
 HISTORY_LIMIT = 20
@@ -122,6 +123,13 @@ class Desired:
     stable_revision: str | None
     canary_revision: str | None
     canary_weight: int
+
+
+def checked(status: dict[str, Any]) -> dict[str, Any]:
+    """The status, after checking it against its typed declaration (modelrollout.status): a field
+    the core misspells or forgets to declare fails here, not silently at the API server."""
+    RolloutStatus.parse(status)
+    return status
 
 
 # ---------------------------------------------------------------- time helpers
@@ -319,7 +327,7 @@ def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
                 f"canary weight {result.confirmed_weight} carried, {result.target_weight} decided"
             conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
     new["conditions"] = conditions
-    return new, tuple(events), backoff
+    return checked(new), tuple(events), backoff
 
 
 # ---------------------------------------------------------------- the decision
@@ -387,7 +395,8 @@ class _Builder:
         self.status["conditions"] = _conditions(
             phase, reason, message, self.obs.generation, list(self.old.get("conditions") or []), self.now)
         requeue = min(self.wakeups) if self.wakeups else STEADY_REQUEUE
-        return Decision(action=action, status=self.status, events=tuple(self.events), requeue_after=requeue)
+        return Decision(action=action, status=checked(self.status), events=tuple(self.events),
+                        requeue_after=requeue)
 
     def _prune_scale_downs(self) -> None:
         """Entries stay until their delay has passed (the reconciler deletes the Deployment then)."""
@@ -885,4 +894,4 @@ def invalid(status: Mapping[str, Any], field_path: str, message: str, generation
     new["conditions"] = _conditions(Phase.INVALID_SPEC, "InvalidSpec", text, generation,
                                     list(status.get("conditions") or []), now)
     events = (Event("Warning", "InvalidSpec", text),) if first_time else ()
-    return Decision(action=Action.INVALID, status=new, events=events, requeue_after=STEADY_REQUEUE * 10)
+    return Decision(action=Action.INVALID, status=checked(new), events=events, requeue_after=STEADY_REQUEUE * 10)
