@@ -1,0 +1,187 @@
+"""What the operator owns, as users see it (issue 9: 3, 4, 5, 9): a gate's verdict is its own, a
+route's other rules stay as written, deletion never leaves traffic pointing at nothing, and two
+rollouts whose pods share labels never serve each other's traffic."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from lab_watch import Recorder, apply_all, route_canary_weight, start_stable
+from modelrollout.manifests import service_name
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout_lab import scenarios
+
+pytestmark = pytest.mark.lab
+
+SAMPLED = {"rps": 400, "min_samples": 300}
+LONG = "fraud-detector-for-the-european-card-payments-team-v2ab"  # 55 characters, as reported
+ROUTES = ("gateway.networking.k8s.io", "v1", "default", "httproutes")
+
+
+def _job_gate(name, result, seconds):
+    return {"name": name, "job": {"template": {
+        "metadata": {"annotations": {"lab.modelrollout.io/job-result": result,
+                                     "lab.modelrollout.io/job-seconds": str(seconds),
+                                     "lab.modelrollout.io/job-message": f"{name} {result}"}},
+        "spec": {"containers": [{"name": "eval", "image": "example/eval:1"}]}}}}
+
+
+def _route(lab, name):
+    return lab.custom.get_namespaced_custom_object(*ROUTES[:3], ROUTES[3], name)
+
+
+def _release_and_promote(lab, manifest, version):
+    """Apply a new version and wait for its promotion; returns the status."""
+    name, previous = manifest["metadata"]["name"], lab.status(manifest["metadata"]["name"])["stableRevision"]
+    lab.apply(scenarios.release(manifest, version))
+
+    def done():
+        status = lab.status(name)
+        return (status.get("phase") == "Succeeded" and status.get("stableRevision") != previous
+                and (status.get("history") or [{}])[0].get("result") == "Promoted" and status)
+    return lab.wait_for(done, timeout=90, what=f"{name} promoted")
+
+
+def _unrouted(lab, entry):
+    return lab.traffic.unrouted().get(f"default/{entry}-traffic", 0)
+
+
+def _served(lab, deployment):
+    return lab.traffic.snapshot().get(f"default/{deployment}", {}).get("requests", 0)
+
+
+def _deployments(lab, rollout):
+    return lab.apps.list_namespaced_deployment("default", label_selector=f"{LABEL_ROLLOUT}={rollout}").items
+
+
+def _service(lab, name):
+    try:
+        return lab.core.read_namespaced_service(name, "default")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def test_two_job_gates_of_a_long_named_rollout_each_give_their_own_verdict(lab):
+    v1 = start_stable(lab, LONG, router="gatewayAPI", **SAMPLED)
+    v2 = scenarios.release(v1, "2.0.0")
+    v2["spec"]["strategy"]["gates"] = {"beforeTraffic": [_job_gate("smoke", "succeeded", 1),
+                                                         _job_gate("offline-eval", "failed", 2)]}
+    with Recorder(lambda: route_canary_weight(lab, LONG)) as weights:
+        lab.apply(v2)
+        status = lab.wait_for_phase(LONG, "RolledBack", timeout=60)
+    assert "offline-eval" in status["message"]
+    assert set(weights.values) == {0}  # the canary never got a request
+    batch = client.BatchV1Api(lab.custom.api_client)
+    jobs = [j.metadata.name for j in batch.list_namespaced_job("default", label_selector=f"{LABEL_ROLLOUT}={LONG}").items]
+    assert len(set(jobs)) == 2 and all(len(n) <= 63 for n in jobs)
+
+
+ADMIN_RULE = {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+              "filters": [{"type": "RequestHeaderModifier",
+                           "requestHeaderModifier": {"add": [{"name": "x-admin", "value": "1"}]}}],
+              "backendRefs": [{"name": "admin-svc", "port": 9090}]}
+
+
+def _admin_console():
+    labels = {"app": "admin-console"}
+    annotations = {f"lab.modelrollout.io/{k}": v for k, v in scenarios.GOOD.items()}
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "admin-console", "namespace": "default"},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels, "annotations": annotations},
+                               "spec": {"containers": [{"name": "admin", "image": "example/admin:1"}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "admin-svc", "namespace": "default"},
+         "spec": {"selector": labels, "ports": [{"port": 9090, "targetPort": 9090}]}},
+    ]
+
+
+def test_the_users_other_rule_is_untouched_through_a_whole_release(lab):
+    docs = scenarios.manifests("admin", router="gatewayAPI", **SAMPLED)
+    docs[1]["spec"]["rules"].append(copy.deepcopy(ADMIN_RULE))
+    apply_all(lab, _admin_console() + [scenarios.traffic_entry("admin-panel", "default", "httproute/admin#/admin", 50)]
+              + docs)
+    lab.wait_for_phase("admin", "Succeeded", timeout=60)
+    written = json.dumps(_route(lab, "admin")["spec"]["rules"][1])
+    lab.wait_for(lambda: lab.traffic.fractions().get("default/admin-panel-traffic"), timeout=10, what="the admin console")
+    unrouted = _unrouted(lab, "admin-panel")
+    with Recorder(lambda: json.dumps(_route(lab, "admin")["spec"]["rules"][1])) as admin_rule, \
+            Recorder(lambda: route_canary_weight(lab, "admin")) as weights:
+        _release_and_promote(lab, docs[-1], "2.0.0")
+    assert weights.values[-1] == 0 and max(weights.values) > 0  # a release went through the first rule
+    assert admin_rule.values == [written]  # the /admin rule, byte for byte, all along
+    assert lab.traffic.fractions()["default/admin-panel-traffic"] == {"default/admin-console": 1.0}
+    assert _unrouted(lab, "admin-panel") == unrouted
+
+
+@pytest.mark.parametrize("router", ["gatewayAPI", "replicas"])
+def test_deleting_a_rollout_hands_the_stable_revision_over_and_no_request_goes_unrouted(lab, router):
+    name = f"handover-{router.lower()}"
+    v1 = start_stable(lab, name, router=router, **SAMPLED)
+    stable = _release_and_promote(lab, v1, "2.0.0")
+    deployment = next(d.metadata.name for d in _deployments(lab, name)
+                      if d.metadata.labels[LABEL_REVISION] == stable["stableRevision"])
+    unrouted = _unrouted(lab, name)
+    lab.delete_rollout(name)
+    lab.wait_for(lambda: not lab.status(name), timeout=30, what="the rollout to go")
+    lab.wait_for(lambda: _service(lab, service_name(name, "canary")) is None, timeout=20,
+                 what="the garbage collector to delete the canary Service")
+    served = _served(lab, deployment)
+    lab.traffic.wait_ticks(15)
+    assert _unrouted(lab, name) == unrouted  # not one request unrouted, during the deletion or after it
+    assert _served(lab, deployment) > served  # the handed-over stable revision still serves
+    kept = [service_name(name, "stable")] + ([service_name(name, "shared")] if router == "replicas" else [])
+    for service in kept:
+        svc = _service(lab, service)
+        assert svc is not None and not svc.metadata.owner_references
+        assert svc.metadata.labels[LABEL_ROLLOUT] == name  # so a re-created rollout adopts it
+    remaining = _deployments(lab, name)
+    assert [d.metadata.name for d in remaining] == [deployment] and not remaining[0].metadata.owner_references
+    if router == "gatewayAPI":
+        refs = _route(lab, name)["spec"]["rules"][0]["backendRefs"]
+        assert [(r["name"], r["weight"]) for r in refs] == [(service_name(name, "stable"), 100)]
+        return
+    # Re-created with the same template: it adopts what was handed over, with no new revision.
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    status = lab.wait_for_phase(name, "Succeeded", timeout=60)
+    assert status["stableRevision"] == stable["stableRevision"]
+    uid = lab.rollout(name)["metadata"]["uid"]
+    lab.wait_for(lambda: all(_service(lab, s).metadata.owner_references for s in kept), timeout=20, what="adoption")
+    assert all(_service(lab, s).metadata.owner_references[0].uid == uid for s in kept)
+    assert [d.metadata.owner_references[0].uid for d in _deployments(lab, name)] == [uid]
+    assert _unrouted(lab, name) == unrouted
+
+
+def test_delete_all_removes_everything_the_rollout_created(lab):
+    docs = scenarios.manifests("purge", router="gatewayAPI", **SAMPLED)
+    docs[-1]["spec"]["onDelete"] = "DeleteAll"
+    apply_all(lab, docs)
+    lab.wait_for_phase("purge", "Succeeded", timeout=60)
+    lab.delete_rollout("purge")
+    lab.wait_for(lambda: not _deployments(lab, "purge") and _service(lab, service_name("purge", "stable")) is None,
+                 timeout=30, what="everything to go")
+
+
+def test_rollouts_whose_pods_share_labels_never_serve_each_others_traffic(lab):
+    names = ("twin-a", "twin-b")
+    for name in names:
+        docs = scenarios.manifests(name, rps=100)
+        for obj in (docs[-1]["spec"]["selector"]["matchLabels"], docs[-1]["spec"]["template"]["metadata"]["labels"]):
+            obj.clear()
+            obj["app"] = "twins"
+        docs.append(scenarios.traffic_entry(f"{name}-stable", "default", f"service/{service_name(name, 'stable')}", 100))
+        apply_all(lab, docs)
+    for name in names:
+        lab.wait_for_phase(name, "Succeeded", timeout=60)
+    lab.traffic.wait_ticks(3)
+    fractions = lab.traffic.fractions()
+    for name in names:
+        own = {f"default/{d.metadata.name}" for d in _deployments(lab, name)}
+        for entry in (f"default/{name}-traffic", f"default/{name}-stable-traffic"):  # shared and stable Services
+            assert fractions[entry] and set(fractions[entry]) <= own, (entry, fractions[entry], own)
