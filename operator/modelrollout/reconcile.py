@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
-
 from modelrollout import core, metrics
 from modelrollout.analysis import measure
 from modelrollout.config import Config
@@ -25,8 +23,8 @@ from modelrollout.gates import run_gates
 from modelrollout.kube import Kube, KubeError, path
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
-from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.evaluate import MetricSample
+from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
 from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
@@ -194,7 +192,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     try:
         confirmed = await converge(runtime.kube, router, replace(target, stable_revision=desired.stable_revision),
                                    spec, desired, deployments, traffic)
-    except (KubeError, RouteProblem, OSError, httpx.HTTPError) as exc:
+    except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
+        log.warning("%s/%s: acting failed: %s", obj.namespace, obj.name, exc)
         failure = act_failure(exc)
     result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")))
     status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock())
