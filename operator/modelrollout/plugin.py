@@ -30,6 +30,7 @@ from urllib3.exceptions import HTTPError
 from modelrollout.manifests import service_name
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
+from modelrollout.routers.gateway_api import managed_rules
 
 PROG = "kubectl-modelrollout"
 EXIT_ROLLOUT_FAILED = 3
@@ -194,8 +195,9 @@ def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
     name = obj["metadata"]["name"]
     roles = {"stable": status.get("stableRevision"), "canary": status.get("canaryRevision")}
     if route is not None:
+        managed = managed_rules(route, name)  # the rules that reference the rollout's Services
         refs = {ref.get("name"): int(ref.get("weight", 1))
-                for ref in ((route.get("spec") or {}).get("rules") or [{}])[0].get("backendRefs") or []}
+                for ref in (route["spec"]["rules"][managed[0]].get("backendRefs") or [] if managed else [])}
         return {revision: refs.get(service_name(name, role)) for role, revision in roles.items() if revision}
     ready = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): int((d.get("status") or {}).get("readyReplicas") or 0)
              for d in deployments}

@@ -7,7 +7,7 @@ import time
 
 from kubernetes.client.rest import ApiException
 
-from modelrollout.manifests import service_name
+from modelrollout.routers.gateway_api import canary_share, managed_rules
 from modelrollout_lab import scenarios
 
 
@@ -27,10 +27,8 @@ def route_canary_weight(lab, name, namespace="default"):
         route = lab.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", name)
     except ApiException:
         return None
-    for ref in route["spec"]["rules"][0].get("backendRefs") or []:
-        if ref["name"] == service_name(name, "canary"):
-            return int(ref.get("weight", 1))
-    return 0
+    managed = managed_rules(route, name)  # the rules that reference the rollout's Services
+    return canary_share(route["spec"]["rules"][managed[0]]["backendRefs"], namespace, name) if managed else None
 
 
 class Recorder:

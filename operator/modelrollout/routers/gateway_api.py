@@ -35,8 +35,8 @@ def _route_path(target: RouteTarget) -> str:
     return path(GROUP_VERSION, "httproutes", target.namespace, gateway.http_route)
 
 
-def _services(target: RouteTarget) -> tuple[str, str]:
-    return service_name(target.name, "stable"), service_name(target.name, "canary")
+def _services(rollout: str) -> tuple[str, str]:
+    return service_name(rollout, "stable"), service_name(rollout, "canary")
 
 
 def _refers_to(ref: dict[str, Any], namespace: str, service: str) -> bool:
@@ -44,17 +44,18 @@ def _refers_to(ref: dict[str, Any], namespace: str, service: str) -> bool:
             and (ref.get("group") or "") in ("", "core") and ref.get("namespace", namespace) == namespace)
 
 
-def managed_rules(route: dict[str, Any], target: RouteTarget) -> list[int]:
-    """Indices of the rules holding a backendRef to this rollout's stable or canary Service."""
+def managed_rules(route: dict[str, Any], rollout: str) -> list[int]:
+    """Indices of the rules holding a backendRef to the rollout's stable or canary Service (the
+    rollout's namespace is the route's: a route never points at another namespace's rollout)."""
+    namespace = (route.get("metadata") or {}).get("namespace", "")
     rules = (route.get("spec") or {}).get("rules") or []
     return [i for i, rule in enumerate(rules)
-            if any(_refers_to(ref, target.namespace, svc) for ref in rule.get("backendRefs") or []
-                   for svc in _services(target))]
+            if any(_refers_to(ref, namespace, svc) for ref in rule.get("backendRefs") or [] for svc in _services(rollout))]
 
 
 def weighted(refs: Refs, target: RouteTarget, weight: int) -> Refs:
     """`refs` with stable at 100 - weight and canary at weight; other backendRefs unchanged."""
-    stable, canary = _services(target)
+    stable, canary = _services(target.name)
     has_stable = any(_refers_to(r, target.namespace, stable) for r in refs)
     has_canary = any(_refers_to(r, target.namespace, canary) for r in refs)
     out: Refs = []
@@ -74,16 +75,16 @@ def weighted(refs: Refs, target: RouteTarget, weight: int) -> Refs:
 
 def stable_only(refs: Refs, target: RouteTarget) -> Refs:
     """All of this rollout's traffic on stable and the canary backendRef gone (its Service is going)."""
-    _, canary = _services(target)
+    _, canary = _services(target.name)
     return [ref for ref in weighted(refs, target, 0) if not _refers_to(ref, target.namespace, canary)]
 
 
-def canary_share(refs: Refs, target: RouteTarget) -> int:
+def canary_share(refs: Refs, namespace: str, rollout: str) -> int:
     """The canary's percent of what the rule sends to this rollout (a weight defaults to 1)."""
-    stable, canary = _services(target)
+    stable, canary = _services(rollout)
 
     def weight_of(service: str) -> int:
-        return sum(int(r.get("weight", 1)) for r in refs if _refers_to(r, target.namespace, service))
+        return sum(int(r.get("weight", 1)) for r in refs if _refers_to(r, namespace, service))
 
     total = weight_of(stable) + weight_of(canary)
     return round(100 * weight_of(canary) / total) if total else 0
@@ -97,9 +98,9 @@ class GatewayApiRouter:
         route = await kube.get(_route_path(target))
         if route is None:
             raise RouteProblem("RouteNotFound", f"HTTPRoute {target.namespace}/{gateway.http_route} not found")
-        managed = managed_rules(route, target)
+        managed = managed_rules(route, target.name)
         if not managed:
-            raise RouteNotManaged("HTTPRoute", target.namespace, gateway.http_route, _services(target),
+            raise RouteNotManaged("HTTPRoute", target.namespace, gateway.http_route, _services(target.name),
                                   target.spec.service.port)
         return route, managed
 
@@ -133,7 +134,8 @@ class GatewayApiRouter:
     async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
         """The managed rules' canary weight (None when they disagree)."""
         route, managed = await self._route(kube, target)
-        shares = {canary_share(route["spec"]["rules"][i].get("backendRefs") or [], target) for i in managed}
+        shares = {canary_share(route["spec"]["rules"][i].get("backendRefs") or [], target.namespace, target.name)
+                  for i in managed}
         return shares.pop() if len(shares) == 1 else None
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
