@@ -87,20 +87,32 @@ class GatewayApiRouting(_Frozen):
     http_route: str = Field(alias="httpRoute", min_length=1)
 
 
+class IstioRouting(_Frozen):
+    """An Istio VirtualService; `routes` names the http routes the rollout may edit (empty: every
+    http route with a destination to this rollout's Services)."""
+
+    virtual_service: str = Field(alias="virtualService", min_length=1)
+    routes: tuple[str, ...] = ()
+
+
+_ROUTERS = {"replicas": "replicas", "gateway_api": "gatewayAPI", "istio": "istio"}  # field -> spec name
+
+
 class TrafficRouting(_Frozen):
     replicas: dict[str, Any] | None = None
     gateway_api: GatewayApiRouting | None = Field(default=None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
-        chosen = [name for name in ("replicas", "gateway_api") if getattr(self, name) is not None]
+        chosen = [name for name in _ROUTERS if getattr(self, name) is not None]
         if len(chosen) != 1:
-            raise ValueError("set exactly one router: replicas or gatewayAPI")
+            raise ValueError(f"set exactly one router: {', '.join(_ROUTERS.values())}")
         return self
 
     @property
     def router(self) -> str:
-        return "replicas" if self.replicas is not None else "gatewayAPI"
+        return next(spec_name for name, spec_name in _ROUTERS.items() if getattr(self, name) is not None)
 
 
 class Step(_Frozen):

@@ -164,6 +164,10 @@ def _builtin_resources() -> list[ResourceDef]:
 
 
 # --------------------------------------------------------------------------------------------------
+        R('networking.istio.io', 'v1', 'virtualservices', 'VirtualService', short_names=['vs'],
+          categories=['istio-io', 'networking-istio-io'], status=True, generation=True),
+        R('serving.kserve.io', 'v1beta1', 'inferenceservices', 'InferenceService', short_names=['isvc'],
+          status=True, generation=True),
 # Errors as kube-apiserver's Status objects.
 # --------------------------------------------------------------------------------------------------
 class ApiError(Exception):

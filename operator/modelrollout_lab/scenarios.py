@@ -39,6 +39,26 @@ def http_route(name: str, namespace: str, port: int = 8080) -> dict[str, Any]:
     }
 
 
+def virtual_service(name: str, namespace: str, port: int = 8080) -> dict[str, Any]:
+    """A VirtualService whose route `primary` carries the rollout and whose route `admin` is the user's own."""
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"hosts": [f"{name}.example.com"], "gateways": ["lab-gateway"],
+                 "http": [{"name": "admin", "match": [{"uri": {"prefix": "/admin"}}],
+                           "route": [{"destination": {"host": "admin-svc", "port": {"number": 9090}}}],
+                           "timeout": "10s"},
+                          {"name": "primary", "retries": {"attempts": 2},
+                           "route": [{"destination": {"host": f"{service_name(name, 'stable')}.{namespace}.svc.cluster.local",
+                                                      "port": {"number": port}}, "weight": 100}]}]},
+    }
+
+
+ROUTING = {"replicas": lambda name: {"replicas": {}},
+           "gatewayAPI": lambda name: {"gatewayAPI": {"httpRoute": name}},
+           "istio": lambda name: {"istio": {"virtualService": name, "routes": ["primary"]}}}
+
+
 def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", behaviour: dict[str, str] | None = None,
             router: str = "replicas", replicas: int = 20, steps: list[dict[str, Any]] | None = None,
             metrics: list[dict[str, Any]] | None = None, interval: str = "2s", min_samples: int = 30,
@@ -49,7 +69,7 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
     if skip_analysis_for is None:
         skip_analysis_for = "0s" if router == "replicas" else "1s"
     annotations = {f"lab.modelrollout.io/{k}": v for k, v in {**GOOD, **(behaviour or {})}.items()}
-    routing = {"replicas": {}} if router == "replicas" else {"gatewayAPI": {"httpRoute": name}}
+    routing = ROUTING[router](name)
     return {
         "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
         "metadata": {"name": name, "namespace": namespace},
@@ -76,10 +96,12 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
 def manifests(name: str, *, namespace: str = "default", router: str = "replicas", rps: float = 60,
               seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
     """Everything one lab release needs, in apply order."""
-    target = f"httproute/{name}" if router == "gatewayAPI" else f"service/{name}"
+    target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary"}.get(router, f"service/{name}")
     docs = [traffic_entry(name, namespace, target, rps, seed)]
     if router == "gatewayAPI":
         docs.append(http_route(name, namespace))
+    if router == "istio":
+        docs.append(virtual_service(name, namespace))
     docs.append(rollout(name, namespace=namespace, router=router, **kwargs))
     return docs
 

@@ -4,7 +4,8 @@ Entry points are ConfigMaps labelled ``lab.modelrollout.io/traffic: "true"`` (an
 
     data:
       target: httproute/fraud-detector     # or service/<name>, deployment/<name> (same namespace);
-                                           # httproute/<name>#/admin: the rule matching path /admin
+                                           # httproute/<name>#/admin: the rule matching path /admin;
+                                           # virtualservice/<name>#primary: the http route named primary
       rps: "50"                            # read every tick; "0" means no traffic
       seed: "7"                            # optional
 
@@ -16,6 +17,12 @@ from its pod template annotations) answer them. Results are exposed at ``/metric
 Prometheus format, and per-Deployment totals at ``/snapshot`` (JSON). Requests that reach no
 Ready pod (a backend Service missing, no Ready endpoints, no such route or rule) are counted as
 ``lab_unrouted_requests_total{namespace, entrypoint}``.
+
+Mirrors (a VirtualService route's ``mirror`` with ``mirrorPercentage``, an HTTPRoute rule's
+``RequestMirror`` filter with ``percent``) send copies of the routed requests to the mirror's
+Service: the copies are answered and show in that version's metrics, as a real server would
+export them, but their answers are discarded, so ``/snapshot`` counts them apart
+(``mirrored``), never in ``requests``.
 
 In-process::
 
@@ -59,6 +66,7 @@ log = logging.getLogger("modelrollout_lab.traffic")
 TRAFFIC_LABEL = "lab.modelrollout.io/traffic"
 DEFAULT_RPS = 20.0
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+ISTIO_GROUP = "networking.istio.io"
 
 SERIES_LABELS = ("namespace", "rollout", "revision", "model_version", "deployment")
 
@@ -121,8 +129,102 @@ def route_backends(route: Obj, rule_path: str | None = None) -> list[tuple[str, 
     return out
 
 
+def _service_of_host(host: str, namespace: str) -> tuple[str, str]:
+    """(namespace, Service name) of an Istio destination host: `name`, `name.ns`, `name.ns.svc...`."""
+    parts = (host or "").split(".")
+    return (parts[1] if len(parts) > 1 else namespace), parts[0]
+
+
+def vs_route(vs: Obj, route_name: str | None = None) -> Obj | None:
+    """The VirtualService http route named `route_name`, or the first one when None."""
+    routes = (vs.get("spec") or {}).get("http") or []
+    if route_name is None:
+        return routes[0] if routes else None
+    return next((route for route in routes if route.get("name") == route_name), None)
+
+
+def vs_backends(vs: Obj, route_name: str | None = None) -> list[tuple[str, str, float]]:
+    """(namespace, Service, weight) of one VirtualService route; an omitted weight is 100 for a
+    sole destination, else 0 (as Istio reads it)."""
+    route = vs_route(vs, route_name)
+    destinations = (route or {}).get("route") or []
+    out = []
+    for d in destinations:
+        ns, name = _service_of_host(((d.get("destination") or {}).get("host")) or "", "")
+        try:
+            weight = max(0.0, float(d.get("weight", 100 if len(destinations) == 1 else 0)))
+        except (TypeError, ValueError):
+            weight = 0.0
+        out.append((ns, name, weight))
+    return out
+
+
+def _percent(value: Any, default: float = 100.0) -> float:
+    try:
+        return min(100.0, max(0.0, float(default if value is None else value)))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def mirror_backends(kind: str, obj: Obj, rule_key: str | None) -> list[tuple[str, str, float]]:
+    """(namespace or "", Service, percent of the rule's requests copied) of one rule's mirrors."""
+    if kind == "virtualservice":
+        route = vs_route(obj, rule_key) or {}
+        mirror = route.get("mirror")
+        if not mirror:
+            return []
+        ns, name = _service_of_host(mirror.get("host") or "", "")
+        return [(ns, name, _percent((route.get("mirrorPercentage") or {}).get("value")))]
+    rule = route_rule(obj, rule_key) or {}
+    out = []
+    for f in rule.get("filters") or []:
+        if f.get("type") != "RequestMirror":
+            continue
+        spec = f.get("requestMirror") or {}
+        ref = spec.get("backendRef") or {}
+        fraction = spec.get("fraction")
+        percent = _percent(spec.get("percent")) if fraction is None else \
+            _percent(100.0 * float(fraction.get("numerator", 0)) / float(fraction.get("denominator", 100) or 100))
+        out.append((ref.get("namespace") or "", ref.get("name") or "", percent))
+    return out
+
+
+def _spread(namespace: str, backends: list[tuple[str, str, float]], total: float, services: Mapping[Key, Obj],
+            in_ns: Any) -> dict[Key, float]:
+    """Fractions per Deployment when `backends` get weight/total of the traffic each."""
+    out: dict[Key, float] = {}
+    if total <= 0:
+        return out
+    for ns, svc_name, w in backends:
+        if w <= 0:
+            continue
+        svc = services.get((ns or namespace, svc_name))
+        if not svc:
+            continue
+        for dkey, share in service_shares(ns or namespace, svc, in_ns(ns or namespace)).items():
+            out[dkey] = out.get(dkey, 0.0) + (w / total) * share
+    return out
+
+
+def resolve_mirrors(namespace: str, target: str, *, routes: Mapping[Key, Obj], services: Mapping[Key, Obj],
+                    deployments: Mapping[Key, Obj], virtual_services: Mapping[Key, Obj] | None = None,
+                    deployments_by_ns: Mapping[str, Mapping[Key, Obj]] | None = None) -> dict[Key, float]:
+    """Copies per request of an entry point that each Deployment receives through mirrors."""
+    def in_ns(ns: str) -> Mapping[Key, Obj]:
+        return deployments_by_ns.get(ns, {}) if deployments_by_ns is not None else deployments
+
+    kind, _, name = (target or "").strip().partition("/")
+    name, _, rule_key = name.partition("#")
+    kind = {"vs": "virtualservice"}.get(kind.lower(), kind.lower().removesuffix("s"))
+    objects = {"httproute": routes, "virtualservice": virtual_services or {}}.get(kind)
+    obj = objects.get((namespace, name)) if objects is not None else None
+    if not obj:
+        return {}
+    return _spread(namespace, mirror_backends(kind, obj, rule_key or None), 100.0, services, in_ns)
+
+
 def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], services: Mapping[Key, Obj],
-                   deployments: Mapping[Key, Obj],
+                   deployments: Mapping[Key, Obj], virtual_services: Mapping[Key, Obj] | None = None,
                    deployments_by_ns: Mapping[str, Mapping[Key, Obj]] | None = None) -> dict[Key, float]:
     """Fraction of an entry point's traffic that each Deployment receives.
 
@@ -147,22 +249,12 @@ def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], se
         return {(namespace, name): 1.0} if d and int((d.get("status") or {}).get("readyReplicas") or 0) > 0 else {}
     if kind in ("httproute", "httproutes"):
         route = routes.get((namespace, name))
-        if not route:
-            return {}
-        backends = route_backends(route, rule_path or None)
-        total_w = sum(w for _, _, w in backends)
-        if total_w <= 0:
-            return {}
-        out: dict[Key, float] = {}
-        for ns, svc_name, w in backends:
-            if w <= 0:
-                continue
-            svc = services.get((ns or namespace, svc_name))
-            if not svc:
-                continue
-            for dkey, share in service_shares(ns or namespace, svc, in_ns(ns or namespace)).items():
-                out[dkey] = out.get(dkey, 0.0) + (w / total_w) * share
-        return out
+        backends = route_backends(route, rule_path or None) if route else []
+        return _spread(namespace, backends, sum(w for _, _, w in backends), services, in_ns)
+    if kind in ("virtualservice", "virtualservices", "vs"):
+        vs = (virtual_services or {}).get((namespace, name))
+        backends = vs_backends(vs, rule_path or None) if vs else []
+        return _spread(namespace, backends, sum(w for _, _, w in backends), services, in_ns)
     return {}
 
 
@@ -340,6 +432,7 @@ class _Version:
     bad_requests: int = 0
     degraded_requests: int = 0
     degraded_since: float | None = None
+    mirrored: int = 0  # copies answered through a mirror: their answers reached nobody
 
     def current(self, now: float) -> tuple[ModelBehaviour, bool]:
         b = self.behaviour
@@ -415,6 +508,7 @@ class TrafficSimulator:
             "services": (f"/api/v1{ns}/services", None),
             "deployments": (f"/apis/apps/v1{ns}/deployments", None),
             "httproutes": (f"/apis/{GATEWAY_GROUP}/v1{ns}/httproutes", None),
+            "virtualservices": (f"/apis/{ISTIO_GROUP}/v1{ns}/virtualservices", None),
         }
         for name, (path, selector) in specs.items():
             self._informers[name] = Informer(
@@ -514,6 +608,7 @@ class TrafficSimulator:
         deployments = st.get("deployments", {})
         services = st.get("services", {})
         routes = st.get("httproutes", {})
+        virtual_services = st.get("virtualservices", {})
         deps_by_ns: dict[str, dict[Key, Obj]] = {}
         for dkey, d in deployments.items():
             deps_by_ns.setdefault(dkey[0], {})[dkey] = d
@@ -526,7 +621,11 @@ class TrafficSimulator:
                     continue
                 data = cm.get("data") or {}
                 fr = resolve_target(cm_key[0], data.get("target", ""), routes=routes, services=services,
-                                    deployments=deployments, deployments_by_ns=deps_by_ns)
+                                    deployments=deployments, virtual_services=virtual_services,
+                                    deployments_by_ns=deps_by_ns)
+                copies = resolve_mirrors(cm_key[0], data.get("target", ""), routes=routes, services=services,
+                                         deployments=deployments, virtual_services=virtual_services,
+                                         deployments_by_ns=deps_by_ns)
                 fractions_now[cm_key] = fr
                 rps = _float(data, "rps", DEFAULT_RPS)
                 rng = self._entry_rng(cm_key, str(data.get("seed", "")))
@@ -540,6 +639,13 @@ class TrafficSimulator:
                         self._serve(deployments[dkey], k, now)
                 if counts[-1]:
                     self._unrouted[cm_key] = self._unrouted.get(cm_key, 0) + counts[-1]
+                if copies:  # a separate stream: the served requests stay as without mirrors
+                    mirror_rng = self._entry_rng(cm_key, f"{data.get('seed', '')}/mirror")
+                    mirror_keys = sorted(copies)
+                    for dkey, k in zip(mirror_keys, models.split(n - counts[-1], [copies[k] for k in mirror_keys],
+                                                                 mirror_rng)):
+                        if k:
+                            self._serve(deployments[dkey], k, now, mirrored=True)
             self._fractions = fractions_now
             self._flush_feedback(now)
         with self._tick_cond:
@@ -583,7 +689,9 @@ class TrafficSimulator:
             v.behaviour = ModelBehaviour.from_annotations(ann)
         return v
 
-    def _serve(self, deployment: Obj, n: int, now: float) -> None:
+    def _serve(self, deployment: Obj, n: int, now: float, mirrored: bool = False) -> None:
+        """`n` requests answered by the Deployment's model; `mirrored` copies are exported as metrics
+        (the server cannot tell them apart) but counted apart from the answers users received."""
         v = self._version(deployment)
         if v.first_served is None:
             v.first_served = now
@@ -608,6 +716,9 @@ class TrafficSimulator:
                 s.feedback_correct += batch.labelled_correct
             else:
                 v.feedback_queue.append((now + delay, batch.labelled, batch.labelled_correct))
+        if mirrored:
+            v.mirrored += n
+            return
         v.requests += n
         v.errors += batch.errors
         v.predictions += batch.predictions
@@ -641,6 +752,7 @@ class TrafficSimulator:
 
         requests, errors (500s), predictions, incorrect (wrong predictions, labelled or not),
         bad_requests (served while degraded or by a version annotated bad), degraded_requests,
+        mirrored (copies answered through a mirror, whose answers reached nobody),
         degraded (bool), fraction (current share of all entry points' traffic it receives, summed),
         and the series labels.
         """
@@ -657,12 +769,13 @@ class TrafficSimulator:
                     "model_version": model_version, "requests": v.requests, "errors": v.errors,
                     "predictions": v.predictions, "incorrect": v.incorrect, "bad_requests": v.bad_requests,
                     "degraded_requests": v.degraded_requests, "degraded": v.degraded_since is not None,
-                    "fraction": frac.get(key, 0.0),
+                    "fraction": frac.get(key, 0.0), "mirrored": v.mirrored,
                 }
             for key, f in frac.items():
                 out.setdefault(f"{key[0]}/{key[1]}", {
                     "namespace": key[0], "deployment": key[1], "requests": 0, "errors": 0, "predictions": 0,
                     "incorrect": 0, "bad_requests": 0, "degraded_requests": 0, "degraded": False, "fraction": f,
+                    "mirrored": 0,
                 })
             return out
 

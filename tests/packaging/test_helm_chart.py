@@ -56,7 +56,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "sharded": {
         "labelSelector": "modelrollout.io/shard=a",
         "image": {"digest": "sha256:" + "a" * 64},
-        "rbac": {"gatewayAPI": False},
+        "rbac": {"gatewayAPI": False, "istio": False},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
         "podAnnotations": {"example.com/team": "ml-platform"},
@@ -199,6 +199,7 @@ OPERATOR_NEEDS = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "patch", "update"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "patch", "update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -285,15 +286,16 @@ def test_rbac_can_be_left_to_the_cluster_admin(chart):
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
-def test_gateway_api_grant_is_optional(chart):
+def test_router_grants_are_optional(chart):
     role = one(render(chart, SCENARIOS["sharded"]), "ClusterRole")
     assert ("gateway.networking.k8s.io", "httproutes") not in grants(role)
+    assert ("networking.istio.io", "virtualservices") not in grants(role)
 
 
 def test_extra_rules_are_appended(chart):
-    extra = {"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "verbs": ["get", "patch"]}
+    extra = {"apiGroups": ["split.smi-spec.io"], "resources": ["trafficsplits"], "verbs": ["get", "patch"]}
     role = one(render(chart, {"rbac": {"extraRules": [extra]}}), "ClusterRole")
-    assert grants(role)[("networking.istio.io", "virtualservices")] == {"get", "patch"}
+    assert grants(role)[("split.smi-spec.io", "trafficsplits")] == {"get", "patch"}
 
 
 # --- The operator's pod -----------------------------------------------------------------------

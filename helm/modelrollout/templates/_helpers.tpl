@@ -95,6 +95,12 @@ and in each Role (namespaced mode). Exact verbs on exact resources; no wildcards
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch", "update"]
 {{- end }}
+{{- if .Values.rbac.istio }}
+# Istio router: the VirtualService's route weights and mirror (the VirtualService is the user's).
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+{{- end }}
 # Analysis jobs (e.g. offline quality checks).
 - apiGroups: ["batch"]
   resources: ["jobs"]

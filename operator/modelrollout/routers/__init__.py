@@ -65,7 +65,9 @@ class Router(Protocol):
 
 def router_for(spec: RolloutSpec) -> Router:
     from modelrollout.routers.gateway_api import GatewayApiRouter
+    from modelrollout.routers.istio import IstioRouter
     from modelrollout.routers.replicas import ReplicasRouter
 
-    routers: dict[str, Router] = {"replicas": ReplicasRouter(), "gatewayAPI": GatewayApiRouter()}
+    routers: dict[str, Router] = {"replicas": ReplicasRouter(), "gatewayAPI": GatewayApiRouter(),
+                                  "istio": IstioRouter()}
     return routers[spec.traffic_routing.router]
