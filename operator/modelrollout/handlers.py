@@ -82,8 +82,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     labels = dict(config.label_selector) if config.label_selector else None
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf's own calls use our credentials: certificates, rotating token files, exec plugins."""
+        return await load_configuration(config.kubeconfig).connection_info()
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
