@@ -9,6 +9,7 @@ import os
 import click
 
 from modelrollout.config import Config
+from modelrollout.spec import DEFAULT_NOTIFICATION_URLS
 
 
 @click.group()
@@ -40,6 +41,10 @@ def _selector(text: str | None) -> dict[str, str] | None:
 @click.option("--allowed-webhook-urls", "allowed_webhook_urls", multiple=True,
               help="Glob pattern of URLs webhook gates may call, e.g. 'https://gates.example.com/*' "
                    "(repeatable). Default: none, webhook gates are refused.")
+@click.option("--allowed-notification-urls", "allowed_notification_urls", multiple=True,
+              help="Glob pattern of URLs notifications may go to (repeatable; each part matched on its own: "
+                   "scheme, host:port, path). Default: Slack, Teams and PagerDuty's public endpoints; "
+                   "one empty value allows none.")
 @click.option("--gate-service-account", default=None,
               help="ServiceAccount of Job gates' pods (must exist in each rollout's namespace). "
                    "Default: the namespace's default ServiceAccount.")
@@ -54,7 +59,8 @@ def _selector(text: str | None) -> dict[str, str] | None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
         prometheus_token_file: str | None, prometheus_ca_file: str | None, allowed_prometheus_urls: tuple[str, ...],
-        allowed_webhook_urls: tuple[str, ...], gate_service_account: str | None, gate_service_account_token: bool,
+        allowed_webhook_urls: tuple[str, ...], allowed_notification_urls: tuple[str, ...],
+        gate_service_account: str | None, gate_service_account_token: bool,
         metrics_port: int | None, liveness: str | None, peering: bool, peering_name: str | None, log_format: str,
         log_level: str) -> None:
     """Run the operator."""
@@ -71,6 +77,8 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         prometheus_ca_file=prometheus_ca_file,
         allowed_prometheus_urls=allowed_prometheus_urls,
         allowed_webhook_urls=allowed_webhook_urls,
+        allowed_notification_urls=tuple(u for u in allowed_notification_urls if u) if allowed_notification_urls
+        else DEFAULT_NOTIFICATION_URLS,
         gate_service_account=gate_service_account or None,
         gate_service_account_token=gate_service_account_token,
         namespaces=namespaces,

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelrollout.spec import PlatformPolicy
+from modelrollout.spec import DEFAULT_NOTIFICATION_URLS, PlatformPolicy
 
 
 class SecretFile:
@@ -47,6 +47,7 @@ class Config:
     allowed_webhook_urls: tuple[str, ...] = ()
     gate_service_account: str | None = None
     gate_service_account_token: bool = False
+    allowed_notification_urls: tuple[str, ...] = DEFAULT_NOTIFICATION_URLS
     _token: SecretFile | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,4 +66,5 @@ class Config:
             allowed_webhook_urls=self.allowed_webhook_urls,
             gate_service_account=self.gate_service_account,
             gate_service_account_token=self.gate_service_account_token,
+            allowed_notification_urls=self.allowed_notification_urls,
         )

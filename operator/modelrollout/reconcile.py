@@ -21,6 +21,7 @@ from modelrollout.config import Config
 from modelrollout.core import Commands, Observations, Workload
 from modelrollout.gates import run_gates
 from modelrollout.kube import Kube, KubeError, path
+from modelrollout.notify import Notifier
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
 from modelrollout.evaluate import MetricSample
@@ -43,6 +44,10 @@ class Runtime:
     providers: dict[str, MetricsProvider] = field(default_factory=dict)
     # The parsed spec per rollout uid, with the generation it was parsed at: parse once per change.
     specs: dict[str, tuple[int, RolloutSpec | SpecError]] = field(default_factory=dict)
+    notifier: Notifier = field(init=False, repr=False)  # the rollouts' notifications (never waited for)
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier(self.kube, self.config.policy)
 
     def spec_of(self, obj: RolloutObject) -> RolloutSpec:
         """The typed spec of this generation (raises SpecError for an invalid one)."""
@@ -170,8 +175,12 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
                          stable_revision=obj.status.get("stableRevision") or spec.revision)
     failure: tuple[str, str] | None = None
     traffic: int | None = None
+    mirror: int | None = None
+    reads_mirror = spec.strategy.mirrors or bool(obj.status.get("canaryMirror"))
     try:
         traffic = await router.get_weight(runtime.kube, target)
+        if reads_mirror:
+            mirror = await router.get_mirror(runtime.kube, target)
     except (KubeError, RouteProblem) as exc:
         failure = act_failure(exc)
     samples = None
@@ -182,30 +191,36 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     stage = obj.status.get("gating")
     if stage and obj.status.get("canaryRevision") == spec.revision:
         gates = await run_gates(runtime.kube, spec, stage, obj.namespace, obj.name, obj.uid, obj.status)
-    observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic,
+    observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic, mirror=mirror,
                                 commands=commands_from(obj.annotations), samples=samples, gates=gates)
     now = clock()
     decision = core.decide(spec, obj.status, observations, now)
     desired = core.desired_state(spec, decision.status, workloads, now)
 
-    confirmed = traffic
+    confirmed, confirmed_mirror = traffic, mirror
     try:
         confirmed = await converge(runtime.kube, router, replace(target, stable_revision=desired.stable_revision),
                                    spec, desired, deployments, traffic)
+        if reads_mirror and mirror != desired.canary_mirror:
+            await router.set_mirror(runtime.kube, target, desired.canary_mirror)
+            confirmed_mirror = await router.get_mirror(runtime.kube, target)
     except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
         log.warning("%s/%s: acting failed: %s", obj.namespace, obj.name, exc)
         failure = act_failure(exc)
-    result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")))
+    result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")),
+                            confirmed_mirror=confirmed_mirror if reads_mirror else None,
+                            target_mirror=desired.canary_mirror)
     status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock())
     written = await write_status(runtime.kube, obj, status)
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
+    runtime.notifier.notify(obj.namespace, obj.name, spec, obj.status, status, decision.events, emit)
     _record_metrics(obj, decision, now, spec.analysis.interval)
 
     requeue = decision.requeue_after
     if backoff is not None:
         requeue = backoff
-    elif confirmed != desired.canary_weight:
+    elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
 

@@ -118,6 +118,18 @@ class TrafficRouting(_Frozen):
 class Step(_Frozen):
     weight: int = Field(ge=0, le=100)
     hold: Duration | None = None  # None: wait for a manual promote
+    # A mirror step copies this percent of live requests to the canary (answers discarded); its
+    # weight is 0: no user sees a canary answer.
+    mirror: int = Field(default=0, ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mirror_has_no_weight(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mirror"):
+            if data.get("weight", 0) != 0:
+                raise ValueError("a mirror step sends users nothing: leave weight out (or 0)")
+            return {**data, "weight": 0}
+        return data
 
     _parse_hold = field_validator("hold", mode="before")(lambda v: None if v is None else _duration_field(v))
 
@@ -177,6 +189,11 @@ class Strategy(_Frozen):
     warmup: Warmup = Warmup()
     steps: tuple[Step, ...] = Field(min_length=1)
     gates: Gates = Gates()
+
+    @property
+    def mirrors(self) -> bool:
+        """Whether any step mirrors live requests to the canary."""
+        return any(step.mirror for step in self.steps)
 
     @model_validator(mode="after")
     def _weights_never_go_down(self) -> Strategy:
@@ -297,6 +314,41 @@ class RollbackSpec(_Frozen):
     _parse = field_validator("scale_down_delay", mode="before")(_duration_field)
 
 
+NOTIFICATION_EVENTS = ("RolledBack", "Promoted", "ManualGate", "NoData")
+NotificationEvent = Literal["RolledBack", "Promoted", "ManualGate", "NoData"]
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class SecretKeyRef(_Frozen):
+    """A key of a Secret in the rollout's own namespace."""
+
+    name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class Notification(_Frozen):
+    """A receiver of the rollout's notable moments (docs/notifications.md).
+
+    The Secret's key holds the webhook URL (slack, msteams, webhook) or the routing key (pagerduty).
+    """
+
+    provider: Literal["slack", "msteams", "pagerduty", "webhook"]
+    secret_ref: SecretKeyRef = Field(alias="secretRef")
+    events: tuple[NotificationEvent, ...] = Field(default=NOTIFICATION_EVENTS, min_length=1)
+    address: str | None = Field(default=None, pattern=r"^https?://")  # PagerDuty's Events API endpoint
+
+    @model_validator(mode="after")
+    def _address_is_pagerdutys(self) -> Notification:
+        if self.address is not None and self.provider != "pagerduty":
+            raise ValueError("address is for provider pagerduty only (the other providers' URL is in the Secret)")
+        return self
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where PagerDuty events go; None for the providers whose URL is in the Secret."""
+        return (self.address or PAGERDUTY_EVENTS_URL) if self.provider == "pagerduty" else None
+
+
 class RolloutSpec(_Frozen):
     model: ModelInfo = ModelInfo()
     replicas: int = Field(default=1, ge=0)
@@ -309,6 +361,7 @@ class RolloutSpec(_Frozen):
     rollback: RollbackSpec = RollbackSpec()
     # On deletion: hand the stable revision's Deployment and Services over (kept, unowned) or delete them.
     on_delete: Literal["Handover", "DeleteAll"] = Field(default="Handover", alias="onDelete")
+    notifications: tuple[Notification, ...] = Field(default=(), max_length=10)
 
     @model_validator(mode="after")
     def _template_carries_selector(self) -> RolloutSpec:
@@ -640,6 +693,8 @@ class PlatformPolicy:
     allowed_webhook_urls: tuple[str, ...] = ()  # glob patterns; empty: no webhook gates
     gate_service_account: str | None = None  # the ServiceAccount of Job gates' pods (None: the namespace's default)
     gate_service_account_token: bool = False  # may a Job gate's pod mount its ServiceAccount token
+    # Glob patterns of the URLs notifications may be sent to (see DEFAULT_NOTIFICATION_URLS).
+    allowed_notification_urls: tuple[str, ...] = ()
 
     def prometheus_allowed(self, address: str) -> bool:
         allowed = {_normal_url(url) for url in (self.prometheus_url, *self.allowed_prometheus_urls) if url}
@@ -649,6 +704,38 @@ class PlatformPolicy:
         if "@" in urlsplit(url).netloc:
             return False  # user info in a URL only hides where it really goes
         return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.allowed_webhook_urls)
+
+
+    def notification_allowed(self, url: str) -> bool:
+        return url_matches(url, self.allowed_notification_urls)
+
+
+# The receivers' public endpoints: a rollout author can reach the team's Slack, Teams or PagerDuty,
+# nothing inside the cluster. A generic webhook needs the platform to add its pattern.
+DEFAULT_NOTIFICATION_URLS = (
+    "https://hooks.slack.com/services/*",
+    "https://*.webhook.office.com/*",
+    "https://*.logic.azure.com:443/workflows/*",
+    "https://*.api.powerplatform.com/*",
+    PAGERDUTY_EVENTS_URL,
+    "https://events.eu.pagerduty.com/v2/enqueue",
+)
+
+
+def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `url` matches a glob pattern part by part: scheme, host[:port] and path separately, so
+    a `*` in the host never matches a path (`https://*.example.com/*` refuses
+    `https://evil.test/.example.com/`), and user info (which only hides the real host) never passes."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc or not parts.scheme or not parts.netloc:
+        return False
+    for pattern in patterns:
+        wanted = urlsplit(pattern)
+        if (parts.scheme == wanted.scheme and fnmatch.fnmatchcase(parts.netloc, wanted.netloc)
+                and fnmatch.fnmatchcase(parts.path, wanted.path or "/")
+                and fnmatch.fnmatchcase(parts.query, wanted.query or "*")):
+            return True
+    return False
 
 
 def _normal_url(url: str) -> str:
@@ -699,64 +786,92 @@ def _check_replicas_router(spec: RolloutSpec) -> None:
                                                                  "make the readiness probe wait for the warm-up instead")
 
 
-# Pod Security "restricted", enforced on Job gates by the operator itself (not only by admission).
-_ALLOWED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                              "persistentVolumeClaim", "projected", "secret"})
-_ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+@dataclass(frozen=True)
+class _PodProfile:
+    """A Pod Security Standards profile, enforced by the operator itself (admission may be off)."""
+
+    name: str
+    whose: str  # whose pods, for messages
+    volumes: frozenset[str] | None  # allowed volume types; None: all but hostPath
+    capabilities: frozenset[str]  # may be added
+    sysctls: frozenset[str]
+    restricted: bool  # no privilege escalation, no root, no identity chosen by the spec
 
 
-def _check_security_context(context: Any, field: str) -> None:
+# The rollout's own pods (spec.template): "baseline", the author picks their server's ServiceAccount.
+_BASELINE = _PodProfile(
+    "baseline", "the rollout's pods", None,
+    frozenset({"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+               "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}),
+    frozenset({"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+               "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+               "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+               "net.ipv4.tcp_keepalive_probes"}),
+    restricted=False)
+# Job gates: "restricted", under the platform's ServiceAccount (they run code the spec names).
+_RESTRICTED = _PodProfile(
+    "restricted", "a gate's pod",
+    frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+               "secret"}),
+    frozenset({"NET_BIND_SERVICE"}), frozenset(), restricted=True)
+
+
+def _check_security_context(context: Any, field: str, profile: _PodProfile) -> None:
     if context is None:
         return
     if not isinstance(context, dict):
         raise SpecError(field, "must be an object")
+    sysctls = {str((entry or {}).get("name")) for entry in context.get("sysctls") or []}
     refusals = {
         "privileged": context.get("privileged") is True,
-        "allowPrivilegeEscalation": context.get("allowPrivilegeEscalation") is True,
-        "runAsUser": context.get("runAsUser") == 0,
-        "runAsNonRoot": context.get("runAsNonRoot") is False,
         "seccompProfile.type": (context.get("seccompProfile") or {}).get("type") == "Unconfined",
         "appArmorProfile.type": (context.get("appArmorProfile") or {}).get("type") == "Unconfined",
         "procMount": context.get("procMount") not in (None, "Default"),
-        "sysctls": bool(context.get("sysctls")),
+        "sysctls": bool(sysctls - profile.sysctls),
         "windowsOptions.hostProcess": (context.get("windowsOptions") or {}).get("hostProcess") is True,
         "seLinuxOptions": bool({"user", "role"} & set(context.get("seLinuxOptions") or {})),
+        "allowPrivilegeEscalation": profile.restricted and context.get("allowPrivilegeEscalation") is True,
+        "runAsUser": profile.restricted and context.get("runAsUser") == 0,
+        "runAsNonRoot": profile.restricted and context.get("runAsNonRoot") is False,
     }
     for key, refused in refusals.items():
         if refused:
-            raise SpecError(f"{field}.{key}", "not allowed in a gate's pod (Pod Security 'restricted')")
-    added = set((context.get("capabilities") or {}).get("add") or ()) - _ALLOWED_CAPABILITIES
+            raise SpecError(f"{field}.{key}", f"not allowed in {profile.whose} (Pod Security {profile.name!r})")
+    added = set((context.get("capabilities") or {}).get("add") or ()) - profile.capabilities
     if added:
-        raise SpecError(f"{field}.capabilities.add", f"{sorted(added)} not allowed in a gate's pod: only NET_BIND_SERVICE")
+        raise SpecError(f"{field}.capabilities.add", f"{sorted(added)} not allowed in {profile.whose} "
+                                                      f"(Pod Security {profile.name!r})")
 
 
-def _check_gate_pod(template: dict[str, Any], field: str, policy: PlatformPolicy) -> None:
+def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, policy: PlatformPolicy) -> None:
+    """Refuse what the profile does not allow in a pod template, naming the field."""
     pod = template.get("spec")
     if not isinstance(pod, dict) or not pod.get("containers"):
-        raise SpecError(f"{field}.spec.containers", "a gate's Job template needs at least one container")
+        raise SpecError(f"{field}.spec.containers", "needs at least one container")
     field = f"{field}.spec"
-    for key in ("serviceAccountName", "serviceAccount"):
-        if key in pod:
-            raise SpecError(f"{field}.{key}", "a gate's pod runs under the platform's ServiceAccount: remove it")
-    if pod.get("automountServiceAccountToken") is True and not policy.gate_service_account_token:
-        raise SpecError(f"{field}.automountServiceAccountToken", "this platform mounts no token in gates' pods")
+    why = f"not allowed in {profile.whose} (Pod Security {profile.name!r})"
+    if profile.restricted:
+        for key in ("serviceAccountName", "serviceAccount"):
+            if key in pod:
+                raise SpecError(f"{field}.{key}", f"{profile.whose} runs under the platform's ServiceAccount: remove it")
+        if pod.get("automountServiceAccountToken") is True and not policy.gate_service_account_token:
+            raise SpecError(f"{field}.automountServiceAccountToken", f"this platform mounts no token in {profile.whose}")
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(key) is True:
-            raise SpecError(f"{field}.{key}", "host namespaces are not allowed in a gate's pod")
-    _check_security_context(pod.get("securityContext"), f"{field}.securityContext")
+            raise SpecError(f"{field}.{key}", why)
+    _check_security_context(pod.get("securityContext"), f"{field}.securityContext", profile)
     for index, volume in enumerate(pod.get("volumes") or []):
-        kinds = set(volume) - {"name"}
-        if kinds - _ALLOWED_VOLUMES:
-            kind = sorted(kinds - _ALLOWED_VOLUMES)[0]
-            raise SpecError(f"{field}.volumes[{index}].{kind}",
-                            f"{kind} volumes are not allowed in a gate's pod; allowed: {', '.join(sorted(_ALLOWED_VOLUMES))}")
+        kinds = set(volume or {}) - {"name"}
+        refused = kinds - profile.volumes if profile.volumes is not None else kinds & {"hostPath"}
+        if refused:
+            raise SpecError(f"{field}.volumes[{index}].{sorted(refused)[0]}", why)
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for index, container in enumerate(pod.get(group) or []):
             where = f"{field}.{group}[{index}]"
             for port_index, port in enumerate(container.get("ports") or []):
                 if port.get("hostPort"):
-                    raise SpecError(f"{where}.ports[{port_index}].hostPort", "host ports are not allowed in a gate's pod")
-            _check_security_context(container.get("securityContext"), f"{where}.securityContext")
+                    raise SpecError(f"{where}.ports[{port_index}].hostPort", why)
+            _check_security_context(container.get("securityContext"), f"{where}.securityContext", profile)
 
 
 def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[str, Any]:
@@ -791,13 +906,24 @@ def _check_gates(spec: RolloutSpec, policy: PlatformPolicy) -> RolloutSpec:
                 allowed = ", ".join(policy.allowed_webhook_urls) or "none (webhook gates are off)"
                 raise SpecError(f"{field}.webhook.url", f"{gate.webhook.url} is not a webhook this platform allows; allowed: {allowed}")
             if gate.job is not None:
-                _check_gate_pod(gate.job.template, f"{field}.job.template", policy)
+                _check_pod(gate.job.template, f"{field}.job.template", _RESTRICTED, policy)
                 job = gate.job.model_copy(update={"template": _harden_gate_pod(gate.job.template, policy)})
                 gate = gate.model_copy(update={"job": job})
             checked.append(gate)
         stages[stage] = tuple(checked)
     strategy = spec.strategy.model_copy(update={"gates": gates.model_copy(update=stages)})
     return spec.model_copy(update={"strategy": strategy})
+
+
+def _check_notifications(spec: RolloutSpec, policy: PlatformPolicy) -> None:
+    """PagerDuty's endpoint is in the spec, so it is checked here; the other URLs live in Secrets and
+    are checked before each delivery (modelrollout.notify)."""
+    for index, notification in enumerate(spec.notifications):
+        endpoint = notification.endpoint
+        if endpoint is not None and not policy.notification_allowed(endpoint):
+            raise SpecError(f"spec.notifications[{index}].address",
+                            f"{endpoint} is not a notification URL this platform allows; allowed: "
+                            f"{', '.join(policy.allowed_notification_urls) or 'none'}")
 
 
 def _check_model(spec: RolloutSpec) -> None:
@@ -824,6 +950,7 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
         message = first["msg"].removeprefix("Value error, ")
         raise SpecError(_field_path(loc), message) from None
     _check_model(spec)
+    _check_pod(spec.template, "spec.template", _BASELINE, policy)
     if not spec.analysis.metrics:
         raise SpecError("spec.analysis.metrics", "nothing to judge the canary by: list metrics, or name a preset "
                                                  "to use its default metrics (a rollout is never promoted unjudged)")
@@ -836,4 +963,5 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
     if duplicates:
         raise SpecError("spec.analysis.metrics", f"metric names must be unique, repeated: {duplicates}")
     _check_replicas_router(spec)
+    _check_notifications(spec, policy)
     return _check_gates(spec, policy)

@@ -203,6 +203,8 @@ OPERATOR_NEEDS = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # Notifications: one Secret, by name (notifications.secretNames), read only.
+    ("", "secrets", ("modelrollout-notifications",)): {"get"},
 }
 CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
@@ -210,14 +212,16 @@ CLUSTER_PEERINGS = ("kopf.dev", "clusterkopfpeerings")
 PEERINGS = ("kopf.dev", "kopfpeerings")
 
 
-def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs, merged over the role's rules."""
-    merged: dict[tuple[str, str], set[str]] = {}
+def grants(role: dict[str, Any]) -> dict[tuple[Any, ...], set[str]]:
+    """(apiGroup, resource) -> verbs, merged over the role's rules; a rule limited to named objects
+    is keyed (apiGroup, resource, names)."""
+    merged: dict[tuple[Any, ...], set[str]] = {}
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
+        names = tuple(rule.get("resourceNames") or ())
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                merged.setdefault((group, resource), set()).update(rule["verbs"])
+                merged.setdefault((group, resource, names) if names else (group, resource), set()).update(rule["verbs"])
     return merged
 
 
@@ -290,6 +294,27 @@ def test_router_grants_are_optional(chart):
     role = one(render(chart, SCENARIOS["sharded"]), "ClusterRole")
     assert ("gateway.networking.k8s.io", "httproutes") not in grants(role)
     assert ("networking.istio.io", "virtualservices") not in grants(role)
+
+
+def test_notification_secrets_are_read_by_name_only(chart):
+    role = one(render(chart, {"notifications": {"secretNames": ["team-a-alerts", "pager"]}}), "ClusterRole")
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
+                             "resourceNames": ["team-a-alerts", "pager"], "verbs": ["get"]}]
+    none = one(render(chart, {"notifications": {"secretNames": []}}), "ClusterRole")
+    assert not [r for r in none["rules"] if "secrets" in r["resources"]]
+
+
+def test_notification_url_policy_is_passed_as_flags(chart):
+    default = [a for a in container(render(chart, {}))["args"] if a.startswith("--allowed-notification-urls")]
+    assert "--allowed-notification-urls=https://hooks.slack.com/services/*" in default
+    assert "--allowed-notification-urls=https://events.pagerduty.com/v2/enqueue" in default
+    custom = render(chart, {"notifications": {"allowedURLs": ["https://hooks.example.com/*"]}})
+    assert [a for a in container(custom)["args"] if a.startswith("--allowed-notification-urls")] == [
+        "--allowed-notification-urls=https://hooks.example.com/*"]
+    nothing = render(chart, {"notifications": {"allowedURLs": []}})
+    assert [a for a in container(nothing)["args"] if a.startswith("--allowed-notification-urls")] == [
+        "--allowed-notification-urls="]
 
 
 def test_extra_rules_are_appended(chart):
@@ -560,7 +585,8 @@ def test_rendered_arguments_are_accepted_by_the_operator_cli(scenario):
 
 def test_platform_policy_becomes_the_operators_flags(chart):
     """Which Prometheus addresses and webhooks a ModelRollout may name, and the identity of gate pods."""
-    assert not [a for a in container(render(chart, {}))["args"] if a.startswith(("--allowed-", "--gate-"))]
+    assert not [a for a in container(render(chart, {}))["args"]
+                if a.startswith(("--allowed-prometheus-urls", "--allowed-webhook-urls", "--gate-"))]
     docs = render(chart, {"prometheus": {"allowedAddresses": ["http://thanos.monitoring:9090"]},
                           "gates": {"allowedWebhookURLs": ["https://gates.example.com/*"],
                                     "serviceAccount": "modelrollout-gates", "automountServiceAccountToken": True}})

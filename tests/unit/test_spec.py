@@ -236,6 +236,30 @@ def test_job_gate_pods_run_with_the_platforms_identity_and_restricted_defaults()
         "automountServiceAccountToken"] is True
 
 
+@pytest.mark.parametrize("pod,container,field", [
+    ({}, {"securityContext": {"privileged": True}}, "containers[0].securityContext.privileged"),
+    ({"hostNetwork": True}, {}, "hostNetwork"),
+    ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, {}, "volumes[0].hostPath"),
+    ({}, {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "containers[0].securityContext.capabilities.add"),
+    ({}, {"ports": [{"containerPort": 8080, "hostPort": 8080}]}, "containers[0].ports[0].hostPort"),
+    ({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, {}, "securityContext.sysctls"),
+])
+def test_the_rollouts_own_pods_are_held_to_pod_security_baseline(pod, container, field):
+    raw = copy.deepcopy(BASE)
+    raw["template"]["spec"].update(pod)
+    raw["template"]["spec"]["containers"][0].update(container)
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, POLICY)
+    assert info.value.field == f"spec.template.spec.{field}", info.value
+
+
+def test_the_rollouts_own_pods_choose_their_service_account_and_user():
+    """Baseline, not restricted: a model server's identity and user are its team's to choose."""
+    raw = copy.deepcopy(BASE)
+    raw["template"]["spec"].update({"serviceAccountName": "fraud-model", "securityContext": {"runAsUser": 0}})
+    assert parse_spec(raw, POLICY).template["spec"]["serviceAccountName"] == "fraud-model"
+
+
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), (12, 12)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds

@@ -112,6 +112,13 @@ and in each Role (namespaced mode). Exact verbs on exact resources; no wildcards
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- with .Values.notifications.secretNames }}
+# Notifications: read the receivers' URLs and routing keys, from these Secrets only (by name).
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: {{ toJson . }}
+  verbs: ["get"]
+{{- end }}
 {{- with .Values.rbac.extraRules }}
 {{ toYaml . }}
 {{- end }}

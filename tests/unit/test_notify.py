@@ -1,0 +1,355 @@
+"""Notifications: the spec block, the URL policy, what is worth telling, each provider's documented
+shape as a local receiver records it, retries, and that delivery never holds the caller.
+
+Receivers are real HTTP servers on 127.0.0.1; the Secrets are read from the lab's API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from modelrollout import metrics
+from modelrollout.core import Event
+from modelrollout.kube import Kube, load_configuration, path
+from modelrollout.notify import Notifier, moments
+from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, PlatformPolicy, SpecError, parse_spec, url_matches)
+
+NAMESPACE = "ml"
+SECRET = "modelrollout-notifications"
+LOCAL = ("http://127.0.0.1:*/*",)
+SPEC = {
+    "model": {"name": "fraud", "version": "2.4.0"},
+    "replicas": 10,
+    "selector": {"matchLabels": {"app": "m"}},
+    "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "s", "image": "m:1"}]}},
+    "service": {"port": 8080},
+    "trafficRouting": {"replicas": {}},
+    "strategy": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 100}]},
+    "analysis": {"preset": "http", "metrics": [{"name": "error-rate", "max": 0.01}]},
+}
+POLICY = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_urls=LOCAL)
+FAILING = {"metric": "error-rate", "value": 0.052, "threshold": "<= 0.01", "verdict": "Fail", "samples": 2310.0,
+           "query": 'sum(rate(http_requests_total{code=~"5.."}[30s]))', "at": "2026-01-01T00:00:30Z",
+           "reason": "0.052 > 0.01"}
+BEFORE = {"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25}
+AFTER = {"phase": "RolledBack", "abortedRevision": "abc123", "lastAnalysis": [FAILING],
+         "message": "rolled back: error-rate: 0.052 > 0.01 at step 1 (weight 25)"}
+ROLLBACK_EVENTS = (Event("Warning", "RolledBack", AFTER["message"]),)
+
+
+def spec_with(*notifications: dict[str, Any], policy: PlatformPolicy = POLICY):
+    return parse_spec({**SPEC, "notifications": list(notifications)}, policy)
+
+
+# ---------------------------------------------------------------- the spec and the policy
+
+def test_notifications_parse_with_all_events_by_default():
+    spec = spec_with({"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}})
+    assert spec.notifications[0].events == ("RolledBack", "Promoted", "ManualGate", "NoData")
+    assert spec.notifications[0].endpoint is None
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"provider": "discord", "secretRef": {"name": "s", "key": "k"}}, "spec.notifications[0].provider"),
+    ({"provider": "slack", "secretRef": {"name": "S_bad", "key": "k"}}, "spec.notifications[0].secretRef.name"),
+    ({"provider": "slack", "secretRef": {"name": "s", "key": "k"}, "events": ["Started"]},
+     "spec.notifications[0].events[0]"),
+    ({"provider": "slack", "secretRef": {"name": "s", "key": "k"}, "address": "https://x.test/"},
+     "spec.notifications[0]"),
+    ({"provider": "pagerduty", "secretRef": {"name": "s", "key": "k"}, "address": "http://10.0.0.1/admin"},
+     "spec.notifications[0].address"),
+])
+def test_bad_notifications_are_invalid_naming_the_field(entry, field):
+    with pytest.raises(SpecError) as caught:
+        spec_with(entry, policy=PlatformPolicy(prometheus_url="http://prom:9090",
+                                               allowed_notification_urls=DEFAULT_NOTIFICATION_URLS))
+    assert caught.value.field == field
+
+
+def test_pagerduty_defaults_to_its_public_endpoint_which_the_default_policy_allows():
+    policy = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_urls=DEFAULT_NOTIFICATION_URLS)
+    spec = spec_with({"provider": "pagerduty", "secretRef": {"name": SECRET, "key": "pd"}}, policy=policy)
+    assert spec.notifications[0].endpoint == "https://events.pagerduty.com/v2/enqueue"
+    with pytest.raises(SpecError, match="not a notification URL"):
+        spec_with({"provider": "pagerduty", "secretRef": {"name": SECRET, "key": "pd"}},
+                  policy=PlatformPolicy(prometheus_url="http://prom:9090"))
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://hooks.slack.com/services/T0/B0/XYZ", True),
+    ("https://contoso.webhook.office.com/webhookb2/abc", True),
+    ("https://prod-12.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=1", True),
+    ("https://events.pagerduty.com/v2/enqueue", True),
+    ("http://hooks.slack.com/services/T0/B0/XYZ", False),  # scheme
+    ("https://evil.test/.webhook.office.com/x", False),  # a host wildcard never reaches into the path
+    ("https://hooks.slack.com@evil.test/services/x", False),  # user info hides the real host
+    ("https://hooks.slack.com.evil.test/services/x", False),
+    ("http://10.0.0.1/admin", False),
+])
+def test_default_notification_urls(url, allowed):
+    assert url_matches(url, DEFAULT_NOTIFICATION_URLS) is allowed
+
+
+# ---------------------------------------------------------------- what is worth telling
+
+def test_a_rollback_tells_metric_value_threshold_samples_query_step_and_the_report_command():
+    spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
+    (moment,) = moments(NAMESPACE, "fraud", spec, BEFORE, AFTER, ROLLBACK_EVENTS)
+    document = moment.document()
+    assert document["kind"] == "RolledBack" and document["severity"] == "error"
+    assert (document["revision"], document["step"], document["weight"]) == ("abc123", 1, 25)
+    assert document["analysis"][0] == {k: FAILING[k] for k in ("metric", "verdict", "value", "threshold", "samples",
+                                                               "query", "at")}
+    assert document["command"] == "kubectl modelrollout report fraud -n ml"
+
+
+def test_a_manual_gate_is_told_once_per_step():
+    spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
+    gate = {"type": "Paused", "status": "True", "reason": "ManualGate"}
+    waiting = {"phase": "Paused", "canaryRevision": "abc", "currentStep": 1, "conditions": [gate],
+               "message": "step 1 (weight 50) waits for promote"}
+    progressing = {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0}
+    (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, ())
+    assert first.kind == "ManualGate" and first.command == "kubectl modelrollout promote fraud -n ml"
+    assert moments(NAMESPACE, "fraud", spec, waiting, waiting, ()) == []
+    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, {**waiting, "currentStep": 2}, ())] == [
+        "ManualGate"]
+
+
+def test_promotion_and_no_data_come_from_their_events():
+    spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
+    events = (Event("Normal", "Promoted", "revision abc promoted to stable"),)
+    assert [m.kind for m in moments(NAMESPACE, "f", spec, {}, {"stableRevision": "abc"}, events)] == ["Promoted"]
+    events = (Event("Warning", "NoData", "paused: no conclusive data for 300s"),)
+    (stuck,) = moments(NAMESPACE, "f", spec, {}, {"canaryRevision": "abc", "currentStep": 0}, events)
+    assert (stuck.kind, stuck.severity) == ("NoData", "warning")
+
+
+# ---------------------------------------------------------------- delivery to local receivers
+
+class Receiver:
+    """A local HTTP server recording every request; `answers` is consumed per request (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        self.release = threading.Event()  # requests to /hang wait until it is set
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body),
+                                          "at": time.monotonic()})
+                if self.path.startswith("/hang"):
+                    receiver.release.wait(10)
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                text = b"INTERNAL-ONLY: db_password=hunter2"
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/{route}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+@pytest.fixture()
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory):
+    from modelrollout_lab.apiserver import start_in_thread
+
+    handle = start_in_thread()
+    try:
+        yield str(handle.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config"))
+    finally:
+        handle.stop()
+
+
+async def _put_secret(kube: Kube, data: dict[str, str]) -> None:
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": NAMESPACE},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    if await kube.get(f"/api/v1/namespaces/{NAMESPACE}") is None:
+        await kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    await kube.delete(path("v1", "secrets", NAMESPACE, SECRET))
+    await kube.create(path("v1", "secrets", NAMESPACE), body)
+
+
+def deliver(kubeconfig: str, secret: dict[str, str], notifications: list[dict[str, Any]], *,
+            before: dict[str, Any] = BEFORE, after: dict[str, Any] = AFTER, events=ROLLBACK_EVENTS,
+            policy: PlatformPolicy = POLICY, **options: Any) -> tuple[list[tuple[str, str, str]], float]:
+    """Notify once, wait for delivery; returns the events posted and how long notify() took (seconds)."""
+    emitted: list[tuple[str, str, str]] = []
+
+    async def run() -> float:
+        kube = Kube(load_configuration(kubeconfig))
+        notifier = Notifier(kube, policy, **{"backoff": 0.01, "timeout": 2.0, **options})
+        try:
+            await _put_secret(kube, secret)
+            spec = spec_with(*notifications)
+            started = time.perf_counter()
+            notifier.notify(NAMESPACE, "fraud", spec, before, after, events, lambda *e: emitted.append(e))
+            took = time.perf_counter() - started
+            await asyncio.wait_for(notifier.join(), 30)
+            return took
+        finally:
+            await notifier.close()
+            await kube.close()
+
+    return emitted, asyncio.run(run())
+
+
+def test_slack_gets_text_and_blocks(kubeconfig, receiver):
+    emitted, _ = deliver(kubeconfig, {"slack": receiver.url("slack")},
+                         [{"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}}])
+    assert emitted == []
+    (request,) = receiver.requests
+    assert request["headers"]["Content-Type"] == "application/json"
+    body = request["json"]
+    assert "rolled back" in body["text"] and "error-rate: 0.052 > 0.01" in body["text"]
+    assert body["blocks"][0] == {"type": "header", "text": {"type": "plain_text", "text": "ml/fraud: fraud 2.4.0 rolled back"}}
+    fields = [f["text"] for b in body["blocks"] if b["type"] == "section" for f in b.get("fields", [])]
+    assert "*Step*\n1 (weight 25%)" in fields
+    assert "*error-rate*\nFail: value 0.052 threshold <= 0.01 samples 2310" in fields
+    texts = [b["text"]["text"] for b in body["blocks"] if b["type"] == "section" and "text" in b]
+    assert any(FAILING["query"] in text for text in texts)
+    assert body["blocks"][-1]["elements"][0]["text"] == "Next: `kubectl modelrollout report fraud -n ml`"
+    assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"] if "text" in b)
+
+
+def test_msteams_gets_an_adaptive_card_message(kubeconfig, receiver):
+    deliver(kubeconfig, {"teams": receiver.url("teams")},
+            [{"provider": "msteams", "secretRef": {"name": SECRET, "key": "teams"}}])
+    body = receiver.requests[0]["json"]
+    assert body["type"] == "message"
+    (attachment,) = body["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert (card["type"], card["$schema"]) == ("AdaptiveCard", "http://adaptivecards.io/schemas/adaptive-card.json")
+    kinds = [element["type"] for element in card["body"]]
+    assert kinds[:3] == ["TextBlock", "TextBlock", "FactSet"]
+    facts = {fact["title"]: fact["value"] for fact in card["body"][2]["facts"]}
+    assert facts["error-rate"] == "Fail: value 0.052 threshold <= 0.01 samples 2310"
+    assert facts["Step"] == "1 (weight 25%)"
+
+
+def test_pagerduty_gets_an_events_v2_trigger(kubeconfig, receiver):
+    policy = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_urls=LOCAL)
+    deliver(kubeconfig, {"pd": "R0UTINGKEY"},
+            [{"provider": "pagerduty", "secretRef": {"name": SECRET, "key": "pd"}, "address": receiver.url("v2/enqueue")}],
+            policy=policy)
+    request = receiver.requests[0]
+    assert request["path"] == "/v2/enqueue"
+    body = request["json"]
+    assert body["routing_key"] == "R0UTINGKEY" and body["event_action"] == "trigger"
+    assert body["dedup_key"] == "modelrollout/ml/fraud/abc123/RolledBack"
+    payload = body["payload"]
+    assert payload["severity"] in ("critical", "error", "warning", "info") and payload["severity"] == "error"
+    assert payload["source"] == "modelrollout/ml/fraud"
+    assert 0 < len(payload["summary"]) <= 1024 and "error-rate" in payload["summary"]
+    assert payload["custom_details"]["analysis"][0]["value"] == 0.052
+
+
+def test_generic_webhook_gets_the_document(kubeconfig, receiver):
+    deliver(kubeconfig, {"hook": receiver.url("hook")},
+            [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}, "events": ["RolledBack"]}])
+    body = receiver.requests[0]["json"]
+    assert body["kind"] == "RolledBack" and body["rollout"] == {"namespace": "ml", "name": "fraud"}
+    assert body["analysis"][0]["metric"] == "error-rate" and body["analysis"][0]["threshold"] == "<= 0.01"
+
+
+def test_only_the_events_asked_for_are_sent(kubeconfig, receiver):
+    deliver(kubeconfig, {"hook": receiver.url("hook")},
+            [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}, "events": ["Promoted"]}])
+    assert receiver.requests == []
+
+
+def test_5xx_is_retried_with_backoff_and_4xx_is_not(kubeconfig, receiver):
+    receiver.answers = [500, 503]
+    emitted, _ = deliver(kubeconfig, {"hook": receiver.url("hook")},
+                         [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}])
+    assert len(receiver.requests) == 3 and emitted == []
+    receiver.requests.clear()
+    receiver.answers = [400]
+    emitted, _ = deliver(kubeconfig, {"hook": receiver.url("hook")},
+                         [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}])
+    assert len(receiver.requests) == 1
+    assert emitted == [("Warning", "NotificationFailed",
+                        "webhook notification of RolledBack not sent: the receiver answered HTTP 400")]
+
+
+def test_a_failure_is_an_event_with_the_status_code_never_the_body(kubeconfig, receiver):
+    receiver.answers = [500] * 4
+    emitted, _ = deliver(kubeconfig, {"hook": receiver.url("hook")},
+                         [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}])
+    assert len(receiver.requests) == 4
+    ((kind, reason, message),) = emitted
+    assert (kind, reason) == ("Warning", "NotificationFailed")
+    assert message == "webhook notification of RolledBack not sent: HTTP 500 after 4 attempts"
+    assert "hunter2" not in message
+
+
+def test_a_url_outside_the_policy_is_never_called_nor_shown(kubeconfig, receiver):
+    url = receiver.url("internal/admin")
+    emitted, _ = deliver(kubeconfig, {"hook": url}, [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}],
+                         policy=PlatformPolicy(prometheus_url="http://prom:9090",
+                                               allowed_notification_urls=DEFAULT_NOTIFICATION_URLS))
+    assert receiver.requests == []
+    ((_, reason, message),) = emitted
+    assert reason == "NotificationFailed" and "not one this platform allows" in message and url not in message
+
+
+def test_a_missing_secret_key_is_an_event(kubeconfig, receiver):
+    emitted, _ = deliver(kubeconfig, {"other": "x"}, [{"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}}])
+    assert emitted == [("Warning", "NotificationFailed",
+                        f"slack notification of RolledBack not sent: Secret {SECRET} has no key slack")]
+
+
+def test_a_hanging_receiver_never_holds_the_caller_nor_the_other_receivers(kubeconfig, receiver):
+    """notify() only enqueues: it returns in well under a millisecond while one receiver hangs, and the
+    other receiver is served meanwhile by another worker."""
+    notifications = [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hang"}},
+                     {"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}}]
+    threading.Timer(1.5, receiver.release.set).start()
+    started = time.monotonic()
+    emitted, took = deliver(kubeconfig, {"hang": receiver.url("hang"), "slack": receiver.url("slack")},
+                            notifications, timeout=5.0)
+    assert took < 0.005, f"notify() took {took * 1000:.2f} ms"
+    slack = next(r for r in receiver.requests if r["path"] == "/slack")
+    assert slack["at"] - started < 1.0  # not queued behind the hanging one
+    assert emitted == []
+
+
+def test_a_full_queue_drops_and_counts(kubeconfig, receiver):
+    dropped = metrics.REGISTRY.get_sample_value("modelrollout_notifications_dropped_total") or 0.0
+    receiver.release.clear()
+    threading.Timer(1.0, receiver.release.set).start()
+    notifications = [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hang"}}] * 5
+    deliver(kubeconfig, {"hang": receiver.url("hang")}, notifications, capacity=2, workers=1)
+    assert metrics.REGISTRY.get_sample_value("modelrollout_notifications_dropped_total") == dropped + 3
+    assert len(receiver.requests) == 2
