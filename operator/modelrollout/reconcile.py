@@ -22,7 +22,6 @@ from modelrollout.core import Commands, Observations, Workload
 from modelrollout.gates import run_gates
 from modelrollout.kube import Kube, KubeError, path
 from modelrollout.notify import Notifier
-from modelrollout.notify import Notifier
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
 from modelrollout.evaluate import MetricSample
@@ -45,10 +44,6 @@ class Runtime:
     providers: dict[str, MetricsProvider] = field(default_factory=dict)
     # The parsed spec per rollout uid, with the generation it was parsed at: parse once per change.
     specs: dict[str, tuple[int, RolloutSpec | SpecError]] = field(default_factory=dict)
-    notifier: Notifier = field(init=False, repr=False)  # the rollouts' notifications (never waited for)
-
-    def __post_init__(self) -> None:
-        self.notifier = Notifier(self.kube, self.config.policy)
     notifier: Notifier = field(init=False, repr=False)  # the rollouts' notifications (never waited for)
 
     def __post_init__(self) -> None:
@@ -219,7 +214,6 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     written = await write_status(runtime.kube, obj, status)
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
-    runtime.notifier.notify(obj.namespace, obj.name, spec, obj.status, status, decision.events, emit)
     runtime.notifier.notify(obj.namespace, obj.name, spec, obj.status, status, decision.events, emit)
     _record_metrics(obj, decision, now, spec.analysis.interval)
 
