@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,7 +18,8 @@ from modelrollout import metrics
 from modelrollout.core import Event
 from modelrollout.kube import Kube, load_configuration, path
 from modelrollout.notify import Notifier, moments
-from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, PlatformPolicy, SpecError, parse_spec, url_matches)
+from modelrollout.spec import DEFAULT_NOTIFICATION_URLS, PlatformPolicy, SpecError, parse_spec, url_matches
+from modelrollout_lab.receivers import BODY, Receiver
 
 NAMESPACE = "ml"
 SECRET = "modelrollout-notifications"
@@ -134,44 +133,6 @@ def test_promotion_and_no_data_come_from_their_events():
 
 
 # ---------------------------------------------------------------- delivery to local receivers
-
-class Receiver:
-    """A local HTTP server recording every request; `answers` is consumed per request (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: list[int] = []
-        self.release = threading.Event()  # requests to /hang wait until it is set
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body),
-                                          "at": time.monotonic()})
-                if self.path.startswith("/hang"):
-                    receiver.release.wait(10)
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                text = b"INTERNAL-ONLY: db_password=hunter2"
-                self.send_header("Content-Length", str(len(text)))
-                self.end_headers()
-                self.wfile.write(text)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, route: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/{route}"
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-
 
 @pytest.fixture()
 def receiver():
@@ -311,7 +272,7 @@ def test_a_failure_is_an_event_with_the_status_code_never_the_body(kubeconfig, r
     ((kind, reason, message),) = emitted
     assert (kind, reason) == ("Warning", "NotificationFailed")
     assert message == "webhook notification of RolledBack not sent: HTTP 500 after 4 attempts"
-    assert "hunter2" not in message
+    assert BODY.decode() not in message and "hunter2" not in message
 
 
 def test_a_url_outside_the_policy_is_never_called_nor_shown(kubeconfig, receiver):
