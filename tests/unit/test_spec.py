@@ -7,11 +7,13 @@ for Job gates): what the policy does not allow is InvalidSpec too, naming the fi
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
 from modelrollout.spec import PlatformPolicy, SpecError, parse_duration, parse_spec, render_query, template_revision
 
+ROOT = Path(__file__).resolve().parents[2]
 POLICY = PlatformPolicy(prometheus_url="http://prom:9090")
 BASE = {
     "replicas": 10,
@@ -99,7 +101,7 @@ def test_invalid_field_is_named(path, value, field):
     (metric(min=0.9, max=0.1), "spec.analysis.metrics[0].max", "below min"),
     (metric(query="sum(rate(x[5m])"), "spec.analysis.metrics[0].query", "does not parse"),
     (metric(query="up", samplesQuery="sum by (le (x)"), "spec.analysis.metrics[0].samplesQuery", "does not parse"),
-    (with_("analysis.metrics", [{"name": "p", "type": "proportion", "max": 0.1, "totalQuery": "up",
+    (with_("analysis.metrics", [{"name": "p", "type": "proportion", "min": 0.9, "totalQuery": "up",
                                  "successQuery": "up{a=\"{{ name }}\""}]), "spec.analysis.metrics[0].successQuery",
      "does not parse"),
     (with_("analysis.metrics", [{"name": "p", "type": "proportion", "max": 0.1, "query": "up",
@@ -127,6 +129,12 @@ def test_preset_alone_judges_by_its_defaults():
     spec = parse_spec(with_("analysis", {"preset": "http"}), POLICY)
     error_rate, latency = spec.analysis.metrics
     assert (error_rate.name, error_rate.max, latency.name) == ("error-rate", 0.01, "latency-p95")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "operator" / "modelrollout" / "presets").glob("*.yaml")))
+def test_every_preset_alone_judges_errors_and_latency(preset):
+    names = [m.name for m in parse_spec(with_("analysis", {"preset": preset}), POLICY).analysis.metrics]
+    assert names[0] == "error-rate" and len(names) == 2 and "latency" in names[1]
 
 
 def test_every_quote_style_and_placeholder_parses():
