@@ -440,6 +440,12 @@ _PLACEHOLDER = re.compile(r"{{\s*([\w.]+)\s*}}")
 _DURATION_VALUE = re.compile(r"[0-9]{1,9}(ms|s|m|h)")
 
 
+# promql-parser speaks Prometheus 3; holt_winters is Prometheus 2's name of double_exponential_smoothing.
+promql_parser.register_extra_functions([promql_parser.Function(
+    "holt_winters", [promql_parser.ValueType.Matrix, promql_parser.ValueType.Scalar, promql_parser.ValueType.Scalar],
+    promql_parser.ValueType.Vector)])
+
+
 class QueryError(ValueError):
     """A query that cannot be rendered without changing its shape (the analysis becomes inconclusive)."""
 

@@ -137,6 +137,15 @@ def test_every_preset_alone_judges_errors_and_latency(preset):
     assert names[0] == "error-rate" and len(names) == 2 and "latency" in names[1]
 
 
+@pytest.mark.parametrize("query", [
+    "holt_winters(up[5m], 0.5, 0.5)",  # Prometheus 2's name
+    "double_exponential_smoothing(up[5m], 0.5, 0.5)",
+    'sort_by_label(sum by (revision) (up{rollout="{{ name }}"}), "revision")',
+])
+def test_prometheus_2_and_3_queries_parse(query):
+    assert parse_spec(metric(query=query), POLICY).analysis.metrics[0].query == query
+
+
 def test_every_quote_style_and_placeholder_parses():
     query = "sum(rate(x{a=\"{{ name }}\", b='{{ namespace }}', c=`{{ revision }}`}[{{ window }}])) # {{ interval }}"
     assert parse_spec(metric(query=query), POLICY).analysis.metrics[0].query == query
