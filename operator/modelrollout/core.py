@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from modelrollout.evaluate import MetricSample, evaluate
-from modelrollout.spec import MetricRule, RolloutSpec
+from modelrollout.spec import MetricRule, RolloutSpec, Step
 from modelrollout.status import RolloutStatus
 from modelrollout.stats import Judgement, Verdict
 
@@ -93,6 +93,9 @@ class Observations:
     # The canary's share of user traffic that the cluster carries now (router read-back, Ready
     # pods); None when it could not be read. Steps count from this, never from a hoped-for weight.
     traffic: int | None = None
+    # The percent of live requests the cluster copies to the canary (router read-back of a mirror);
+    # None when unknown, or when the spec has no mirror step (nothing is read then).
+    mirror: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class Desired:
     stable_revision: str | None
     canary_revision: str | None
     canary_weight: int
+    canary_mirror: int = 0  # percent of live requests copied to the canary (answers discarded)
 
 
 def checked(status: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +183,28 @@ def _step_index(spec: RolloutSpec, status: Mapping[str, Any]) -> int:
     return min(int(status.get("currentStep") or 0), len(spec.strategy.steps) - 1)
 
 
+def _step_load(step: Step) -> int:
+    """The percent of live requests a step has the canary answer: served (weight) or copied (mirror)."""
+    return max(step.weight, step.mirror)
+
+
+def _step_text(step: Step) -> str:
+    return f"mirror {step.mirror}%" if step.mirror else f"weight {step.weight}"
+
+
+def target_mirror(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
+    """The percent of live requests to copy to the canary now: a mirror step's, once entered, capped
+    by Ready canary capacity like a weight; zero in every other step and phase."""
+    canary = status.get("canaryRevision")
+    if not canary or not status.get("stepEnteredAt"):
+        return 0
+    if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
+        return 0
+    mirror = spec.strategy.steps[_step_index(spec, status)].mirror
+    workload = workloads.get(canary)
+    return min(mirror, carried_weight(spec, workload.ready if workload else 0))
+
+
 def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
     """The canary weight to apply now: the entered step's weight, capped by Ready canary capacity.
 
@@ -212,7 +238,7 @@ def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mappi
     canary_target = 0
     if canary:
         canary_target = spec.replicas if phase == Phase.PROMOTING.value else \
-            canary_replicas(spec, spec.strategy.steps[_step_index(spec, status)].weight)
+            canary_replicas(spec, _step_load(spec.strategy.steps[_step_index(spec, status)]))
         replicas[canary] = canary_target
     if stable:
         replicas[stable] = spec.replicas
@@ -228,6 +254,7 @@ def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mappi
         stable_revision=stable or spec.revision,
         canary_revision=canary,
         canary_weight=target_weight(spec, status, workloads),
+        canary_mirror=target_mirror(spec, status, workloads),
     )
 
 
@@ -287,6 +314,8 @@ class ActResult:
     target_weight: int
     failure_reason: str | None = None  # RouteNotFound, Forbidden, Conflict, ApplyFailed, ...
     failure_message: str = ""
+    confirmed_mirror: int | None = None  # None: not read (no mirror step in the spec) or unknown
+    target_mirror: int = 0
 
 
 def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
@@ -300,6 +329,8 @@ def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
     new = dict(status)
     if result.confirmed_weight is not None:
         new["canaryWeight"] = result.confirmed_weight
+    if result.confirmed_mirror is not None:
+        new["canaryMirror"] = result.confirmed_mirror
     conditions = list(new.get("conditions") or [])
     before = next((c for c in conditions if c.get("type") == "Applied"), None)
     events: list[Event] = []
@@ -318,7 +349,8 @@ def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
                                     "the cluster carries the decided state", generation, now)
         if before is not None and before.get("status") == "False":
             events.append(Event("Normal", "Applied", "acting works again: the cluster carries the decided state"))
-    converged = result.confirmed_weight is None or result.confirmed_weight == result.target_weight
+    converged = (result.confirmed_weight is None or result.confirmed_weight == result.target_weight) and \
+        (result.confirmed_mirror is None or result.confirmed_mirror == result.target_mirror)
     if result.failure_reason or not converged:
         ready = next((c for c in conditions if c.get("type") == "Ready"), None)
         if ready is not None and ready.get("status") == "True":
@@ -348,6 +380,8 @@ class _Builder:
             self.status["canaryWeight"] = obs.traffic
             if obs.traffic > 0 and self.status.get("canaryRevision") and not self.status.get("servingSince"):
                 self.status["servingSince"] = ts(now)
+        if obs.mirror is not None:  # the mirror the cluster carries, as read back
+            self.status["canaryMirror"] = obs.mirror
 
     # -- commands: a token acts once
     def command(self, name: str) -> str | None:
@@ -415,7 +449,7 @@ class _Builder:
 def _clear_canary(b: _Builder) -> None:
     """Forget the canary's progress. `canaryWeight` stays: it is what the cluster carries until a
     read-back says otherwise."""
-    for key in ("canaryRevision", "canaryModelVersion", "currentStep", "stepWeight", "canaryReadyAt",
+    for key in ("canaryRevision", "canaryModelVersion", "currentStep", "stepWeight", "stepMirror", "canaryReadyAt",
                 "stepEnteredAt", "stepStartedAt", "servingSince", "lastAnalysisAt", "noDataSince", "noDataReason",
                 "noDataPaused",
                 "pausedAt", "rolloutStartedAt", "gating", "gates"):
@@ -534,7 +568,7 @@ def _progress(b: _Builder, revision: str) -> Decision:
     # Warm-up: the canary must be ready before it takes traffic.
     if not status.get("canaryReadyAt"):
         workload = obs.workloads.get(revision)
-        wanted = canary_replicas(spec, steps[step_index].weight)
+        wanted = canary_replicas(spec, _step_load(steps[step_index]))
         if workload is None or not workload.up_to_date or workload.ready < max(wanted, 1):
             return _warming_up(b, revision, workload, max(wanted, 1))
         status["canaryReadyAt"] = ts(now)
@@ -542,7 +576,8 @@ def _progress(b: _Builder, revision: str) -> Decision:
     if not status.get("stepEnteredAt"):
         waiting = _gates(b, "beforeTraffic")
         return waiting or _enter_step(b, step_index, f"canary {revision} is ready")
-    if int(status.get("currentStep") or 0) != step_index or status.get("stepWeight") != steps[step_index].weight:
+    if int(status.get("currentStep") or 0) != step_index or status.get("stepWeight") != steps[step_index].weight \
+            or int(status.get("stepMirror") or 0) != steps[step_index].mirror:
         # The spec's steps changed under a running step: re-enter the step the index now names,
         # at its own weight, and hold it afresh.
         return _enter_step(b, step_index, "the steps changed")
@@ -591,7 +626,8 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
 
     # A step that sends users nothing has nothing to judge: its hold alone ends it, and the next
     # step is judged. The last step is never such a step (nothing judged is never promoted).
-    analysis_ok = _analysis_allows_advance(b) or (step.weight == 0 and b.obs.traffic == 0
+    # A mirror step is judged: the canary answers copies of live requests.
+    analysis_ok = _analysis_allows_advance(b) or (step.weight == 0 and not step.mirror and b.obs.traffic == 0
                                                   and step_index + 1 < len(steps))
     if step.hold is None:
         if b.command("promote"):
@@ -618,22 +654,25 @@ def _confirm_weight(b: _Builder, step_index: int) -> Decision | None:
     """A step's hold starts only once the cluster carries its weight (router read-back, Ready pods)."""
     step = b.spec.strategy.steps[step_index]
     carried = b.obs.traffic
-    if carried == step.weight:
+    mirrored = b.obs.mirror if step.mirror else 0  # a mirror step holds once its mirror is carried too
+    if carried == step.weight and mirrored == step.mirror:
         b.status["stepStartedAt"] = ts(b.now)
-        b.event("Normal", "WeightConfirmed", f"step {step_index}: the cluster carries canary weight {step.weight}")
+        b.event("Normal", "WeightConfirmed", f"step {step_index}: the cluster carries canary {_step_text(step)}")
         if step.hold is not None:
             b.wake_in(step.hold)
         return None
     timeout = b.spec.strategy.warmup.readiness_timeout
     waited = _since(b.status, "stepEnteredAt", b.now) or 0.0
     shown = "unknown" if carried is None else str(carried)
+    if step.mirror:
+        shown = f"weight {shown}, mirror {'unknown' if mirrored is None else f'{mirrored}%'}"
     if waited >= timeout:
         return _rollback(b, "WeightNotConfirmed",
-                         f"step {step_index}: weight {step.weight} not confirmed within {timeout:g}s (carried: {shown})")
+                         f"step {step_index}: {_step_text(step)} not confirmed within {timeout:g}s (carried: {shown})")
     b.wake_in(min(CONFIRM_POLL, timeout - waited))
     _schedule_analysis(b)
     return b.finish(Action.WAIT, Phase.PROGRESSING, "ConfirmingWeight",
-                    f"step {step_index}: waiting for the cluster to carry canary weight {step.weight} "
+                    f"step {step_index}: waiting for the cluster to carry canary {_step_text(step)} "
                     f"(carried: {shown})")
 
 
@@ -641,14 +680,18 @@ def _enter_step(b: _Builder, index: int, why: str) -> Decision:
     step = b.spec.strategy.steps[index]
     b.status.update({"currentStep": index, "stepWeight": step.weight, "stepEnteredAt": ts(b.now),
                      "passedChecks": 0})
+    if step.mirror:
+        b.status["stepMirror"] = step.mirror
+    else:
+        b.status.pop("stepMirror", None)
     b.status.setdefault("servingSince", ts(b.now))
     for key in ("stepStartedAt", "noDataSince", "noDataReason", "noDataPaused"):
         b.status.pop(key, None)
-    b.event("Normal", "StepStarted", f"{why}; step {index}: canary weight {step.weight}")
+    b.event("Normal", "StepStarted", f"{why}; step {index}: canary {_step_text(step)}")
     b.wake_in(CONFIRM_POLL)
     _schedule_analysis(b)
     return b.finish(Action.ADVANCE, Phase.PROGRESSING, "StepStarted",
-                    f"step {index}: setting canary weight {step.weight}")
+                    f"step {index}: setting canary {_step_text(step)}")
 
 
 def _advance(b: _Builder, index: int, why: str) -> Decision:
@@ -736,10 +779,11 @@ def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any], now: dat
 
 
 def _serving(status: Mapping[str, Any]) -> bool:
-    """The canary may carry users' traffic: the cluster says so, or a step asked for it."""
+    """The canary may answer live requests, served or mirrored: the cluster says so, or a step asked for it."""
+    load = int(status.get("stepWeight") or 0) + int(status.get("stepMirror") or 0)
     return bool(status.get("canaryRevision")) and (
-        int(status.get("canaryWeight") or 0) > 0 or (bool(status.get("stepEnteredAt"))
-                                                     and int(status.get("stepWeight") or 0) > 0))
+        int(status.get("canaryWeight") or 0) > 0 or int(status.get("canaryMirror") or 0) > 0
+        or (bool(status.get("stepEnteredAt")) and load > 0))
 
 
 def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:

@@ -157,6 +157,10 @@ def _builtin_resources() -> list[ResourceDef]:
           status=True, generation=True),
         R('gateway.networking.k8s.io', 'v1', 'gateways', 'Gateway', short_names=['gtw'],
           categories=['gateway-api'], status=True, generation=True),
+        R('networking.istio.io', 'v1', 'virtualservices', 'VirtualService', short_names=['vs'],
+          categories=['istio-io', 'networking-istio-io'], status=True, generation=True),
+        R('serving.kserve.io', 'v1beta1', 'inferenceservices', 'InferenceService', short_names=['isvc'],
+          status=True, generation=True),
         R('apiextensions.k8s.io', 'v1', 'customresourcedefinitions', 'CustomResourceDefinition',
           namespaced=False, short_names=['crd', 'crds'], categories=['api-extensions'], status=True,
           generation=True),
@@ -164,10 +168,6 @@ def _builtin_resources() -> list[ResourceDef]:
 
 
 # --------------------------------------------------------------------------------------------------
-        R('networking.istio.io', 'v1', 'virtualservices', 'VirtualService', short_names=['vs'],
-          categories=['istio-io', 'networking-istio-io'], status=True, generation=True),
-        R('serving.kserve.io', 'v1beta1', 'inferenceservices', 'InferenceService', short_names=['isvc'],
-          status=True, generation=True),
 # Errors as kube-apiserver's Status objects.
 # --------------------------------------------------------------------------------------------------
 class ApiError(Exception):

@@ -14,7 +14,6 @@ from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.istio import IstioRouter
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout_lab.apiserver import start_in_thread
-from modelrollout_lab.auth import ADMIN
 from modelrollout_lab.scenarios import rollout, virtual_service
 from modelrollout_lab.traffic import resolve_mirrors, resolve_target
 
@@ -25,7 +24,7 @@ VS = path("networking.istio.io/v1", "virtualservices", "default")
 def api(tmp_path_factory):
     server = start_in_thread()
     kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    server.write_kubeconfig(str(kubeconfig), token=server.issue_token(ADMIN))
+    server.write_kubeconfig(str(kubeconfig))
     yield str(kubeconfig)
     server.stop()
 

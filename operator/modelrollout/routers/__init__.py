@@ -59,6 +59,13 @@ class Router(Protocol):
     async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
         """The canary weight in effect now, read back from the cluster."""
 
+    async def set_mirror(self, kube: Kube, target: RouteTarget, percent: int) -> None:
+        """Copy `percent` of the live requests the router carries to the canary (0: no mirror);
+        answers from the copies are discarded."""
+
+    async def get_mirror(self, kube: Kube, target: RouteTarget) -> int | None:
+        """The mirror percent in effect now, read back from the cluster."""
+
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
         """All traffic to stable, before the rollout goes."""
 

@@ -5,7 +5,9 @@ manifests.service_name; a core Service in the route's namespace). In managed rul
 the weights of exactly those two backendRefs, stable 100 - w and canary w, adding the canary one
 (a copy of the stable one) when it is missing. Every other rule and backendRef, and every match,
 filter and parentRef, is written back exactly as read. A route without a managed rule raises
-RouteNotManaged: the router never guesses which rule is meant.
+RouteNotManaged: the router never guesses which rule is meant. During a mirror step the router
+adds its own RequestMirror filter (backendRef: the canary Service, `percent`) to managed rules
+and removes it after; a rule that already mirrors elsewhere raises MirrorInUse.
 
 Writes are PUTs carrying the read resourceVersion: a concurrent edit answers 409 and the write
 is retried from a fresh read, so the other edit is kept, never overwritten.
@@ -79,6 +81,43 @@ def stable_only(refs: Refs, target: RouteTarget) -> Refs:
     return [ref for ref in weighted(refs, target, 0) if not _refers_to(ref, target.namespace, canary)]
 
 
+def _is_our_mirror(flt: dict[str, Any], namespace: str, rollout: str) -> bool:
+    backend = (flt.get("requestMirror") or {}).get("backendRef") or {}
+    return flt.get("type") == "RequestMirror" and _refers_to(backend, namespace, _services(rollout)[1])
+
+
+def mirrored(rule: dict[str, Any], target: RouteTarget, percent: int) -> dict[str, Any]:
+    """`rule` with a RequestMirror filter copying `percent` of its requests to the canary (0: ours
+    removed). Another RequestMirror filter in the rule is never replaced (MirrorInUse)."""
+    stable, canary = _services(target.name)
+    filters = rule.get("filters") or []
+    others = [f for f in filters if not _is_our_mirror(f, target.namespace, target.name)]
+    if percent and any(f.get("type") == "RequestMirror" for f in others):
+        raise RouteProblem("MirrorInUse", "a managed rule already has a RequestMirror filter to another backend: "
+                                          "the rollout never replaces another mirror")
+    if percent:
+        port = next((ref.get("port") for ref in rule.get("backendRefs") or []
+                     if _refers_to(ref, target.namespace, stable) and ref.get("port")), target.spec.service.port)
+        others.append({"type": "RequestMirror",
+                       "requestMirror": {"backendRef": {"name": canary, "port": port}, "percent": percent}})
+    if others == filters:
+        return rule
+    out = {k: v for k, v in rule.items() if k != "filters"}
+    return {**out, "filters": others} if others else out
+
+
+def mirror_share(rule: dict[str, Any], namespace: str, rollout: str) -> int:
+    """The percent of the rule's requests our RequestMirror filter copies to the canary."""
+    for flt in rule.get("filters") or []:
+        if _is_our_mirror(flt, namespace, rollout):
+            spec = flt["requestMirror"]
+            fraction = spec.get("fraction")
+            if fraction is not None:
+                return round(100 * int(fraction.get("numerator", 0)) / int(fraction.get("denominator", 100) or 100))
+            return int(spec.get("percent", 100))
+    return 0
+
+
 def canary_share(refs: Refs, namespace: str, rollout: str) -> int:
     """The canary's percent of what the rule sends to this rollout (a weight defaults to 1)."""
     stable, canary = _services(rollout)
@@ -106,15 +145,23 @@ class GatewayApiRouter:
 
     async def _edit(self, kube: Kube, target: RouteTarget, edit: Callable[[Refs], Refs]) -> None:
         """Apply `edit` to the backendRefs of each managed rule; write only when something changed."""
+        def edit_refs(rule: dict[str, Any]) -> dict[str, Any]:
+            refs = rule.get("backendRefs") or []
+            wanted = edit(refs)
+            return rule if wanted == refs else {**rule, "backendRefs": wanted}
+
+        await self._edit_rules(kube, target, edit_refs)
+
+    async def _edit_rules(self, kube: Kube, target: RouteTarget, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Apply `edit` to each managed rule; write only when something changed."""
         for attempt in range(ATTEMPTS):
             route, managed = await self._route(kube, target)
             rules = route["spec"]["rules"]
             changed = False
             for i in managed:
-                refs = rules[i].get("backendRefs") or []
-                wanted = edit(refs)
-                if wanted != refs:
-                    rules[i] = {**rules[i], "backendRefs": wanted}
+                wanted = edit(rules[i])
+                if wanted != rules[i]:
+                    rules[i] = wanted
                     changed = True
             if not changed:
                 return
@@ -138,9 +185,19 @@ class GatewayApiRouter:
                   for i in managed}
         return shares.pop() if len(shares) == 1 else None
 
+    async def set_mirror(self, kube: Kube, target: RouteTarget, percent: int) -> None:
+        await self._edit_rules(kube, target, lambda rule: mirrored(rule, target, percent))
+
+    async def get_mirror(self, kube: Kube, target: RouteTarget) -> int | None:
+        """The percent of the managed rules' requests copied to the canary (None when they disagree)."""
+        route, managed = await self._route(kube, target)
+        shares = {mirror_share(route["spec"]["rules"][i], target.namespace, target.name) for i in managed}
+        return shares.pop() if len(shares) == 1 else None
+
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
-        """Managed rules to stable alone. The route itself is the user's: nothing to hand over."""
+        """Managed rules to stable alone, our mirror removed. The route itself is the user's: nothing to hand over."""
         try:
+            await self._edit_rules(kube, target, lambda rule: mirrored(rule, target, 0))
             await self._edit(kube, target, lambda refs: stable_only(refs, target))
         except RouteProblem as exc:  # no route, or none of its rules ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from modelrollout import manifests, owned
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.routers import RouteTarget
+from modelrollout.routers import RouteProblem, RouteTarget
 
 
 class ReplicasRouter:
@@ -32,6 +32,13 @@ class ReplicasRouter:
         if total == 0:
             return None
         return round(100 * ready.get(canary, 0) / total) if canary else 0
+
+    async def set_mirror(self, kube: Kube, target: RouteTarget, percent: int) -> None:
+        if percent:  # spec validation refuses mirror steps with this router
+            raise RouteProblem("MirrorUnsupported", "the replicas router cannot mirror: its pods serve users")
+
+    async def get_mirror(self, kube: Kube, target: RouteTarget) -> int | None:
+        return 0
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
         """Scale every revision but the stable one to zero: only stable pods stay behind the Service."""
