@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import ssl
 import statistics
 import tempfile
 import time
@@ -24,6 +26,7 @@ from typing import Any
 import yaml
 
 from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.auth import ADMIN
 
 NAMESPACE = "default"
 POOL = 20  # connections per client, where the library lets us choose (the operator's setting)
@@ -38,15 +41,19 @@ class Adapter:
     close: Callable[[], Awaitable[None]]
 
 
-def _server_of(kubeconfig: Path) -> str:
-    return str(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+def _cluster_of(kubeconfig: Path) -> tuple[str, ssl.SSLContext, str]:
+    """Server, TLS context trusting the lab's CA, and bearer token of a token kubeconfig."""
+    document = yaml.safe_load(kubeconfig.read_text())
+    cluster = document["clusters"][0]["cluster"]
+    context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    return str(cluster["server"]), context, str(document["users"][0]["user"]["token"])
 
 
 async def _modelrollout(kubeconfig: Path) -> Adapter:
     """The operator's own Kube (whatever kube.py is built on today)."""
     from modelrollout.kube import Kube, load_configuration, path
 
-    kube = Kube(await load_configuration(str(kubeconfig)))
+    kube = Kube(load_configuration(str(kubeconfig)))
     return Adapter(get=lambda name: kube.get(path("v1", "configmaps", NAMESPACE, name)),
                    patch=lambda name, body: kube.merge_patch(path("v1", "configmaps", NAMESPACE, name), body),
                    close=kube.close)
@@ -56,7 +63,8 @@ async def _httpx(kubeconfig: Path) -> Adapter:
     """The hand-written httpx client kube.py used to be (a bare AsyncClient and a static token)."""
     import httpx
 
-    http = httpx.AsyncClient(base_url=_server_of(kubeconfig), headers={"Authorization": "Bearer modelrollout-lab"},
+    server, tls, token = _cluster_of(kubeconfig)
+    http = httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {token}"}, verify=tls,
                              limits=httpx.Limits(max_connections=POOL))
 
     async def get(name: str) -> Any:
@@ -172,15 +180,15 @@ async def _measure(name: str, kubeconfig: Path, rollouts: int, rounds: int) -> R
 
 
 async def _seed(kubeconfig: Path, rollouts: int) -> None:
-    import httpx
+    from modelrollout.kube import Kube, load_configuration, path
 
-    async with httpx.AsyncClient(base_url=_server_of(kubeconfig),
-                                 headers={"Authorization": "Bearer modelrollout-lab"}) as http:
+    kube = Kube(load_configuration(str(kubeconfig)))
+    try:
         for index in range(rollouts):
-            response = await http.post(f"/api/v1/namespaces/{NAMESPACE}/configmaps",
-                                       json={"apiVersion": "v1", "kind": "ConfigMap",
-                                             "metadata": {"name": f"rollout-{index}"}, "data": {"round": "0"}})
-            response.raise_for_status()
+            await kube.create(path("v1", "configmaps", NAMESPACE), {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"rollout-{index}"}, "data": {"round": "0"}})
+    finally:
+        await kube.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,12 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        with start_in_thread(kubeconfig=kubeconfig):
+        with start_in_thread() as api:
+            # A bearer token, over TLS, for every client: the old httpx client cannot send a certificate.
+            api.write_kubeconfig(kubeconfig, token=api.issue_token(ADMIN))
             asyncio.run(_seed(kubeconfig, args.rollouts))
             results = [asyncio.run(_measure(name.strip(), kubeconfig, args.rollouts, args.rounds))
                        for name in args.clients.split(",")]
-    print(f"{args.rollouts} rollouts x {args.rounds} rounds (GET + merge-patch each), all concurrent")
-    print(f"| client | calls | wall s | client CPU s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
+    print(f"{args.rollouts} rollouts x {args.rounds} rounds (GET + merge-patch each), all concurrent, TLS + token")
+    print("| client | calls | wall s | client CPU s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r.client} | {r.calls} | {r.wall:.2f} | {r.cpu:.2f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} |")
 
