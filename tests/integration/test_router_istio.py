@@ -79,3 +79,46 @@ def test_deleting_the_rollout_keeps_traffic_served(lab):
         "mesh-gone-stable.default.svc.cluster.local"]  # the canary destination is gone with its Service
     assert _unrouted(lab, "mesh-gone") == unrouted  # not one request unrouted
     assert _served(lab, deployment) > served  # the handed-over stable revision still serves
+
+
+DRIFT = [{"name": "prediction-drift", "max": 0.1, "minSamples": 200},
+         {"name": "error-rate", "max": 0.02}, {"name": "latency-p95", "max": 0.2}]
+MIRROR_STEPS = [{"mirror": 100, "hold": "20s"}, {"weight": 50, "hold": "4s"}]
+
+
+def _primary_mirror(lab, name):
+    route = next(r for r in _vs(lab, name)["spec"]["http"] if r.get("name") == "primary")
+    return (route.get("mirror") or {}).get("host"), (route.get("mirrorPercentage") or {}).get("value")
+
+
+def _canary_totals(lab, name, revision):
+    deployment = next(d.metadata.name for d in lab.apps.list_namespaced_deployment(
+        "default", label_selector=f"{LABEL_ROLLOUT}={name}").items if d.metadata.labels[LABEL_REVISION] == revision)
+    totals = lab.traffic.snapshot().get(f"default/{deployment}", {})
+    return totals.get("requests", 0), totals.get("mirrored", 0)
+
+
+def test_a_canary_whose_predictions_drift_is_rolled_back_in_its_mirror_step_with_no_answer_served(lab):
+    v1 = start_stable(lab, "shadow", router="istio", metrics=DRIFT, steps=MIRROR_STEPS, **SAMPLED)
+    with Recorder(lambda: _canary_weight(lab, "shadow")) as weights, \
+            Recorder(lambda: _primary_mirror(lab, "shadow")) as mirrors:
+        lab.apply(scenarios.release(v1, "2.0.0", {"score-mean": "0.55"}))  # same errors and latency
+        canary = lab.wait_for(lambda: lab.status("shadow").get("canaryRevision"), timeout=20, what="the canary")
+        status = lab.wait_for_phase("shadow", "RolledBack", timeout=60)
+        lab.wait_for(lambda: _primary_mirror(lab, "shadow") == (None, None), timeout=10, what="the mirror removed")
+    assert "prediction-drift" in status["message"] and "step 0" in status["message"]
+    served, mirrored = _canary_totals(lab, "shadow", canary)
+    assert served == 0 and mirrored > 300  # judged on copies; not one canary answer reached a user
+    assert set(weights.values) == {0}
+    assert ("shadow-canary.default.svc.cluster.local", 100.0) in mirrors.values
+
+
+def test_a_good_canary_passes_its_mirror_step_then_serves_and_is_promoted(lab):
+    v1 = start_stable(lab, "shadow-ok", router="istio", metrics=DRIFT, steps=MIRROR_STEPS, **SAMPLED)
+    with Recorder(lambda: (_canary_weight(lab, "shadow-ok"), _primary_mirror(lab, "shadow-ok")[1])) as states:
+        lab.apply(scenarios.release(v1, "2.0.0"))
+        lab.wait_for(lambda: (s := lab.status("shadow-ok")).get("phase") == "Succeeded"
+                     and (s.get("history") or [{}])[0].get("result") == "Promoted", timeout=90, what="promotion")
+        lab.wait_for(lambda: _canary_weight(lab, "shadow-ok") == 0, timeout=10, what="all traffic on the new stable")
+    assert states.values == [(0, None), (0, 100.0), (50, None), (0, None)] or \
+        states.values == [(0, None), (0, 100.0), (50, 100.0), (50, None), (0, None)]  # weight set before the mirror goes
