@@ -29,7 +29,7 @@ from urllib3.exceptions import HTTPError
 
 from modelrollout.manifests import service_name
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
-                                ANNOTATION_RETRY, GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
+                                ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
 from modelrollout.routers.gateway_api import managed_rules
 
 PROG = "kubectl-modelrollout"
@@ -271,7 +271,7 @@ def settled(obj: dict[str, Any]) -> bool:
 @kube_options
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Watch and steer ModelRollouts: list, get, promote, abort, retry, pause, resume, explain.
+    """Watch and steer ModelRollouts: list, get, promote, abort, retry, pause, resume, explain, report.
 
     -n/--namespace, --context and --kubeconfig go anywhere on the line. Exit codes: 0 done,
     1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec.
@@ -392,6 +392,36 @@ _annotation_command("resume", "Go on from where it was paused.", "resumed", lamb
 def explain_command(target: Target, name: str) -> None:
     """Why the rollout is where it is: verdicts with values, thresholds, samples and queries."""
     click.echo(explain(_read(target, name)))
+
+
+@main.command()
+@kube_options
+@rollout_argument()
+@click.option("--prometheus-url", envvar="MODELROLLOUT_PROMETHEUS_URL", default=None,
+              help="Prometheus to count impact and draw the chart from (default: the spec's analysis.prometheus.address).")
+@click.option("--png", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also draw step weights and each metric against its threshold into this PNG (needs matplotlib).")
+@click.pass_obj
+def report(target: Target, name: str, prometheus_url: str | None, png: str | None) -> None:
+    """Incident report of the last release, in markdown: what changed, timeline, evidence, impact, chart."""
+    from modelrollout import report as incident  # noqa: PLC0415  (httpx and the spec parser only when asked)
+
+    obj = _read(target, name)
+    namespace = obj["metadata"]["namespace"]
+    api_client = target.api_client()
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(
+        namespace, label_selector=f"{LABEL_ROLLOUT}={name}").items
+    events = [e for e in api_client.sanitize_for_serialization(
+        client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items)
+        if (e.get("involvedObject") or {}).get("kind") == KIND and (e.get("involvedObject") or {}).get("name") == name]
+    try:
+        built = incident.build(obj, api_client.sanitize_for_serialization(deployments), events, prometheus_url, png,
+                               datetime.now(timezone.utc))
+    except incident.ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(built.text)
+    if built.png_error:
+        raise click.ClickException(built.png_error)
 
 
 @main.command()

@@ -1,0 +1,99 @@
+"""`kubectl modelrollout report` on a lab release that was rolled back: every section, the numbers equal
+to the status and to what Prometheus answers for the printed queries, and the PNG with thresholds."""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+import sys
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from lab_watch import start_stable
+from modelrollout.plugin import main as plugin
+from modelrollout.report import PNG_SIZE
+from modelrollout_lab import scenarios
+
+pytestmark = pytest.mark.lab
+
+SAMPLED = {"rps": 400, "min_samples": 300}
+METRICS = [{"name": "error-rate", "max": 0.01, "critical": True}, {"name": "latency-p95", "max": 0.2}]
+
+
+def report(lab, *args):
+    return CliRunner().invoke(plugin, ["report", "reported", *args, "--kubeconfig", lab.kubeconfig],
+                              catch_exceptions=False)
+
+
+def prometheus_value(lab, query, at):
+    answer = httpx.get(f"{lab.prometheus.url}/api/v1/query", params={"query": query, "time": at}).json()
+    return sum(float(r["value"][1]) for r in answer["data"]["result"])
+
+
+@pytest.fixture(scope="module")
+def rolled_back(lab):
+    v1 = start_stable(lab, "reported", metrics=METRICS, **SAMPLED)
+    v2 = scenarios.release(v1, "2.0.0", {"error-rate": "0.05"})
+    v2["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "BATCH", "value": "64"}]
+    lab.apply(v2)
+    status = lab.wait_for_phase("reported", "RolledBack", timeout=60)
+    time.sleep(3)  # Prometheus scrapes past the decision: counts at its time are final
+    return status
+
+
+def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
+    status = rolled_back
+    png = tmp_path / "reported.png"
+    result = report(lab, "--prometheus-url", lab.prometheus.url, "--png", str(png))
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for section in ("# Incident report: default/reported", "## 1. What changed", "## 2. Timeline", "## 3. Evidence",
+                    "## 4. Impact", "## 5. Chart", "## Worksheet"):
+        assert section in text
+    entry = status["history"][0]
+    assert f"revision {entry['revision']}: RolledBack" in text and entry["reason"] in text
+
+    # What changed: image, env and the model's behaviour annotation, stable against canary.
+    assert "| `containers[server].image` | `example/reported:1.0.0` | `example/reported:2.0.0` |" in text
+    assert "| `containers[server].env.BATCH` | `-` | `64` |" in text
+    assert "| `annotations.lab.modelrollout.io/error-rate` | `0.001` | `0.05` |" in text
+
+    # Timeline: the apply, each step, the decision and who took it.
+    assert "canary started | a spec change (kubectl apply / GitOps)" in text
+    assert "Normal StepStarted" in text and f"decision: RolledBack: {entry['reason']} | the operator" in text
+
+    # Evidence: exactly status.lastAnalysis.
+    for result_ in status["lastAnalysis"]:
+        assert f"### {result_['metric']}: {result_['verdict']}" in text
+        assert f"threshold **{result_['threshold']}**" in text
+        assert f"```promql\n{result_['query']}\n```" in text
+    (failing,) = [r for r in status["lastAnalysis"] if r["verdict"] == "Fail"]
+    assert f"value **{failing['value']:.6g}**" in text and f"samples **{failing['samples']:.6g}**" in text
+
+    # Impact: each count equals Prometheus's answer to the printed query at the printed time.
+    at = re.search(r"`time=([0-9.]+)`", text).group(1)
+    rows = re.findall(r"^\| (canary [^|]+) \| ([0-9.e+-]+) \| `(.+)` \|$", text, re.MULTILINE)
+    assert {row[0] for row in rows} == {"canary requests served", "canary bad events (error-rate)"}
+    for label, count, query in rows:
+        assert float(count) == pytest.approx(prometheus_value(lab, query.replace("\\|", "|"), at), rel=1e-6), label
+    counted = {label: float(count) for label, count, _ in rows}
+    assert counted["canary requests served"] >= failing["samples"] * 0.99  # the whole release covers the last window
+    assert 0 < counted["canary bad events (error-rate)"] < counted["canary requests served"]
+
+    # The PNG: valid, the expected size (a weights panel plus one per threshold metric).
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (PNG_SIZE[0], PNG_SIZE[1] * (1 + len(METRICS)))  # weights + each metric
+    assert f"![timeline]({png})" in text
+
+
+def test_report_without_matplotlib_says_how_to_install_it(lab, rolled_back, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    png = tmp_path / "none.png"
+    result = report(lab, "--png", str(png), "--prometheus-url", lab.prometheus.url)
+    assert result.exit_code == 1 and not png.exists()
+    assert "## 4. Impact" in result.output  # the report is still printed
+    assert "pip install 'modelrollout[lab]'" in result.output
