@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from modelrollout import stats
 from modelrollout.spec import MetricRule, MetricType
-from modelrollout.stats import Judgement, Verdict
+from modelrollout.stats import Judgement, PassRule, Verdict
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), +Inf last
 
@@ -44,7 +44,31 @@ def _worst(judgements: list[Judgement]) -> Judgement:
     return judgements[0]
 
 
-def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 0) -> Judgement:
+def _judge_rate(rule: MetricRule, sample: MetricSample, min_samples: int, pass_rule: PassRule) -> Judgement:
+    """A proportion's counts against its bound (max of a bad-event rate, min of a success rate) and
+    stable's rate plus its tolerance; a rule with neither is compared with stable at tolerance 0."""
+    assert sample.canary_counts is not None
+    bound = rule.min if rule.success_query else rule.max
+    tolerance = rule.rate_tolerance
+    if bound is None and tolerance is None:
+        tolerance = 0.0
+
+    def events(counts: tuple[float, float] | None) -> tuple[float | None, float | None]:
+        """(successes, total) of a success rate, (bad events, total) of a bad-event rate."""
+        if counts is None:
+            return None, None
+        bad, total = counts
+        return (total - bad if rule.success_query else bad), total
+
+    return stats.judge_proportion(
+        *events(sample.canary_counts), *events(sample.stable_counts), tolerance=tolerance, bound=bound,
+        alpha=rule.alpha, min_samples=min_samples,
+        direction="higher_is_better" if rule.success_query else "lower_is_better",
+        pass_rule=pass_rule, power=rule.power, effect=rule.min_detectable_effect)
+
+
+def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 0,
+             pass_rule: PassRule = "powered") -> Judgement:
     if sample.error:
         return Judgement(Verdict.INCONCLUSIVE, None, None, f"no data: {sample.error}", {})
     min_samples = rule.min_samples if rule.min_samples is not None else default_min_samples
@@ -64,18 +88,7 @@ def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 
     if rule.type is MetricType.PROPORTION:
         if sample.canary_counts is None:
             return Judgement(Verdict.INCONCLUSIVE, None, None, "no data: no counts", {})
-        tolerance = rule.min_detectable_effect
-        if tolerance is None and cmp is not None:
-            tolerance = cmp.max_increase if cmp.max_increase is not None else cmp.max_decrease
-        canary_bad, canary_total = sample.canary_counts
-        stable_bad, stable_total = sample.stable_counts or (None, None)
-        baseline = None
-        if sample.stable_counts is None:
-            # No stable to compare with: judge against the fixed bound as a known baseline.
-            baseline = rule.max if rule.max is not None else (1 - rule.min if rule.min is not None else None)
-        return stats.judge_proportion(
-            canary_bad, canary_total, stable_bad, stable_total, tolerance=tolerance or 0.0,
-            alpha=rule.alpha, min_samples=min_samples, baseline=baseline)
+        return _judge_rate(rule, sample, min_samples, pass_rule)
 
     if rule.type is MetricType.QUANTILE:
         if not sample.canary_buckets:

@@ -235,6 +235,8 @@ class MetricRule(_Frozen):
     total_query: str | None = Field(default=None, alias="totalQuery")
     min_detectable_effect: float | None = Field(default=None, ge=0, alias="minDetectableEffect")
     alpha: float = Field(default=0.01, gt=0, le=0.5)
+    # proportion: the chance of catching a canary `minDetectableEffect` beyond its limit (analysis.pass: powered)
+    power: float = Field(default=0.8, gt=0, le=0.999)
 
     @model_validator(mode="after")
     def _complete(self) -> MetricRule:
@@ -246,6 +248,15 @@ class MetricRule(_Frozen):
         elif self.type is MetricType.PROPORTION:
             if not (self.success_query and self.total_query) and not (self.query and self.total_query):
                 raise ValueError(f"metric {self.name!r} of type proportion needs totalQuery and query (bad events) or successQuery")
+            # A rate of bad events has a highest acceptable value (max), a success rate a lowest (min).
+            wrong = "min" if self.success_query is None else "max"
+            if getattr(self, wrong) is not None:
+                rate = "bad events (query)" if wrong == "min" else "successes (successQuery)"
+                raise ValueError(f"metric {self.name!r} counts {rate}: bound it with "
+                                 f"{'max' if wrong == 'min' else 'min'}, not {wrong}")
+            if self.compare_to_stable is not None and self.compare_to_stable.relative:
+                raise ValueError(f"metric {self.name!r} of type proportion compares absolute rates: "
+                                 "relative is not supported, give the tolerance as a rate (minDetectableEffect)")
         elif self.type in (MetricType.QUANTILE, MetricType.DISTRIBUTION_SHIFT):
             if not self.histogram:
                 raise ValueError(f"metric {self.name!r} of type {self.type.value} needs histogram")
@@ -267,7 +278,20 @@ class MetricRule(_Frozen):
                 parts.append(f"<= stable + {cmp.max_increase:g}{unit}")
             if cmp.max_decrease is not None:
                 parts.append(f">= stable - {cmp.max_decrease:g}{unit}")
+        elif self.type is MetricType.PROPORTION and self.min_detectable_effect is not None:
+            sign = "- " if self.success_query else "+ "
+            parts.append(f"{'>=' if self.success_query else '<='} stable {sign}{self.min_detectable_effect:g}")
         return " and ".join(parts)
+
+    @property
+    def rate_tolerance(self) -> float | None:
+        """A proportion's tolerated distance from stable's rate (absolute), when it compares with stable."""
+        if self.min_detectable_effect is not None:
+            return self.min_detectable_effect
+        cmp = self.compare_to_stable
+        if cmp is None:
+            return None
+        return cmp.max_decrease if self.success_query else cmp.max_increase
 
 
 class Samples(_Frozen):
@@ -299,8 +323,14 @@ class Analysis(_Frozen):
     samples: Samples = Samples()
     no_data: NoDataPolicy = Field(default=NoDataPolicy(), alias="noData")
     metrics: tuple[MetricRule, ...] = ()
+    # When a rate from counts passes (docs/analysis.md): "powered" once it had the requests that catch a
+    # canary minDetectableEffect beyond its limit with the metric's power (or once proven, if sooner);
+    # "proven" only once it is significantly within every limit (may need many more requests).
+    pass_rule: Literal["powered", "proven"] = Field(default="powered", alias="pass")
+    # A step still undecided this long after its hold pauses, saying how many more requests it needs.
+    decide_within: Duration = Field(default=300.0, alias="decideWithin")
 
-    _parse = field_validator("interval", mode="before")(_duration_field)
+    _parse = field_validator("interval", "decide_within", mode="before")(_duration_field)
     _parse_window = field_validator("max_window", mode="before")(lambda v: None if v is None else _duration_field(v))
 
     @property

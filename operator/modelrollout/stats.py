@@ -10,7 +10,7 @@ The design rules (see docs/analysis.md):
 * Missing data is never a pass and never a failure: it is INCONCLUSIVE.
 * Few samples are INCONCLUSIVE, never PASS.
 * The operator looks at a canary every interval, so tests on counts are
-  *anytime-valid* (mixture SPRT): looking often does not inflate false failures.
+  *anytime-valid* (exact e-processes): looking often does not inflate false failures.
 
 Invalid *arguments* (a judge with no bound, a quantile outside [0, 1]) are a
 programming or spec error and raise ``ValueError``; invalid *data* (NaN, counter
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Literal
@@ -37,7 +37,6 @@ __all__ = [
     "required_samples",
     "histogram_quantile",
     "chi2_sf",
-    "msprt_lambda",
 ]
 
 _NORMAL = NormalDist()
@@ -228,44 +227,59 @@ def judge_vs_stable(
     return Judgement(Verdict.PASS, canary, samples, f"{head}{over}: within tolerance", ev)
 
 
-# --------------------------------------------------------------------------- 3. proportions (mSPRT)
+# --------------------------------------------------------------------------- 3. rates from counts (exact e-processes)
+#
+# Every request is a Bernoulli trial (bad or not).  For a null hypothesis H0 about the bad-rate(s)
+# the judge computes an e-process by universal inference (Wasserman, Ramdas, Balakrishnan 2020):
+#
+#     E = [ marginal likelihood of the counts under a Beta prior ] / [ max likelihood under H0 ]
+#
+# For any rates in H0, E is at most the Bayes-mixture likelihood ratio against those rates, which
+# is a non-negative martingale over the sequence of requests (whatever the traffic does over time
+# and however often it is looked at), so P(E ever >= 1/alpha) <= alpha by Ville's inequality.
+# No normal approximation: exact for 0 errors, 2 errors or 0.1 %.  The prior only decides which
+# alternatives are caught fastest, never validity.
 
 
-def msprt_lambda(diff: float, variance: float, tau2: float) -> float:
-    """Two-sided normal-mixture SPRT likelihood ratio for an estimate ``diff``
-    (estimate minus null value) with variance ``variance``, mixing N(0, tau2).
+def _log_lik(x: float, n: float, p: float) -> float:
+    """Binomial log-likelihood without the constant: x log p + (n - x) log(1 - p), 0 log 0 = 0."""
+    total = 0.0
+    for k, q in ((x, p), (n - x, 1.0 - p)):
+        if k > 0:
+            if q <= 0:
+                return -math.inf
+            total += k * math.log(q)
+    return total
 
-    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 diff^2 / (2 V (V + tau^2)))
-    (Johari, Pekelis, Walsh, "Always valid inference", 2017).
-    """
-    v = variance
-    return math.sqrt(v / (v + tau2)) * math.exp(min(700.0, tau2 * diff * diff / (2 * v * (v + tau2))))
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
 
-def _log_msprt_one_sided(s: float, v: float, tau2: float) -> float:
-    """log of the one-sided (half-normal mixture on the alternative side) mSPRT.
+def _log_marginal(x: float, n: float, prior: tuple[float, float]) -> float:
+    """log of the Beta(a, b)-mixture of the binomial likelihood (without the constant)."""
+    a, b = prior
+    return _log_beta(x + a, n - x + b) - _log_beta(a, b)
 
-    ``s`` is the estimate's excess *towards the alternative* (may be negative).
-    Mixing the Gaussian likelihood ratio over a half-normal(tau) prior on the
-    alternative side gives Lambda+ = 2 Phi(b/sqrt(a)) * Lambda, with
-    a = 1/V + 1/tau^2 and b = s/V.  Under any parameter in the one-sided null it
-    is a non-negative supermartingale, so P(ever Lambda+ >= 1/alpha) <= alpha.
-    """
-    a = 1.0 / v + 1.0 / tau2
-    b = s / v
-    log_two_sided = 0.5 * math.log(v / (v + tau2)) + tau2 * s * s / (2 * v * (v + tau2))
-    zarg = b / math.sqrt(a)
-    cdf = _NORMAL.cdf(zarg) if zarg > -37 else 0.0
-    if cdf <= 0.0:
-        return -math.inf
-    return math.log(2.0 * cdf) + log_two_sided
+
+def _prior(mean: float, shape: float) -> tuple[float, float]:
+    mean = min(0.5, max(0.001, mean))
+    return shape, shape * (1.0 - mean) / mean
+
+
+def _priors(scale: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Mixing priors for the canary and the stable rate, from the spec's tolerance or bound only
+    (never from data).  The canary's Beta(1, .) is centred at three times the scale (a bad canary
+    is usually several tolerances off); stable's Beta(1/2, .) at the scale.  Chosen by simulation
+    (docs/analysis.md); any choice keeps the tests valid."""
+    scale = scale if scale > 0 else 0.003
+    return _prior(3 * scale, 1.0), _prior(scale, 0.5)
 
 
 def _restricted_mle(xc: float, nc: float, xs: float, ns: float, delta: float) -> tuple[float, float]:
     """MLE of (p_canary, p_stable) subject to p_canary - p_stable = delta.
 
-    Closed form of Miettinen & Nurminen (1985) / Farrington & Manning (1990), the
-    same as statsmodels' score test for a risk difference.
+    Closed form of Miettinen & Nurminen (1985) / Farrington & Manning (1990).
     """
     nt = nc + ns
     t = xc + xs
@@ -288,113 +302,172 @@ def _restricted_mle(xc: float, nc: float, xs: float, ns: float, delta: float) ->
     return ps + delta, ps
 
 
-def _floor(n: float) -> float:
-    """A Wilson-like floor for a rate used in a variance: half an event in n+1 trials."""
-    return 0.5 / (n + 1.0)
+@dataclass(frozen=True)
+class _Counts:
+    """Bad events and trials of the canary, and of stable when it is compared."""
 
+    xc: float
+    nc: float
+    xs: float | None = None
+    ns: float | None = None
 
-def _bern_var(p: float, n: float) -> float:
-    p = min(max(p, _floor(n)), 1.0 - _floor(n))
-    return p * (1.0 - p) / n
-
-
-def _null_variance(xc: float, nc: float, xs: float | None, ns: float | None,
-                   baseline: float | None, delta: float) -> float:
-    """Variance of p̂_c - p̂_s evaluated at the null p_c - p_s = delta (score-test style)."""
-    if xs is None or ns is None:
-        assert baseline is not None
-        return _bern_var(baseline + delta, nc)
-    pc, ps = _restricted_mle(xc, nc, xs, ns, delta)
-    return _bern_var(pc, nc) + _bern_var(ps, ns)
+    def scaled(self, n: float, pc: float) -> _Counts:
+        """The same stable rate and traffic split with n canary requests at canary rate pc."""
+        if self.xs is None or self.ns is None:
+            return _Counts(pc * n, n)
+        k = n / self.nc
+        return _Counts(pc * n, n, self.xs * k, self.ns * k)
 
 
 @dataclass(frozen=True)
-class _Tests:
-    log_fail: float  # log Lambda for H0: d <= tol (large -> canary worse)
-    log_pass: float  # log Lambda for H0': d >= tol (large -> canary no worse)
-    variance: float
+class _RateTest:
+    """H0: canary bad-rate <= boundary (the FAIL test) and its mirror (the proven PASS test).
 
-
-def _tests(xc: float, nc: float, xs: float | None, ns: float | None, baseline: float | None,
-           tol: float, tau2_fail: float, tau2_pass: float) -> _Tests:
-    pc = xc / nc
-    ps = (xs / ns) if (xs is not None and ns is not None) else baseline
-    assert ps is not None
-    d = pc - ps
-    v = _null_variance(xc, nc, xs, ns, baseline, tol)
-    return _Tests(_log_msprt_one_sided(d - tol, v, tau2_fail), _log_msprt_one_sided(tol - d, v, tau2_pass), v)
-
-
-def _upper_bound(xc: float, nc: float, xs: float | None, ns: float | None, baseline: float | None,
-                 tol: float, tau: float, alpha: float) -> float:
-    """Upper end of the (1 - alpha) always-valid confidence sequence for p_c - p_s.
-
-    The smallest theta at which the one-sided mSPRT of H0: d >= theta rejects,
-    with the variance evaluated at each theta (inverting the same test PASS uses).
-    The mixing scale may depend on theta (not on data) without losing coverage:
-    tau(theta) = tau * max(1, theta / tolerance), so at theta = tolerance it is
-    exactly PASS's test, and far-off thetas are tested against proportionate
-    alternatives instead of a needle-thin prior.
+    With stable counts the boundary is ``stable + margin`` (a comparison), else ``margin`` itself
+    (a bound).
     """
-    pc = xc / nc
-    ps = (xs / ns) if (xs is not None and ns is not None) else baseline
-    assert ps is not None
-    d = pc - ps
+
+    margin: float
+    compare: bool
+
+    def log_mixture(self, c: _Counts) -> float:
+        """log of the counts' marginal likelihood under the mixing priors (the numerator)."""
+        canary_prior, stable_prior = _priors(self.margin)
+        total = _log_marginal(c.xc, c.nc, canary_prior)
+        if self.compare:
+            assert c.xs is not None and c.ns is not None
+            total += _log_marginal(c.xs, c.ns, stable_prior)
+        return total
+
+    def log_null_max(self, c: _Counts, above: bool, margin: float) -> float:
+        """log of the counts' maximum likelihood under H0: rate (or difference) <= margin (``above``,
+        the FAIL test) or >= margin (the PASS test)."""
+        if not self.compare:
+            phat = c.xc / c.nc
+            return _log_lik(c.xc, c.nc, min(phat, margin) if above else max(phat, margin))
+        assert c.xs is not None and c.ns is not None
+        pc, ps = c.xc / c.nc, c.xs / c.ns
+        if (pc - ps <= margin) != above:
+            pc, ps = _restricted_mle(c.xc, c.nc, c.xs, c.ns, margin)
+        return _log_lik(c.xc, c.nc, pc) + _log_lik(c.xs, c.ns, ps)
+
+    def log_e(self, c: _Counts, above: bool) -> float:
+        """log E against H0 at the test's own margin."""
+        return self.log_mixture(c) - self.log_null_max(c, above, self.margin)
+
+    def reference(self, c: _Counts) -> float:
+        """The bad-rate the canary is held to now: the bound, or stable's rate plus the margin."""
+        if not self.compare:
+            return self.margin
+        assert c.xs is not None and c.ns is not None
+        return c.xs / c.ns + self.margin
+
+    def upper_bound(self, c: _Counts, alpha: float) -> float:
+        """Upper end of the (1 - alpha) anytime-valid confidence sequence of the canary's bad-rate
+        (or of the difference canary - stable): the least margin the PASS test rejects."""
+        crit = math.log(1.0 / alpha)
+        mixture = self.log_mixture(c)
+        lo = c.xc / c.nc - (c.xs / c.ns if self.compare and c.xs is not None and c.ns else 0.0)
+        hi = 1.0
+        if mixture - self.log_null_max(c, False, hi) < crit:
+            return hi
+        while hi - lo > 1e-6:
+            mid = 0.5 * (lo + hi)
+            if mixture - self.log_null_max(c, False, mid) >= crit:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def powered_at(self, c: _Counts, alpha: float, power: float, effect: float) -> float | None:
+        """Canary requests at which the FAIL test catches, with probability ``power``, a canary
+        whose bad-rate is ``effect`` beyond the boundary: the (1 - power) quantile of its rate
+        estimate must reach 1/alpha.  None when no number of requests would (boundary at 1)."""
+        p1 = self.reference(c) + effect
+        if p1 >= 1.0:
+            return None
+        z = _NORMAL.inv_cdf(power)
+        crit = math.log(1.0 / alpha)
+
+        def enough(n: float) -> bool:
+            low = p1 - z * math.sqrt(p1 * (1.0 - p1) / n)
+            return low > 0 and self.log_e(c.scaled(n, low), above=True) >= crit
+
+        lo, hi = 1.0, 16.0
+        while not enough(hi):
+            lo, hi = hi, hi * 2
+            if hi > 1e10:
+                return None
+        while hi - lo > max(1.0, 0.01 * hi):
+            mid = 0.5 * (lo + hi)
+            if enough(mid):
+                hi = mid
+            else:
+                lo = mid
+        return math.ceil(hi)
+
+
+def _proven_needed(test: _RateTest, c: _Counts, alpha: float) -> float | None:
+    """Canary requests at which, at today's rates and split, either test would decide."""
     crit = math.log(1.0 / alpha)
-    hi_limit = 1.0 - ps
+    pc = c.xc / c.nc
 
-    def rejects(theta: float) -> bool:
-        v = _null_variance(xc, nc, xs, ns, baseline, theta)
-        scale = tau * max(1.0, theta / tol) if tol > 0 else max(tau, abs(theta))
-        return _log_msprt_one_sided(theta - d, v, scale * scale) >= crit
+    def decides(n: float) -> bool:
+        s = c.scaled(n, pc)
+        return test.log_e(s, above=True) >= crit or test.log_e(s, above=False) >= crit
 
-    lo, hi = d, d + max(1e-6, 2 * math.sqrt(max(pc, _floor(nc)) / nc))
-    while not rejects(hi):
-        lo, hi = hi, hi + 2 * (hi - lo)
-        if hi >= hi_limit:
-            if not rejects(hi_limit):
-                return hi_limit
-            hi = hi_limit
-            break
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        if rejects(mid):
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 1e-7:
-            break
-    return hi
-
-
-def _samples_needed(xc: float, nc: float, xs: float | None, ns: float | None,
-                    baseline: float | None, tol: float, tau2_fail: float, tau2_pass: float,
-                    alpha: float) -> float | None:
-    """Canary samples at which either test would decide if the observed rates held.
-
-    Scales both arms by k (same traffic split, same rates) and searches the
-    smallest k at which either one-sided mSPRT reaches 1/alpha.  None when even
-    1000x the traffic would not decide (the canary sits right on the tolerance).
-    """
-    crit = math.log(1.0 / alpha)
-
-    def decides(k: float) -> bool:
-        t = _tests(xc * k, nc * k, None if xs is None else xs * k, None if ns is None else ns * k,
-                   baseline, tol, tau2_fail, tau2_pass)
-        return t.log_fail >= crit or t.log_pass >= crit
-
-    lo, hi = 1.0, 2.0
+    if not decides(1000 * c.nc):
+        return None
+    lo, hi = c.nc, 2 * c.nc
     while not decides(hi):
         lo, hi = hi, hi * 2
-        if hi > 1024:
-            return None
-    for _ in range(8):
-        mid = math.sqrt(lo * hi)
+    while hi - lo > max(1.0, 0.01 * hi):
+        mid = 0.5 * (lo + hi)
         if decides(mid):
             hi = mid
         else:
             lo = mid
-    return nc * hi
+    return math.ceil(hi)
+
+
+PassRule = Literal["proven", "powered"]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    verdict: Verdict
+    text: str
+    needed: float | None = None
+
+
+def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect: float,
+              pass_rule: PassRule, fail_only: bool, what: str, show: Callable[[float], float],
+              show_upper: Callable[[float], float], ev: dict[str, float | str], key: str) -> _Outcome:
+    """One test's verdict; ``show`` turns a bad-rate into the metric's rate, ``show_upper`` the
+    confidence sequence's upper end into what the user reads (a rate, or a difference)."""
+    crit = math.log(1.0 / alpha)
+    log_fail = test.log_e(c, above=True)
+    p_fail = min(1.0, math.exp(-log_fail)) if log_fail > -700 else 1.0
+    ev[f"{key}p_value"] = p_fail
+    if log_fail >= crit:
+        return _Outcome(Verdict.FAIL, f"{what} ({_peq(p_fail)})")
+    if fail_only:
+        return _Outcome(Verdict.INCONCLUSIVE, "")
+    log_pass = test.log_e(c, above=False)
+    p_pass = min(1.0, math.exp(-log_pass)) if log_pass > -700 else 1.0
+    upper = test.upper_bound(c, alpha)
+    ev[f"{key}p_value_no_worse"] = p_pass
+    ev[f"{key}upper_bound"] = upper
+    if log_pass >= crit:
+        return _Outcome(Verdict.PASS, f"proven within (always-valid bound {_num(show_upper(upper))}, {_peq(p_pass)})")
+    powered = test.powered_at(c, alpha, power, effect) if pass_rule == "powered" else None
+    if powered is not None:
+        ev[f"{key}powered_at"] = float(powered)
+        if c.nc >= powered:
+            return _Outcome(Verdict.PASS, f"not worse after {_count(c.nc)} canary requests, enough to catch "
+                                          f"{_num(show(test.reference(c) + effect))} with {power:.0%} power")
+        return _Outcome(Verdict.INCONCLUSIVE, "", powered)
+    return _Outcome(Verdict.INCONCLUSIVE, "", _proven_needed(test, c, alpha))
 
 
 def judge_proportion(
@@ -403,48 +476,52 @@ def judge_proportion(
     stable_bad: float | None = None,
     stable_total: float | None = None,
     *,
-    tolerance: float,
+    tolerance: float | None = None,
+    bound: float | None = None,
     alpha: float = 0.05,
     min_samples: float = 100,
     direction: Literal["lower_is_better", "higher_is_better"] = "lower_is_better",
-    baseline: float | None = None,
-    tau: float | None = None,
+    pass_rule: PassRule = "proven",
+    power: float = 0.8,
+    effect: float | None = None,
+    fail_only: bool = False,
 ) -> Judgement:
-    """Anytime-valid comparison of a canary's rate with stable's (or a known baseline).
+    """Anytime-valid, exact judgement of a rate built from counts (errors of requests, correct of
+    labelled predictions), against a fixed ``bound`` and/or stable's rate plus ``tolerance``.
 
-    Counts are increases over the same window (floats are fine: Prometheus'
-    ``increase()`` extrapolates).  With ``direction="lower_is_better"`` the first
-    count of each arm is the *bad* events (errors); with ``"higher_is_better"``
-    it is the *good* events (correct predictions) and the rates shown are
-    good-rates, while the test runs on the complementary bad-rates.
+    Counts are increases over the same window (fractional counts from ``increase()`` are fine).
+    With ``direction="higher_is_better"`` the first count of each arm is the *good* events and
+    ``bound`` is a minimum good-rate; the tests run on the complementary bad-rates.
 
-    Let d = p_c - p_s on the bad-rate scale.  Two one-sided mixture SPRTs at the
-    boundary d = tolerance, each with a half-normal(tau) mixing prior and the
-    variance of p̂_c - p̂_s evaluated at the restricted MLE under d = tolerance:
+    * FAIL when the canary is significantly beyond the bound, or worse than stable by more than
+      the tolerance: an exact e-process reaches 1/alpha (anytime-valid p < alpha).
+    * PASS (``pass_rule="proven"``) when it is significantly within every limit.
+    * PASS (``pass_rule="powered"``) also once the canary has the requests at which a canary
+      ``effect`` beyond the limit (default: the tolerance, or the bound itself) would have been
+      failed with probability ``power``, and it was not.
+    * otherwise INCONCLUSIVE, with the canary requests still needed.
 
-    * FAIL when H0: d <= tolerance is rejected (always-valid p < alpha);
-    * PASS when H0': d >= tolerance is rejected, i.e. the always-valid upper
-      confidence bound of d is below the tolerance;
-    * otherwise INCONCLUSIVE, with an estimate of the samples still needed.
-
-    ``tau`` is the mixing scale of the FAIL test: the excess over the tolerance
-    it is tuned to catch quickly (default ``max(3 * tolerance, 0.001)``; a bad
-    canary is usually several tolerances off).  The PASS test mixes at
-    ``max(tolerance, 0.001)``, the distance from the boundary of a canary
-    identical to stable.  Either choice keeps the test valid; it only moves
-    power between effect sizes.  Without
-    stable counts, give ``baseline`` (the known stable bad-rate; for
-    higher_is_better the known good-rate) and the canary is tested against it.
+    ``fail_only`` judges a recent window that may only fail (PASS becomes INCONCLUSIVE).
+    Without stable counts a comparison cannot be made: only the bound is judged, or INCONCLUSIVE.
     """
     if direction not in ("lower_is_better", "higher_is_better"):
         raise ValueError(f"direction must be lower_is_better or higher_is_better, not {direction!r}")
-    if not (0 < alpha < 1):
-        raise ValueError("alpha must be in (0, 1)")
-    if tolerance < 0 or tolerance >= 1:
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError("alpha and power must be in (0, 1)")
+    if tolerance is None and bound is None:
+        raise ValueError("judge_proportion needs a tolerance or a bound")
+    if tolerance is not None and not (0 <= tolerance < 1):
         raise ValueError("tolerance must be in [0, 1)")
+    if bound is not None and not (0 <= bound <= 1):
+        raise ValueError("bound must be a rate in [0, 1]")
+    if pass_rule not in ("proven", "powered"):
+        raise ValueError(f"pass_rule must be proven or powered, not {pass_rule!r}")
     higher = direction == "higher_is_better"
-    ev: dict[str, float | str] = {"tolerance": float(tolerance), "alpha": float(alpha),
-                                  "direction": direction}
+    ev: dict[str, float | str] = {"alpha": float(alpha), "direction": direction, "pass": pass_rule}
+    if tolerance is not None:
+        ev["tolerance"] = float(tolerance)
+    if bound is not None:
+        ev["bound"] = float(bound)
 
     def shown(bad_rate: float) -> float:
         return 1.0 - bad_rate if higher else bad_rate
@@ -457,93 +534,77 @@ def judge_proportion(
     if any(v is not None and not _missing(v) and v < 0 for v in values):
         return _inconclusive("counter reset (negative increase); waiting for the next window",
                              None, canary_total, ev)
-    have_stable = not (_missing(stable_bad) or _missing(stable_total))
-    if not have_stable and baseline is None:
+    have_stable = not (_missing(stable_bad) or _missing(stable_total)) and tolerance is not None
+    if tolerance is not None and not have_stable and bound is None:
         return _inconclusive("no data for stable to compare with", None, canary_total, ev)
     if canary_total == 0:
         return _inconclusive("no canary traffic in the window", None, 0.0, ev)
     if canary_bad > canary_total or (have_stable and stable_bad > stable_total):  # type: ignore[operator]
         return _inconclusive("inconsistent counts (events > total); waiting for the next window",
                              None, canary_total, ev)
-    xc = canary_total - canary_bad if higher else canary_bad
     nc = float(canary_total)
-    pc = xc / nc
-    ev["canary_rate"] = shown(pc)
-    xs: float | None
-    ns: float | None
+    xc = nc - canary_bad if higher else float(canary_bad)
+    ev["canary_rate"] = shown(xc / nc)
+    counts = _Counts(xc, nc)
+    name = "good rate" if higher else "error rate"
+    head = f"{name} {_num(shown(xc / nc))}"
     if have_stable:
         assert stable_bad is not None and stable_total is not None
         ns = float(stable_total)
         ev["stable_total"] = ns
         if ns == 0:
-            if baseline is None:
+            if bound is None:
                 return _inconclusive("no stable traffic in the window to compare with",
-                                     shown(pc), nc, ev)
-            xs = ns = None
+                                     shown(xc / nc), nc, ev)
+            have_stable = False
         else:
             xs = ns - stable_bad if higher else float(stable_bad)
-    else:
-        xs = ns = None
-    if xs is None:
-        assert baseline is not None
-        if not (0 <= baseline <= 1):
-            raise ValueError("baseline must be a rate in [0, 1]")
-        ps = 1.0 - baseline if higher else float(baseline)
-        base_bad: float | None = ps
-        ev["baseline"] = float(baseline)
-        against = f"baseline {_num(baseline)}"
-    else:
-        assert ns is not None
-        ps = xs / ns
-        base_bad = None
-        against = f"stable {_num(shown(ps))}"
-    ev["stable_rate"] = shown(ps)
-    name = "good rate" if higher else "error rate"
-    head = f"{name} {_num(shown(pc))} vs {against} over {_count(nc)} requests"
-    if xs is not None:
-        head = f"{name} {_num(shown(pc))} vs {against} over {_count(nc)} canary requests"
-    if nc < min_samples or (ns is not None and ns < min_samples):
-        short = nc if nc < min_samples else ns
-        who = "canary" if nc < min_samples else "stable"
-        return _inconclusive(f"{head}: only {_count(short)} {who} requests, need {_count(min_samples)}",
-                             shown(pc), nc, ev)
+            counts = _Counts(xc, nc, xs, ns)
+            ev["stable_rate"] = shown(xs / ns)
+            head += f" vs stable {_num(shown(xs / ns))}"
+    head += f" over {_count(nc)} {'canary requests' if have_stable else 'requests'}"
+    short = [(n, who) for n, who in ((nc, "canary"), (counts.ns, "stable")) if n is not None and n < min_samples]
+    if short:
+        n, who = short[0]
+        return _inconclusive(f"{head}: only {_count(n)} {who} requests, need {_count(min_samples)}",
+                             shown(xc / nc), nc, ev)
 
-    tau_fail = tau if tau is not None else max(3 * tolerance, 0.001)
-    tau_pass = max(tolerance, 0.001)
-    if tau_fail <= 0:
-        raise ValueError("tau must be > 0")
-    t = _tests(xc, nc, xs, ns, base_bad, tolerance, tau_fail**2, tau_pass**2)
-    p_fail = min(1.0, math.exp(-t.log_fail)) if t.log_fail > -700 else 1.0
-    p_pass = min(1.0, math.exp(-t.log_pass)) if t.log_pass > -700 else 1.0
-    upper = _upper_bound(xc, nc, xs, ns, base_bad, tolerance, tau_pass, alpha)
-    ev.update({
-        "difference": shown(pc) - shown(ps),
-        "p_value": p_fail,
-        "p_value_no_worse": p_pass,
-        "upper_bound": upper,
-        "tau": tau_fail,
-    })
-    if higher:
-        ev["lower_bound_good_rate_difference"] = -upper
-    dir_word = "lower" if higher else "higher"
-    tol_txt = f"tolerance {_num(tolerance)}"
-    if p_fail < alpha:
-        return Judgement(Verdict.FAIL, shown(pc), nc,
-                         f"{head}: worse beyond {tol_txt} (mSPRT {_peq(p_fail)})", ev)
-    if p_pass < alpha:
-        bound_txt = (f"at most {_num(upper)} {dir_word}" if upper > 0
-                     else f"no {dir_word}")
-        return Judgement(Verdict.PASS, shown(pc), nc,
-                         f"{head}: no worse than {tol_txt} "
-                         f"(always-valid bound: {bound_txt}, {_peq(p_pass)})", ev)
-    need = _samples_needed(xc, nc, xs, ns, base_bad, tolerance, tau_fail**2, tau_pass**2, alpha)
-    if need is None:
-        more = "the difference sits at the tolerance; more samples may not settle it"
+    tests: list[tuple[_RateTest, _Counts, str, str, float]] = []
+    if bound is not None:
+        bad_bound = 1.0 - bound if higher else float(bound)
+        word = f"{'below min' if higher else 'above max'} {_num(bound)}"
+        tests.append((_RateTest(bad_bound, compare=False), _Counts(xc, nc), word, "",
+                      effect if effect is not None else max(bad_bound, 0.001)))
+    if have_stable:
+        assert tolerance is not None
+        tests.append((_RateTest(float(tolerance), compare=True), counts,
+                      f"worse than stable beyond tolerance {_num(tolerance)}", "vs_stable_" if bound is not None else "",
+                      effect if effect is not None else max(float(tolerance), 0.001)))
+    elif tolerance is not None:
+        ev["stable"] = "absent: judged by the bound alone"
+    outcomes = []
+    for test, c, word, key, eff in tests:
+        outcomes.append(_run_test(test, c, alpha=alpha, power=power, effect=eff, pass_rule=pass_rule,
+                                  fail_only=fail_only, what=word, show=shown,
+                                  show_upper=shown if not test.compare else (lambda d: -d if higher else d),
+                                  ev=ev, key=key))
+    value = shown(xc / nc)
+    failed = [o.text for o in outcomes if o.verdict is Verdict.FAIL]
+    if failed:
+        return Judgement(Verdict.FAIL, value, nc, f"{head}: {'; '.join(failed)}", ev)
+    if fail_only:
+        return Judgement(Verdict.INCONCLUSIVE, value, nc, f"{head}: not failing", ev)
+    if all(o.verdict is Verdict.PASS for o in outcomes):
+        return Judgement(Verdict.PASS, value, nc, f"{head}: {'; '.join(o.text for o in outcomes)}", ev)
+    needs = [o.needed for o in outcomes if o.verdict is Verdict.INCONCLUSIVE]
+    if any(n is None for n in needs):
+        more = "the rate sits at its limit; more samples may not settle it"
     else:
-        ev["samples_needed"] = need
-        more = f"need more samples (~{_count(need - nc)} more canary requests at these rates)"
-    return Judgement(Verdict.INCONCLUSIVE, shown(pc), nc,
-                     f"{head}: {more} (mSPRT {_peq(p_fail)})", ev)
+        need = max(n for n in needs if n is not None)
+        ev["samples_needed"] = float(need)
+        more = f"need more samples (~{_count(max(0.0, need - nc))} more canary requests at these rates)"
+    p = min(float(v) for k, v in ev.items() if k.endswith("p_value") and isinstance(v, float))
+    return Judgement(Verdict.INCONCLUSIVE, value, nc, f"{head}: {more} ({_peq(p)})", ev)
 
 
 # --------------------------------------------------------------------------- 4. histogram quantiles

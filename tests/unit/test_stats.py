@@ -17,9 +17,9 @@ from modelrollout.stats import (
     judge_quantile,
     judge_threshold,
     judge_vs_stable,
-    msprt_lambda,
     required_samples,
 )
+from modelrollout.stats import _log_lik, _restricted_mle
 
 P, F, I = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 INF = math.inf
@@ -126,23 +126,40 @@ def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
         ((5, 10, 0, 1000), {"min_samples": 100}, I, "only 10 canary requests, need 100"),
         ((0, 1000, 0, 50), {"min_samples": 100}, I, "only 50 stable requests"),
         # clearly bad: 5.2 % vs 0.1 %
-        ((120, 2310, 2, 2000), {"tolerance": 0.005}, F, "worse beyond tolerance 0.005 (mSPRT p"),
-        # zero stable errors: no division by zero, still decides
+        ((120, 2310, 2, 2000), {"tolerance": 0.005}, F, "worse than stable beyond tolerance 0.005 (p<0.0001)"),
+        # zero stable errors: still decides
         ((60, 2000, 0, 20000), {"tolerance": 0.005}, F, "vs stable 0 over 2,000"),
-        ((0, 20000, 0, 20000), {"tolerance": 0.005}, P, "no worse than tolerance"),
+        ((0, 20000, 0, 20000), {"tolerance": 0.005}, P, "proven within"),
         # healthy and plenty of traffic: PASS
-        ((20, 20000, 19, 19000), {"tolerance": 0.002}, P, "no worse"),
+        ((20, 20000, 19, 19000), {"tolerance": 0.002}, P, "proven within"),
         # healthy but little traffic: INCONCLUSIVE, with an estimate
         ((1, 500, 10, 9500), {"tolerance": 0.002}, I, "need more samples (~"),
-        # known baseline instead of stable counts
-        ((0, 5000, None, None), {"tolerance": 0.002, "baseline": 0.001, "alpha": 0.01}, P, "vs baseline 0.001"),
-        ((40, 2000, None, None), {"tolerance": 0.002, "baseline": 0.001}, F, "vs baseline 0.001"),
+        # a fixed bound, no stable: significantly above / within / undecided
+        ((40, 2000, None, None), {"tolerance": None, "bound": 0.01}, F, "error rate 0.02 over 2,000 requests: above max 0.01"),
+        ((0, 1000, None, None), {"tolerance": None, "bound": 0.01, "alpha": 0.01}, P, "proven within"),
+        ((12, 1000, None, None), {"tolerance": None, "bound": 0.01}, I, "need more samples"),
+        # the issue's case: 2 errors in 40 requests is not "above 5 %" (old code: 0.05 > 0.05? no; 3 in 40 was)
+        ((3, 40, None, None), {"tolerance": None, "bound": 0.05, "min_samples": 20}, I, "need more samples"),
+        # a bound and a comparison: the bound alone when stable has no traffic yet
+        ((0, 1000, 0, 0), {"tolerance": 0.002, "bound": 0.01, "alpha": 0.01}, P, "over 1,000 requests: proven within"),
+        ((30, 1000, 1, 1000), {"tolerance": 0.05, "bound": 0.01}, F, "above max 0.01"),
         # quality, higher is better (first count = correct predictions)
         ((850, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "good rate 0.85 vs stable 0.93"),
-        ((9300, 10000, 9320, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "no worse"),
-        ((930, 1000, 900, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "no worse"),
+        ((9300, 10000, 9320, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "proven within"),
+        ((930, 1000, 900, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, I, "~180 more canary requests"),
+        ((1860, 2000, 1800, 2000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "proven within"),
         ((915, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, I, "need more samples"),
-        ((8800, 10000, 9300, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "worse beyond"),
+        ((8800, 10000, 9300, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "worse than stable"),
+        ((700, 1000, None, None), {"tolerance": None, "bound": 0.85, "direction": "higher_is_better"}, F,
+         "good rate 0.7 over 1,000 requests: below min 0.85"),
+        # powered: not failed after the requests that catch tolerance beyond the limit with 80 % power
+        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered"}, P,
+         "enough to catch 0.1 with 80% power"),
+        ((2, 200, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered", "alpha": 0.01,
+                                "min_samples": 20}, I, "need more samples"),
+        # a window that may only fail: never PASS
+        ((0, 20000, 0, 20000), {"tolerance": 0.005, "fail_only": True}, I, "not failing"),
+        ((120, 2310, 2, 2000), {"tolerance": 0.005, "fail_only": True}, F, "worse than stable"),
         # fractional counts from Prometheus increase() are fine
         ((119.7, 2310.4, 2.1, 2000.2), {"tolerance": 0.005}, F, "worse"),
     ],
@@ -158,7 +175,7 @@ def test_judge_proportion_evidence_and_consistency() -> None:
     j = judge_proportion(120, 2310, 2, 2000, tolerance=0.005, alpha=0.05)
     assert j.verdict is F
     ev = j.evidence
-    for key in ("p_value", "canary_rate", "stable_rate", "canary_total", "stable_total", "upper_bound"):
+    for key in ("p_value", "canary_rate", "stable_rate", "canary_total", "stable_total"):
         assert key in ev
     assert ev["p_value"] < 0.05
     assert ev["canary_total"] == 2310 and ev["stable_total"] == 2000
@@ -166,13 +183,29 @@ def test_judge_proportion_evidence_and_consistency() -> None:
     assert j.value == pytest.approx(120 / 2310) and j.samples == 2310
     assert "2,310" in j.reason
 
-    # PASS <=> the always-valid upper bound of p_c - p_s is below the tolerance
+    # PASS <=> the always-valid upper bound of p_c - p_s is below the tolerance (proven rule)
     for counts in [(20, 20000, 19, 19000), (0, 3000, 1, 3000), (3, 3000, 1, 3000), (1, 500, 10, 9500),
                    (5, 3000, 3, 3000), (0, 2600, 0, 2600), (10, 10000, 10, 10000)]:
         j = judge_proportion(*counts, tolerance=0.002, alpha=0.05)
         assert (j.verdict is P) == (j.evidence["upper_bound"] < 0.002), (counts, j)
-        lo, hi = j.evidence["difference"], j.evidence["upper_bound"]
-        assert hi >= lo
+        assert j.evidence["upper_bound"] >= j.evidence["canary_rate"] - j.evidence["stable_rate"]
+
+
+@pytest.mark.parametrize(("xc", "nc", "xs", "ns", "delta"), [
+    (5, 100, 1, 1000, 0.01), (0, 300, 0, 3000, 0.005), (30, 200, 2, 4000, 0.02), (0, 50, 40, 900, 0.0),
+    (150, 160, 10, 200, 0.3), (3, 1000, 9, 1000, -0.004),
+])
+def test_restricted_mle_maximises_the_likelihood_on_the_boundary(xc, nc, xs, ns, delta) -> None:
+    """The closed form behind the comparison's denominator is the maximum, checked by brute force."""
+    pc, ps = _restricted_mle(xc, nc, xs, ns, delta)
+    assert pc - ps == pytest.approx(delta)
+
+    def loglik(s: float) -> float:
+        return _log_lik(xc, nc, s + delta) + _log_lik(xs, ns, s)
+
+    lo, hi = max(0.0, -delta), min(1.0, 1.0 - delta)
+    grid = max(loglik(lo + (hi - lo) * i / 20000) for i in range(20001))
+    assert loglik(ps) >= grid - 1e-6
 
 
 def test_judge_proportion_inconclusive_estimate_is_roughly_right() -> None:
@@ -199,11 +232,10 @@ def test_judge_proportion_rejects_bad_arguments() -> None:
         judge_proportion(1, 10, 1, 10, tolerance=0.1, alpha=0)
     with pytest.raises(ValueError):
         judge_proportion(1, 10, 1, 10, tolerance=-0.1)
-
-
-def test_msprt_lambda_is_one_at_the_null_and_grows_with_evidence() -> None:
-    assert msprt_lambda(0.0, 1e-4, 1e-4) == pytest.approx(math.sqrt(0.5))
-    assert msprt_lambda(0.05, 1e-4, 1e-4) > msprt_lambda(0.01, 1e-4, 1e-4) > 0
+    with pytest.raises(ValueError):
+        judge_proportion(1, 10, 1, 10)
+    with pytest.raises(ValueError):
+        judge_proportion(1, 10, bound=0.1, pass_rule="hopeful")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- histograms
