@@ -645,9 +645,36 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
         return _advance(b, step_index, f"step {step_index} held {step.hold:g}s with passing analysis")
     if held < step.hold:
         b.wake_in(step.hold - held)
+    undecided_at = step.hold + spec.analysis.decide_within
+    if held >= undecided_at:
+        return _undecided(b, step_index, held - step.hold)
+    b.wake_in(undecided_at - held)
     _schedule_analysis(b)
     return b.finish(Action.HOLD, Phase.PROGRESSING, "Analyzing",
                     f"step {step_index} (weight {status.get('canaryWeight')}): {_analysis_summary(b)}")
+
+
+def _undecided(b: _Builder, step_index: int, overdue: float) -> Decision:
+    """A step past its hold and `decideWithin` whose analysis has not passed: pause (weight kept,
+    analysis running, it advances on the first PASS) and say what it still needs."""
+    needs = []
+    window = analysis_window(b.spec, b.status, parse_ts(b.status.get("lastAnalysisAt")) or b.now)
+    for result in b.status.get("lastAnalysis") or []:
+        evidence = result.get("evidence") or {}
+        needed, seen = evidence.get("samples_needed"), evidence.get("canary_total")
+        if result.get("verdict") == Verdict.PASS.value or needed is None or not seen:
+            continue
+        rate = seen / window
+        more = max(0.0, needed - seen)
+        needs.append(f"{result['metric']} needs ~{more:,.0f} more canary requests "
+                     f"(~{more / rate:,.0f}s at {rate:.3g}/s)")
+    what = "; ".join(needs) or _analysis_summary(b)
+    message = (f"paused: step {step_index} (weight {b.status.get('canaryWeight')}) undecided {overdue:.0f}s "
+               f"after its hold: {what}; promote to go on, or wait")
+    if b.old.get("phase") != Phase.PAUSED.value:
+        b.event("Warning", "Undecided", message)
+    _schedule_analysis(b)
+    return b.finish(Action.PAUSE, Phase.PAUSED, "Undecided", message)
 
 
 def _confirm_weight(b: _Builder, step_index: int) -> Decision | None:
@@ -847,7 +874,7 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     inconclusive: list[tuple[str, Judgement]] = []
     for sample in samples:
         rule = rules[sample.metric]
-        judgement = evaluate(rule, sample, spec.analysis.samples.min)
+        judgement = evaluate(rule, sample, spec.analysis.samples.min, spec.analysis.pass_rule)
         results.append({
             "metric": rule.name,
             "value": _finite(judgement.value),

@@ -545,3 +545,55 @@ def test_a_last_step_of_weight_zero_never_promotes_unjudged():
         d = run.step(after=30, workloads=w)
         assert d.status["phase"] != "Promoting" and d.action is not Action.PROMOTE
 
+
+
+# ------------------------------------------------------------------ rates from counts: pass rule, undecided steps
+
+RATE = [{"name": "errors", "type": "proportion", "query": "bad{revision=\"{{ revision }}\"}",
+         "totalQuery": "all{revision=\"{{ revision }}\"}", "max": 0.05, "critical": True}]
+
+
+def _counts(bad, total):
+    return (MetricSample("errors", "q", samples=float(total), canary_counts=(float(bad), float(total)),
+                         stable_counts=(0.0, 10.0 * total)),)
+
+
+def _rate_canary(spec):
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    run.step(after=1, workloads=w)
+    run.step(workloads=w)  # the cluster carries weight 10: the 30 s hold starts
+    return run, w
+
+
+@pytest.mark.parametrize(("pass_rule", "verdict"), [(None, "Pass"), ("powered", "Pass"), ("proven", "Inconclusive")])
+def test_the_pass_rule_decides_when_a_rate_within_its_bound_passes(pass_rule, verdict):
+    """20 errors in 600 requests against max 0.05: enough requests to have caught 0.10 with 80 % power
+    (powered, the default), not yet a proof that the rate is below 0.05 (proven)."""
+    spec = make_spec("model:v2", metrics=RATE, **({"pass": pass_rule} if pass_rule else {}))
+    run, w = _rate_canary(spec)
+    d = run.step(after=31, workloads=w, samples=_counts(20, 600))
+    assert d.status["lastAnalysis"][0]["verdict"] == verdict
+    assert (d.action is Action.ADVANCE) == (verdict == "Pass")
+
+
+def test_a_step_undecided_past_its_hold_and_decide_within_pauses_saying_what_it_needs():
+    spec = make_spec("model:v2", metrics=RATE, decideWithin="60s")
+    run, w = _rate_canary(spec)
+    decisions = [run.step(after=10, workloads=w, samples=_counts(2, 100)) for _ in range(12)]
+    assert all(d.status["lastAnalysis"][0]["verdict"] == "Inconclusive" for d in decisions)
+    # Analysing until the hold (30 s) plus decideWithin (60 s) has passed, then paused, weight kept.
+    assert [d.status["phase"] for d in decisions[:8]] == ["Progressing"] * 8
+    d = decisions[-1]
+    assert (d.action, d.status["phase"], d.status["canaryWeight"]) == (Action.PAUSE, "Paused", 10)
+    assert "undecided" in d.status["message"] and "errors needs ~" in d.status["message"]
+    assert "more canary requests (~" in d.status["message"] and "s at " in d.status["message"]
+    paused = {c["type"]: c for c in d.status["conditions"]}["Paused"]
+    assert (paused["status"], paused["reason"]) == ("True", "Undecided")
+    warnings = [e for d in decisions for e in d.events if e.reason == "Undecided"]
+    assert len(warnings) == 1 and warnings[0].type == "Warning"
+    assert core.analysis_due(spec, d.status, run.now + timedelta(seconds=10))  # still analysing
+    d = run.step(after=10, workloads=w, samples=_counts(2, 5000))  # the evidence arrives: it goes on
+    assert d.action is Action.ADVANCE and d.status["currentStep"] == 1
