@@ -1,8 +1,8 @@
 """A recording HTTP receiver on 127.0.0.1: what a Slack, Teams, PagerDuty or webhook endpoint was sent.
 
 Every POST is kept (path, headers, JSON body, arrival time). Answers are scripted: `answers` is
-consumed one status per request (then 200), and requests to paths starting with `/hang` wait until
-`release` is set. Every answer carries a body that must never be echoed by the operator (`BODY`).
+consumed one status per request (then 200), paths starting with `/fail` always answer 500, and
+requests to paths starting with `/hang` wait until `release` is set. Every answer carries a body that must never be echoed by the operator (`BODY`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ class Receiver:
                                           "at": time.monotonic(), "wall": time.time()})
                 if self.path.startswith("/hang"):
                     receiver.release.wait(60)
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(BODY)))
-                self.end_headers()
-                self.wfile.write(BODY)
+                status = 500 if self.path.startswith("/fail") else receiver.answers.pop(0) if receiver.answers else 200
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(BODY)))
+                    self.end_headers()
+                    self.wfile.write(BODY)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a hang outlasting its timeout)
 
             def log_message(self, *_: Any) -> None:
                 pass
