@@ -2,7 +2,8 @@
 
 Everything runs for real in the lab: the operator process decides from Prometheus's answers
 about simulated traffic. Progress is shown live; the end is a summary table and a PNG
-timeline of canary weight, error rate, latency and quality with every decision marked.
+timeline of canary weight, error rate, latency and quality with every decision and each metric's
+threshold marked.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def run_demo(png: str | None, console: Console | None = None, workdir: str | Non
         if png:
             from modelrollout_lab.timeline import draw_timeline
 
-            draw_timeline(lab.prometheus, NAME, rec, png)
+            draw_timeline(lab.prometheus, NAME, rec, png, METRICS)
     table = Table(title="modelrollout demo: summary")
     for column in ("version", "revision", "result", "reason", "duration"):
         table.add_column(column)
