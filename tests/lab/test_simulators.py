@@ -144,6 +144,18 @@ def test_httproute_weights_times_pod_shares():
     assert resolve_target("other", "service/fraud-stable", routes=routes, services=svcs, deployments=deps) == {}
 
 
+def test_httproute_entry_can_name_a_rule_by_path():
+    deps = by_key(deployment("model", app="m", ready=2), deployment("console", app="a", ready=1))
+    svcs = by_key(service("model-stable", {"app": "m"}), service("admin-svc", {"app": "a"}))
+    routes = by_key(route("web", [("model-stable", 100)]))
+    routes[(NS, "web")]["spec"]["rules"].append({"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                                                 "backendRefs": [{"name": "admin-svc", "weight": 1}]})
+    assert resolve_target(NS, "httproute/web", routes=routes, services=svcs, deployments=deps) == {(NS, "model"): 1.0}
+    assert resolve_target(NS, "httproute/web#/admin", routes=routes, services=svcs, deployments=deps) == {
+        (NS, "console"): 1.0}
+    assert resolve_target(NS, "httproute/web#/nowhere", routes=routes, services=svcs, deployments=deps) == {}
+
+
 # ---------------------------------------------------------------------------------- one tick, no server
 
 
