@@ -158,6 +158,24 @@ def test_deleting_a_rollout_hands_the_stable_revision_over_and_no_request_goes_u
     assert _unrouted(lab, name) == unrouted
 
 
+def test_deleting_mid_release_with_the_replicas_router_gives_stable_back_its_pods(lab):
+    """Mid-release the stable revision has given pods to the canary: the handover restores its size."""
+    v1 = start_stable(lab, "midway", steps=[{"weight": 50, "hold": "60s"}], **SAMPLED)
+    stable = lab.status("midway")["stableRevision"]
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: lab.status("midway").get("canaryWeight") == 50, timeout=60, what="weight 50")
+    deployment = next(d for d in _deployments(lab, "midway") if d.metadata.labels[LABEL_REVISION] == stable)
+    assert deployment.spec.replicas < v1["spec"]["replicas"]
+    unrouted = _unrouted(lab, "midway")
+    lab.delete_rollout("midway")
+    lab.wait_for(lambda: [d.metadata.name for d in _deployments(lab, "midway")] == [deployment.metadata.name],
+                 timeout=30, what="the canary's Deployment to go")
+    kept = lab.apps.read_namespaced_deployment(deployment.metadata.name, "default")
+    assert kept.spec.replicas == v1["spec"]["replicas"] and not kept.metadata.owner_references
+    lab.traffic.wait_ticks(10)
+    assert _unrouted(lab, "midway") == unrouted
+
+
 def test_delete_all_removes_everything_the_rollout_created(lab):
     docs = scenarios.manifests("purge", router="gatewayAPI", **SAMPLED)
     docs[-1]["spec"]["onDelete"] = "DeleteAll"

@@ -41,12 +41,17 @@ class ReplicasRouter:
         return 0
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
-        """Scale every revision but the stable one to zero: only stable pods stay behind the Service."""
+        """Only stable pods behind the Service: the stable revision back to full size first (it gave
+        pods up to the canary), then every other revision scaled to zero."""
         rollout = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
         stable = ((rollout or {}).get("status") or {}).get("stableRevision")
         deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
                                       label_selector=f"{LABEL_ROLLOUT}={target.name}")
+        deployments.sort(key=lambda d: d["metadata"]["labels"].get(LABEL_REVISION) != stable)  # stable first
         for deployment in deployments:
-            if deployment["metadata"]["labels"].get(LABEL_REVISION) != stable:
+            is_stable = deployment["metadata"]["labels"].get(LABEL_REVISION) == stable
+            replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+            wanted = max(replicas, target.spec.replicas) if is_stable else 0
+            if wanted != replicas:
                 await kube.merge_patch(path("apps/v1", "deployments", target.namespace, deployment["metadata"]["name"]),
-                                       {"spec": {"replicas": 0}})
+                                       {"spec": {"replicas": wanted}})
