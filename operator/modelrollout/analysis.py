@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from modelrollout.core import analysis_window
-from modelrollout.evaluate import Buckets, MetricSample
+from modelrollout.core import analysis_window, recent_window
+from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
 from modelrollout.manifests import service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
@@ -56,8 +56,22 @@ async def _buckets(provider: MetricsProvider, query: str) -> Buckets:
     return tuple(sorted(points))
 
 
+async def _counts(rule: MetricRule, provider: MetricsProvider, values: dict[str, str]) -> tuple[float, float] | None:
+    """A proportion's (bad events, total) for one revision, None when Prometheus has no total."""
+    total = await _scalar(provider, render_query(rule.total_query or "", values))
+    if rule.success_query:
+        good = await _scalar(provider, render_query(rule.success_query, values))
+        bad = None if good is None or total is None else total - good
+    else:
+        bad = await _scalar(provider, render_query(rule.query or "", values))
+        if bad is None and total is not None:
+            bad = 0.0  # no error series yet: zero errors
+    return None if total is None or bad is None else (bad, total)
+
+
 async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
-                       canary: dict[str, str], stable: dict[str, str]) -> MetricSample:
+                       canary: dict[str, str], stable: dict[str, str],
+                       recent: tuple[float, int] | None) -> MetricSample:
     samples_query = rule.samples_query or spec.analysis.samples.query
     template = rule.query or rule.total_query or rule.histogram or ""
     try:
@@ -75,19 +89,16 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
                 stable_value = await _scalar(provider, render_query(rule.query or "", stable))
             return MetricSample(rule.name, shown, value=value, samples=samples, stable_value=stable_value)
         if rule.type is MetricType.PROPORTION:
-            counts = []
-            for values in (canary, stable):
-                total = await _scalar(provider, render_query(rule.total_query or "", values))
-                if rule.success_query:
-                    good = await _scalar(provider, render_query(rule.success_query, values))
-                    bad = None if good is None or total is None else total - good
-                else:
-                    bad = await _scalar(provider, render_query(rule.query or "", values))
-                    if bad is None and total is not None:
-                        bad = 0.0  # no error series yet: zero errors
-                counts.append(None if total is None or bad is None else (bad, total))
-            return MetricSample(rule.name, shown, samples=counts[0][1] if counts[0] else samples,
-                                canary_counts=counts[0], stable_counts=counts[1])
+            canary_counts = await _counts(rule, provider, canary)
+            stable_counts = await _counts(rule, provider, stable)
+            latest = None
+            if recent is not None:  # the step's latest blocks, judged so that they may only FAIL
+                seconds, index = recent
+                window = {"window": format_duration(seconds)}
+                latest = RecentCounts(seconds, index, await _counts(rule, provider, {**canary, **window}),
+                                      await _counts(rule, provider, {**stable, **window}))
+            return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
+                                canary_counts=canary_counts, stable_counts=stable_counts, recent=latest)
         buckets = histogram_query(rule.histogram or "")
         canary_buckets = await _buckets(provider, render_query(buckets, canary))
         stable_buckets = await _buckets(provider, render_query(buckets, stable))
@@ -101,6 +112,7 @@ async def measure(spec: RolloutSpec, namespace: str, name: str, status: Mapping[
                   provider: MetricsProvider, now: datetime) -> tuple[MetricSample, ...]:
     canary = query_values(spec, namespace, name, status, status.get("canaryRevision") or "", now)
     stable = query_values(spec, namespace, name, status, status.get("stableRevision") or "", now)
-    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable)
+    recent = recent_window(spec, status, now)
+    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent)
                                      for rule in spec.analysis.metrics))
     return tuple(results)

@@ -833,6 +833,21 @@ def analysis_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime)
     return max(spec.analysis.interval, min(elapsed, spec.analysis.window_cap))
 
 
+def recent_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> tuple[float, int] | None:
+    """The recent window of rates from counts, which may only FAIL: from the start of the previous
+    block of `recentWindow` within the step, so it spans one to two blocks. Returns its seconds and
+    the block's index k >= 1 (which spends alpha), or None while the step is shorter than two blocks."""
+    block = spec.analysis.recent_block
+    start = analysis_window_start(spec, status, now)
+    if block <= 0 or start is None:
+        return None
+    elapsed = (now - start).total_seconds()
+    blocks = int(elapsed // block)
+    if blocks < 2:
+        return None
+    return elapsed - (blocks - 1) * block, blocks - 1
+
+
 def _schedule_analysis(b: _Builder) -> None:
     if not b.spec.analysis.metrics or not _serving(b.status):
         return
@@ -874,7 +889,8 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     inconclusive: list[tuple[str, Judgement]] = []
     for sample in samples:
         rule = rules[sample.metric]
-        judgement = evaluate(rule, sample, spec.analysis.samples.min, spec.analysis.pass_rule)
+        judgement = evaluate(rule, sample, spec.analysis.samples.min, spec.analysis.pass_rule,
+                             recent_windows=spec.analysis.recent_block > 0)
         results.append({
             "metric": rule.name,
             "value": _finite(judgement.value),

@@ -17,6 +17,19 @@ Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count
 
 
 @dataclass(frozen=True)
+class RecentCounts:
+    """A proportion's counts over the recent window (`core.recent_window`), which may only FAIL it.
+
+    `index` is the window's block number in the step (1, 2, ...): the k-th recent window is tested at
+    alpha / 2 / (k (k + 1)), so all of them together spend at most alpha / 2 (docs/analysis.md)."""
+
+    seconds: float
+    index: int
+    canary_counts: tuple[float, float] | None  # (bad, total)
+    stable_counts: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
 class MetricSample:
     """What was measured for one metric in one analysis. Which fields are set depends on its type."""
 
@@ -29,6 +42,7 @@ class MetricSample:
     stable_counts: tuple[float, float] | None = None
     canary_buckets: Buckets | None = None
     stable_buckets: Buckets | None = None
+    recent: RecentCounts | None = None
     error: str | None = None
 
 
@@ -44,10 +58,10 @@ def _worst(judgements: list[Judgement]) -> Judgement:
     return judgements[0]
 
 
-def _judge_rate(rule: MetricRule, sample: MetricSample, min_samples: int, pass_rule: PassRule) -> Judgement:
+def _judge_rate(rule: MetricRule, canary: tuple[float, float], stable: tuple[float, float] | None, *,
+                min_samples: int, pass_rule: PassRule, alpha: float, fail_only: bool = False) -> Judgement:
     """A proportion's counts against its bound (max of a bad-event rate, min of a success rate) and
     stable's rate plus its tolerance; a rule with neither is compared with stable at tolerance 0."""
-    assert sample.canary_counts is not None
     bound = rule.min if rule.success_query else rule.max
     tolerance = rule.rate_tolerance
     if bound is None and tolerance is None:
@@ -61,14 +75,34 @@ def _judge_rate(rule: MetricRule, sample: MetricSample, min_samples: int, pass_r
         return (total - bad if rule.success_query else bad), total
 
     return stats.judge_proportion(
-        *events(sample.canary_counts), *events(sample.stable_counts), tolerance=tolerance, bound=bound,
-        alpha=rule.alpha, min_samples=min_samples,
-        direction="higher_is_better" if rule.success_query else "lower_is_better",
-        pass_rule=pass_rule, power=rule.power, effect=rule.min_detectable_effect)
+        *events(canary), *events(stable), tolerance=tolerance, bound=bound, alpha=alpha,
+        min_samples=min_samples, direction="higher_is_better" if rule.success_query else "lower_is_better",
+        pass_rule=pass_rule, power=rule.power, effect=rule.min_detectable_effect, fail_only=fail_only)
+
+
+def _judge_rate_windows(rule: MetricRule, sample: MetricSample, min_samples: int, pass_rule: PassRule,
+                        recent_windows: bool) -> Judgement:
+    """The step's cumulative window may FAIL or PASS; with recent windows on, each gets half of alpha
+    and a recent window that fails fails the metric, so a mid-step degradation is not diluted."""
+    assert sample.canary_counts is not None
+    alpha = rule.alpha / 2 if recent_windows else rule.alpha
+    judgement = _judge_rate(rule, sample.canary_counts, sample.stable_counts, min_samples=min_samples,
+                            pass_rule=pass_rule, alpha=alpha)
+    recent = sample.recent
+    if not recent_windows or recent is None or recent.canary_counts is None or judgement.verdict is Verdict.FAIL:
+        return judgement
+    k = recent.index
+    latest = _judge_rate(rule, recent.canary_counts, recent.stable_counts, min_samples=min_samples,
+                         pass_rule=pass_rule, alpha=alpha / (k * (k + 1)), fail_only=True)
+    if latest.verdict is not Verdict.FAIL:
+        return judgement
+    evidence = {**latest.evidence, "window": "recent", "window_seconds": recent.seconds}
+    return Judgement(Verdict.FAIL, latest.value, latest.samples,
+                     f"in the last {recent.seconds:.0f}s: {latest.reason}", evidence)
 
 
 def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 0,
-             pass_rule: PassRule = "powered") -> Judgement:
+             pass_rule: PassRule = "powered", recent_windows: bool = False) -> Judgement:
     if sample.error:
         return Judgement(Verdict.INCONCLUSIVE, None, None, f"no data: {sample.error}", {})
     min_samples = rule.min_samples if rule.min_samples is not None else default_min_samples
@@ -88,7 +122,7 @@ def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 
     if rule.type is MetricType.PROPORTION:
         if sample.canary_counts is None:
             return Judgement(Verdict.INCONCLUSIVE, None, None, "no data: no counts", {})
-        return _judge_rate(rule, sample, min_samples, pass_rule)
+        return _judge_rate_windows(rule, sample, min_samples, pass_rule, recent_windows)
 
     if rule.type is MetricType.QUANTILE:
         if not sample.canary_buckets:

@@ -329,9 +329,18 @@ class Analysis(_Frozen):
     pass_rule: Literal["powered", "proven"] = Field(default="powered", alias="pass")
     # A step still undecided this long after its hold pauses, saying how many more requests it needs.
     decide_within: Duration = Field(default=300.0, alias="decideWithin")
+    # Rates from counts are also judged over the step's latest one to two blocks of this length, a
+    # window that may only FAIL (a mid-step degradation is not diluted). Default 5 intervals; 0 turns it off.
+    recent_window: Duration | None = Field(default=None, alias="recentWindow")
 
     _parse = field_validator("interval", "decide_within", mode="before")(_duration_field)
+    _parse_recent = field_validator("recent_window", mode="before")(lambda v: None if v is None else _duration_field(v))
     _parse_window = field_validator("max_window", mode="before")(lambda v: None if v is None else _duration_field(v))
+
+    @property
+    def recent_block(self) -> float:
+        """Seconds of one block of the recent window (0: no recent window)."""
+        return 5 * self.interval if self.recent_window is None else self.recent_window
 
     @property
     def window_cap(self) -> float:

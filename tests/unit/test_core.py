@@ -597,3 +597,19 @@ def test_a_step_undecided_past_its_hold_and_decide_within_pauses_saying_what_it_
     assert core.analysis_due(spec, d.status, run.now + timedelta(seconds=10))  # still analysing
     d = run.step(after=10, workloads=w, samples=_counts(2, 5000))  # the evidence arrives: it goes on
     assert d.action is Action.ADVANCE and d.status["currentStep"] == 1
+
+
+@pytest.mark.parametrize(("elapsed", "spec_args", "expected"), [
+    (90, {}, None),                      # shorter than two blocks of 5 intervals (50 s each)
+    (100, {}, (50.0, 1)),                # the last block, from the start of block 1
+    (130, {}, (80.0, 1)),                # one to two blocks long
+    (260, {}, (60.0, 4)),                # block index 4 spends alpha / 2 / 20
+    (260, {"recentWindow": "30s"}, (50.0, 7)),
+    (260, {"recentWindow": "0s"}, None),  # turned off
+])
+def test_recent_window_spans_the_steps_latest_one_to_two_blocks(elapsed, spec_args, expected):
+    from modelrollout.core import analysis_window_start, recent_window
+    spec = make_spec("model:v2", **spec_args)
+    run = canary_in_step0()  # interval 10s
+    start = analysis_window_start(spec, run.status, run.now + timedelta(seconds=1000))
+    assert recent_window(spec, run.status, start + timedelta(seconds=elapsed)) == expected

@@ -21,7 +21,7 @@ import random
 import statistics
 from typing import Any
 
-from modelrollout.evaluate import MetricSample, evaluate
+from modelrollout.evaluate import MetricSample, RecentCounts, evaluate
 from modelrollout.spec import MetricRule, MetricType, PlatformPolicy, parse_spec
 from modelrollout.stats import Verdict
 
@@ -55,32 +55,47 @@ def error_rate_rule(samples_min: int, **metric: Any) -> tuple[MetricRule, int, s
     return spec.analysis.metrics[0], spec.analysis.samples.min, spec.analysis.pass_rule
 
 
-def judge(rule: MetricRule, default_min: int, pass_rule: str, canary: tuple[int, int],
-          stable: tuple[int, int]) -> Verdict:
+def judge(rule: MetricRule, default_min: int, pass_rule: str, canary: tuple[int, int], stable: tuple[int, int],
+          recent: RecentCounts | None = None) -> Verdict:
     """Judge (bad, total) counts through the sample `modelrollout.analysis` would fetch for this rule."""
     if rule.type is MetricType.PROPORTION:
-        sample = MetricSample(rule.name, "q", samples=canary[1], canary_counts=canary, stable_counts=stable)
+        sample = MetricSample(rule.name, "q", samples=canary[1], canary_counts=canary, stable_counts=stable,
+                              recent=recent)
     else:  # a ratio query: the rate itself, and the samples query's count
         sample = MetricSample(rule.name, "q", value=canary[0] / canary[1], samples=canary[1],
                               stable_value=stable[0] / stable[1])
-    return evaluate(rule, sample, default_min, pass_rule).verdict  # type: ignore[arg-type]
+    return evaluate(rule, sample, default_min, pass_rule, recent is not None).verdict  # type: ignore[arg-type]
 
 
 def run_step(rng: random.Random, rule: MetricRule, default_min: int, pass_rule: str, *, p_canary: float,
-             p_stable: float, canary_per_look: int, stable_per_look: int, looks: int,
-             hold: int = 1) -> tuple[Verdict | None, int]:
+             p_stable: float, canary_per_look: int, stable_per_look: int, looks: int, hold: int = 1,
+             recent_block: int | None = None, degrade_after: int | None = None,
+             p_degraded: float = 0.0) -> tuple[Verdict | None, int]:
     """One step looked at every interval, as the core runs it: any FAIL rolls back; the step ends on
-    a PASS once `hold` looks have passed. Returns the deciding verdict and the canary requests seen."""
-    xc = xs = nc = ns = 0
+    a PASS once `hold` looks have passed. With `recent_block` (in looks) the latest one to two blocks
+    are judged too, as `core.recent_window` cuts them; after `degrade_after` looks the canary's error
+    rate becomes `p_degraded`. Returns the deciding verdict and the canary requests seen."""
+    per_look: list[tuple[int, int]] = []
     for look in range(1, looks + 1):
-        xc += bernoulli_count(rng, p_canary, canary_per_look)
-        xs += bernoulli_count(rng, p_stable, stable_per_look)
-        nc += canary_per_look
-        ns += stable_per_look
-        verdict = judge(rule, default_min, pass_rule, (xc, nc), (xs, ns))
+        p = p_degraded if degrade_after is not None and look > degrade_after else p_canary
+        per_look.append((bernoulli_count(rng, p, canary_per_look), bernoulli_count(rng, p_stable, stable_per_look)))
+        nc, ns = look * canary_per_look, look * stable_per_look
+        xc, xs = sum(c for c, _ in per_look), sum(s for _, s in per_look)
+        recent = None
+        if recent_block is not None:
+            blocks = look // recent_block
+            if blocks >= 2:
+                first = (blocks - 1) * recent_block
+                tail = per_look[first:]
+                recent = RecentCounts(float(len(tail)), blocks - 1,
+                                      (sum(c for c, _ in tail), len(tail) * canary_per_look),
+                                      (sum(s for _, s in tail), len(tail) * stable_per_look))
+            else:
+                recent = RecentCounts(0.0, 0, None, None)  # on, but not yet two blocks long
+        verdict = judge(rule, default_min, pass_rule, (xc, nc), (xs, ns), recent)
         if verdict is Verdict.FAIL or (verdict is Verdict.PASS and look >= hold):
             return verdict, nc
-    return None, nc
+    return None, looks * canary_per_look
 
 
 def test_issue_12_a_few_errors_among_a_few_dozen_requests_roll_no_healthy_canary_back() -> None:
@@ -108,14 +123,15 @@ def test_issue_12_a_few_errors_among_a_few_dozen_requests_roll_no_healthy_canary
 
 def test_false_rollbacks_of_healthy_canaries_stay_under_alpha() -> None:
     """400 noisy healthy canaries (0.5 % errors on both sides, 5 % canary weight), judged against a
-    bound and against stable (max 0.02, tolerance 0.01, alpha 0.01), looked at 60 times each. (The
-    FAIL test is the same under either pass rule.)"""
+    bound and against stable (max 0.02, tolerance 0.01, alpha 0.01), looked at 60 times each, with
+    recent windows of 5 to 10 looks (they share alpha with the step's window). The FAIL tests are the
+    same under either pass rule."""
     rule, default_min, pass_rule = error_rate_rule(100, max=0.02, minDetectableEffect=0.01, alpha=0.01)
     rng = random.Random(400)
     fails = passes = 0
     for _ in range(400):
         verdict, _ = run_step(rng, rule, default_min, pass_rule, p_canary=0.005, p_stable=0.005,
-                              canary_per_look=10, stable_per_look=190, looks=60)
+                              canary_per_look=10, stable_per_look=190, looks=60, recent_block=5)
         fails += verdict is Verdict.FAIL
         passes += verdict is Verdict.PASS
     print(f"\nhealthy 0.5% vs 0.5%: {fails}/400 failed (alpha {rule.alpha}), {passes}/400 passed within "
@@ -140,7 +156,7 @@ def test_a_bad_canary_is_failed_near_walds_bound_and_never_passed() -> None:
         rule, default_min, pass_rule = error_rate_rule(0, alpha=0.01, **metric)
         rng = random.Random(7)
         took = []
-        for _ in range(400):
+        for _ in range(300):
             verdict, requests = run_step(rng, rule, default_min, pass_rule, p_canary=0.05, p_stable=0.001,
                                          canary_per_look=10, stable_per_look=190, looks=100)
             assert verdict is not Verdict.PASS
@@ -165,3 +181,23 @@ def test_powered_pass_lets_a_canary_beyond_its_limit_through_at_most_one_minus_p
         failed += verdict is Verdict.FAIL
     print(f"\npowered, canary at max + tolerance (0.10 vs max 0.05): passed {passed}/400, failed {failed}/400")
     assert passed / 400 <= 1 - rule.power
+
+
+def test_a_degradation_mid_step_is_caught_by_the_recent_window_not_diluted_by_the_healthy_past() -> None:
+    """A canary healthy (0.1 %) for 60 looks of 30 requests, then at 5 % errors: canary requests served
+    after the degradation until FAIL, with the step's window alone and with recent windows of 6 looks
+    (180 requests a block)."""
+    rule, default_min, _ = error_rate_rule(0, minDetectableEffect=0.01, max=None, alpha=0.01)
+    medians = {}
+    for recent_block in (None, 6):
+        rng = random.Random(60)
+        after = []
+        for _ in range(100):
+            verdict, requests = run_step(rng, rule, default_min, "proven", p_canary=0.001, p_stable=0.001,
+                                         canary_per_look=30, stable_per_look=570, looks=150, hold=10**6,
+                                         recent_block=recent_block, degrade_after=60, p_degraded=0.05)
+            after.append(requests - 1800 if verdict is Verdict.FAIL else math.inf)
+        medians[recent_block] = statistics.median(after)
+    print(f"\ndegradation to 5% after 1,800 healthy canary requests: median bad-canary requests to FAIL "
+          f"{medians[None]:.0f} with the step's window alone, {medians[6]:.0f} with recent windows of 6 looks")
+    assert medians[6] <= 0.5 * medians[None]
