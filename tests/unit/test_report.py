@@ -1,0 +1,83 @@
+"""The incident report's pure parts: which release, what changed, who decided, which query counts errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from modelrollout.report import Release, _bad_events_query, last_release, step_weights, template_diff, timeline
+from modelrollout.spec import MetricRule
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> str:
+    return (NOW + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def template(image: str, **container: object) -> dict:
+    return {"metadata": {"annotations": {"team": "fraud"}},
+            "spec": {"containers": [{"name": "server", "image": image, **container}]}}
+
+
+def test_the_diff_names_image_args_env_resources_and_annotations():
+    stable = template("m:1", args=["--batch=32"], env=[{"name": "A", "value": "1"}, {"name": "OLD", "value": "x"}])
+    canary = template("m:2", args=["--batch=64"], env=[{"name": "A", "value": "2"},
+                                                       {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                      resources={"limits": {"nvidia.com/gpu": 1}})
+    canary["metadata"]["annotations"]["model-uri"] = "s3://models/2"
+    assert template_diff(stable, canary) == [
+        ("containers[server].image", "m:1", "m:2"),
+        ("containers[server].args", '["--batch=32"]', '["--batch=64"]'),
+        ("containers[server].resources", "-", '{"limits": {"nvidia.com/gpu": 1}}'),
+        ("containers[server].env.A", "1", "2"),
+        ("containers[server].env.KEY", "-", '{"secretKeyRef": {"key": "k", "name": "s"}}'),
+        ("containers[server].env.OLD", "x", "-"),
+        ("annotations.model-uri", "-", "s3://models/2"),
+    ]
+    assert template_diff(stable, stable) == []
+
+
+def test_the_last_release_is_the_running_canary_or_the_latest_finished_one():
+    history = [
+        {"revision": "c", "result": "RolledBack", "reason": "error-rate", "startedAt": at(-60), "finishedAt": at(-30)},
+        {"revision": "b", "result": "Promoted", "reason": "all steps passed", "startedAt": at(-300), "finishedAt": at(-200)},
+        {"revision": "a", "result": "Initialized", "reason": "first", "startedAt": at(-900), "finishedAt": at(-900)},
+    ]
+    rolled_back = last_release({"status": {"stableRevision": "b", "history": history}}, NOW)
+    assert (rolled_back.revision, rolled_back.stable_revision, rolled_back.result, rolled_back.seconds) == (
+        "c", "b", "RolledBack", 30.0)
+    promoted = last_release({"status": {"stableRevision": "b", "history": history[1:]}}, NOW)
+    assert (promoted.revision, promoted.stable_revision) == ("b", "a")  # against the stable it replaced
+    running = last_release({"status": {"stableRevision": "b", "canaryRevision": "d", "rolloutStartedAt": at(-5),
+                                       "history": history}}, NOW)
+    assert (running.revision, running.result, running.finished) == ("d", "InProgress", NOW)
+    assert last_release({"status": {"stableRevision": "a", "history": history[2:]}}, NOW) is None
+
+
+def test_the_timeline_says_who_decided_and_keeps_to_the_release():
+    release = Release("c", "b", "RolledBack", "aborted by user", "2.0", NOW - timedelta(seconds=60), NOW)
+    events = [
+        {"type": "Normal", "reason": "Initialized", "message": "old", "lastTimestamp": at(-600)},
+        {"type": "Normal", "reason": "StepStarted", "message": "canary c is ready; step 0: canary weight 10",
+         "lastTimestamp": at(-50)},
+        {"type": "Normal", "reason": "StepStarted", "message": "promoted by user; step 1: canary weight 40",
+         "eventTime": at(-20)},
+    ]
+    moments = timeline(release, events)
+    assert [m.what.split(":")[0] for m in moments] == [
+        "revision c (model 2.0) applied; canary started", "Normal StepStarted", "Normal StepStarted", "decision"]
+    assert [m.by for m in moments] == ["a spec change (kubectl apply / GitOps)", "the operator",
+                                       "a person (kubectl modelrollout / annotation)",
+                                       "a person (kubectl modelrollout / annotation)"]
+    assert step_weights(release, events) == [(release.started, 0), (NOW - timedelta(seconds=50), 10),
+                                             (NOW - timedelta(seconds=20), 40), (NOW, 0)]
+
+
+def test_errors_are_the_numerator_of_an_error_ratio_or_a_proportions_bad_events():
+    ratio = MetricRule(name="e", max=0.01, query='sum(increase(r{code=~"5..", ns="{{ namespace }}"}[{{ window }}])) '
+                                                  "/ sum(increase(r[{{ window }}]))")
+    assert _bad_events_query(ratio) == 'sum(increase(r{code=~"5..", ns="{{ namespace }}"}[{{ window }}]))'
+    proportion = MetricRule(name="e", type="proportion", max=0.01, query="sum(bad)", totalQuery="sum(all)")
+    assert _bad_events_query(proportion) == "sum(bad)"
+    assert _bad_events_query(MetricRule(name="q", min=0.8, query="sum(a) / sum(b)")) is None  # a quality, not errors
+    assert _bad_events_query(MetricRule(name="l", max=0.3, query="histogram_quantile(0.95, sum by (le) (x))")) is None
