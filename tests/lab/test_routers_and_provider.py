@@ -8,11 +8,14 @@ import json
 import math
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from modelrollout import manifests
 from modelrollout.kube import Kube, KubeError, load_configuration, path
+from modelrollout.names import LABEL_ROLLOUT
 from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.prometheus import PrometheusServer
 from modelrollout_lab.scenarios import http_route, rollout
@@ -20,6 +23,7 @@ from modelrollout.providers import ProviderError
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.routers import RouteNotManaged, RouteTarget
 from modelrollout.routers.gateway_api import GatewayApiRouter
+from modelrollout.routers.replicas import ReplicasRouter
 from modelrollout.spec import PlatformPolicy, parse_spec
 
 
@@ -204,6 +208,45 @@ def test_a_concurrent_route_edit_between_read_and_write_is_kept(api):
             assert kube.other_edit is None
             assert final["spec"]["rules"][1]["backendRefs"] == [{"name": "v1-svc", "port": 8081}]
             assert await GatewayApiRouter().get_weight(kube, target) == 40
+        finally:
+            await kube.close()
+
+    run(scenario())
+
+
+SERVICES = path("v1", "services", "default")
+
+
+def test_replicas_router_reselects_adopts_and_refuses_services(api):
+    """Services made before the rollout label was in selectors get it; a handed-over Service is
+    adopted; a Service of the same name that is not the rollout's is never taken over."""
+    async def scenario():
+        kube = Kube(load_configuration(api))
+        try:
+            spec = parse_spec(rollout("svc", replicas=2, steps=[{"weight": 50, "hold": "1s"}])["spec"],
+                              PlatformPolicy(prometheus_url="http://p:9090"))
+            target = RouteTarget("default", "svc", "uid-svc", spec)
+            old = manifests.service(spec, "default", "svc", "uid-svc", "shared", None)
+            old["spec"]["selector"] = {"app": "svc", "tier": "web"}  # as an older operator wrote it
+            await kube.create(SERVICES, old)
+            await ReplicasRouter().reconcile(kube, replace(target, service_selectors={"svc": old["spec"]["selector"]}))
+            assert (await kube.get(f"{SERVICES}/svc"))["spec"]["selector"] == {"app": "svc", LABEL_ROLLOUT: "svc"}
+
+            await kube.merge_patch(f"{SERVICES}/svc", {"metadata": {"ownerReferences": None}})  # handed over
+            await ReplicasRouter().reconcile(kube, replace(target, uid="uid-new"))  # the watch does not index it
+            adopted = await kube.get(f"{SERVICES}/svc")
+            assert [r["uid"] for r in adopted["metadata"]["ownerReferences"]] == ["uid-new"]
+
+            users = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mine", "namespace": "default"},
+                     "spec": {"selector": {"app": "mine"}, "ports": [{"port": 80}]}}
+            await kube.create(SERVICES, users)
+            mine = parse_spec(rollout("mine", replicas=2, steps=[{"weight": 50, "hold": "1s"}])["spec"],
+                              PlatformPolicy(prometheus_url="http://p:9090"))
+            with pytest.raises(KubeError, match="not this rollout's") as info:
+                await ReplicasRouter().reconcile(kube, RouteTarget("default", "mine", "uid-mine", mine))
+            assert info.value.status == 409
+            untouched = await kube.get(f"{SERVICES}/mine")
+            assert untouched["spec"]["selector"] == {"app": "mine"} and not untouched["metadata"].get("ownerReferences")
         finally:
             await kube.close()
 
