@@ -21,10 +21,6 @@ REV = "0123456789"
 POLICY = PlatformPolicy(prometheus_url="http://prometheus:9090")
 
 
-def test_the_long_rollout_of_the_report_is_55_characters():
-    assert len(LONG) == 55
-
-
 @pytest.mark.parametrize("name,expected", [
     (deployment_name("fraud", REV), "fraud-0123456789"),
     (service_name("fraud", "stable"), "fraud-stable"),
