@@ -34,8 +34,8 @@ def test_short_names_stay_readable(name, expected):
 
 @pytest.mark.parametrize("name,limit,prefix", [
     (deployment_name(LONG, REV), DEPLOYMENT_NAME_MAX, LONG[:40]),
-    (service_name(LONG + "-eu", "canary"), 63, LONG),
-    (gate_job_name(LONG, REV, "offline-eval"), 63, LONG),
+    (service_name(LONG + "-eu", "canary"), 63, LONG[:54]),
+    (gate_job_name(LONG, REV, "offline-eval"), 63, LONG[:54]),
     (owned_name("a" * 300), 63, "a" * 50),
 ])
 def test_long_names_are_shortened_with_a_hash_and_keep_a_readable_prefix(name, limit, prefix):
