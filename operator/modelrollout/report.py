@@ -203,10 +203,15 @@ class Prometheus:
             raise ReportError(f"Prometheus {self.address}: HTTP {response.status_code}: {payload.get('error')}")
         return list(payload["data"]["result"])
 
+    def vector(self, query: str, at: datetime) -> list[tuple[dict[str, str], float]]:
+        """Every series at `at`: (labels, value)."""
+        result = self._get("query", {"query": query, "time": f"{at.timestamp():.3f}"})
+        return [(dict(r.get("metric") or {}), float(r["value"][1])) for r in result]
+
     def instant(self, query: str, at: datetime) -> float | None:
         """The sum of every series at `at` (None: no series)."""
-        result = self._get("query", {"query": query, "time": f"{at.timestamp():.3f}"})
-        return float(sum(float(r["value"][1]) for r in result)) if result else None
+        result = self.vector(query, at)
+        return float(sum(value for _, value in result)) if result else None
 
     def series(self, query: str, start: datetime, end: datetime, step: float) -> list[tuple[datetime, float]]:
         result = self._get("query_range", {"query": query, "start": f"{start.timestamp():.3f}",
@@ -288,12 +293,14 @@ def impact(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, promethe
     return result
 
 
-def verdict_counts(obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> tuple[str, float | None]:
-    """Every verdict the operator recorded in the window, if Prometheus scrapes the operator's /metrics."""
+def verdict_counts(obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> tuple[str, str | None]:
+    """Every verdict the operator recorded in the window, by metric, if Prometheus scrapes the operator's /metrics."""
     meta = obj["metadata"]
     query = (f'sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", '
              f'name="{meta["name"]}"}}[{format_duration(release.seconds)}]))')
-    return query, prometheus.instant(query, release.finished)
+    found = sorted((labels.get("metric", ""), labels.get("verdict", ""), value)
+                   for labels, value in prometheus.vector(query, release.finished) if value > 0)
+    return query, "; ".join(f"{metric} {verdict} x{value:.0f}" for metric, verdict, value in found) or None
 
 
 def metric_series(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
@@ -340,7 +347,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str, str]] | None,
              sources: tuple[str, str], moments: list[Moment], evidence: Sequence[Mapping[str, Any]],
-             counts: Impact | str, verdicts: tuple[str, float | None] | None, chart: str) -> str:
+             counts: Impact | str, verdicts: tuple[str, str | None] | None, chart: str) -> str:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     lines = [f"# Incident report: {namespace}/{name}, revision {release.revision}: {release.result}", "",
@@ -361,9 +368,9 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
     lines += _table(["Time (UTC)", "+s", "What", "By"],
                     [(ts(m.at), f"{(m.at - release.started).total_seconds():.1f}", m.what, m.by) for m in moments])
     if verdicts is not None:
-        query, total = verdicts
-        lines += ["", f"Verdicts the operator recorded in the window: "
-                      f"{_number(total) if total is not None else 'none in this Prometheus (is it scraping the operator?)'}",
+        query, found = verdicts
+        lines += ["", f"Every verdict the operator recorded in the window (its /metrics, scraped by Prometheus): "
+                      f"{found or 'none in this Prometheus (is it scraping the operator?)'}",
                   "", "```promql", query, "```"]
     lines += ["", "## 3. Evidence", "", "The last analysis (the one that decided), as status.lastAnalysis has it:", ""]
     if not evidence:
