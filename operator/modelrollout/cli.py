@@ -101,8 +101,19 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         namespaces=list(namespaces),
         standalone=not peering,
         peering_name=(peering_name or "default") if peering else None,
+        priority=_peering_priority() if peering else None,
         liveness_endpoint=liveness,
     ))
+
+
+def _peering_priority() -> int:
+    """The oldest replica leads. Kopf pauses every operator that sees a peer of the same priority
+    (so equal replicas would all stand still): an earlier start is a higher priority, and random
+    low digits keep two replicas started in the same millisecond apart."""
+    import random
+    import time
+
+    return -(int(time.time() * 1000) * 1000 + random.randrange(1000))
 
 
 def _register_backtest() -> None:

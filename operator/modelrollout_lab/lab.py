@@ -58,6 +58,7 @@ class Lab:
         self.traffic: TrafficSimulator | None = None
         self.prometheus: PrometheusServer | None = None
         self.operator: subprocess.Popen[bytes] | None = None
+        self.peer_operator: subprocess.Popen[bytes] | None = None  # a second process, for peering tests
         self._operator_log: Any = None
         self._api_client: client.ApiClient | None = None
 
@@ -73,14 +74,23 @@ class Lab:
         return self
 
     def start_operator(self, *extra_args: str) -> subprocess.Popen[bytes]:
-        assert self.prometheus is not None
         self._operator_log = open(self.workdir / "operator.log", "ab")
+        self.operator = self._spawn_operator(self._operator_log, extra_args)
+        return self.operator
+
+    def start_peer_operator(self, *extra_args: str) -> subprocess.Popen[bytes]:
+        """A second operator process beside `operator` (peering tests); its log is peer-operator.log."""
+        with open(self.workdir / "peer-operator.log", "ab") as log:
+            self.peer_operator = self._spawn_operator(log, extra_args)
+        return self.peer_operator
+
+    def _spawn_operator(self, log: Any, extra_args: tuple[str, ...]) -> subprocess.Popen[bytes]:
+        assert self.prometheus is not None
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.operator = spawn(
+        return spawn(
             [sys.executable, "-m", "modelrollout", "run", "--kubeconfig", self.kubeconfig,
              "--prometheus-url", self.prometheus.url, *extra_args],
-            stdout=self._operator_log, stderr=subprocess.STDOUT, env=env)
-        return self.operator
+            stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def kill_operator(self, sig: int = signal.SIGKILL) -> None:
         if self.operator is not None and self.operator.poll() is None:
@@ -93,6 +103,9 @@ class Lab:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        if self.peer_operator is not None and self.peer_operator.poll() is None:
+            os.killpg(self.peer_operator.pid, signal.SIGKILL)
+            self.peer_operator.wait(timeout=15)
         if self.operator is not None:
             try:
                 self.kill_operator(signal.SIGTERM)
