@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import kubernetes
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -34,8 +35,10 @@ from modelrollout_lab.traffic import TrafficSimulator
 from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
 
-# The operator's clients (kopf's and kube.py's), when no authenticated identity tells the operator apart.
-OPERATOR_USER_AGENTS = r"^(kopf|python-httpx)/"
+# Without an authenticated identity, the operator's requests are told apart by what they are not: the lab's
+# simulators and the tests use the synchronous kubernetes client (the operator an async one), tests use kubectl.
+LAB_USER_AGENTS = rf"OpenAPI-Generator/{re.escape(kubernetes.__version__)}/python|kubectl/"
+OPERATOR_USER_AGENTS = rf"^(?!{LAB_USER_AGENTS})"
 
 
 def crd_manifest() -> dict[str, Any]:
