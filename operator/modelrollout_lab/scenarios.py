@@ -96,7 +96,7 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
 def manifests(name: str, *, namespace: str = "default", router: str = "replicas", rps: float = 60,
               seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
     """Everything one lab release needs, in apply order."""
-    target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary"}.get(router, f"service/{name}")
+    target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary"}.get(router, f"service/{service_name(name, 'shared')}")
     docs = [traffic_entry(name, namespace, target, rps, seed)]
     if router == "gatewayAPI":
         docs.append(http_route(name, namespace))
