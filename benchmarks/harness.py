@@ -18,6 +18,7 @@ from benchmarks import specs
 from benchmarks.baseline import BaselineController, BaselineSubject
 from benchmarks.specs import Scenario
 from modelrollout_lab.lab import Lab
+from modelrollout.manifests import service_name
 from modelrollout.names import GROUP, PLURAL, VERSION
 from modelrollout.spec import template_revision
 from modelrollout.stats import required_samples
@@ -199,7 +200,7 @@ def _install(lab: Lab, controller: BaselineController, scenario: Scenario, run: 
                     floor_requests=_floor(scenario))
     lab.apply(specs.traffic_configmap(name, f"httproute/{name}", scenario.rps, seed * 1000 + run))
     if policy == "ours":
-        lab.apply(specs.http_route(name, [{"name": f"{name}-stable", "port": 8080, "weight": 100}]))
+        lab.apply(specs.http_route(name, [{"name": service_name(name, "stable"), "port": 8080, "weight": 100}]))
         lab.apply(specs.ours_rollout(name, scenario.stable, "1", quality=scenario.quality, drift=scenario.drift))
         revision = template_revision(specs.ours_template(name, scenario.canary, "2"))
         return _Subject(record, scenario, revision)
