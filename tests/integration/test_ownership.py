@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from lab_watch import Recorder, apply_all, route_canary_weight, start_stable
+from lab_watch import Recorder, apply_all, events_of, route_canary_weight, start_stable
 from modelrollout.manifests import service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout_lab import scenarios
@@ -118,6 +118,22 @@ def test_the_users_other_rule_is_untouched_through_a_whole_release(lab):
     assert admin_rule.values == [written]  # the /admin rule, byte for byte, all along
     assert lab.traffic.fractions()["default/admin-panel-traffic"] == {"default/admin-console": 1.0}
     assert _unrouted(lab, "admin-panel") == unrouted
+
+
+def test_a_route_with_no_rule_of_the_rollout_is_reported_on_the_resource(lab):
+    docs = scenarios.manifests("stranger", router="gatewayAPI", **SAMPLED)
+    docs[1]["spec"]["rules"] = [copy.deepcopy(ADMIN_RULE)]
+    apply_all(lab, docs)
+
+    def reported():
+        conditions = {c["type"]: c for c in lab.status("stranger").get("conditions") or []}
+        applied = conditions.get("Applied") or {}
+        return applied.get("status") == "False" and applied.get("reason") == "RouteNotManaged" and conditions
+    conditions = lab.wait_for(reported, timeout=30, what="RouteNotManaged on the rollout")
+    assert service_name("stranger", "stable") in conditions["Applied"]["message"]
+    assert conditions["Ready"]["status"] != "True"
+    assert _route(lab, "stranger")["spec"]["rules"] == [ADMIN_RULE]  # the user's route, untouched
+    lab.wait_for(lambda: events_of(lab, "stranger", "RouteNotManaged"), timeout=10, what="a Warning event")
 
 
 @pytest.mark.parametrize("router", ["gatewayAPI", "replicas"])
