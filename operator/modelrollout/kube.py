@@ -31,8 +31,11 @@ from kubernetes_asyncio.config.exec_provider import ExecProvider
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 from kubernetes_asyncio.config.kube_config import ConfigNode, KubeConfigLoader
 
+from modelrollout import __version__
+
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBECONFIG = "~/.kube/config"
+USER_AGENT = f"modelrollout/{__version__}"  # what API server audit logs show for our own calls
 
 
 class KubeError(RuntimeError):
@@ -46,15 +49,16 @@ class _Credential(Protocol):
     async def authorization(self) -> str | None:
         """The Authorization header of the next request (None: the TLS client certificate, or nobody)."""
 
-    async def refresh(self) -> bool:
-        """After a 401: fetch the credential again; True when it changed, so a retry can succeed."""
+    async def refresh(self, refused: str | None) -> bool:
+        """`refused` was answered 401: fetch the credential again, unless a concurrent request already
+        did; True when the next request carries a different one, so a retry can succeed."""
 
 
 class _NoToken:
     async def authorization(self) -> str | None:
         return None
 
-    async def refresh(self) -> bool:
+    async def refresh(self, refused: str | None) -> bool:
         return False
 
 
@@ -65,7 +69,7 @@ class _StaticToken:
     async def authorization(self) -> str | None:
         return f"Bearer {self.token}"
 
-    async def refresh(self) -> bool:
+    async def refresh(self, refused: str | None) -> bool:
         return False
 
 
@@ -84,11 +88,9 @@ class _TokenFile:
             self._stamp, self._token = stamp, self._path.read_text().strip()
         return f"Bearer {self._token}"
 
-    async def refresh(self) -> bool:
-        before = self._token
+    async def refresh(self, refused: str | None) -> bool:
         self._stamp = None
-        await self.authorization()
-        return self._token != before
+        return await self.authorization() != refused
 
 
 class _ExecPlugin:
@@ -115,11 +117,11 @@ class _ExecPlugin:
                     await self._run()
         return self._token
 
-    async def refresh(self) -> bool:
-        before = self._token
-        async with self._running:
-            await self._run()
-        return self._token != before
+    async def refresh(self, refused: str | None) -> bool:
+        async with self._running:  # a thousand refused requests run the plugin once
+            if self._token == refused:
+                await self._run()
+        return self._token != refused
 
     async def _run(self) -> None:
         status = await self._provider.run()
@@ -228,6 +230,7 @@ class Kube:
                     configuration, self._credential = await self._access.connect()
                     configuration.connection_pool_maxsize = self._connections
                     self._api = ApiClient(configuration)
+                    self._api.user_agent = USER_AGENT
         return self._api
 
     async def close(self) -> None:
@@ -236,7 +239,8 @@ class Kube:
             self._api = None
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
-                    params: dict[str, str] | None) -> tuple[int, bytes]:
+                    params: dict[str, str] | None) -> tuple[int, bytes, str | None]:
+        """Status, body, and the Authorization the request carried."""
         api = await self._connected()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         authorization = await self._credential.authorization()
@@ -245,13 +249,13 @@ class Kube:
         response = await api.call_api(path, method, query_params=list((params or {}).items()), header_params=headers,
                                       body=body, _preload_content=False, _request_timeout=self._timeout)
         async with response:
-            return response.status, await response.read()
+            return response.status, await response.read(), authorization
 
     async def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                     params: dict[str, str] | None = None) -> dict[str, Any] | None:
-        status, content = await self._send(method, path, body, content_type, params)
-        if status == 401 and await self._credential.refresh():
-            status, content = await self._send(method, path, body, content_type, params)
+        status, content, sent = await self._send(method, path, body, content_type, params)
+        if status == 401 and await self._credential.refresh(sent):
+            status, content, _ = await self._send(method, path, body, content_type, params)
         if status == 404 and method == "GET":
             return None
         if status >= 400:
