@@ -27,6 +27,7 @@ from urllib.parse import quote
 import kopf
 import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.exec_provider import ExecProvider
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 from kubernetes_asyncio.config.kube_config import ConfigNode, KubeConfigLoader
@@ -82,10 +83,13 @@ class _TokenFile:
         self._token = ""
 
     async def authorization(self) -> str | None:
-        stat = os.stat(self._path)
-        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if stamp != self._stamp:
-            self._stamp, self._token = stamp, self._path.read_text().strip()
+        try:
+            stat = os.stat(self._path)
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._stamp, self._token = stamp, self._path.read_text().strip()
+        except OSError as exc:
+            raise KubeError(401, "Unauthorized", f"token file {self._path}: {exc.strerror}") from exc
         return f"Bearer {self._token}"
 
     async def refresh(self, refused: str | None) -> bool:
@@ -124,7 +128,10 @@ class _ExecPlugin:
         return self._token != refused
 
     async def _run(self) -> None:
-        status = await self._provider.run()
+        try:
+            status = await self._provider.run()
+        except (ConfigException, OSError) as exc:
+            raise KubeError(401, "Unauthorized", f"exec plugin {self._provider.args[0]}: {exc}") from exc
         if "token" not in status:
             raise KubeError(401, "Unauthorized", "the exec plugin returned no token (client certificates "
                                                  "from exec plugins are read once, at start)")

@@ -274,3 +274,19 @@ async def test_a_refused_static_token_is_reported_not_retried(token_server, tmp_
         await kube.close()
     assert (denied.value.status, denied.value.reason) == (401, "Unauthorized")
     assert token_server.authorizations() == ["Bearer wrong"]  # nothing to refresh: one request
+
+
+async def test_a_failing_exec_plugin_is_an_unauthorized_kube_error_with_its_message(token_server, tmp_path):
+    kube = Kube(load_configuration(_kubeconfig(tmp_path, token_server, _exec_plugin(tmp_path, expires_in=1))))
+    try:
+        await kube.get(ROLLOUT)
+        (tmp_path / "credential_plugin.py").write_text(  # the next run fails, as an expired SSO login does
+            "import sys\nsys.exit('error: the SSO session has expired, run aws sso login')\n")
+        await asyncio.sleep(1.1)
+        with pytest.raises(KubeError) as denied:
+            await kube.get(ROLLOUT)
+    finally:
+        await kube.close()
+    assert (denied.value.status, denied.value.reason) == (401, "Unauthorized")
+    assert "the SSO session has expired" in str(denied.value)
+    assert token_server.authorizations() == ["Bearer exec-1"]
