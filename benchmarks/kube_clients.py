@@ -7,6 +7,10 @@ another thread of this process), and p50/p99 latency of a call.
 
     python -m benchmarks.kube_clients                 # N=1000, 3 rounds, every candidate
     python -m benchmarks.kube_clients --rollouts 200 --rounds 2 --clients kubernetes-asyncio,lightkube
+
+The candidates that are not the operator's own dependencies are not installed with it:
+`pip install lightkube==1.0.1 kr8s==0.20.15` (the versions measured in docs/performance.md);
+a candidate whose library is missing is skipped with a note.
 """
 
 from __future__ import annotations
@@ -203,8 +207,12 @@ def main(argv: list[str] | None = None) -> None:
             # A bearer token, over TLS, for every client: the old httpx client cannot send a certificate.
             api.write_kubeconfig(kubeconfig, token=api.issue_token(ADMIN))
             asyncio.run(_seed(kubeconfig, args.rollouts))
-            results = [asyncio.run(_measure(name.strip(), kubeconfig, args.rollouts, args.rounds))
-                       for name in args.clients.split(",")]
+            results = []
+            for name in (name.strip() for name in args.clients.split(",")):
+                try:
+                    results.append(asyncio.run(_measure(name, kubeconfig, args.rollouts, args.rounds)))
+                except ImportError as exc:
+                    print(f"skipped {name}: {exc}")
     print(f"{args.rollouts} rollouts x {args.rounds} rounds (GET + merge-patch each), all concurrent, TLS + token")
     print("| client | calls | wall s | client CPU s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for r in results:
