@@ -291,7 +291,7 @@ class MetricRule(_Frozen):
         cmp = self.compare_to_stable
         if cmp is None:
             return None
-        return cmp.max_decrease if self.success_query else cmp.max_increase
+        return cmp.max_increase if cmp.max_increase is not None else cmp.max_decrease  # either names it
 
 
 class Samples(_Frozen):

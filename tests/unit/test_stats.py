@@ -427,3 +427,52 @@ def test_required_samples_monotone_and_validated() -> None:
         required_samples(0.01, 0.01)
     with pytest.raises(ValueError):
         required_samples(0.01, 1.5)
+
+
+# --------------------------------------------------------------------------- evaluate: rate rules from the spec
+
+from modelrollout.evaluate import MetricSample, evaluate  # noqa: E402
+from modelrollout.spec import PlatformPolicy, SpecError, parse_spec  # noqa: E402
+
+_BAD = {"type": "proportion", "query": 'bad{revision="{{ revision }}"}', "totalQuery": 'all{revision="{{ revision }}"}'}
+_GOOD = {"type": "proportion", "successQuery": 'ok{revision="{{ revision }}"}', "totalQuery": 'all{revision="{{ revision }}"}'}
+
+
+def _rule(**metric):
+    spec = parse_spec({
+        "selector": {"matchLabels": {"app": "m"}},
+        "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "s", "image": "m:1"}]}},
+        "service": {"port": 8080}, "trafficRouting": {"gatewayAPI": {"httpRoute": "m"}},
+        "strategy": {"steps": [{"weight": 10, "hold": "1m"}]},
+        "analysis": {"metrics": [{"name": "rate", **metric}]},
+    }, PlatformPolicy(prometheus_url="http://prom:9090"))
+    return spec.analysis.metrics[0]
+
+
+@pytest.mark.parametrize(("metric", "canary", "stable", "verdict", "in_reason"), [
+    ({**_BAD, "max": 0.01}, (40, 2000), (2, 2000), F, "error rate 0.02 over 2,000 requests: above max 0.01"),
+    ({**_BAD, "max": 0.01}, (0, 2000), None, P, "proven within"),  # no stable series: the bound alone
+    ({**_BAD, "minDetectableEffect": 0.005}, (60, 2000), (2, 2000), F, "worse than stable beyond tolerance 0.005"),
+    ({**_BAD, "compareToStable": {"maxIncrease": 0.005}}, (60, 2000), (2, 2000), F, "beyond tolerance 0.005"),
+    ({**_BAD}, (60, 2000), (2, 2000), F, "beyond tolerance 0 "),  # no bound, no tolerance: no worse than stable
+    ({**_GOOD, "min": 0.85}, (300, 1000), (80, 1000), F, "good rate 0.7 "),
+    ({**_GOOD, "compareToStable": {"maxIncrease": 0.05}}, (250, 1000), (80, 1000), F, "beyond tolerance 0.05"),
+    ({**_GOOD, "compareToStable": {"maxDecrease": 0.05}}, (250, 1000), (80, 1000), F, "beyond tolerance 0.05"),
+])
+def test_evaluate_maps_a_rate_rule_to_its_tests(metric, canary, stable, verdict, in_reason) -> None:
+    """Counts arrive as (bad, total) whatever the rule counts; the rule's bound and tolerance apply."""
+    sample = MetricSample("rate", "q", samples=canary[1], canary_counts=canary, stable_counts=stable)
+    j = evaluate(_rule(**metric), sample, 100)
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason, j.reason
+
+
+@pytest.mark.parametrize(("metric", "message"), [
+    ({**_BAD, "min": 0.9}, "bound it with max, not min"),
+    ({**_GOOD, "max": 0.1}, "bound it with min, not max"),
+    ({**_BAD, "compareToStable": {"maxIncrease": 0.2, "relative": True}}, "relative is not supported"),
+])
+def test_a_rate_rule_that_cannot_mean_anything_is_refused(metric, message) -> None:
+    with pytest.raises(SpecError, match=message) as error:
+        _rule(**metric)
+    assert error.value.field.startswith("spec.analysis.metrics[0]")
