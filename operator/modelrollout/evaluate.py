@@ -13,6 +13,10 @@ from modelrollout import stats
 from modelrollout.spec import MetricRule, MetricType
 from modelrollout.stats import Judgement, PassRule, Verdict
 
+# A stochasticOrder metric without minDetectableEffect: at any latency, at most 5 more canary
+# requests in 100 may be slower than it than stable's.
+STOCHASTIC_ORDER_TOLERANCE = 0.05
+
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), +Inf last
 
 
@@ -135,6 +139,12 @@ def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 
 
     if not sample.canary_buckets or not sample.stable_buckets:
         return Judgement(Verdict.INCONCLUSIVE, None, None, "no data: a histogram is empty", {})
+    if rule.type is MetricType.STOCHASTIC_ORDER:
+        tolerance = rule.rate_tolerance
+        return stats.judge_stochastic_order(
+            list(sample.canary_buckets), list(sample.stable_buckets),
+            tolerance=STOCHASTIC_ORDER_TOLERANCE if tolerance is None else tolerance, alpha=rule.alpha,
+            min_samples=min_samples, pass_rule=pass_rule, power=rule.power)
     return stats.judge_distribution_shift(
         list(sample.canary_buckets), list(sample.stable_buckets), max_psi=rule.max,
         alpha=rule.alpha, min_count=min_samples)

@@ -208,6 +208,7 @@ class MetricType(str, Enum):
     PROPORTION = "proportion"
     QUANTILE = "quantile"
     DISTRIBUTION_SHIFT = "distributionShift"
+    STOCHASTIC_ORDER = "stochasticOrder"  # is the canary slower than stable anywhere in the histogram
 
 
 class CompareToStable(_Frozen):
@@ -257,7 +258,7 @@ class MetricRule(_Frozen):
             if self.compare_to_stable is not None and self.compare_to_stable.relative:
                 raise ValueError(f"metric {self.name!r} of type proportion compares absolute rates: "
                                  "relative is not supported, give the tolerance as a rate (minDetectableEffect)")
-        elif self.type in (MetricType.QUANTILE, MetricType.DISTRIBUTION_SHIFT):
+        elif self.type in (MetricType.QUANTILE, MetricType.DISTRIBUTION_SHIFT, MetricType.STOCHASTIC_ORDER):
             if not self.histogram:
                 raise ValueError(f"metric {self.name!r} of type {self.type.value} needs histogram")
             if self.type is MetricType.QUANTILE and self.quantile is None:

@@ -34,6 +34,7 @@ __all__ = [
     "judge_proportion",
     "judge_quantile",
     "judge_distribution_shift",
+    "judge_stochastic_order",
     "required_samples",
     "histogram_quantile",
     "chi2_sf",
@@ -329,10 +330,13 @@ class _RateTest:
 
     margin: float
     compare: bool
+    # The mixing priors (canary, stable); by default from the margin (rare events). Shares that are
+    # anywhere in [0, 1], like a histogram's, mix over uniform priors.
+    priors: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def log_mixture(self, c: _Counts) -> float:
         """log of the counts' marginal likelihood under the mixing priors (the numerator)."""
-        canary_prior, stable_prior = _priors(self.margin)
+        canary_prior, stable_prior = self.priors or _priors(self.margin)
         total = _log_marginal(c.xc, c.nc, canary_prior)
         if self.compare:
             assert c.xs is not None and c.ns is not None
@@ -790,6 +794,93 @@ def judge_quantile(
     if inconclusive:
         return Judgement(Verdict.INCONCLUSIVE, c_val, c_total, f"{'; '.join(inconclusive)} {over}", ev)
     return Judgement(Verdict.PASS, c_val, c_total, f"{'; '.join(oks)} {over}", ev)
+
+
+# --------------------------------------------------------------------------- 4b. stochastic order (is the canary slower?)
+
+
+_UNIFORM = ((1.0, 1.0), (1.0, 1.0))
+
+
+def judge_stochastic_order(
+    canary_buckets: Buckets | None,
+    stable_buckets: Buckets | None,
+    *,
+    tolerance: float,
+    alpha: float = 0.01,
+    min_samples: float = 100,
+    pass_rule: PassRule = "proven",
+    power: float = 0.8,
+) -> Judgement:
+    """Is the canary slower than stable anywhere in the distribution (Lindon, Sanden, Shirikian,
+    "Rapid Regression Detection in Software Deployments through Sequential Testing", KDD 2022)?
+
+    Every finite bucket bound ``le`` splits requests into "slower than le" or not; the canary's share
+    slower than ``le`` may exceed stable's by at most ``tolerance`` (0.02: two more requests in a
+    hundred), at every bound at once.  Each bound is the exact two-sample test of
+    :func:`judge_proportion`, at alpha / (number of bounds), so the whole judge stays anytime-valid:
+
+    * FAIL when at some bound the canary is significantly slower beyond the tolerance;
+    * PASS when at every bound it is shown within it (proven), or has had the requests that catch
+      a canary slower by twice the tolerance with ``power`` (powered, when sooner);
+    * otherwise INCONCLUSIVE.  Fewer than ``min_samples`` observations on a side: INCONCLUSIVE.
+    """
+    if not (0 <= tolerance < 1):
+        raise ValueError("tolerance must be in [0, 1)")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError("alpha and power must be in (0, 1)")
+    ev: dict[str, float | str] = {"tolerance": float(tolerance), "alpha": float(alpha), "pass": pass_rule}
+    if canary_buckets is None or stable_buckets is None:
+        return _inconclusive(f"no data for {'canary' if canary_buckets is None else 'stable'}", None, None, ev)
+    cb, cp = _clean_buckets(canary_buckets)
+    sb, sp = _clean_buckets(stable_buckets)
+    if cp or sp:
+        return _inconclusive(f"{'canary' if cp else 'stable'} {cp or sp}", None, None, ev)
+    if [le for le, _ in cb] != [le for le, _ in sb]:
+        return _inconclusive("canary and stable histograms have different buckets", None, None, ev)
+    nc, ns = cb[-1][1], sb[-1][1]
+    ev["canary_count"], ev["stable_count"] = nc, ns
+    counts = f"{_count(nc)} canary vs {_count(ns)} stable observations"
+    if nc < max(min_samples, 1) or ns < max(min_samples, 1):
+        who, n = ("canary", nc) if nc < max(min_samples, 1) else ("stable", ns)
+        return _inconclusive(f"only {_count(n)} {who} observations, need {_count(min_samples)}", None, nc, ev)
+    bounds = [(le, nc - c, ns - s) for (le, c), (_, s) in zip(cb[:-1], sb[:-1])]
+    if not bounds:
+        return _inconclusive("the histogram has no finite bucket", None, nc, ev)
+    each = alpha / len(bounds)
+    crit = math.log(1.0 / each)
+    test = _RateTest(float(tolerance), compare=True, priors=_UNIFORM)
+    worst: tuple[float, float, float, float] | None = None  # (log E, le, canary share, stable share)
+    pending: list[float] = []
+    for le, slow_c, slow_s in bounds:
+        c = _Counts(slow_c, nc, slow_s, ns)
+        log_fail = test.log_e(c, above=True)
+        if worst is None or log_fail > worst[0]:
+            worst = (log_fail, le, slow_c / nc, slow_s / ns)
+        if log_fail >= crit or test.log_e(c, above=False) >= crit:
+            continue
+        powered = test.powered_at(c, each, power, max(tolerance, 0.001)) if pass_rule == "powered" else None
+        if powered is None or nc < powered:
+            pending.append(powered if powered is not None else (_proven_needed(test, c, each) or math.inf))
+    assert worst is not None
+    log_fail, le, share_c, share_s = worst
+    p_value = min(1.0, len(bounds) * math.exp(-log_fail)) if log_fail > -700 else 1.0
+    ev.update({"bound": le, "canary_share_slower": share_c, "stable_share_slower": share_s, "p_value": p_value,
+               "buckets": float(len(bounds))})
+    where = f"{share_c:.1%} of canary observations above le={_num(le)} vs {share_s:.1%} of stable's"
+    if log_fail >= crit:
+        return Judgement(Verdict.FAIL, share_c - share_s, nc, f"canary slower: {where} over {counts}, "
+                                                              f"beyond tolerance {_num(tolerance)} ({_peq(p_value)})", ev)
+    if not pending:
+        return Judgement(Verdict.PASS, share_c - share_s, nc,
+                         f"not slower beyond tolerance {_num(tolerance)} at any of {len(bounds)} bucket bounds "
+                         f"over {counts} (closest: {where})", ev)
+    need = max(pending)
+    more = ("more samples may not settle it" if math.isinf(need)
+            else f"need more samples (~{_count(max(0.0, need - nc))} more canary observations)")
+    if not math.isinf(need):
+        ev["samples_needed"] = float(need)
+    return Judgement(Verdict.INCONCLUSIVE, share_c - share_s, nc, f"{where} over {counts}: {more} ({_peq(p_value)})", ev)
 
 
 # --------------------------------------------------------------------------- 5. distribution shift

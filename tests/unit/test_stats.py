@@ -476,3 +476,49 @@ def test_a_rate_rule_that_cannot_mean_anything_is_refused(metric, message) -> No
     with pytest.raises(SpecError, match=message) as error:
         _rule(**metric)
     assert error.value.field.startswith("spec.analysis.metrics[0]")
+
+
+# --------------------------------------------------------------------------- judge_stochastic_order
+
+from modelrollout.stats import judge_stochastic_order  # noqa: E402
+
+_LE = (0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _cumulative(*per_bucket: float) -> list[tuple[float, float]]:
+    """Per-bucket counts for le = 0.05, 0.1, 0.25, 0.5, 1, +Inf as cumulative buckets."""
+    out, total = [], 0.0
+    for le, count in zip((*_LE, INF), per_bucket):
+        total += count
+        out.append((le, total))
+    return out
+
+
+LAT_FAST = _cumulative(6000, 3000, 900, 90, 10, 0)        # stable: 10,000 observations, p90 ~ 0.1 s
+LAT_SAME = _cumulative(1200, 600, 180, 18, 2, 0)          # canary: the same shape, 2,000 observations
+LAT_TAIL = _cumulative(1100, 550, 150, 100, 60, 40)       # canary: 10 % of requests far slower
+LAT_SLOW = _cumulative(0, 200, 1000, 700, 100, 0)         # canary: everything ~5x slower
+
+
+@pytest.mark.parametrize(("canary", "stable", "kw", "verdict", "in_reason"), [
+    (None, LAT_FAST, {}, I, "no data for canary"),
+    (LAT_SAME, None, {}, I, "no data for stable"),
+    (_cumulative(10, 5, 1, 0, 0, 0), LAT_FAST, {}, I, "only 16 canary observations, need 100"),
+    ([(0.1, 5), (INF, 10)], LAT_FAST, {}, I, "different buckets"),
+    (LAT_SLOW, LAT_FAST, {}, F, "canary slower: 90.0% of canary observations above le=0.1 vs 10.0% of stable's"),
+    (LAT_TAIL, LAT_FAST, {}, F, "10.0% of canary observations above le=0.25 vs 1.0% of stable's"),  # a p50 would not see it
+    (LAT_FAST, LAT_FAST, {"tolerance": 0.05}, P, "not slower beyond tolerance 0.05 at any of 5 bucket bounds"),
+    (LAT_SAME, LAT_FAST, {"tolerance": 0.005}, I, "need more samples"),
+    (LAT_FAST, LAT_SLOW, {}, P, "not slower"),  # faster than stable is never a failure
+])
+def test_judge_stochastic_order(canary, stable, kw, verdict, in_reason) -> None:
+    j = judge_stochastic_order(canary, stable, **{"tolerance": 0.02, **kw})
+    assert j.verdict is verdict, j.reason
+    assert in_reason in j.reason, j.reason
+
+
+def test_stochastic_order_is_judged_from_a_spec_metric() -> None:
+    rule = _rule(type="stochasticOrder", histogram='latency_bucket{revision="{{ revision }}"}')
+    sample = MetricSample("rate", "q", canary_buckets=tuple(LAT_TAIL), stable_buckets=tuple(LAT_FAST))
+    j = evaluate(rule, sample, 100)
+    assert j.verdict is F and j.evidence["tolerance"] == 0.05, j.reason
