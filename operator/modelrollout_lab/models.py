@@ -34,6 +34,19 @@ A_DEGRADED_LATENCY_MS = ANNOTATION_PREFIX + "degraded-latency-ms"
 A_DEGRADED_ACCURACY = ANNOTATION_PREFIX + "degraded-accuracy"
 A_DEGRADED_SCORE_MEAN = ANNOTATION_PREFIX + "degraded-score-mean"
 A_BAD = ANNOTATION_PREFIX + "bad"
+# What the server's preprocessing hands the model (docs/presets.md, input-side gates): the share
+# of rows whose feature is missing as it parses them, what it puts in place of a missing value (a
+# number, or "drop" to drop the row), and the mean of the feature's normalised value. Both
+# revisions receive the same requests; a preprocessing change shows here first.
+A_INPUT_MISSING_RATE = ANNOTATION_PREFIX + "input-missing-rate"
+A_INPUT_IMPUTE = ANNOTATION_PREFIX + "input-impute"
+A_INPUT_MEAN = ANNOTATION_PREFIX + "input-mean"
+
+INPUT_FEATURE = "amount"  # the one feature the simulated servers report
+INPUT_CONCENTRATION = 10.0
+# The feature's histogram: values are in (0, 1); a bucket at 0 holds the sentinel -1 that the
+# default preprocessing imputes, so where missing values go shows in the distribution.
+INPUT_BUCKETS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 # Histogram buckets of the exposed metrics (upper bounds, +Inf implied).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -77,6 +90,9 @@ class ModelBehaviour:
     degraded_accuracy: float | None = None
     degraded_score_mean: float | None = None
     bad: bool = False  # benchmark marker: every request this version serves counts as "bad"
+    input_missing_rate: float = 0.05
+    input_impute: float | None = -1.0  # None: rows missing the feature are dropped
+    input_mean: float = 0.4
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str] | None) -> ModelBehaviour:
@@ -98,6 +114,10 @@ class ModelBehaviour:
             degraded_accuracy=_opt01(_float(a, A_DEGRADED_ACCURACY, None)),
             degraded_score_mean=_float(a, A_DEGRADED_SCORE_MEAN, None),
             bad=str(a.get(A_BAD, "")).strip().lower() in ("1", "true", "yes"),
+            input_missing_rate=_clamp01(_float(a, A_INPUT_MISSING_RATE, d.input_missing_rate)),  # type: ignore[arg-type]
+            input_impute=None if str(a.get(A_INPUT_IMPUTE, "")).strip().lower() == "drop"
+            else _float(a, A_INPUT_IMPUTE, d.input_impute),
+            input_mean=min(0.999, max(0.001, _float(a, A_INPUT_MEAN, d.input_mean))),  # type: ignore[type-var]
         )
 
     @property
@@ -171,6 +191,34 @@ def sample_requests(behaviour: ModelBehaviour, n: int, rng: random.Random) -> Ba
             if correct:
                 b.labelled_correct += 1
     return b
+
+
+@dataclass
+class Inputs:
+    """What the model was handed: ``rows`` rows, ``missing`` of them with the feature missing (then
+    imputed), and the feature's value in each row (imputed ones included)."""
+
+    rows: int = 0
+    missing: int = 0
+    values: list[float] = field(default_factory=list)
+
+
+def sample_inputs(behaviour: ModelBehaviour, n: int, rng: random.Random) -> Inputs:
+    """The inputs of ``n`` requests (one row each), from their own ``rng`` so that adding input
+    metrics leaves the seeded answers of every request as they were."""
+    out = Inputs()
+    alpha = behaviour.input_mean * INPUT_CONCENTRATION
+    beta = (1.0 - behaviour.input_mean) * INPUT_CONCENTRATION
+    for _ in range(n):
+        if rng.random() < behaviour.input_missing_rate:
+            if behaviour.input_impute is None:
+                continue  # dropped: the model never sees the row
+            out.missing += 1
+            out.values.append(behaviour.input_impute)
+        else:
+            out.values.append(rng.betavariate(alpha, beta))
+        out.rows += 1
+    return out
 
 
 def poisson(lam: float, rng: random.Random) -> int:

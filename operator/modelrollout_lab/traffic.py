@@ -57,7 +57,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from modelrollout_lab import models
-from modelrollout_lab.models import DURATION_BUCKETS, SCORE_BUCKETS, ModelBehaviour
+from modelrollout_lab.models import DURATION_BUCKETS, INPUT_BUCKETS, INPUT_FEATURE, SCORE_BUCKETS, ModelBehaviour
 from modelrollout_lab.workloads import Informer, Key, Obj, RawKube, key_of
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 
@@ -293,6 +293,10 @@ class _Series:
     score_sum: float = 0.0
     feedback: int = 0
     feedback_correct: int = 0
+    input_rows: int = 0
+    input_missing: int = 0
+    input_value: list[int] = field(default_factory=lambda: [0] * (len(INPUT_BUCKETS) + 1))
+    input_value_sum: float = 0.0
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
@@ -325,6 +329,11 @@ class _Collector(Collector):
         fb = CounterMetricFamily("model_feedback", "Predictions that received a label.", labels=SERIES_LABELS)
         fbc = CounterMetricFamily("model_feedback_correct", "Labelled predictions that were correct.",
                                   labels=SERIES_LABELS)
+        rows = CounterMetricFamily("model_input_rows", "Rows handed to the model.", labels=SERIES_LABELS)
+        missing = CounterMetricFamily("model_input_feature_missing", "Rows whose feature was missing (before imputation).",
+                                      labels=SERIES_LABELS + ("feature",))
+        value = HistogramMetricFamily("model_input_feature_value", "A feature's normalised value as handed to the model.",
+                                      labels=SERIES_LABELS + ("feature",))
         unr = CounterMetricFamily("lab_unrouted_requests", "Requests with no ready backend.",
                                   labels=("namespace", "entrypoint"))
         for labels, s in sorted(series.items()):
@@ -336,9 +345,12 @@ class _Collector(Collector):
             score.add_metric(lv, _cumulative(SCORE_BUCKETS, s.score), s.score_sum)
             fb.add_metric(lv, s.feedback)
             fbc.add_metric(lv, s.feedback_correct)
+            rows.add_metric(lv, s.input_rows)
+            missing.add_metric(lv + [INPUT_FEATURE], s.input_missing)
+            value.add_metric(lv + [INPUT_FEATURE], _cumulative(INPUT_BUCKETS, s.input_value), s.input_value_sum)
         for (ns, name), n in sorted(unrouted.items()):
             unr.add_metric([ns, name], n)
-        return [req, dur, pred, score, fb, fbc, unr]
+        return [req, dur, pred, score, fb, fbc, rows, missing, value, unr]
 
 
 def _escape(value: str) -> str:
@@ -356,10 +368,14 @@ _FAMILIES = (
     ("model_prediction_score", "histogram", "Prediction scores in [0, 1]."),
     ("model_feedback_total", "counter", "Predictions that received a label."),
     ("model_feedback_correct_total", "counter", "Labelled predictions that were correct."),
+    ("model_input_rows_total", "counter", "Rows handed to the model."),
+    ("model_input_feature_missing_total", "counter", "Rows whose feature was missing (before imputation)."),
+    ("model_input_feature_value", "histogram", "A feature's normalised value as handed to the model."),
     ("lab_unrouted_requests_total", "counter", "Requests with no ready backend."),
 )
 _DURATION_LE = [f'le="{floatToGoString(b)}"' for b in DURATION_BUCKETS] + ['le="+Inf"']
 _SCORE_LE = [f'le="{floatToGoString(b)}"' for b in SCORE_BUCKETS] + ['le="+Inf"']
+_INPUT_LE = [f'le="{floatToGoString(b)}"' for b in INPUT_BUCKETS] + ['le="+Inf"']
 
 
 def render_text(series: Mapping[tuple[str, ...], _Series], unrouted: Mapping[Key, int]) -> bytes:
@@ -401,6 +417,16 @@ def render_text(series: Mapping[tuple[str, ...], _Series], unrouted: Mapping[Key
     for k, s in items:
         out.append(f"model_feedback_correct_total{{{labels[k]}}} {s.feedback_correct}.0\n")
     header(6)
+    for k, s in items:
+        out.append(f"model_input_rows_total{{{labels[k]}}} {s.input_rows}.0\n")
+    feature = f'feature="{_escape(INPUT_FEATURE)}"'
+    header(7)
+    for k, s in items:
+        out.append(f"model_input_feature_missing_total{{{labels[k]},{feature}}} {s.input_missing}.0\n")
+    header(8)
+    for k, s in items:
+        hist("model_input_feature_value", _INPUT_LE, f"{labels[k]},{feature}", s.input_value, s.input_value_sum)
+    header(9)
     for (ns, name), n in sorted(unrouted.items()):
         out.append(f'lab_unrouted_requests_total{{namespace="{_escape(ns)}",entrypoint="{_escape(name)}"}} {n}.0\n')
     return "".join(out).encode()
@@ -408,7 +434,8 @@ def render_text(series: Mapping[tuple[str, ...], _Series], unrouted: Mapping[Key
 
 def _copy(s: _Series) -> _Series:
     return _Series(s.ok, s.err, list(s.duration), s.duration_sum, s.predictions, list(s.score), s.score_sum,
-                   s.feedback, s.feedback_correct)
+                   s.feedback, s.feedback_correct, s.input_rows, s.input_missing, list(s.input_value),
+                   s.input_value_sum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,6 +446,7 @@ def _copy(s: _Series) -> _Series:
 class _Version:
     key: Key
     rng: random.Random
+    input_rng: random.Random  # a stream of its own: inputs never shift the seeded answers
     behaviour: ModelBehaviour
     annotations: dict[str, str]
     labels: tuple[str, str, str, str, str]
@@ -682,6 +710,7 @@ class TrafficSimulator:
         v = self._versions.get(key)
         if v is None:
             v = _Version(key=key, rng=random.Random(models.derive_seed(self.seed, "version", key[0], key[1])),
+                         input_rng=random.Random(models.derive_seed(self.seed, "inputs", key[0], key[1])),
                          behaviour=ModelBehaviour.from_annotations(ann), annotations=ann, labels=labels)
             self._versions[key] = v
         elif v.annotations != ann or v.labels != labels:
@@ -709,6 +738,12 @@ class TrafficSimulator:
         for i, c in enumerate(models.bucket_counts(batch.scores, SCORE_BUCKETS)):
             s.score[i] += c
         s.score_sum += sum(batch.scores)
+        inputs = models.sample_inputs(behaviour, n, v.input_rng)
+        s.input_rows += inputs.rows
+        s.input_missing += inputs.missing
+        for i, c in enumerate(models.bucket_counts(inputs.values, INPUT_BUCKETS)):
+            s.input_value[i] += c
+        s.input_value_sum += sum(inputs.values)
         if batch.labelled:
             delay = behaviour.label_delay_seconds
             if delay <= 0:
