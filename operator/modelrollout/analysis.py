@@ -89,14 +89,15 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
                 stable_value = await _scalar(provider, render_query(rule.query or "", stable))
             return MetricSample(rule.name, shown, value=value, samples=samples, stable_value=stable_value)
         if rule.type is MetricType.PROPORTION:
+            compare = rule.compares_with_stable  # a bound alone needs no stable counts
             canary_counts = await _counts(rule, provider, canary)
-            stable_counts = await _counts(rule, provider, stable)
+            stable_counts = await _counts(rule, provider, stable) if compare else None
             latest = None
             if recent is not None:  # the step's latest blocks, judged so that they may only FAIL
                 seconds, index = recent
                 window = {"window": format_duration(seconds)}
                 latest = RecentCounts(seconds, index, await _counts(rule, provider, {**canary, **window}),
-                                      await _counts(rule, provider, {**stable, **window}))
+                                      await _counts(rule, provider, {**stable, **window}) if compare else None)
             return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
                                 canary_counts=canary_counts, stable_counts=stable_counts, recent=latest)
         buckets = histogram_query(rule.histogram or "")

@@ -66,9 +66,11 @@ def _judge_rate(rule: MetricRule, canary: tuple[float, float], stable: tuple[flo
                 min_samples: int, pass_rule: PassRule, alpha: float, fail_only: bool = False) -> Judgement:
     """A proportion's counts against its bound (max of a bad-event rate, min of a success rate) and
     stable's rate plus its tolerance; a rule with neither is compared with stable at tolerance 0."""
-    bound = rule.min if rule.success_query else rule.max
+    bound = rule.rate_bound
     tolerance = rule.rate_tolerance
-    if bound is None and tolerance is None:
+    if not rule.compares_with_stable:
+        stable = None
+    elif tolerance is None:
         tolerance = 0.0
 
     def events(counts: tuple[float, float] | None) -> tuple[float | None, float | None]:

@@ -294,6 +294,16 @@ class MetricRule(_Frozen):
             return None
         return cmp.max_increase if cmp.max_increase is not None else cmp.max_decrease  # either names it
 
+    @property
+    def rate_bound(self) -> float | None:
+        """A proportion's fixed bound: max of a bad-event rate, min of a success rate."""
+        return self.min if self.success_query else self.max
+
+    @property
+    def compares_with_stable(self) -> bool:
+        """A proportion is judged against stable's counts when it has a tolerance, or no bound."""
+        return self.rate_tolerance is not None or self.rate_bound is None
+
 
 class Samples(_Frozen):
     query: str | None = None
