@@ -60,12 +60,14 @@ ROUTING = {"replicas": lambda name: {"replicas": {}},
 
 
 def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", behaviour: dict[str, str] | None = None,
-            router: str = "replicas", replicas: int = 20, steps: list[dict[str, Any]] | None = None,
+            router: str = "replicas", replicas: int | None = None, steps: list[dict[str, Any]] | None = None,
             metrics: list[dict[str, Any]] | None = None, interval: str = "2s", min_samples: int = 30,
             skip_analysis_for: str | None = None, readiness_timeout: str = "30s", no_data: dict[str, str] | None = None,
             scale_down_delay: str = "2s") -> dict[str, Any]:
     """With the replicas router traffic is shared by pods: 20 replicas carry any multiple of 5 %, and
-    nothing is skipped after Ready (its pods serve at once), so skipAnalysisFor is 1s only with a route."""
+    nothing is skipped after Ready (its pods serve at once). With a route, 2 replicas and 1s skipped."""
+    if replicas is None:
+        replicas = 20 if router == "replicas" else 2
     if skip_analysis_for is None:
         skip_analysis_for = "0s" if router == "replicas" else "1s"
     annotations = {f"lab.modelrollout.io/{k}": v for k, v in {**GOOD, **(behaviour or {})}.items()}
