@@ -17,6 +17,9 @@ from modelrollout.stats import Judgement, PassRule, Verdict
 # requests in 100 may be slower than it than stable's.
 STOCHASTIC_ORDER_TOLERANCE = 0.05
 
+# The share of a rate's alpha spent on its recent windows (the step's window gets the rest).
+RECENT_ALPHA_SHARE = 0.5
+
 Buckets = tuple[tuple[float, float], ...]  # (upper bound `le`, cumulative count), +Inf last
 
 
@@ -91,15 +94,15 @@ def _judge_rate_windows(rule: MetricRule, sample: MetricSample, min_samples: int
     """The step's cumulative window may FAIL or PASS; with recent windows on, each gets half of alpha
     and a recent window that fails fails the metric, so a mid-step degradation is not diluted."""
     assert sample.canary_counts is not None
-    alpha = rule.alpha / 2 if recent_windows else rule.alpha
+    share = RECENT_ALPHA_SHARE if recent_windows else 0.0
     judgement = _judge_rate(rule, sample.canary_counts, sample.stable_counts, min_samples=min_samples,
-                            pass_rule=pass_rule, alpha=alpha)
+                            pass_rule=pass_rule, alpha=rule.alpha * (1 - share))
     recent = sample.recent
     if not recent_windows or recent is None or recent.canary_counts is None or judgement.verdict is Verdict.FAIL:
         return judgement
     k = recent.index
     latest = _judge_rate(rule, recent.canary_counts, recent.stable_counts, min_samples=min_samples,
-                         pass_rule=pass_rule, alpha=alpha / (k * (k + 1)), fail_only=True)
+                         pass_rule=pass_rule, alpha=rule.alpha * share / (k * (k + 1)), fail_only=True)
     if latest.verdict is not Verdict.FAIL:
         return judgement
     evidence = {**latest.evidence, "window": "recent", "window_seconds": recent.seconds}

@@ -149,19 +149,21 @@ def wald_bound(p1: float, p0: float, alpha: float) -> float:
 
 
 def test_a_bad_canary_is_failed_near_walds_bound_and_never_passed() -> None:
-    """0.1 % -> 5 % errors, 10 canary and 190 stable requests per interval, alpha 0.01."""
+    """0.1 % -> 5 % errors, 10 canary and 190 stable requests per interval, alpha 0.01, 200 runs each."""
     lines = []
-    for label, metric, p0 in (
-        ("vs stable, tolerance 0.01", {"minDetectableEffect": 0.01, "max": None}, 0.011),
-        ("vs stable, tolerance 0", {"minDetectableEffect": 0.0, "max": None}, 0.001),
-        ("bound max 0.011 (known baseline + tolerance)", {"max": 0.011}, 0.011),
+    for label, metric, p0, recent_block in (
+        ("vs stable, tolerance 0.01", {"minDetectableEffect": 0.01, "max": None}, 0.011, None),
+        ("the same with recent windows (alpha shared)", {"minDetectableEffect": 0.01, "max": None}, 0.011, 5),
+        ("vs stable, tolerance 0", {"minDetectableEffect": 0.0, "max": None}, 0.001, None),
+        ("bound max 0.011 (known baseline + tolerance)", {"max": 0.011}, 0.011, None),
     ):
         rule, default_min, pass_rule = error_rate_rule(0, alpha=0.01, **metric)
         rng = random.Random(7)
         took = []
-        for _ in range(300):
+        for _ in range(200):
             verdict, requests = run_step(rng, rule, default_min, pass_rule, p_canary=0.05, p_stable=0.001,
-                                         canary_per_look=10, stable_per_look=190, looks=100)
+                                         canary_per_look=10, stable_per_look=190, looks=100,
+                                         recent_block=recent_block)
             assert verdict is not Verdict.PASS
             took.append(requests if verdict is Verdict.FAIL else math.inf)
         median = statistics.median(took)
@@ -247,13 +249,13 @@ def run_latency_step(rng: random.Random, looks: int, tolerance: float, **canary:
 
 
 def test_latency_as_a_distribution_fails_a_slow_tail_and_almost_never_a_healthy_canary() -> None:
-    """stochasticOrder at tolerance 0.02, alpha 0.01, 12 looks of 50 canary requests: 400 healthy
+    """stochasticOrder at tolerance 0.02, alpha 0.01, 12 looks of 50 canary requests: 200 healthy
     canaries (same log-normal latencies), and 100 whose slowest 10 % became 20x slower (the median
     unchanged: a p50 gate would not move)."""
     rng = random.Random(95)
-    healthy = [run_latency_step(rng, 12, 0.02) for _ in range(400)]
+    healthy = [run_latency_step(rng, 12, 0.02) for _ in range(200)]
     tail = [run_latency_step(rng, 12, 0.02, slow_share=0.1, slow_factor=20.0) for _ in range(100)]
-    false_fail = sum(v is Verdict.FAIL for v, _ in healthy) / 400
+    false_fail = sum(v is Verdict.FAIL for v, _ in healthy) / 200
     caught = sum(v is Verdict.FAIL for v, _ in tail) / 100
     median = statistics.median(n if v is Verdict.FAIL else math.inf for v, n in tail)
     print(f"\nstochastic order: healthy failed {false_fail:.1%} (alpha 0.01); slow tail caught {caught:.0%} "
