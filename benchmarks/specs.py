@@ -20,7 +20,7 @@ BASE_MAX_WEIGHT = 50      # ... up to 50, then promote
 BASE_THRESHOLD = 5        # ... rollback when cumulative failed checks reach 5
 BASE_WINDOW = "5s"        # the baseline's metric range (Flagger: the metric's `interval`)
 ERROR_MAX = 0.01          # both: error rate bound (Flagger's request-success-rate >= 99 %)
-ERROR_TOLERANCE = 0.01    # ours: canary error rate may exceed stable by this much (mSPRT, alpha 0.01)
+ERROR_TOLERANCE = 0.01    # ours: canary error rate may exceed stable by this much (exact test, alpha 0.01)
 LATENCY_P95_MAX = 0.2     # both: p95 latency bound, seconds
 QUALITY_MIN = 0.85        # both: accuracy bound (labelled feedback)
 QUALITY_TOLERANCE = 0.05  # ours: wrong-prediction rate may exceed stable by this much
