@@ -100,3 +100,12 @@ def test_webhook_gate_before_promotion(lab, gatekeeper, answer, phase):
     assert payload["canaryRevision"] == status["history"][0]["revision"] and payload["stableRevision"]
     if answer >= 400:
         assert "approval" in status["message"] and "403" in status["message"]
+
+
+def test_a_preset_alone_judges_by_its_default_metrics(lab):
+    """Issue 9 item 2: `preset: http` with no metrics listed once promoted a canary with 50 % errors."""
+    v1 = start_stable(lab, "presetonly", metrics=[], **SAMPLED)
+    lab.apply(scenarios.release(v1, "2.0.0", {"error-rate": "0.5"}))
+    status = lab.wait_for_phase("presetonly", "RolledBack", timeout=60)
+    assert "error-rate" in status["message"]
+    assert {r["metric"] for r in status["lastAnalysis"]} == {"error-rate", "latency-p95"}
