@@ -17,7 +17,9 @@ pytestmark = pytest.mark.lab
 SAMPLED = {"rps": 400, "min_samples": 300}
 STEPS = [{"weight": 20, "hold": "4s"}, {"weight": 50, "hold": "4s"}]
 PLANNED = [step["weight"] for step in STEPS]
-FAULTS = {"conflict": 0.04, "error": 0.03, "throttle": 0.03, "slow": (0.05, 0.3), "gone_watch": 0.1}
+# ~10 % of the operator's requests fail (a tenth of its writes conflict); a watch from a resourceVersion expires
+# more often than not: the operator opens only a handful of watches, and each kind must be seen to happen.
+FAULTS = {"conflict": 0.1, "error": 0.05, "throttle": 0.05, "slow": (0.05, 0.3), "gone_watch": 0.6}
 
 
 def canary_weights(lab, name, since=0):
@@ -51,7 +53,7 @@ def release_finishes(lab, manifest, version, behaviour, result, timeout=150):
 
 
 def test_releases_under_api_faults_finish_as_planned_with_every_weight_on_the_plan(lab):
-    lab.inject_faults(**FAULTS)
+    lab.inject_faults(**FAULTS)  # from the first release on: v1 becomes stable under faults too
     v1 = start_stable(lab, "faulty", router="gatewayAPI", steps=STEPS,
                       metrics=[{"name": "error-rate", "max": 0.01, "critical": True}], **SAMPLED)
 
@@ -62,9 +64,6 @@ def test_releases_under_api_faults_finish_as_planned_with_every_weight_on_the_pl
     status, weights = release_finishes(lab, v1, "3.0.0", {"error-rate": "0.05"}, "RolledBack")
     assert status["phase"] == "RolledBack" and "error-rate" in status["message"]
     assert weights[0] == 0 and weights[-1] == 0 and weights[1:-1] == PLANNED[:len(weights) - 2] and len(weights) > 2
-
-    status, weights = release_finishes(lab, v1, "4.0.0", None, "Promoted")
-    assert status["phase"] == "Succeeded" and weights == [0, *PLANNED, 0]
 
     injected = lab.faults.counts
     lab.faults.clear()
