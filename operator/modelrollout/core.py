@@ -216,9 +216,12 @@ def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mappi
         return 0
     if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
         return 0
-    weight = spec.strategy.steps[_step_index(spec, status)].weight
     workload = workloads.get(canary)
-    return min(weight, carried_weight(spec, workload.ready if workload else 0))
+    capacity = carried_weight(spec, workload.ready if workload else 0)
+    planned = [step.weight for step in spec.strategy.steps[:_step_index(spec, status) + 1]]
+    # The highest weight of the plan so far that the Ready canary pods carry: traffic only ever
+    # takes the plan's weights, and moves to the step's once its capacity is Ready.
+    return max([0] + [weight for weight in planned if weight <= capacity])
 
 
 def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload],

@@ -78,7 +78,8 @@ def test_sigkill_mid_rollout_then_restart_completes_without_repeating_or_skippin
     with Recorder(lambda: route_canary_weight(lab, "crash")) as weights, \
             Recorder(lambda: lab.status("crash").get("currentStep")) as steps:
         lab.apply(scenarios.release(v1, "2.0.0"))
-        lab.wait_for(lambda: lab.status("crash").get("currentStep") == 1, timeout=60, what="step 1")
+        lab.wait_for(lambda: lab.status("crash").get("stepStartedAt") and lab.status("crash").get("currentStep") == 1,
+                     timeout=60, what="step 1 carried by the cluster")
         lab.kill_operator(signal.SIGKILL)
         assert route_canary_weight(lab, "crash") == 30  # traffic stays where the plan had it
         lab.start_operator()

@@ -148,12 +148,13 @@ def test_a_step_whose_weight_the_cluster_does_not_carry_never_starts_its_hold():
     assert d.action is Action.ROLLBACK and "not confirmed within 60s" in d.status["message"]
 
 
-def test_weight_is_raised_only_as_far_as_ready_canary_pods_can_carry():
+def test_weight_moves_to_a_step_only_once_ready_canary_pods_can_carry_it_and_only_to_planned_weights():
     run = canary_in_step0()
     run.status["currentStep"], run.status["stepWeight"] = 1, 50  # step 1 (50 %) needs 2 of 4 pods
     status = run.status
     assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 0)}, run.now).canary_weight == 0
-    assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 1)}, run.now).canary_weight == 25
+    # one Ready pod carries 25 %, yet the route stays at step 0's 10 %: never a weight off the plan
+    assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 1)}, run.now).canary_weight == 10
     assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 2)}, run.now).canary_weight == 50
 
 

@@ -146,8 +146,10 @@ def test_canary_share_never_exceeds_the_step_and_a_serving_canary_is_analysed(sc
         if status.get("phase") != "Promoting":
             assert share <= planned_weight(spec, status) + 1e-9, (share, status.get("currentStep"), status)
         if router == "gatewayAPI" and status.get("canaryRevision"):
-            # Raised only as far as Ready canary pods carry: N*w/100 of them for weight w.
+            # Raised only as far as Ready canary pods carry (N*w/100 of them for weight w), and only
+            # ever to a weight of the plan.
             assert cluster.route_weight * spec.replicas <= 100 * cluster.ready.get(status["canaryRevision"], 0)
+            assert cluster.route_weight in {0, *weights}
         if v2.revision in (status.get("stableRevision"), status.get("abortedRevision")) \
                 and status.get("phase") in ("Succeeded", "RolledBack") and not status.get("scaleDowns"):
             break
