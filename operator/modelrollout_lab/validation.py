@@ -215,7 +215,7 @@ def _pod_template_causes(template: Any, path: str, *, restart_policies: list[str
     causes += annotation_causes((template.get('metadata') or {}).get('annotations'), f'{path}.metadata.annotations')
     spec = template.get('spec') or {}
     containers = spec.get('containers')
-    if not containers:
+    if containers == []:  # a missing list is the schema's "required"
         causes.append(_required(f'{path}.spec.containers'))
     seen: set[str] = set()
     for i, container in enumerate(containers or []):
@@ -271,8 +271,6 @@ def _service_causes(obj: Mapping[str, Any]) -> list[Cause]:
     for i, port in enumerate(ports):
         path = f'spec.ports[{i}]'
         causes += _port_causes(port.get('port'), f'{path}.port')
-        if port.get('port') is None:
-            causes.append(_required(f'{path}.port'))
         target = port.get('targetPort')
         if _int(target):
             causes += _port_causes(target, f'{path}.targetPort')
