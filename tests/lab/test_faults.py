@@ -135,3 +135,15 @@ def test_rates_are_honoured_and_seeded_draws_repeat(core, faults):
     assert outcomes(core, 300) == first
     with pytest.raises(ValueError):
         faults.set(error=1.5)
+
+
+def test_rules_pick_the_authenticated_identity(core, faults, apiserver):
+    if getattr(apiserver.server, 'authority', None) is None:
+        pytest.skip('this lab API server does not authenticate requests')
+    from modelrollout_lab.auth import ADMIN  # the fixture's kubeconfig: the admin's client certificate
+    faults.set(error=1.0, identity=f'^{ADMIN.name}$')
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_config_map('target', NS)
+    assert caught.value.status == 500
+    faults.set(error=1.0, identity=f'^{ADMIN.name}-not$')
+    assert core.read_namespaced_config_map('target', NS)
