@@ -77,6 +77,14 @@ def _owned_by_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
                for ref in meta.get("ownerReferences") or [])
 
 
+def _run_for_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
+    """Deployments observed as revisions: a ModelRollout's own, and those an InferenceService runs
+    for one (the kserve router labels its predictors with the rollout and revision)."""
+    return _owned_by_a_rollout(meta) or any(
+        ref.get("kind") == "InferenceService" and str(ref.get("apiVersion", "")).startswith("serving.kserve.io/")
+        for ref in meta.get("ownerReferences") or [])
+
+
 def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     """Register every handler on `registry`, filtered by the configured label selector."""
     labels = dict(config.label_selector) if config.label_selector else None
@@ -103,7 +111,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def close(memo: kopf.Memo, **_: Any) -> None:
         await memo.runtime.kube.close()
 
-    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_owned_by_a_rollout,
+    @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_run_for_a_rollout,
                 id="rollout_deployments", registry=registry)
     def rollout_deployments(namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any],
                             status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any) -> Any:

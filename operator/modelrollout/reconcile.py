@@ -26,7 +26,7 @@ from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_
                                 ANNOTATION_RETRY, GROUP, PLURAL, VERSION)
 from modelrollout.evaluate import MetricSample
 from modelrollout.providers import MetricsProvider, make_provider
-from modelrollout.routers import RouteProblem, Router, RouteTarget, router_for
+from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
 from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
 
@@ -199,8 +199,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
 
     confirmed, confirmed_mirror = traffic, mirror
     try:
-        confirmed = await converge(runtime.kube, router, replace(target, stable_revision=desired.stable_revision),
-                                   spec, desired, deployments, traffic)
+        decided = replace(target, stable_revision=desired.stable_revision, canary_revision=desired.canary_revision)
+        confirmed = await converge(runtime.kube, router, decided, spec, desired, deployments, traffic)
         if reads_mirror and mirror != desired.canary_mirror:
             await router.set_mirror(runtime.kube, target, desired.canary_mirror)
             confirmed_mirror = await router.get_mirror(runtime.kube, target)
@@ -232,13 +232,16 @@ async def converge(kube: Kube, router: Router, target: RouteTarget, spec: Rollou
     `deployments` and the Services are what the watches saw; only differences cause writes.
     Returns the canary weight read back after any weight change (`carried` when none was needed).
     """
-    await scale_up(kube, spec, target.namespace, target.name, target.uid, desired, deployments)
-    await ensure_services(kube, spec, target.namespace, target.name, target.uid, desired, target.service_selectors)
+    runs_pods = spec.traffic_routing.router not in RUNS_WORKLOADS  # KServe runs its own pods
+    if runs_pods:
+        await scale_up(kube, spec, target.namespace, target.name, target.uid, desired, deployments)
+        await ensure_services(kube, spec, target.namespace, target.name, target.uid, desired, target.service_selectors)
     await router.reconcile(kube, target)
     if carried != desired.canary_weight:
         await router.set_weight(kube, target, desired.canary_weight)
         carried = await router.get_weight(kube, target)
-    await scale_down(kube, target.namespace, desired, deployments)
+    if runs_pods:
+        await scale_down(kube, target.namespace, desired, deployments)
     return carried
 
 

@@ -95,13 +95,22 @@ class IstioRouting(_Frozen):
     routes: tuple[str, ...] = ()
 
 
-_ROUTERS = {"replicas": "replicas", "gateway_api": "gatewayAPI", "istio": "istio"}  # field -> spec name
+class KServeRouting(_Frozen):
+    """An existing KServe InferenceService: the rollout writes its predictor from `template` and
+    splits traffic with KServe's own fields (docs/routers.md)."""
+
+    inference_service: str = Field(alias="inferenceService", min_length=1)
+
+
+_ROUTERS = {"replicas": "replicas", "gateway_api": "gatewayAPI", "istio": "istio",
+            "kserve": "kserve"}  # field -> spec name
 
 
 class TrafficRouting(_Frozen):
     replicas: dict[str, Any] | None = None
     gateway_api: GatewayApiRouting | None = Field(default=None, alias="gatewayAPI")
     istio: IstioRouting | None = None
+    kserve: KServeRouting | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
@@ -842,6 +851,16 @@ def _check_replicas_router(spec: RolloutSpec) -> None:
                                                                  "make the readiness probe wait for the warm-up instead")
 
 
+def _check_kserve_router(spec: RolloutSpec) -> None:
+    """KServe splits traffic between its revisions but has no mirror."""
+    if spec.traffic_routing.router != "kserve":
+        return
+    for index, step in enumerate(spec.strategy.steps):
+        if step.mirror:
+            raise SpecError(f"spec.strategy.steps[{index}].mirror", "the kserve router cannot mirror requests: "
+                                                                     "use a weight step, or the istio router")
+
+
 @dataclass(frozen=True)
 class _PodProfile:
     """A Pod Security Standards profile, enforced by the operator itself (admission may be off)."""
@@ -1019,5 +1038,6 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
     if duplicates:
         raise SpecError("spec.analysis.metrics", f"metric names must be unique, repeated: {duplicates}")
     _check_replicas_router(spec)
+    _check_kserve_router(spec)
     _check_notifications(spec, policy)
     return _check_gates(spec, policy)

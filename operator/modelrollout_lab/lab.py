@@ -31,6 +31,7 @@ from kubernetes.client.rest import ApiException
 from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.faults import FaultRule, Faults
 from modelrollout_lab.prometheus import PrometheusServer, spawn
+from modelrollout_lab.kserve import KServeSimulator
 from modelrollout_lab.traffic import TrafficSimulator
 from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
@@ -58,6 +59,7 @@ class Lab:
         self.traffic_tick = traffic_tick
         self.api: Any = None
         self.workloads: WorkloadSimulator | None = None
+        self.kserve: KServeSimulator | None = None
         self.traffic: TrafficSimulator | None = None
         self.prometheus: PrometheusServer | None = None
         self.operator: subprocess.Popen[bytes] | None = None
@@ -72,6 +74,7 @@ class Lab:
         self._api_client = config.new_client_from_config(config_file=self.kubeconfig)
         self.apply(crd_manifest())
         self.workloads = WorkloadSimulator(self.kubeconfig).start()
+        self.kserve = KServeSimulator(self.kubeconfig).start()
         self.traffic = TrafficSimulator(self.kubeconfig, seed=self.seed, tick=self.traffic_tick).start()
         self.prometheus = PrometheusServer([self.traffic.address], scrape_interval=self.scrape_interval).start()
         return self
@@ -114,7 +117,7 @@ class Lab:
                 self.kill_operator(signal.SIGTERM)
             except subprocess.TimeoutExpired:
                 self.kill_operator(signal.SIGKILL)
-        for piece in (self.prometheus, self.traffic, self.workloads):
+        for piece in (self.prometheus, self.traffic, self.kserve, self.workloads):
             if piece is not None:
                 piece.stop()
         if self.api is not None:

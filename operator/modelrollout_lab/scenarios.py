@@ -54,7 +54,20 @@ def virtual_service(name: str, namespace: str, port: int = 8080) -> dict[str, An
     }
 
 
-ROUTING = {"replicas": lambda name: {"replicas": {}},
+def inference_service(name: str, namespace: str, mode: str = "Serverless") -> dict[str, Any]:
+    """An existing InferenceService serving an older model; the kserve router writes its predictor."""
+    annotations = {"serving.kserve.io/deploymentMode": mode} if mode != "Serverless" else {}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations, "labels": {"team": "ml"}},
+        "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": f"example/{name}:0.9.0"}],
+                               "annotations": {f"lab.modelrollout.io/{k}": v for k, v in GOOD.items()}},
+                 "transformer": {"containers": [{"name": "transformer", "image": "example/feature-transformer:3"}]}},
+    }
+
+
+ROUTING = {"kserve": lambda name: {"kserve": {"inferenceService": name}},
+           "replicas": lambda name: {"replicas": {}},
            "gatewayAPI": lambda name: {"gatewayAPI": {"httpRoute": name}},
            "istio": lambda name: {"istio": {"virtualService": name, "routes": ["primary"]}}}
 
@@ -96,10 +109,13 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
 
 
 def manifests(name: str, *, namespace: str = "default", router: str = "replicas", rps: float = 60,
-              seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
+              seed: int = 0, kserve_mode: str = "Serverless", **kwargs: Any) -> list[dict[str, Any]]:
     """Everything one lab release needs, in apply order."""
-    target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary"}.get(router, f"service/{service_name(name, 'shared')}")
+    target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary",
+              "kserve": f"inferenceservice/{name}"}.get(router, f"service/{service_name(name, 'shared')}")
     docs = [traffic_entry(name, namespace, target, rps, seed)]
+    if router == "kserve":
+        docs.append(inference_service(name, namespace, kserve_mode))
     if router == "gatewayAPI":
         docs.append(http_route(name, namespace))
     if router == "istio":

@@ -5,7 +5,8 @@ Entry points are ConfigMaps labelled ``lab.modelrollout.io/traffic: "true"`` (an
     data:
       target: httproute/fraud-detector     # or service/<name>, deployment/<name> (same namespace);
                                            # httproute/<name>#/admin: the rule matching path /admin;
-                                           # virtualservice/<name>#primary: the http route named primary
+                                           # virtualservice/<name>#primary: the http route named primary;
+                                           # inferenceservice/<name>: its status' predictor traffic
       rps: "50"                            # read every tick; "0" means no traffic
       seed: "7"                            # optional
 
@@ -67,6 +68,7 @@ TRAFFIC_LABEL = "lab.modelrollout.io/traffic"
 DEFAULT_RPS = 20.0
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ISTIO_GROUP = "networking.istio.io"
+KSERVE_GROUP = "serving.kserve.io"
 
 SERIES_LABELS = ("namespace", "rollout", "revision", "model_version", "deployment")
 
@@ -223,8 +225,22 @@ def resolve_mirrors(namespace: str, target: str, *, routes: Mapping[Key, Obj], s
     return _spread(namespace, mirror_backends(kind, obj, rule_key or None), 100.0, services, in_ns)
 
 
+def isvc_shares(namespace: str, isvc: Obj, deployments: Mapping[Key, Obj]) -> dict[Key, float]:
+    """An InferenceService's split as KServe reports it (status.components.predictor.traffic, one
+    entry per revision, named after its Deployment in the lab); revisions with no Ready pod get nothing."""
+    traffic = ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
+    out: dict[Key, float] = {}
+    for entry in traffic:
+        key = (namespace, str(entry.get("revisionName") or ""))
+        share = _percent(entry.get("percent"), 0.0) / 100.0
+        if share > 0 and int(((deployments.get(key) or {}).get("status") or {}).get("readyReplicas") or 0) > 0:
+            out[key] = out.get(key, 0.0) + share
+    return out
+
+
 def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], services: Mapping[Key, Obj],
                    deployments: Mapping[Key, Obj], virtual_services: Mapping[Key, Obj] | None = None,
+                   inference_services: Mapping[Key, Obj] | None = None,
                    deployments_by_ns: Mapping[str, Mapping[Key, Obj]] | None = None) -> dict[Key, float]:
     """Fraction of an entry point's traffic that each Deployment receives.
 
@@ -255,6 +271,9 @@ def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], se
         vs = (virtual_services or {}).get((namespace, name))
         backends = vs_backends(vs, rule_path or None) if vs else []
         return _spread(namespace, backends, sum(w for _, _, w in backends), services, in_ns)
+    if kind in ("inferenceservice", "inferenceservices", "isvc"):
+        isvc = (inference_services or {}).get((namespace, name))
+        return isvc_shares(namespace, isvc, in_ns(namespace)) if isvc else {}
     return {}
 
 
@@ -537,6 +556,7 @@ class TrafficSimulator:
             "deployments": (f"/apis/apps/v1{ns}/deployments", None),
             "httproutes": (f"/apis/{GATEWAY_GROUP}/v1{ns}/httproutes", None),
             "virtualservices": (f"/apis/{ISTIO_GROUP}/v1{ns}/virtualservices", None),
+            "inferenceservices": (f"/apis/{KSERVE_GROUP}/v1beta1{ns}/inferenceservices", None),
         }
         for name, (path, selector) in specs.items():
             self._informers[name] = Informer(
@@ -637,6 +657,7 @@ class TrafficSimulator:
         services = st.get("services", {})
         routes = st.get("httproutes", {})
         virtual_services = st.get("virtualservices", {})
+        inference_services = st.get("inferenceservices", {})
         deps_by_ns: dict[str, dict[Key, Obj]] = {}
         for dkey, d in deployments.items():
             deps_by_ns.setdefault(dkey[0], {})[dkey] = d
@@ -650,7 +671,7 @@ class TrafficSimulator:
                 data = cm.get("data") or {}
                 fr = resolve_target(cm_key[0], data.get("target", ""), routes=routes, services=services,
                                     deployments=deployments, virtual_services=virtual_services,
-                                    deployments_by_ns=deps_by_ns)
+                                    inference_services=inference_services, deployments_by_ns=deps_by_ns)
                 copies = resolve_mirrors(cm_key[0], data.get("target", ""), routes=routes, services=services,
                                          deployments=deployments, virtual_services=virtual_services,
                                          deployments_by_ns=deps_by_ns)

@@ -56,7 +56,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "sharded": {
         "labelSelector": "modelrollout.io/shard=a",
         "image": {"digest": "sha256:" + "a" * 64},
-        "rbac": {"gatewayAPI": False, "istio": False},
+        "rbac": {"gatewayAPI": False, "istio": False, "kserve": False},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
         "podAnnotations": {"example.com/team": "ml-platform"},
@@ -200,6 +200,7 @@ OPERATOR_NEEDS = {
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "patch", "update"},
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "patch", "update"},
+    ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "patch", "update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -294,6 +295,7 @@ def test_router_grants_are_optional(chart):
     role = one(render(chart, SCENARIOS["sharded"]), "ClusterRole")
     assert ("gateway.networking.k8s.io", "httproutes") not in grants(role)
     assert ("networking.istio.io", "virtualservices") not in grants(role)
+    assert ("serving.kserve.io", "inferenceservices") not in grants(role)
 
 
 def test_notification_secrets_are_read_by_name_only(chart):

@@ -101,6 +101,12 @@ and in each Role (namespaced mode). Exact verbs on exact resources; no wildcards
   resources: ["virtualservices"]
   verbs: ["get", "list", "watch", "patch", "update"]
 {{- end }}
+{{- if .Values.rbac.kserve }}
+# KServe router: the InferenceService's predictor and canary entries (KServe runs the pods).
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+{{- end }}
 # Analysis jobs (e.g. offline quality checks).
 - apiGroups: ["batch"]
   resources: ["jobs"]

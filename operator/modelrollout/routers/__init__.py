@@ -26,6 +26,12 @@ class RouteTarget:
     # revision's Ready pod is canary traffic (a rolled-back canary serves until it is gone).
     ready: Mapping[str, int] = field(default_factory=dict)
     stable_revision: str | None = None
+    # The canary revision the decided state wants (None: no canary, e.g. after a rollback).
+    canary_revision: str | None = None
+
+
+# Routers whose platform runs the revisions' pods (the operator creates no Deployments or Services).
+RUNS_WORKLOADS = frozenset({"kserve"})
 
 
 class RouteProblem(RuntimeError):
@@ -73,8 +79,9 @@ class Router(Protocol):
 def router_for(spec: RolloutSpec) -> Router:
     from modelrollout.routers.gateway_api import GatewayApiRouter
     from modelrollout.routers.istio import IstioRouter
+    from modelrollout.routers.kserve import KServeRouter
     from modelrollout.routers.replicas import ReplicasRouter
 
     routers: dict[str, Router] = {"replicas": ReplicasRouter(), "gatewayAPI": GatewayApiRouter(),
-                                  "istio": IstioRouter()}
+                                  "istio": IstioRouter(), "kserve": KServeRouter()}
     return routers[spec.traffic_routing.router]

@@ -1,0 +1,223 @@
+"""KServe: releases through an existing InferenceService, with KServe's own traffic fields.
+
+The model comes from the ModelRollout's `template` (docs/routers.md says why): the router renders
+it as a predictor (the pod spec's fields, the template's labels and annotations plus the rollout's
+and revision's labels, `minReplicas: replicas`) and KServe runs the pods. Which fields it writes
+depends on the InferenceService's deployment mode:
+
+* Serverless (Knative, the default): `spec.predictor` holds the newest model; a new predictor
+  makes KServe create a revision and `canaryTrafficPercent` splits traffic between it and the last
+  rolled-out one. Rollback is `canaryTrafficPercent: 0` (every request to the previous model),
+  promotion removes `canaryTrafficPercent` (the new revision takes 100 % and becomes the rolled-out
+  one), as KServe documents them. The weight is read back from `status.components.predictor.traffic`.
+* RawDeployment / Standard (KServe v0.20 `spec.canary[]`): `spec.predictor` holds the stable model,
+  the canary is an entry of `spec.canary` named `rev-<revision>` with `trafficPercent`. Rollback
+  removes the entry; promotion retargets `spec.predictor` to the canary's predictor (same name, so
+  KServe keeps its pods) and removes the entry.
+
+Only this rollout's predictor and its own canary entries are written; the InferenceService's
+metadata, other components (transformer, explainer), other canary entries and every other field
+stay as read. Writes are PUTs with the read resourceVersion, retried from a fresh read on 409.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from modelrollout.kube import Kube, KubeError, path
+from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.routers import RouteProblem, RouteTarget
+
+GROUP_VERSION = "serving.kserve.io/v1beta1"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+RAW_MODES = ("RawDeployment", "Standard")
+ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def _isvc_path(target: RouteTarget) -> str:
+    kserve = target.spec.traffic_routing.kserve
+    assert kserve is not None
+    return path(GROUP_VERSION, "inferenceservices", target.namespace, kserve.inference_service)
+
+
+def is_raw(isvc: Obj) -> bool:
+    return ((isvc.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION) in RAW_MODES
+
+
+def canary_name(revision: str) -> str:
+    return f"rev-{revision}"
+
+
+def predictor_for(target: RouteTarget) -> Obj:
+    """The spec's template as a KServe predictor of its revision."""
+    spec = target.spec
+    template = copy.deepcopy(spec.template)
+    metadata = template.get("metadata") or {}
+    labels = {**(metadata.get("labels") or {}), LABEL_ROLLOUT: target.name, LABEL_REVISION: spec.revision}
+    if spec.model.version:
+        labels[LABEL_MODEL_VERSION] = spec.model.version
+    predictor: Obj = {**(template.get("spec") or {}), "labels": labels, "minReplicas": spec.replicas}
+    if metadata.get("annotations"):
+        predictor["annotations"] = metadata["annotations"]
+    return predictor
+
+
+def revision_of(predictor: Obj | None, rollout: str) -> str | None:
+    """The rollout revision a predictor runs (None: not this rollout's)."""
+    labels = (predictor or {}).get("labels") or {}
+    return labels.get(LABEL_REVISION) if labels.get(LABEL_ROLLOUT) == rollout else None
+
+
+def _ours(entry: Obj, rollout: str) -> bool:
+    return revision_of(entry.get("predictor"), rollout) is not None
+
+
+def _applied(isvc: Obj) -> bool:
+    """KServe has acted on the current spec (its status is of this generation)."""
+    status = isvc.get("status") or {}
+    return int(status.get("observedGeneration") or 0) >= int((isvc.get("metadata") or {}).get("generation") or 0)
+
+
+# ---------------------------------------------------------------- the two modes, as pure edits
+
+def raw_reconciled(spec: Obj, target: RouteTarget) -> Obj:
+    """RawDeployment: the stable predictor in `spec.predictor`, our canary entry for the decided
+    canary only (promotion retargets the predictor to it, rollback removes it)."""
+    rollout, stable, canary, current = target.name, target.stable_revision, target.canary_revision, target.spec.revision
+    entries = list(spec.get("canary") or [])
+    promoted = next((e for e in entries if revision_of(e.get("predictor"), rollout) == stable), None)
+    out = dict(spec)
+    if promoted is not None and revision_of(spec.get("predictor"), rollout) != stable:
+        out["predictor"] = promoted["predictor"]  # KServe's promotion: the stable name now runs the canary's pods
+    elif revision_of(spec.get("predictor"), rollout) != stable and stable == current:
+        out["predictor"] = predictor_for(target)
+    kept = [e for e in entries if not _ours(e, rollout) or (revision_of(e.get("predictor"), rollout) == canary
+                                                            and canary != stable)]
+    if canary and canary == current and canary != stable and not any(_ours(e, rollout) for e in kept):
+        kept.append({"trafficPercent": 0, "predictor": {**predictor_for(target), "name": canary_name(canary)}})
+    if kept:
+        out["canary"] = kept
+    else:
+        out.pop("canary", None)
+    return out
+
+
+def raw_weighted(spec: Obj, target: RouteTarget, weight: int) -> Obj:
+    entries = [dict(e, trafficPercent=weight) if _ours(e, target.name) else e for e in spec.get("canary") or []]
+    if not any(_ours(e, target.name) for e in entries):
+        if weight:
+            raise RouteProblem("CanaryNotRunning", f"no canary entry of {target.name} in the InferenceService "
+                                                   f"to give {weight} % of the traffic")
+        return spec
+    return {**spec, "canary": entries}
+
+
+def raw_weight(isvc: Obj, target: RouteTarget) -> int | None:
+    if not _applied(isvc):
+        return None
+    return sum(int(e.get("trafficPercent") or 0) for e in (isvc.get("spec") or {}).get("canary") or []
+               if _ours(e, target.name))
+
+
+def serverless_reconciled(spec: Obj, target: RouteTarget) -> Obj:
+    """Serverless: `spec.predictor` runs the decided canary (with a traffic split), or the stable
+    revision when there is none and the template is the stable one. A rolled-back predictor stays
+    as KServe left it (pinned at 0 %) until the template changes."""
+    wanted = target.canary_revision or target.stable_revision
+    predictor = spec.get("predictor") or {}
+    if wanted != target.spec.revision or revision_of(predictor, target.name) == wanted:
+        return spec
+    new = predictor_for(target)
+    if target.canary_revision:
+        new["canaryTrafficPercent"] = 0  # KServe starts the revision; set_weight moves traffic to it
+    return {**spec, "predictor": new}
+
+
+def serverless_weighted(spec: Obj, target: RouteTarget, weight: int) -> Obj:
+    predictor = dict(spec.get("predictor") or {})
+    if revision_of(predictor, target.name) == target.stable_revision and weight == 0:
+        predictor.pop("canaryTrafficPercent", None)  # KServe's promotion, or nothing to split
+    else:
+        predictor["canaryTrafficPercent"] = weight
+    return {**spec, "predictor": predictor}
+
+
+def serverless_weight(isvc: Obj, target: RouteTarget) -> int | None:
+    """The latest revision's share, as KServe reports it, when the latest is not the stable one."""
+    if not _applied(isvc):
+        return None
+    if revision_of((isvc.get("spec") or {}).get("predictor"), target.name) == target.stable_revision:
+        return 0
+    traffic = ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
+    latest = [int(t.get("percent") or 0) for t in traffic if t.get("latestRevision")]
+    return latest[0] if latest else None
+
+
+class KServeRouter:
+    async def _read(self, kube: Kube, target: RouteTarget) -> Obj:
+        isvc = await kube.get(_isvc_path(target))
+        if isvc is None:
+            kserve = target.spec.traffic_routing.kserve
+            assert kserve is not None
+            raise RouteProblem("RouteNotFound", f"InferenceService {target.namespace}/{kserve.inference_service} not found")
+        return isvc
+
+    async def _edit(self, kube: Kube, target: RouteTarget, raw: Callable[[Obj], Obj],
+                    serverless: Callable[[Obj], Obj]) -> None:
+        for attempt in range(ATTEMPTS):
+            isvc = await self._read(kube, target)
+            spec = isvc.get("spec") or {}
+            wanted = (raw if is_raw(isvc) else serverless)(spec)
+            if wanted == spec:
+                return
+            try:
+                await kube.replace(_isvc_path(target), {**isvc, "spec": wanted})
+                return
+            except KubeError as exc:
+                if exc.status != 409 or attempt == ATTEMPTS - 1:
+                    raise
+
+    async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
+        await self._edit(kube, target, lambda spec: raw_reconciled(spec, target),
+                         lambda spec: serverless_reconciled(spec, target))
+
+    async def set_weight(self, kube: Kube, target: RouteTarget, weight: int) -> None:
+        await self._edit(kube, target, lambda spec: raw_weighted(spec, target, weight),
+                         lambda spec: serverless_weighted(spec, target, weight))
+
+    async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
+        isvc = await self._read(kube, target)
+        return raw_weight(isvc, target) if is_raw(isvc) else serverless_weight(isvc, target)
+
+    async def set_mirror(self, kube: Kube, target: RouteTarget, percent: int) -> None:
+        if percent:  # spec validation refuses mirror steps with this router
+            raise RouteProblem("MirrorUnsupported", "KServe cannot mirror requests")
+
+    async def get_mirror(self, kube: Kube, target: RouteTarget) -> int | None:
+        return 0
+
+    async def finalize(self, kube: Kube, target: RouteTarget) -> None:
+        """All traffic to the stable model: our canary entries removed (RawDeployment), a split
+        pinned to the rolled-out revision (Serverless). The InferenceService stays and serves."""
+        def raw(spec: Obj) -> Obj:
+            kept = [e for e in spec.get("canary") or [] if not _ours(e, target.name)]
+            out = {k: v for k, v in spec.items() if k != "canary"}
+            return {**out, "canary": kept} if kept else out
+
+        def serverless(spec: Obj) -> Obj:
+            predictor = spec.get("predictor") or {}
+            if int(predictor.get("canaryTrafficPercent", 0) or 0) == 0:
+                return spec
+            return {**spec, "predictor": {**predictor, "canaryTrafficPercent": 0}}
+
+        try:
+            await self._edit(kube, target, raw, serverless)
+        except RouteProblem as exc:
+            log.info("%s/%s deleted: %s", target.namespace, target.name, exc)

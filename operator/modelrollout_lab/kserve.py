@@ -1,0 +1,208 @@
+"""A KServe controller for the lab: InferenceServices become Deployments and a traffic split.
+
+Just enough of KServe (and Knative) for the kserve router's tests, reached only through a
+kubeconfig like the other simulators. Each predictor becomes a Deployment whose pod template has
+the predictor's containers, labels and annotations (the workload simulator then makes it ready
+after ``lab.modelrollout.io/load-seconds``), owned by the InferenceService and labelled
+``serving.kserve.io/inferenceservice``. The split is written to
+``status.components.predictor.traffic`` as ``[{revisionName: <Deployment>, percent, latestRevision}]``,
+which the traffic simulator routes by (``inferenceservice/<name>``).
+
+* Serverless (default): a changed predictor (``canaryTrafficPercent`` aside) is a new revision,
+  Deployment ``<isvc>-predictor-0000N``. With ``canaryTrafficPercent: p`` the latest Ready revision
+  gets p % and the last rolled-out one the rest; without it the latest Ready revision gets 100 % and
+  becomes the rolled-out one. Revisions with no traffic are scaled to zero.
+* RawDeployment / Standard (annotation ``serving.kserve.io/deploymentMode``; KServe v0.20): the
+  predictor is ``<isvc>-predictor`` (``<isvc>-<name>-predictor`` when named), each ``spec.canary[]``
+  entry ``<isvc>-<predictor.name>-predictor`` with its ``trafficPercent``; the predictor gets the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+from typing import Any
+
+from modelrollout_lab.workloads import KubeError, RawKube, now_rfc3339
+
+log = logging.getLogger("modelrollout_lab.kserve")
+
+Obj = dict[str, Any]
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+DEPLOYMENT_LABEL = "lab.modelrollout.io/kserve-deployment"
+HASH_ANNOTATION = "lab.modelrollout.io/predictor-hash"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+# Fields of a predictor that are KServe's, not the pod's.
+COMPONENT_FIELDS = ("minReplicas", "maxReplicas", "labels", "annotations", "canaryTrafficPercent", "name",
+                    "scaleTarget", "scaleMetric", "model")
+ISVCS = "/apis/serving.kserve.io/v1beta1/inferenceservices"
+
+
+def predictor_hash(predictor: Obj) -> str:
+    body = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def deployment_for(isvc: Obj, name: str, predictor: Obj, replicas: int) -> Obj:
+    meta = isvc["metadata"]
+    labels = {**(predictor.get("labels") or {}), ISVC_LABEL: meta["name"]}
+    pod_spec = {k: v for k, v in predictor.items() if k not in COMPONENT_FIELDS}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
+                     "annotations": {HASH_ANNOTATION: predictor_hash(predictor)},
+                     "ownerReferences": [{"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                                          "name": meta["name"], "uid": meta["uid"], "controller": True}]},
+        "spec": {"replicas": replicas,
+                 "selector": {"matchLabels": {ISVC_LABEL: meta["name"], DEPLOYMENT_LABEL: name}},
+                 "template": {"metadata": {"labels": {**labels, DEPLOYMENT_LABEL: name},
+                                           "annotations": dict(predictor.get("annotations") or {})},
+                              "spec": pod_spec}},
+    }
+
+
+def _replicas(predictor: Obj) -> int:
+    return int(predictor.get("minReplicas") or 1)
+
+
+def _ready(deployment: Obj | None) -> bool:
+    return bool(deployment) and int((deployment.get("status") or {}).get("readyReplicas") or 0) > 0
+
+
+def raw_plan(isvc: Obj) -> tuple[list[Obj], list[Obj]]:
+    """(Deployments, traffic) of a RawDeployment InferenceService."""
+    name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}
+    predictor = spec.get("predictor") or {}
+    stable_name = f"{name}-{predictor['name']}-predictor" if predictor.get("name") else f"{name}-predictor"
+    deployments = [deployment_for(isvc, stable_name, predictor, _replicas(predictor))]
+    traffic, rest = [], 100
+    for entry in spec.get("canary") or []:
+        canary = entry.get("predictor") or {}
+        canary_name = f"{name}-{canary.get('name')}-predictor"
+        deployments.append(deployment_for(isvc, canary_name, canary, _replicas(canary)))
+        percent = int(entry.get("trafficPercent") or 0)
+        traffic.append({"revisionName": canary_name, "percent": percent, "latestRevision": True})
+        rest -= percent
+    return deployments, [{"revisionName": stable_name, "percent": max(0, rest), "latestRevision": False}] + traffic
+
+
+class KServeSimulator:
+    def __init__(self, kubeconfig: str | None, *, tick: float = 0.2) -> None:
+        self.kubeconfig, self.tick = kubeconfig, tick
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.kube: RawKube | None = None
+
+    def start(self) -> KServeSimulator:
+        self.kube = RawKube(self.kubeconfig)
+        self._thread = threading.Thread(target=self._loop, name="kserve-simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.kube is not None:
+            self.kube.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick):
+            try:
+                for isvc in self.kube.get(ISVCS).get("items") or []:  # type: ignore[union-attr]
+                    self.sync(isvc)
+            except Exception:  # noqa: BLE001 - a lab controller keeps going, like a real one
+                log.exception("kserve sync failed")
+
+    # ---------------------------------------------------------------- one InferenceService
+    def _deployments(self, isvc: Obj) -> dict[str, Obj]:
+        ns, name = isvc["metadata"]["namespace"], isvc["metadata"]["name"]
+        items = self.kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments",  # type: ignore[union-attr]
+                              labelSelector=f"{ISVC_LABEL}={name}").get("items") or []
+        return {d["metadata"]["name"]: d for d in items}
+
+    def _apply(self, current: Obj | None, wanted: Obj) -> None:
+        ns = wanted["metadata"]["namespace"]
+        collection = f"/apis/apps/v1/namespaces/{ns}/deployments"
+        if current is None:
+            self.kube.request("POST", collection, body=wanted)  # type: ignore[union-attr]
+            return
+        same = (current["spec"].get("template") == wanted["spec"]["template"]
+                and current["spec"].get("replicas") == wanted["spec"]["replicas"]
+                and current["metadata"].get("labels") == wanted["metadata"]["labels"])
+        if not same:  # a merge patch: labels and template keys no longer wanted are nulled
+            stale = {k: None for k in current["metadata"].get("labels") or {} if k not in wanted["metadata"]["labels"]}
+            body = copy.deepcopy(wanted["spec"]["template"])
+            old_labels = ((current["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+            body["metadata"]["labels"] = {**{k: None for k in old_labels if k not in body["metadata"]["labels"]},
+                                          **body["metadata"]["labels"]}
+            old_spec = (current["spec"].get("template") or {}).get("spec") or {}
+            body["spec"] = {**{k: None for k in old_spec if k not in body["spec"]}, **body["spec"]}
+            self.kube.patch(f"{collection}/{wanted['metadata']['name']}",  # type: ignore[union-attr]
+                            {"metadata": {"annotations": wanted["metadata"]["annotations"],
+                                          "labels": {**stale, **wanted["metadata"]["labels"]}},
+                             "spec": {"replicas": wanted["spec"]["replicas"], "template": body}})
+
+    def sync(self, isvc: Obj) -> None:
+        existing = self._deployments(isvc)
+        raw = ((isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION)) in ("RawDeployment", "Standard")
+        if raw:
+            wanted, traffic = raw_plan(isvc)
+            for deployment in wanted:
+                self._apply(existing.get(deployment["metadata"]["name"]), deployment)
+            for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:
+                self._delete(isvc, gone)
+            predictor_status: Obj = {"traffic": traffic}
+        else:
+            predictor_status = self._serverless(isvc, existing)
+        self._write_status(isvc, predictor_status)
+
+    def _serverless(self, isvc: Obj, existing: dict[str, Obj]) -> Obj:
+        name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}
+        predictor = spec.get("predictor") or {}
+        before = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+        revisions = sorted(existing)
+        latest = revisions[-1] if revisions else None
+        if latest is None or existing[latest]["metadata"].get("annotations", {}).get(HASH_ANNOTATION) != predictor_hash(predictor):
+            latest = f"{name}-predictor-{len(revisions) + 1:05d}"
+            self._apply(None, deployment_for(isvc, latest, predictor, _replicas(predictor)))
+            existing = self._deployments(isvc)
+        rolled, previous = before.get("latestRolledoutRevision"), before.get("previousRolledoutRevision")
+        percent = predictor.get("canaryTrafficPercent")
+        if not _ready(existing.get(latest)):
+            traffic = [{"revisionName": rolled, "percent": 100, "latestRevision": False}] if rolled else []
+        elif percent is None or rolled in (None, latest):
+            if rolled != latest:
+                rolled, previous = latest, rolled
+            traffic = [{"revisionName": latest, "percent": 100, "latestRevision": True}]
+        else:
+            traffic = [{"revisionName": rolled, "percent": 100 - int(percent), "latestRevision": False},
+                       {"revisionName": latest, "percent": int(percent), "latestRevision": True}]
+        serving = {t["revisionName"] for t in traffic} | {latest}
+        for revision, deployment in existing.items():  # Knative scales unrouted revisions to zero
+            if revision not in serving and deployment["spec"].get("replicas"):
+                self.kube.patch(f"/apis/apps/v1/namespaces/{isvc['metadata']['namespace']}/deployments/{revision}",  # type: ignore[union-attr]
+                                {"spec": {"replicas": 0}})
+        return {"latestCreatedRevision": latest, "latestReadyRevision": latest if _ready(existing.get(latest)) else None,
+                "latestRolledoutRevision": rolled, "previousRolledoutRevision": previous, "traffic": traffic}
+
+    def _delete(self, isvc: Obj, deployment: str) -> None:
+        try:
+            self.kube.request("DELETE", f"/apis/apps/v1/namespaces/{isvc['metadata']['namespace']}"  # type: ignore[union-attr]
+                                        f"/deployments/{deployment}")
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    def _write_status(self, isvc: Obj, predictor_status: Obj) -> None:
+        meta = isvc["metadata"]
+        old = isvc.get("status") or {}
+        new = {"observedGeneration": meta.get("generation"), "components": {"predictor": predictor_status},
+               "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()}]}
+        if old.get("observedGeneration") == new["observedGeneration"] and old.get("components") == new["components"]:
+            return
+        self.kube.patch(f"{ISVCS.replace('/inferenceservices', '')}/namespaces/{meta['namespace']}"  # type: ignore[union-attr]
+                        f"/inferenceservices/{meta['name']}/status", {"status": new})
