@@ -1,0 +1,137 @@
+"""The kserve router against the emulated API server: only this rollout's predictor and its own
+canary entry are written; everything else in the InferenceService stays as read."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from dataclasses import replace
+
+import pytest
+
+from modelrollout.kube import Kube, load_configuration, path
+from modelrollout.names import LABEL_REVISION
+from modelrollout.routers import RouteProblem, RouteTarget, router_for
+from modelrollout.routers.kserve import KServeRouter, canary_name
+from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
+from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.scenarios import inference_service, rollout
+
+ISVCS = path("serving.kserve.io/v1beta1", "inferenceservices", "default")
+POLICY = PlatformPolicy(prometheus_url="http://p:9090")
+USER_CANARY = {"trafficPercent": 10, "predictor": {"name": "experimental",
+                                                   "containers": [{"name": "m", "image": "example/experimental:1"}]}}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    server = start_in_thread()
+    kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
+    server.write_kubeconfig(str(kubeconfig))
+    yield str(kubeconfig)
+    server.stop()
+
+
+def _target(name, version, stable=None, canary=None):
+    spec = parse_spec(rollout(name, router="kserve", version=version)["spec"], POLICY)
+    return RouteTarget("default", name, f"uid-{name}", spec, stable_revision=stable or spec.revision,
+                       canary_revision=canary)
+
+
+def _with_kube(api, scenario):
+    async def run():
+        kube = Kube(load_configuration(api))
+        try:
+            await scenario(kube)
+        finally:
+            await kube.close()
+
+    asyncio.run(run())
+
+
+def test_the_registry_picks_the_kserve_router_and_mirror_steps_are_refused():
+    assert isinstance(router_for(_target("pick", "1.0.0").spec), KServeRouter)
+    raw = rollout("pick", router="kserve", steps=[{"mirror": 100, "hold": "5s"}, {"weight": 50, "hold": "5s"}])
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw["spec"], POLICY)
+    assert info.value.field == "spec.strategy.steps[0].mirror"
+
+
+def test_raw_deployment_canary_entry_beside_the_users_own_then_promotion_retargets(api):
+    async def scenario(kube):
+        isvc = inference_service("raw", "default", "RawDeployment")
+        isvc["spec"]["canary"] = [copy.deepcopy(USER_CANARY)]
+        await kube.create(ISVCS, isvc)
+        router = KServeRouter()
+        v1 = _target("raw", "1.0.0")
+        await router.reconcile(kube, v1)  # the first revision becomes the predictor
+        spec = (await kube.get(f"{ISVCS}/raw"))["spec"]
+        assert spec["predictor"]["labels"][LABEL_REVISION] == v1.spec.revision
+        assert spec["canary"] == [USER_CANARY] and spec["transformer"] == isvc["spec"]["transformer"]
+
+        v2 = _target("raw", "2.0.0", stable=v1.spec.revision)
+        v2 = replace(v2, canary_revision=v2.spec.revision)
+        await router.reconcile(kube, v2)
+        await router.set_weight(kube, v2, 25)
+        spec = (await kube.get(f"{ISVCS}/raw"))["spec"]
+        ours = spec["canary"][1]
+        assert spec["canary"][0] == USER_CANARY  # the user's entry, as written
+        assert ours["trafficPercent"] == 25 and ours["predictor"]["name"] == canary_name(v2.spec.revision)
+        assert spec["predictor"]["labels"][LABEL_REVISION] == v1.spec.revision  # stable still serves the rest
+
+        promoted = replace(v2, stable_revision=v2.spec.revision, canary_revision=None)
+        await router.reconcile(kube, promoted)
+        spec = (await kube.get(f"{ISVCS}/raw"))["spec"]
+        assert spec["predictor"] == ours["predictor"]  # KServe's promotion: the stable name runs the canary's pods
+        assert spec["canary"] == [USER_CANARY]
+
+    _with_kube(api, scenario)
+
+
+def test_raw_deployment_rollback_removes_only_our_entry(api):
+    async def scenario(kube):
+        isvc = inference_service("rb", "default", "RawDeployment")
+        isvc["spec"]["canary"] = [copy.deepcopy(USER_CANARY)]
+        await kube.create(ISVCS, isvc)
+        router, v1 = KServeRouter(), _target("rb", "1.0.0")
+        await router.reconcile(kube, v1)
+        v2 = replace(_target("rb", "2.0.0"), stable_revision=v1.spec.revision)
+        await router.reconcile(kube, replace(v2, canary_revision=v2.spec.revision))
+        rolled_back = replace(v2, canary_revision=None)
+        await router.reconcile(kube, rolled_back)
+        spec = (await kube.get(f"{ISVCS}/rb"))["spec"]
+        assert spec["canary"] == [USER_CANARY]
+        assert spec["predictor"]["labels"][LABEL_REVISION] == v1.spec.revision
+
+    _with_kube(api, scenario)
+
+
+def test_serverless_split_pins_and_promotes_with_canary_traffic_percent(api):
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("sl", "default"))
+        router, v1 = KServeRouter(), _target("sl", "1.0.0")
+        await router.reconcile(kube, v1)
+        v2 = replace(_target("sl", "2.0.0"), stable_revision=v1.spec.revision)
+        canary = replace(v2, canary_revision=v2.spec.revision)
+        await router.reconcile(kube, canary)
+        predictor = (await kube.get(f"{ISVCS}/sl"))["spec"]["predictor"]
+        assert predictor["canaryTrafficPercent"] == 0 and predictor["labels"][LABEL_REVISION] == v2.spec.revision
+        await router.set_weight(kube, canary, 30)
+        assert (await kube.get(f"{ISVCS}/sl"))["spec"]["predictor"]["canaryTrafficPercent"] == 30
+        assert await router.get_weight(kube, canary) is None  # KServe has not reported this generation yet
+        await router.set_weight(kube, canary, 0)  # rollback: every request to the rolled-out revision
+        assert (await kube.get(f"{ISVCS}/sl"))["spec"]["predictor"]["canaryTrafficPercent"] == 0
+        promoted = replace(canary, stable_revision=v2.spec.revision, canary_revision=None)
+        await router.set_weight(kube, promoted, 0)
+        assert "canaryTrafficPercent" not in (await kube.get(f"{ISVCS}/sl"))["spec"]["predictor"]
+
+    _with_kube(api, scenario)
+
+
+def test_a_missing_inference_service_is_reported(api):
+    async def scenario(kube):
+        with pytest.raises(RouteProblem) as info:
+            await KServeRouter().reconcile(kube, _target("nope", "1.0.0"))
+        assert info.value.reason == "RouteNotFound"
+
+    _with_kube(api, scenario)
