@@ -1,16 +1,21 @@
 """
 An emulated Kubernetes API server for the local lab, built on kmock's ``KubernetesEmulator``.
 
-Real clients (kubectl, the kubernetes Python client, kopf) talk to it over plain HTTP on
-127.0.0.1 and should not be able to tell it from kube-apiserver for what the project uses.
+Real clients (kubectl, the kubernetes Python client, kopf) talk to it over HTTPS on 127.0.0.1
+(a lab CA) and should not be able to tell it from kube-apiserver for what the project uses:
+every request is authenticated (client certificate or bearer token, ``modelrollout_lab.auth``)
+and authorized against the stored RBAC objects (``modelrollout_lab.rbac``).
 
 Public API
 ==========
 
 ``EmulatedApiServer(*, host='127.0.0.1', port=0, history=20000)``
     ``await start()`` / ``await stop()``; ``async with EmulatedApiServer() as srv: ...``;
-    ``.url`` (``'http://127.0.0.1:PORT'``), ``.port``, ``.emulator`` (the kmock handler);
-    ``write_kubeconfig(path, *, context='modelrollout-lab', namespace='default') -> Path``;
+    ``.url`` (``'https://127.0.0.1:PORT'``), ``.port``, ``.emulator`` (the kmock handler),
+    ``.authority`` (the LabAuthority: CA, client certificates, token table);
+    ``write_kubeconfig(path, *, context='modelrollout-lab', namespace='default', user=ADMIN, token=None,
+    token_file=None) -> Path`` (the CA and, by default, a client certificate in ``system:masters``);
+    ``issue_token(user, groups=(), *, ttl=None) -> str``; ``rotate_token(token) -> str``;
     ``get_object(api_version, plural, namespace, name) -> dict | None`` (a deep copy);
     ``list_objects(api_version, plural, namespace=None) -> list[dict]`` (deep copies);
     ``resource_version -> int`` (the global counter);
@@ -27,7 +32,7 @@ Public API
 ``LabKubernetesEmulator``
     the kmock handler itself (a ``kmock.KubernetesEmulator`` subclass) with the storage.
 ``python -m modelrollout_lab.apiserver --port 0 --kubeconfig PATH``
-    writes the kubeconfig (context ``modelrollout-lab``, no auth), prints ``READY <url>``,
+    writes an admin kubeconfig (context ``modelrollout-lab``), prints ``READY <url>``,
     serves until SIGTERM/SIGINT.
 
 Fidelity: see docs/lab-apiserver.md.
@@ -63,6 +68,8 @@ from modelrollout_lab import apiserver_logic as logic
 from modelrollout_lab import apiserver_protobuf
 from modelrollout_lab import faults as lab_faults
 from modelrollout_lab import validation
+from modelrollout_lab.auth import ADMIN, LabAuthority, UserInfo
+from modelrollout_lab.rbac import RBAC_GROUP, AccessControl, Authorizer
 
 __all__ = [
     'EmulatedApiServer',
@@ -164,6 +171,13 @@ def _builtin_resources() -> list[ResourceDef]:
         R('apiextensions.k8s.io', 'v1', 'customresourcedefinitions', 'CustomResourceDefinition',
           namespaced=False, short_names=['crd', 'crds'], categories=['api-extensions'], status=True,
           generation=True),
+        # Authorization (modelrollout_lab.rbac reads these; the reviews are answered by its gate).
+        R('rbac.authorization.k8s.io', 'v1', 'clusterroles', 'ClusterRole', namespaced=False),
+        R('rbac.authorization.k8s.io', 'v1', 'clusterrolebindings', 'ClusterRoleBinding', namespaced=False),
+        R('rbac.authorization.k8s.io', 'v1', 'roles', 'Role'),
+        R('rbac.authorization.k8s.io', 'v1', 'rolebindings', 'RoleBinding'),
+        R('authorization.k8s.io', 'v1', 'selfsubjectaccessreviews', 'SelfSubjectAccessReview', namespaced=False),
+        R('authentication.k8s.io', 'v1', 'selfsubjectreviews', 'SelfSubjectReview', namespaced=False),
     ]
 
 
@@ -322,6 +336,12 @@ class LabKubernetesEmulator(KubernetesEmulator):  # type: ignore[misc]
                 namespace=parsed.get('namespace'), name=parsed.get('name'),
                 subresource=parsed.get('subresource'),
             )
+            if st.access is not None:  # authentication and RBAC (modelrollout_lab.rbac.AccessControl)
+                ssl_object = raw_request.transport.get_extra_info('ssl_object') if raw_request.transport else None
+                answer = st.access.admit(raw_request.method, path, parsed, request.params, raw_request.headers,
+                                      ssl_object.getpeercert() if ssl_object else None, body)
+                if answer is not None:
+                    return _json_response(answer[1], status=answer[0])
             response = await self._dispatch(request, parsed, raw_request)
             logger.debug('%s %s -> %s', raw_request.method, raw_request.path_qs, response.status)
             return response
@@ -1191,6 +1211,7 @@ class _LabState:
     watchers: dict[tuple[str, str], set[asyncio.Queue[Any]]] = dataclasses.field(default_factory=dict)
     watch_params: dict[asyncio.Queue[Any], dict[str, str]] = dataclasses.field(default_factory=dict)
     history_q: Any = None
+    access: Any = None  # modelrollout_lab.rbac.AccessControl: None serves everyone
 
     def __post_init__(self) -> None:
         self.history_q = None
@@ -1292,6 +1313,10 @@ class EmulatedApiServer:
         self.host = host
         self._port = port
         self.emulator = LabKubernetesEmulator(history=history)
+        self.authority = LabAuthority()
+        store = self.emulator._lab.store
+        self.emulator._lab.access = AccessControl(
+            self.authority, Authorizer(lambda plural: list(store[(RBAC_GROUP, plural)].values())))
         self._runner: aiohttp.web.ServerRunner | None = None
         self._site: aiohttp.web.TCPSite | None = None
 
@@ -1300,7 +1325,8 @@ class EmulatedApiServer:
         server = aiohttp.web.Server(self.emulator, access_log=None)
         self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0, handle_signals=False)
         await self._runner.setup()
-        self._site = aiohttp.web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
+        self._site = aiohttp.web.TCPSite(self._runner, self.host, self._port, reuse_address=True,
+                                         ssl_context=self.authority.server_ssl_context())
         await self._site.start()
         sockets = self._site._server.sockets if self._site._server else []  # type: ignore[union-attr]
         self._port = sockets[0].getsockname()[1]
@@ -1327,7 +1353,7 @@ class EmulatedApiServer:
 
     @property
     def url(self) -> str:
-        return f'http://{self.host}:{self._port}'
+        return f'https://{self.host}:{self._port}'
 
     @property
     def faults(self) -> lab_faults.Faults:
@@ -1339,8 +1365,27 @@ class EmulatedApiServer:
         return self.emulator._lab.rv
 
     def write_kubeconfig(self, path: str | pathlib.Path, *, context: str = 'modelrollout-lab',
-                         namespace: str = 'default') -> pathlib.Path:
-        return write_kubeconfig(path, self.url, context=context, namespace=namespace)
+                         namespace: str = 'default', user: UserInfo = ADMIN, token: str | None = None,
+                         token_file: str | pathlib.Path | None = None) -> pathlib.Path:
+        """A kubeconfig trusting the lab CA: a client certificate for `user` (the admin by default),
+        or a bearer `token`, or a `token_file` (``tokenFile``: re-read when it is rotated)."""
+        if token is not None:
+            credentials: dict[str, str] = {'token': token}
+        elif token_file is not None:
+            credentials = {'tokenFile': str(token_file)}
+        else:
+            cert = self.authority.client_certificate(user)
+            credentials = {'client-certificate-data': base64.b64encode(cert.cert_pem).decode(),
+                           'client-key-data': base64.b64encode(cert.key_pem).decode()}
+        return write_kubeconfig(path, self.url, self.authority.ca_pem, credentials, context=context,
+                                namespace=namespace)
+
+    def issue_token(self, user: str | UserInfo, groups: tuple[str, ...] | list[str] = (), *,
+                    ttl: float | None = None) -> str:
+        return self.authority.issue_token(user, groups, ttl=ttl)
+
+    def rotate_token(self, token: str) -> str:
+        return self.authority.rotate_token(token)
 
     def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         rdef = self.emulator.find_def(api_version, plural)
@@ -1364,18 +1409,20 @@ class EmulatedApiServer:
         return [dict(st.watch_params[q]) for q in list(st.watchers.get(rdef.gp, ())) if q in st.watch_params]
 
 
-def write_kubeconfig(path: str | pathlib.Path, url: str, *, context: str = 'modelrollout-lab',
-                     namespace: str = 'default') -> pathlib.Path:
+def write_kubeconfig(path: str | pathlib.Path, url: str, ca_pem: bytes, credentials: dict[str, str], *,
+                     context: str = 'modelrollout-lab', namespace: str = 'default') -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cluster = {'server': url, 'certificate-authority-data': base64.b64encode(ca_pem).decode()}
     config = {
         'apiVersion': 'v1', 'kind': 'Config', 'preferences': {},
-        'clusters': [{'name': context, 'cluster': {'server': url}}],
-        'users': [{'name': context, 'user': {'token': 'modelrollout-lab'}}],
+        'clusters': [{'name': context, 'cluster': cluster}],
+        'users': [{'name': context, 'user': credentials}],
         'contexts': [{'name': context, 'context': {'cluster': context, 'user': context, 'namespace': namespace}}],
         'current-context': context,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
     return path
 
 
@@ -1399,6 +1446,17 @@ class ThreadedApiServer:
 
     def write_kubeconfig(self, path: str | pathlib.Path, **kwargs: Any) -> pathlib.Path:
         return self.server.write_kubeconfig(path, **kwargs)
+
+    @property
+    def authority(self) -> LabAuthority:
+        return self.server.authority
+
+    def issue_token(self, user: str | UserInfo, groups: tuple[str, ...] | list[str] = (), *,
+                    ttl: float | None = None) -> str:
+        return self.server.issue_token(user, groups, ttl=ttl)
+
+    def rotate_token(self, token: str) -> str:
+        return self.server.rotate_token(token)
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -27,6 +27,13 @@ SCHEMAS: dict[tuple[str, str], dict[int, Any]] = {
                           4: ('immutable', 'bool')},
     ('v1', 'Secret'): {1: ('metadata', _OBJECT_META), 2: ('data', 'mapbytes'), 3: ('type', 'str'),
                        4: ('stringData', 'map'), 5: ('immutable', 'bool')},
+    # kubectl auth can-i / kubectl auth whoami (answered by modelrollout_lab.rbac).
+    ('authorization.k8s.io/v1', 'SelfSubjectAccessReview'): {1: ('metadata', _OBJECT_META), 2: ('spec', {
+        1: ('resourceAttributes', {1: ('namespace', 'str'), 2: ('verb', 'str'), 3: ('group', 'str'),
+                                   4: ('version', 'str'), 5: ('resource', 'str'), 6: ('subresource', 'str'),
+                                   7: ('name', 'str')}),
+        2: ('nonResourceAttributes', {1: ('path', 'str'), 2: ('verb', 'str')})})},
+    ('authentication.k8s.io/v1', 'SelfSubjectReview'): {1: ('metadata', _OBJECT_META)},
 }
 
 

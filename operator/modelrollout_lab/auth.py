@@ -20,8 +20,10 @@ import dataclasses
 import datetime
 import secrets
 import ssl
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import trustme
@@ -91,6 +93,16 @@ class LabAuthority:
         self._server_cert.configure_cert(context)
         self.ca.configure_trust(context)
         context.verify_mode = ssl.CERT_OPTIONAL  # a client may authenticate by token instead
+        return context
+
+    def client_ssl_context(self, user: UserInfo = ADMIN) -> ssl.SSLContext:
+        """TLS for a plain HTTP client (urllib): trusts the lab CA, presents a certificate for `user`."""
+        context = ssl.create_default_context(cadata=self.ca_pem.decode())
+        cert = self.client_certificate(user)
+        with tempfile.TemporaryDirectory() as tmp:  # load_cert_chain reads files only
+            path = Path(tmp) / 'client.pem'
+            path.write_bytes(cert.key_pem + cert.cert_pem)
+            context.load_cert_chain(path)
         return context
 
     def client_certificate(self, user: UserInfo, *, valid_for: datetime.timedelta = datetime.timedelta(days=1)

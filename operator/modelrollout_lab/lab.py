@@ -5,8 +5,14 @@
         lab.apply(manifest)
         lab.wait_for_phase("fraud-detector", "Succeeded", timeout=60)
 
-Every piece reaches the API server only through `lab.kubeconfig`, as it would beside a
-real cluster. The operator is a real process: tests SIGKILL it and start it again.
+Every piece reaches the API server only through a kubeconfig, as it would beside a real
+cluster: `lab.kubeconfig` is an admin's (client certificate in system:masters) for the tests,
+the simulators and kubectl; the operator runs as the chart's ServiceAccount
+(`lab.operator_kubeconfig`), authorized by the chart's RBAC, which the lab applies at start.
+`operator_credential` picks how the operator authenticates: "certificate" (a client certificate
+for the ServiceAccount's user), "token" (a bearer token in the kubeconfig), or "token-file" (a
+`tokenFile` that `rotate_operator_token()` rewrites, as the kubelet does with a projected token).
+The operator is a real process: tests SIGKILL it and start it again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.rbac import RELEASE_NAMESPACE, chart_rbac, operator_identity
 from modelrollout_lab.faults import FaultRule, Faults
 from modelrollout_lab.prometheus import PrometheusServer, spawn
 from modelrollout_lab.kserve import KServeSimulator
@@ -42,6 +49,9 @@ LAB_USER_AGENTS = rf"OpenAPI-Generator/{re.escape(kubernetes.__version__)}/pytho
 OPERATOR_USER_AGENTS = rf"^(?!{LAB_USER_AGENTS})"
 
 
+OPERATOR_CREDENTIALS = ("certificate", "token", "token-file")
+
+
 def crd_manifest() -> dict[str, Any]:
     """The CRD, shipped as package data (a link to crds/, the one source, copied into the wheel)."""
     return yaml.safe_load(resources.files("modelrollout_lab").joinpath("crds", "modelrollout.yaml").read_text())
@@ -49,11 +59,19 @@ def crd_manifest() -> dict[str, Any]:
 
 class Lab:
     def __init__(self, workdir: str | None = None, *, seed: int = 0, scrape_interval: str = "1s",
-                 traffic_tick: float = 0.2) -> None:
+                 traffic_tick: float = 0.2, operator_credential: str = "certificate",
+                 rbac: list[dict[str, Any]] | None = None) -> None:
+        if operator_credential not in OPERATOR_CREDENTIALS:
+            raise ValueError(f"operator_credential: {operator_credential!r} is not one of {OPERATOR_CREDENTIALS}")
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="modelrollout-lab-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig = str(self.workdir / "kubeconfig")
+        self.operator_kubeconfig = str(self.workdir / "operator-kubeconfig")
+        self.operator_credential = operator_credential
+        self.rbac = rbac if rbac is not None else chart_rbac()  # the chart's, as Helm renders it
+        self.operator_user = operator_identity(self.rbac)
+        self._operator_token: str | None = None
         self.seed = seed
         self.scrape_interval = scrape_interval
         self.traffic_tick = traffic_tick
@@ -73,6 +91,10 @@ class Lab:
         self.api.write_kubeconfig(self.kubeconfig)
         self._api_client = config.new_client_from_config(config_file=self.kubeconfig)
         self.apply(crd_manifest())
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NAMESPACE}})
+        for document in self.rbac:
+            self.apply(document)
+        self._write_operator_kubeconfig()
         self.workloads = WorkloadSimulator(self.kubeconfig).start()
         self.kserve = KServeSimulator(self.kubeconfig).start()
         self.traffic = TrafficSimulator(self.kubeconfig, seed=self.seed, tick=self.traffic_tick).start()
@@ -94,9 +116,34 @@ class Lab:
         assert self.prometheus is not None
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return spawn(
-            [sys.executable, "-m", "modelrollout", "run", "--kubeconfig", self.kubeconfig,
+            [sys.executable, "-m", "modelrollout", "run", "--kubeconfig", self.operator_kubeconfig,
              "--prometheus-url", self.prometheus.url, *extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _write_operator_kubeconfig(self) -> None:
+        if self.operator_credential == "certificate":
+            self.api.write_kubeconfig(self.operator_kubeconfig, user=self.operator_user)
+            return
+        self._operator_token = self.api.issue_token(self.operator_user)
+        if self.operator_credential == "token":
+            self.api.write_kubeconfig(self.operator_kubeconfig, token=self._operator_token)
+            return
+        self._token_file.write_text(self._operator_token)
+        self.api.write_kubeconfig(self.operator_kubeconfig, token_file=self._token_file)
+
+    @property
+    def _token_file(self) -> Path:
+        return self.workdir / "operator-token"
+
+    def rotate_operator_token(self) -> None:
+        """Replace the operator's token (credential "token-file"): the old one stops working at once
+        and the token file holds the new one (written atomically, as the kubelet does)."""
+        if self.operator_credential != "token-file" or self._operator_token is None:
+            raise RuntimeError('rotate_operator_token needs operator_credential="token-file"')
+        self._operator_token = self.api.rotate_token(self._operator_token)
+        staged = self._token_file.with_suffix(".new")
+        staged.write_text(self._operator_token)
+        staged.replace(self._token_file)
 
     def kill_operator(self, sig: int = signal.SIGKILL) -> None:
         if self.operator is not None and self.operator.poll() is None:

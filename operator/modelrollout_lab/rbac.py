@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
@@ -36,6 +37,8 @@ import yaml
 
 from modelrollout_lab import apiserver_protobuf
 from modelrollout_lab.auth import MASTERS, OPEN_PATHS, LabAuthority, Unauthorized, UserInfo, service_account
+
+logger = logging.getLogger(__name__)
 
 RBAC_GROUP = 'rbac.authorization.k8s.io'
 RELEASE = 'modelrollout'
@@ -209,7 +212,9 @@ class AccessControl:
             return 401, unauthorized_status()
         attrs = request_attributes(method, path, parsed, params)
         if not self.authorizer.allowed(user, attrs):
-            return 403, forbidden_status(user, attrs)
+            denial = forbidden_status(user, attrs)
+            logger.info('RBAC: %s', denial['message'])  # like kube-apiserver's RBAC DENY lines
+            return 403, denial
         if path.rstrip('/') not in (ACCESS_REVIEW_PATH, WHOAMI_PATH):
             return None
         if method.upper() != 'POST':

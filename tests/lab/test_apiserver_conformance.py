@@ -54,9 +54,9 @@ def wait_for(fn, timeout: float = 20.0, interval: float = 0.1):
 
 
 @pytest.fixture(scope='module')
-def api(apiserver) -> kubernetes.client.ApiClient:
+def api(apiserver_kubeconfig) -> kubernetes.client.ApiClient:
     cfg = kubernetes.client.Configuration()
-    cfg.host = apiserver.url
+    kubernetes.config.load_kube_config(str(apiserver_kubeconfig), client_configuration=cfg)
     with kubernetes.client.ApiClient(cfg) as client:
         yield client
 
@@ -272,11 +272,11 @@ def test_watch_from_resource_version_sees_only_later_events(co):
     assert names == [('ADDED', 'w-a')]
 
 
-def test_watch_live_events_and_gone_resource_version():
+def test_watch_live_events_and_gone_resource_version(tmp_path):
     from modelrollout_lab.apiserver import start_in_thread
     with start_in_thread(history=5) as srv:
         cfg = kubernetes.client.Configuration()
-        cfg.host = srv.url
+        kubernetes.config.load_kube_config(str(srv.write_kubeconfig(tmp_path / 'config')), client_configuration=cfg)
         with kubernetes.client.ApiClient(cfg) as client:
             core = kubernetes.client.CoreV1Api(client)
             start_rv = core.list_namespaced_config_map('default').metadata.resource_version
@@ -298,7 +298,8 @@ def test_watch_live_events_and_gone_resource_version():
             for i in range(10):  # push the start out of the bounded history
                 core.create_namespaced_config_map('default', {'metadata': {'name': f'h{i}'}})
             with urllib.request.urlopen(f'{srv.url}/api/v1/namespaces/default/configmaps?watch=true'
-                                        f'&resourceVersion={start_rv}', timeout=5) as resp:
+                                        f'&resourceVersion={start_rv}', timeout=5,
+                                        context=srv.authority.client_ssl_context()) as resp:
                 line = json.loads(resp.readline())
             assert line['type'] == 'ERROR' and line['object']['code'] == 410 and line['object']['reason'] == 'Expired'
 
@@ -519,12 +520,12 @@ def test_cli_entry_point_writes_kubeconfig_and_serves(tmp_path):
                             env=env, stdout=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline().split()
-        assert ready[0] == 'READY' and ready[1].startswith('http://127.0.0.1:')
+        assert ready[0] == 'READY' and ready[1].startswith('https://127.0.0.1:')
         config = yaml.safe_load(kubeconfig.read_text())
         assert config['current-context'] == 'modelrollout-lab'
         assert config['clusters'][0]['cluster']['server'] == ready[1]
-        with urllib.request.urlopen(f'{ready[1]}/version', timeout=5) as resp:
-            assert json.loads(resp.read())['gitVersion'].startswith('v1.3')
+        with kubernetes.config.new_client_from_config(str(kubeconfig)) as client:  # the CA and an admin certificate
+            assert kubernetes.client.VersionApi(client).get_code().git_version.startswith('v1.3')
         proc.send_signal(15)
         assert proc.wait(10) == 0
     finally:
