@@ -359,6 +359,12 @@ class _RateTest:
         """log E against H0 at the test's own margin."""
         return self.log_mixture(c) - self.log_null_max(c, above, self.margin)
 
+    def log_e_both(self, c: _Counts) -> tuple[float, float]:
+        """log E of the FAIL test and of the PASS test (one numerator, two nulls)."""
+        mixture = self.log_mixture(c)
+        return (mixture - self.log_null_max(c, True, self.margin),
+                mixture - self.log_null_max(c, False, self.margin))
+
     def reference(self, c: _Counts) -> float:
         """The bad-rate the canary is held to now: the bound, or stable's rate plus the margin."""
         if not self.compare:
@@ -375,7 +381,7 @@ class _RateTest:
         hi = 1.0
         if mixture - self.log_null_max(c, False, hi) < crit:
             return hi
-        while hi - lo > 1e-6:
+        while hi - lo > 1e-5:
             mid = 0.5 * (lo + hi)
             if mixture - self.log_null_max(c, False, mid) >= crit:
                 hi = mid
@@ -402,7 +408,7 @@ class _RateTest:
             lo, hi = hi, hi * 2
             if hi > 1e10:
                 return None
-        while hi - lo > max(1.0, 0.01 * hi):
+        while hi - lo > max(1.0, 0.02 * hi):
             mid = 0.5 * (lo + hi)
             if enough(mid):
                 hi = mid
@@ -417,15 +423,14 @@ def _proven_needed(test: _RateTest, c: _Counts, alpha: float) -> float | None:
     pc = c.xc / c.nc
 
     def decides(n: float) -> bool:
-        s = c.scaled(n, pc)
-        return test.log_e(s, above=True) >= crit or test.log_e(s, above=False) >= crit
+        return max(test.log_e_both(c.scaled(n, pc))) >= crit
 
     if not decides(1000 * c.nc):
         return None
     lo, hi = c.nc, 2 * c.nc
     while not decides(hi):
         lo, hi = hi, hi * 2
-    while hi - lo > max(1.0, 0.01 * hi):
+    while hi - lo > max(1.0, 0.02 * hi):
         mid = 0.5 * (lo + hi)
         if decides(mid):
             hi = mid
@@ -450,14 +455,13 @@ def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect
     """One test's verdict; ``show`` turns a bad-rate into the metric's rate, ``show_upper`` the
     confidence sequence's upper end into what the user reads (a rate, or a difference)."""
     crit = math.log(1.0 / alpha)
-    log_fail = test.log_e(c, above=True)
+    log_fail, log_pass = test.log_e_both(c)
     p_fail = min(1.0, math.exp(-log_fail)) if log_fail > -700 else 1.0
     ev[f"{key}p_value"] = p_fail
     if log_fail >= crit:
         return _Outcome(Verdict.FAIL, f"{what} ({_peq(p_fail)})")
     if fail_only:
         return _Outcome(Verdict.INCONCLUSIVE, "")
-    log_pass = test.log_e(c, above=False)
     p_pass = min(1.0, math.exp(-log_pass)) if log_pass > -700 else 1.0
     upper = test.upper_bound(c, alpha)
     ev[f"{key}p_value_no_worse"] = p_pass
@@ -470,8 +474,10 @@ def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect
         if c.nc >= powered:
             return _Outcome(Verdict.PASS, f"not worse after {_count(c.nc)} canary requests, enough to catch "
                                           f"{_num(show(test.reference(c) + effect))} with {power:.0%} power")
-        return _Outcome(Verdict.INCONCLUSIVE, "", powered)
-    return _Outcome(Verdict.INCONCLUSIVE, "", _proven_needed(test, c, alpha))
+    proven = _proven_needed(test, c, alpha)
+    # Whichever PASS comes first (a proof, or the powered sample size).
+    needed = [n for n in (powered, proven) if n is not None]
+    return _Outcome(Verdict.INCONCLUSIVE, "", min(needed) if needed else None)
 
 
 def judge_proportion(

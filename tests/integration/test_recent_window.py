@@ -12,7 +12,7 @@ import pytest
 
 from modelrollout_lab import scenarios
 
-from lab_watch import start_stable
+from lab_watch import events_of, route_canary_weight, start_stable
 
 pytestmark = pytest.mark.lab
 
@@ -33,3 +33,22 @@ def test_a_mid_step_degradation_is_rolled_back_from_the_recent_window(lab):
     # recentWindow 0s (the step's window alone) the same release served 1,184.
     assert canary["requests"] - canary["degraded_requests"] >= 1500
     assert canary["degraded_requests"] <= 1100
+
+
+def test_a_step_that_cannot_decide_pauses_and_says_how_many_more_requests_it_needs(lab):
+    """Too little traffic to show an error rate within max 0.01 (that takes ~1,000 requests at 0.1 %):
+    after its hold and decideWithin the step pauses, keeps its weight, and says what it needs."""
+    v1 = start_stable(lab, "starved", router="gatewayAPI", rps=20, interval="1s", min_samples=10,
+                      steps=[{"weight": 20, "hold": "2s"}, {"weight": 50, "hold": "2s"}],
+                      metrics=[{"name": "error-rate", "max": 0.01, "critical": True}])
+    release = scenarios.release(v1, "2.0.0")
+    release["spec"]["analysis"]["decideWithin"] = "6s"
+    lab.apply(release)
+    status = lab.wait_for_phase("starved", "Paused", timeout=60)
+    print(f"\n{status['message']}")
+    assert status["currentStep"] == 0 and route_canary_weight(lab, "starved") == 20
+    paused = {c["type"]: c for c in status["conditions"]}["Paused"]
+    assert (paused["status"], paused["reason"]) == ("True", "Undecided")
+    assert "undecided" in status["message"] and "error-rate needs ~" in status["message"]
+    assert "more canary requests (~" in status["message"] and "s at " in status["message"]
+    assert lab.wait_for(lambda: events_of(lab, "starved", "Undecided"), timeout=10, what="an Undecided event")
