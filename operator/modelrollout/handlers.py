@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from modelrollout import metrics
+from modelrollout import access, metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
 from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
@@ -102,6 +102,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
         memo.runtime = Runtime(config=config, kube=Kube(load_configuration(config.kubeconfig)))
+        await access.self_check(memo.runtime.kube, config.namespaces)
         memo.wakeups = {}
         memo.seen = {}
         if config.metrics_port:

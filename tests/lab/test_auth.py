@@ -23,7 +23,8 @@ import pytest
 from modelrollout_lab import scenarios
 from modelrollout_lab.auth import ADMIN
 from modelrollout_lab.lab import Lab, crd_manifest
-from modelrollout_lab.rbac import chart_rbac, operator_identity
+from modelrollout.access import NEEDED
+from modelrollout_lab.rbac import Attributes, Authorizer, chart_rbac, operator_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
@@ -165,6 +166,19 @@ def test_the_packaged_chart_rbac_is_what_helm_renders_today():
 
     assert chart_rbac() == render_chart_rbac(ROOT / "helm" / "modelrollout"), \
         "helm/modelrollout changed: run `python -m modelrollout_lab.rbac` to render the lab's copy again"
+
+
+def test_the_operators_self_check_asks_only_for_what_the_chart_grants():
+    """access.NEEDED (what the code calls) and the chart's RBAC stay in step: a chart without one of them
+    would make every install report a missing permission."""
+    documents = chart_rbac()
+    authorizer = Authorizer(lambda plural: [d for d in documents if f"{d['kind'].lower()}s" == plural])
+    for permission in NEEDED:
+        resource, _, subresource = permission.resource.partition("/")
+        for verb in permission.verbs:
+            attrs = Attributes(verb, group=permission.group, resource=resource, subresource=subresource,
+                               namespace="ml")
+            assert authorizer.allowed(SA, attrs), f"the chart does not grant {verb} {permission.resource}"
 
 
 # ------------------------------------------------------------------------------------------------
