@@ -101,17 +101,20 @@ def test_verdicts_are_counted_per_metric_and_normalized():
 
 
 def test_results_count_and_observe_duration():
+    hist = "modelrollout_rollout_duration_seconds"
+    # The duration histogram is labelled by result only: other tests in this process add to it.
+    series = [(hist + "_count", {"result": "promoted"}), (hist + "_sum", {"result": "promoted"}),
+              (hist + "_count", {"result": "rolledback"}), (hist + "_bucket", {"result": "rolledback", "le": "120.0"}),
+              (hist + "_bucket", {"result": "rolledback", "le": "60.0"})]
+    before = [value(name, **labels) or 0.0 for name, labels in series]
     metrics.record_result("ml", "fraud", "promoted", 1200)
     metrics.record_result("ml", "fraud", "rolledback", 90)
     metrics.record_result("ml", "fraud", "RolledBack", None)
     assert value("modelrollout_promotions_total", namespace="ml", name="fraud") == 1
     assert value("modelrollout_rollbacks_total", namespace="ml", name="fraud") == 2
-    hist = "modelrollout_rollout_duration_seconds"
-    assert value(hist + "_count", result="promoted") == 1
-    assert value(hist + "_sum", result="promoted") == 1200
-    assert value(hist + "_count", result="rolledback") == 1  # None duration: counted, not observed
-    assert value(hist + "_bucket", result="rolledback", le="120.0") == 1
-    assert value(hist + "_bucket", result="rolledback", le="60.0") == 0
+    added = [value(name, **labels) - old for (name, labels), old in zip(series, before)]
+    # promoted: one of 1200 s; rolledback: one of 90 s (a None duration is counted, not observed)
+    assert added == [1, 1200, 1, 1, 0]
     with pytest.raises(ValueError):
         metrics.record_result("ml", "fraud", "exploded", 1)
 
