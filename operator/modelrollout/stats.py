@@ -449,8 +449,8 @@ class _Outcome:
     needed: float | None = None
 
 
-def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect: float,
-              pass_rule: PassRule, fail_only: bool, what: str, show: Callable[[float], float],
+def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect: float | None,
+              pass_rule: PassRule, fail_only: bool, what: str, limit: str, show: Callable[[float], float],
               show_upper: Callable[[float], float], ev: dict[str, float | str], key: str) -> _Outcome:
     """One test's verdict; ``show`` turns a bad-rate into the metric's rate, ``show_upper`` the
     confidence sequence's upper end into what the user reads (a rate, or a difference)."""
@@ -467,12 +467,14 @@ def _run_test(test: _RateTest, c: _Counts, *, alpha: float, power: float, effect
     ev[f"{key}p_value_no_worse"] = p_pass
     ev[f"{key}upper_bound"] = upper
     if log_pass >= crit:
-        return _Outcome(Verdict.PASS, f"proven within (always-valid bound {_num(show_upper(upper))}, {_peq(p_pass)})")
-    powered = test.powered_at(c, alpha, power, effect) if pass_rule == "powered" else None
+        return _Outcome(Verdict.PASS, f"proven within {limit} (always-valid bound {_num(show_upper(upper))}, "
+                                      f"{_peq(p_pass)})")
+    powered = test.powered_at(c, alpha, power, effect) if pass_rule == "powered" and effect is not None else None
     if powered is not None:
+        assert effect is not None
         ev[f"{key}powered_at"] = float(powered)
         if c.nc >= powered:
-            return _Outcome(Verdict.PASS, f"not worse after {_count(c.nc)} canary requests, enough to catch "
+            return _Outcome(Verdict.PASS, f"not beyond {limit} after {_count(c.nc)} canary requests, enough to catch "
                                           f"{_num(show(test.reference(c) + effect))} with {power:.0%} power")
     proven = _proven_needed(test, c, alpha)
     # Whichever PASS comes first (a proof, or the powered sample size).
@@ -507,8 +509,8 @@ def judge_proportion(
       the tolerance: an exact e-process reaches 1/alpha (anytime-valid p < alpha).
     * PASS (``pass_rule="proven"``) when it is significantly within every limit.
     * PASS (``pass_rule="powered"``) also once the canary has the requests at which a canary
-      ``effect`` beyond the limit (default: the tolerance, or the bound itself) would have been
-      failed with probability ``power``, and it was not.
+      ``effect`` beyond the limit would have been failed with probability ``power``, and it was
+      not.  ``effect`` defaults to the tolerance; a bound without an ``effect`` must be proven.
     * otherwise INCONCLUSIVE, with the canary requests still needed.
 
     ``fail_only`` judges a recent window that may only fail (PASS becomes INCONCLUSIVE).
@@ -579,23 +581,24 @@ def judge_proportion(
         return _inconclusive(f"{head}: only {_count(n)} {who} requests, need {_count(min_samples)}",
                              shown(xc / nc), nc, ev)
 
-    tests: list[tuple[_RateTest, _Counts, str, str, float]] = []
+    tests: list[tuple[_RateTest, _Counts, str, str, str, float | None]] = []
     if bound is not None:
         bad_bound = 1.0 - bound if higher else float(bound)
-        word = f"{'below min' if higher else 'above max'} {_num(bound)}"
-        tests.append((_RateTest(bad_bound, compare=False), _Counts(xc, nc), word, "",
-                      effect if effect is not None else max(bad_bound, 0.001)))
+        limit = f"{'min' if higher else 'max'} {_num(bound)}"
+        tests.append((_RateTest(bad_bound, compare=False), _Counts(xc, nc),
+                      f"{'below' if higher else 'above'} {limit}", limit, "", effect))
     if have_stable:
         assert tolerance is not None
         tests.append((_RateTest(float(tolerance), compare=True), counts,
-                      f"worse than stable beyond tolerance {_num(tolerance)}", "vs_stable_" if bound is not None else "",
+                      f"worse than stable beyond tolerance {_num(tolerance)}",
+                      f"stable {'-' if higher else '+'} {_num(tolerance)}", "vs_stable_" if bound is not None else "",
                       effect if effect is not None else max(float(tolerance), 0.001)))
     elif tolerance is not None:
         ev["stable"] = "absent: judged by the bound alone"
     outcomes = []
-    for test, c, word, key, eff in tests:
+    for test, c, word, limit, key, eff in tests:
         outcomes.append(_run_test(test, c, alpha=alpha, power=power, effect=eff, pass_rule=pass_rule,
-                                  fail_only=fail_only, what=word, show=shown,
+                                  fail_only=fail_only, what=word, limit=limit, show=shown,
                                   show_upper=shown if not test.compare else (lambda d: -d if higher else d),
                                   ev=ev, key=key))
     value = shown(xc / nc)

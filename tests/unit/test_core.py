@@ -571,11 +571,12 @@ def _rate_canary(spec):
 
 @pytest.mark.parametrize(("pass_rule", "verdict"), [(None, "Pass"), ("powered", "Pass"), ("proven", "Inconclusive")])
 def test_the_pass_rule_decides_when_a_rate_within_its_bound_passes(pass_rule, verdict):
-    """20 errors in 600 requests against max 0.05: enough requests to have caught 0.10 with 80 % power
-    (powered, the default), not yet a proof that the rate is below 0.05 (proven)."""
-    spec = make_spec("model:v2", metrics=RATE, **({"pass": pass_rule} if pass_rule else {}))
+    """30 errors in 1,000 requests against max 0.05 (and stable + 0.05): enough requests to have caught
+    0.10 with 80 % power (powered, the default), not yet a proof that the rate is below 0.05 (proven)."""
+    metrics = [{**RATE[0], "minDetectableEffect": 0.05}]
+    spec = make_spec("model:v2", metrics=metrics, **({"pass": pass_rule} if pass_rule else {}))
     run, w = _rate_canary(spec)
-    d = run.step(after=31, workloads=w, samples=_counts(20, 600))
+    d = run.step(after=31, workloads=w, samples=_counts(30, 1000))
     assert d.status["lastAnalysis"][0]["verdict"] == verdict
     assert (d.action is Action.ADVANCE) == (verdict == "Pass")
 

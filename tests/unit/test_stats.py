@@ -153,10 +153,12 @@ def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
         ((700, 1000, None, None), {"tolerance": None, "bound": 0.85, "direction": "higher_is_better"}, F,
          "good rate 0.7 over 1,000 requests: below min 0.85"),
         # powered: not failed after the requests that catch tolerance beyond the limit with 80 % power
-        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered"}, P,
+        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered", "effect": 0.05}, P,
          "enough to catch 0.1 with 80% power"),
+        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered"}, I,
+         "need more samples"),  # a bound with no effect to catch must be proven
         ((2, 200, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered", "alpha": 0.01,
-                                "min_samples": 20}, I, "need more samples"),
+                                "min_samples": 20, "effect": 0.05}, I, "need more samples"),
         # a window that may only fail: never PASS
         ((0, 20000, 0, 20000), {"tolerance": 0.005, "fail_only": True}, I, "not failing"),
         ((120, 2310, 2, 2000), {"tolerance": 0.005, "fail_only": True}, F, "worse than stable"),
