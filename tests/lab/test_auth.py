@@ -168,6 +168,20 @@ def test_the_packaged_chart_rbac_is_what_helm_renders_today():
         "helm/modelrollout changed: run `python -m modelrollout_lab.rbac` to render the lab's copy again"
 
 
+def test_a_namespaced_install_grants_only_in_its_namespaces():
+    """watchNamespaces renders a Role and RoleBinding per namespace: nothing elsewhere, nothing cluster-wide."""
+    pytest.importorskip("helm_python", reason="helm-python-sdk is in the [test] extra")
+    from modelrollout_lab.rbac import render_chart_rbac
+
+    documents = render_chart_rbac(ROOT / "helm" / "modelrollout", {"watchNamespaces": ["team-a"]})
+    authorizer = Authorizer(lambda plural: [d for d in documents if f"{d['kind'].lower()}s" == plural])
+    status_patch = {"verb": "patch", "group": "modelrollout.io", "resource": "modelrollouts", "subresource": "status"}
+    assert authorizer.allowed(SA, Attributes(**status_patch, namespace="team-a"))
+    assert not authorizer.allowed(SA, Attributes(**status_patch, namespace="team-b"))
+    assert not authorizer.allowed(SA, Attributes(**status_patch))  # cluster-wide
+    assert authorizer.allowed(SA, Attributes("list", group="apiextensions.k8s.io", resource="customresourcedefinitions"))
+
+
 def test_the_operators_self_check_asks_only_for_what_the_chart_grants():
     """access.NEEDED (what the code calls) and the chart's RBAC stay in step: a chart without one of them
     would make every install report a missing permission."""
@@ -205,6 +219,7 @@ def test_a_release_completes_with_the_operator_on_each_credential(tmp_path, cred
         status = _release(lab, f"by-{credential}")
         assert status["history"][0]["result"] == "Promoted"
         assert "Unauthorized" not in lab.operator_log() and "Forbidden" not in lab.operator_log()
+        assert "access self-check: all" in lab.operator_log()  # the chart grants what the operator needs
 
 
 @pytest.mark.lab
