@@ -228,3 +228,4 @@ def test_the_full_wheel_carries_the_lab_and_its_crd(tmp_path):
     wheel = _build_wheel(context, tmp_path / "wheel")
     crd = yaml.safe_load(wheel.read("modelrollout_lab/crds/modelrollout.yaml"))
     assert crd == yaml.safe_load((ROOT / "crds" / "modelrollout.yaml").read_text())
+    assert "modelrollout_lab/chart/rbac.yaml" in wheel.namelist()  # the chart's RBAC the lab authorizes by
