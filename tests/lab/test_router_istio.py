@@ -11,7 +11,7 @@ import pytest
 
 from modelrollout.kube import Kube, KubeError, load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
-from modelrollout.routers.istio import IstioRouter
+from modelrollout.routers.istio import IstioRouter, weighted
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.scenarios import rollout, virtual_service
@@ -180,6 +180,13 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
         assert (await kube.get(f"{VS}/shadow"))["spec"]["http"][1]["mirror"] == {"host": "someone-else"}
 
     _with_kube(api, scenario)
+
+
+def test_a_route_that_gives_the_rollout_nothing_keeps_summing_to_100():
+    route = {"name": "primary", "route": [{"destination": {"host": "legacy"}, "weight": 100},
+                                          {"destination": {"host": "zero-stable"}, "weight": 0}]}
+    out = weighted(route, _target("zero"), 30)
+    assert [d["weight"] for d in out["route"]] == [100, 0, 0]
 
 
 def _deployment(name, app, ready):

@@ -86,7 +86,9 @@ def weighted(route: Route, target: RouteTarget, weight: int) -> Route:
     destinations = route.get("route") or []
     alone = len(destinations) == 1
     ours = [d for d in destinations if _is(d, target, stable) or _is(d, target, canary)]
-    share = sum(_weight(d, alone) for d in ours) or 100
+    share = sum(_weight(d, alone) for d in ours)
+    if not share and len(ours) == len(destinations):
+        share = 100  # the route is ours alone: it must still sum to 100
     canary_weight = round(share * weight / 100)
     out: list[dict[str, Any]] = []
     for d in destinations:
