@@ -19,11 +19,15 @@ from modelrollout import access, metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
 from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
-from modelrollout.reconcile import RolloutObject, Runtime, finalize, observed_deployments, reconcile
+from modelrollout.reconcile import (RolloutObject, Runtime, act_failure, finalize, observed_deployments,
+                                    reconcile)
 from modelrollout.workloads import ObservedDeployment
 
 ERROR_BACKOFF = 2.0
+ERROR_BACKOFF_CAP = 60.0
 DAEMON_EXIT_TIMEOUT = 10.0
+DELETE_TIMEOUT = 300.0  # seconds of retries before a deletion goes ahead without handing traffic back
+DELETE_BACKOFF = 5.0
 
 
 def _rollout_object(body: Mapping[str, Any]) -> RolloutObject:
@@ -150,6 +154,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                           **_: Any) -> None:
         wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
         written: Mapping[str, Any] | None = None
+        failures, last_failure = 0, None
         try:
             while not stopped:
                 wakeup.clear()
@@ -163,9 +168,15 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                 try:
                     delay, fresh = await reconcile(memo.runtime, obj, observed_deployments(entries), services, emit)
                     written = fresh or written
-                except Exception as exc:  # an API conflict, an outage: retry soon, never crash the loop
-                    logger.warning("reconcile failed, retrying in %.0fs: %s", ERROR_BACKOFF, exc)
-                    delay = ERROR_BACKOFF
+                    failures, last_failure = 0, None
+                except Exception as exc:  # the status write itself failed, an outage: never crash the loop
+                    failures += 1
+                    delay = min(ERROR_BACKOFF_CAP, ERROR_BACKOFF * 2 ** min(failures - 1, 5))
+                    reason, message = act_failure(exc)
+                    logger.warning("reconcile failed (%s), retrying in %.0fs: %s", reason, delay, message)
+                    if (reason, message) != last_failure:  # on the resource too, once per distinct failure
+                        emit("Warning", reason, f"reconcile failed: {message}")
+                        last_failure = (reason, message)
                 try:
                     await asyncio.wait_for(wakeup.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -173,8 +184,11 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         finally:
             memo.wakeups.pop((namespace, name), None)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, timeout=DELETE_TIMEOUT, backoff=DELETE_BACKOFF,
+                    registry=registry)
     async def restore_stable(body: kopf.Body, memo: kopf.Memo, namespace: str, name: str, **_: Any) -> None:
+        """Retried (every failure is a Warning event from kopf) for DELETE_TIMEOUT at most: then kopf
+        gives up and releases the finalizer, so a denied or broken cluster never wedges a deletion."""
         memo.seen.pop((namespace, name), None)
         await _daemon_exited(memo, namespace, name)
         await finalize(memo.runtime, _rollout_object(body))
