@@ -199,6 +199,9 @@ def test_missing_prometheus_uses_the_operator_default_or_is_named():
     ("https://gates.example.com.evil.net/check", ("https://gates.example.com/*",), False),
     ("https://gates.example.com@127.0.0.1/check", ("https://gates.example.com*",), False),
     ("http://gates.example.com/check", ("https://gates.example.com/*",), False),
+    # a `*` in the host matches hosts only, never a path that looks like the host
+    ("https://evil.test/.example.com/check", ("https://*.example.com/*",), False),
+    ("https://gates.example.com/check", ("https://*.example.com/*",), True),
 ])
 def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
     raw = with_("strategy.gates", {"beforePromotion": [{"name": "hook", "webhook": {"url": url}}]})
