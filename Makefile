@@ -26,7 +26,7 @@ lab: $(STAMP) prometheus
 
 test: $(STAMP) prometheus
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

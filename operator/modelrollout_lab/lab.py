@@ -35,21 +35,21 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout_lab.apiserver import start_in_thread
-from modelrollout_lab.rbac import RELEASE_NAMESPACE, chart_rbac, operator_identity
 from modelrollout_lab.faults import FaultRule, Faults
+from modelrollout_lab.rbac import RELEASE_NAMESPACE, chart_rbac, operator_identity
 from modelrollout_lab.prometheus import PrometheusServer, spawn
 from modelrollout_lab.kserve import KServeSimulator
 from modelrollout_lab.traffic import TrafficSimulator
 from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
 
+OPERATOR_CREDENTIALS = ("certificate", "token", "token-file")
+
+
 # Without an authenticated identity, the operator's requests are told apart by what they are not: the lab's
 # simulators and the tests use the synchronous kubernetes client (the operator an async one), tests use kubectl.
 LAB_USER_AGENTS = rf"OpenAPI-Generator/{re.escape(kubernetes.__version__)}/python|kubectl/"
 OPERATOR_USER_AGENTS = rf"^(?!{LAB_USER_AGENTS})"
-
-
-OPERATOR_CREDENTIALS = ("certificate", "token", "token-file")
 
 
 def crd_manifest() -> dict[str, Any]:

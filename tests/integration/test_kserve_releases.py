@@ -34,7 +34,7 @@ def _served_by_revision(lab, name):
 def _keeps_serving(lab, name, revision):
     """The revision serves more requests within a few seconds (the simulators poll)."""
     before = _served_by_revision(lab, name).get(revision, 0)
-    return lab.wait_for(lambda: _served_by_revision(lab, name).get(revision, 0) > before + 50, timeout=10,
+    return lab.wait_for(lambda: _served_by_revision(lab, name).get(revision, 0) > before + 50, timeout=30,
                         what=f"revision {revision} to serve")
 
 
@@ -76,7 +76,7 @@ def test_good_model_promoted_bad_one_rolled_back_other_parts_untouched(lab, mode
     lab.wait_for(lambda: _canary_percent(lab, name) in (0, None), timeout=10, what="all traffic on the previous model")
     bad = status["history"][0]["revision"]
     lab.wait_for(lambda: not any(t.get("fraction") for t in lab.traffic.snapshot().values() if t.get("revision") == bad),
-                 timeout=5, what="the traffic simulator to route by the rolled-back split")
+                 timeout=15, what="the traffic simulator to route by the rolled-back split")
     served_bad = _served_by_revision(lab, name).get(bad, 0)
     _keeps_serving(lab, name, promoted["stableRevision"])
     assert _served_by_revision(lab, name).get(bad, 0) == served_bad  # not one more request to the bad model
