@@ -455,7 +455,7 @@ def _clear_canary(b: _Builder) -> None:
     for key in ("canaryRevision", "canaryModelVersion", "currentStep", "stepWeight", "stepMirror", "canaryReadyAt",
                 "stepEnteredAt", "stepStartedAt", "servingSince", "lastAnalysisAt", "noDataSince", "noDataReason",
                 "noDataPaused",
-                "pausedAt", "rolloutStartedAt", "gating", "gates"):
+                "pausedAt", "rolloutStartedAt", "gating", "gates", "promotionReason"):
         b.status.pop(key, None)
     b.status["failures"] = {}
     b.status["passedChecks"] = 0
@@ -759,6 +759,7 @@ def _gates(b: _Builder, stage: str) -> Decision | None:
 
 def _begin_promotion(b: _Builder, revision: str, why: str) -> Decision:
     b.event("Normal", "Promoting", f"{why}; scaling canary {revision} to {b.spec.replicas} replicas")
+    b.status["promotionReason"] = why  # the history says why, not the last scaling message
     b.wake_in(WARMUP_POLL)
     return b.finish(Action.PROMOTE, Phase.PROMOTING, "Promoting", f"promoting {revision}: {why}")
 
@@ -771,7 +772,8 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
         return b.finish(Action.WAIT, Phase.PROMOTING, "Promoting",
                         f"promoting {revision}: {ready}/{b.spec.replicas} replicas ready")
     old_stable = b.status.get("stableRevision")
-    b.history(revision, "Promoted", b.status.get("message") or "all steps passed", b.status.get("rolloutStartedAt"))
+    b.history(revision, "Promoted", b.status.get("promotionReason") or "all steps passed",
+              b.status.get("rolloutStartedAt"))
     _clear_canary(b)
     b.status["stableRevision"] = revision
     b.status["modelVersion"] = b.spec.model.version

@@ -89,6 +89,7 @@ class RolloutStatus(_Frozen):
     gating: Literal["beforeTraffic", "beforePromotion"] | None = None
     gates: dict[str, GateRecord] = Field(default_factory=dict)
     paused_at: str | None = Field(default=None, alias="pausedAt")
+    promotion_reason: str | None = Field(default=None, alias="promotionReason")
     aborted_revision: str | None = Field(default=None, alias="abortedRevision")
     failures: dict[str, int] = Field(default_factory=dict)
     passed_checks: int | None = Field(default=None, alias="passedChecks")

@@ -200,6 +200,7 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert d.action is Action.PROMOTED
     assert d.status["stableRevision"] == V2.revision and "canaryRevision" not in d.status
     assert d.status["history"][0]["result"] == "Promoted"
+    assert d.status["history"][0]["reason"] == "step 1 held 30s with passing analysis"  # not a scaling message
     assert [e["revision"] for e in d.status["scaleDowns"]] == [V1.revision]
 
 
