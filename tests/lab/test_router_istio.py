@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from modelrollout.kube import Kube, KubeError, load_configuration, path
+from modelrollout.kube import Kube, load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.istio import IstioRouter, weighted
 from modelrollout.spec import PlatformPolicy, parse_spec
