@@ -6,11 +6,11 @@ read back the weight it set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
-from modelrollout.kube import Kube
+from modelrollout.kube import Kube, KubeError
 from modelrollout.spec import RolloutSpec
 
 
@@ -54,6 +54,39 @@ class RouteNotManaged(RouteProblem):
                          f"{{name: {services[0]}, port: {port}}} to the backendRefs of the rule(s) this rollout "
                          f"should carry; other rules are never edited")
 
+
+
+WRITE_ATTEMPTS = 3  # reads and writes before a run of 409s is reported
+Read = TypeVar("Read")
+
+
+async def write_back(kube: Kube, object_path: str, read: Callable[[], Awaitable[Read]],
+                     change: Callable[[Read], dict[str, Any] | None]) -> None:
+    """Read a user's object, change only what this rollout owns in it (`change` returns the object
+    to write, or None when nothing changes) and PUT it back with the read resourceVersion: a
+    concurrent edit answers 409 and is retried from a fresh read, so it is kept, never overwritten."""
+    for attempt in range(WRITE_ATTEMPTS):
+        wanted = change(await read())
+        if wanted is None:
+            return
+        try:
+            await kube.replace(object_path, wanted)
+            return
+        except KubeError as exc:
+            if exc.status != 409 or attempt == WRITE_ATTEMPTS - 1:
+                raise
+
+
+def edit_entries(obj: dict[str, Any], entries: list[dict[str, Any]], owned: list[int],
+                 edit: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
+    """Apply `edit` to the owned entries (rules, routes) of `obj`'s list; `obj` if one changed, else None."""
+    changed = False
+    for i in owned:
+        wanted = edit(entries[i])
+        if wanted != entries[i]:
+            entries[i] = wanted
+            changed = True
+    return obj if changed else None
 
 class Router(Protocol):
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:

@@ -19,12 +19,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout.kube import Kube, KubeError, path
+from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
-from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget
+from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, write_back
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
-ATTEMPTS = 3  # reads and writes before a run of 409s is reported
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +153,8 @@ class GatewayApiRouter:
 
     async def _edit_rules(self, kube: Kube, target: RouteTarget, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Apply `edit` to each managed rule; write only when something changed."""
-        for attempt in range(ATTEMPTS):
-            route, managed = await self._route(kube, target)
-            rules = route["spec"]["rules"]
-            changed = False
-            for i in managed:
-                wanted = edit(rules[i])
-                if wanted != rules[i]:
-                    rules[i] = wanted
-                    changed = True
-            if not changed:
-                return
-            try:
-                await kube.replace(_route_path(target), route)
-                return
-            except KubeError as exc:
-                if exc.status != 409 or attempt == ATTEMPTS - 1:
-                    raise
+        await write_back(kube, _route_path(target), lambda: self._route(kube, target),
+                         lambda read: edit_entries(read[0], read[0]["spec"]["rules"], read[1], edit))
 
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         """The route is the user's; set_weight reads it (and says so when it is missing)."""

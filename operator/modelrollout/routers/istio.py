@@ -21,12 +21,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout.kube import Kube, KubeError, path
+from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
-from modelrollout.routers import RouteProblem, RouteTarget
+from modelrollout.routers import RouteProblem, RouteTarget, edit_entries, write_back
 
 GROUP_VERSION = "networking.istio.io/v1"
-ATTEMPTS = 3  # reads and writes before a run of 409s is reported
 
 log = logging.getLogger(__name__)
 
@@ -182,23 +181,8 @@ class IstioRouter:
 
     async def _edit(self, kube: Kube, target: RouteTarget, edit: Callable[[Route], Route]) -> None:
         """Apply `edit` to each managed route; write only when something changed."""
-        for attempt in range(ATTEMPTS):
-            vs, managed = await self._virtual_service(kube, target)
-            routes = vs["spec"]["http"]
-            changed = False
-            for i in managed:
-                wanted = edit(routes[i])
-                if wanted != routes[i]:
-                    routes[i] = wanted
-                    changed = True
-            if not changed:
-                return
-            try:
-                await kube.replace(_vs_path(target), vs)
-                return
-            except KubeError as exc:
-                if exc.status != 409 or attempt == ATTEMPTS - 1:
-                    raise
+        await write_back(kube, _vs_path(target), lambda: self._virtual_service(kube, target),
+                         lambda read: edit_entries(read[0], read[0]["spec"]["http"], read[1], edit))
 
     async def _agreed(self, kube: Kube, target: RouteTarget, read: Callable[[Route, RouteTarget], int]) -> int | None:
         vs, managed = await self._virtual_service(kube, target)

@@ -27,14 +27,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout.kube import Kube, KubeError, path
+from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.routers import RouteProblem, RouteTarget
+from modelrollout.routers import RouteProblem, RouteTarget, write_back
 
 GROUP_VERSION = "serving.kserve.io/v1beta1"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 RAW_MODES = ("RawDeployment", "Standard")
-ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +170,12 @@ class KServeRouter:
 
     async def _edit(self, kube: Kube, target: RouteTarget, raw: Callable[[Obj], Obj],
                     serverless: Callable[[Obj], Obj]) -> None:
-        for attempt in range(ATTEMPTS):
-            isvc = await self._read(kube, target)
+        def change(isvc: Obj) -> Obj | None:
             spec = isvc.get("spec") or {}
             wanted = (raw if is_raw(isvc) else serverless)(spec)
-            if wanted == spec:
-                return
-            try:
-                await kube.replace(_isvc_path(target), {**isvc, "spec": wanted})
-                return
-            except KubeError as exc:
-                if exc.status != 409 or attempt == ATTEMPTS - 1:
-                    raise
+            return None if wanted == spec else {**isvc, "spec": wanted}
+
+        await write_back(kube, _isvc_path(target), lambda: self._read(kube, target), change)
 
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         await self._edit(kube, target, lambda spec: raw_reconciled(spec, target),
