@@ -204,6 +204,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         if reads_mirror and mirror != desired.canary_mirror:
             await router.set_mirror(runtime.kube, target, desired.canary_mirror)
             confirmed_mirror = await router.get_mirror(runtime.kube, target)
+        if confirmed is not None:
+            failure = None  # a read that failed before acting was read again, successfully, after it
     except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
         log.warning("%s/%s: acting failed: %s", obj.namespace, obj.name, exc)
         failure = act_failure(exc)

@@ -403,18 +403,7 @@ class _RateTest:
             low = p1 - z * math.sqrt(p1 * (1.0 - p1) / n)
             return low > 0 and self.log_e(c.scaled(n, low), above=True) >= crit
 
-        lo, hi = 1.0, 16.0
-        while not enough(hi):
-            lo, hi = hi, hi * 2
-            if hi > 1e10:
-                return None
-        while hi - lo > max(1.0, 0.02 * hi):
-            mid = 0.5 * (lo + hi)
-            if enough(mid):
-                hi = mid
-            else:
-                lo = mid
-        return math.ceil(hi)
+        return _least_requests(enough, 1.0, 16.0, 1e10)
 
 
 def _proven_needed(test: _RateTest, c: _Counts, alpha: float) -> float | None:
@@ -425,14 +414,19 @@ def _proven_needed(test: _RateTest, c: _Counts, alpha: float) -> float | None:
     def decides(n: float) -> bool:
         return max(test.log_e_both(c.scaled(n, pc))) >= crit
 
-    if not decides(1000 * c.nc):
+    return _least_requests(decides, c.nc, 2 * c.nc, 1000 * c.nc)
+
+
+def _least_requests(enough: Callable[[float], bool], lo: float, hi: float, limit: float) -> int | None:
+    """The least n (within 2 %) at which the monotone `enough(n)` holds, searching up from [lo, hi]
+    by doubling, then bisecting; None when even `limit` is not enough."""
+    if not enough(limit):
         return None
-    lo, hi = c.nc, 2 * c.nc
-    while not decides(hi):
+    while not enough(hi):
         lo, hi = hi, hi * 2
     while hi - lo > max(1.0, 0.02 * hi):
         mid = 0.5 * (lo + hi)
-        if decides(mid):
+        if enough(mid):
             hi = mid
         else:
             lo = mid
