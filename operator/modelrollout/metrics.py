@@ -14,7 +14,9 @@ all are cheap and thread-safe (kopf runs sync handlers in a thread pool):
 * ``record_analysis(ns, name, verdicts, lag_s)`` -> ``modelrollout_analyses_total``,
   ``modelrollout_analysis_verdicts_total`` and ``modelrollout_analysis_lag_seconds``
 * ``record_query(failed)`` -> ``modelrollout_prometheus_queries_total`` /
-  ``modelrollout_prometheus_query_errors_total``
+  ``modelrollout_prometheus_query_errors_total`` (queries sent)
+* ``record_query_asked()`` -> ``modelrollout_prometheus_queries_asked_total`` (queries analyses
+  asked for; batching sends fewer)
 * ``record_result(ns, name, "promoted"|"rolledback", duration_s)``
   -> ``modelrollout_promotions_total`` / ``modelrollout_rollbacks_total`` and
   ``modelrollout_rollout_duration_seconds{result}``
@@ -54,6 +56,7 @@ __all__ = [
     "record_analysis",
     "record_phase",
     "record_query",
+    "record_query_asked",
     "record_result",
     "record_verdict",
     "record_weight",
@@ -121,6 +124,11 @@ ANALYSIS_LAG = Histogram(
 PROMETHEUS_QUERIES = Counter(
     "modelrollout_prometheus_queries_total",
     "Instant queries sent to Prometheus.",
+    registry=REGISTRY,
+)
+PROMETHEUS_QUERIES_ASKED = Counter(
+    "modelrollout_prometheus_queries_asked_total",
+    "Instant queries analyses asked for; queries_total counts those sent, fewer when many are batched into one.",
     registry=REGISTRY,
 )
 PROMETHEUS_QUERY_ERRORS = Counter(
@@ -228,6 +236,11 @@ def record_query(failed: bool) -> None:
     PROMETHEUS_QUERIES.inc()
     if failed:
         PROMETHEUS_QUERY_ERRORS.inc()
+
+
+def record_query_asked() -> None:
+    """An analysis asked for one query (it may go out batched with others)."""
+    PROMETHEUS_QUERIES_ASKED.inc()
 
 
 def record_result(namespace: str, name: str, result: str, duration_s: float | None) -> None:

@@ -21,6 +21,10 @@ class ProviderError(RuntimeError):
     """The provider could not answer (unreachable, bad query): a verdict becomes inconclusive."""
 
 
+class PrometheusRejected(ProviderError):
+    """Prometheus answered, but with an error or with something that is not a query result."""
+
+
 class MetricsProvider(Protocol):
     async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
         """An instant query: every series of the result with its value (NaN kept as NaN).
@@ -34,8 +38,13 @@ class MetricsProvider(Protocol):
 
 def make_provider(kind: str, address: str, *, timeout: float = 10.0,
                   bearer_token: Callable[[], str | None] | None = None, ca_file: str | None = None) -> MetricsProvider:
-    """`bearer_token` is read at each request (rotation); only the operator's own Prometheus gets one."""
+    """`bearer_token` is read at each request (rotation); only the operator's own Prometheus gets one.
+
+    Queries that many rollouts ask at about the same time go out as one (providers.batching).
+    """
+    from modelrollout.providers.batching import BatchingProvider
     from modelrollout.providers.prometheus import PrometheusProvider
 
     providers = {"prometheus": PrometheusProvider}
-    return providers[kind](address, timeout=timeout, bearer_token=bearer_token, ca_file=ca_file)
+    provider = providers[kind](address, timeout=timeout, bearer_token=bearer_token, ca_file=ca_file)
+    return BatchingProvider(provider)

@@ -17,9 +17,10 @@ import requests
 from urllib3.util.retry import Retry
 
 from modelrollout import metrics
-from modelrollout.providers import ProviderError, Series
+from modelrollout.providers import PrometheusRejected, ProviderError, Series
 
 QUERY_THREADS = 32
+LONG_QUERY = 4000  # characters; longer ones (batched queries) are POSTed: URLs have length limits
 # Prometheus' own error types (api/v1): short, fixed words, safe to repeat; anything else is not.
 _ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
                           "not_found", "not_acceptable"})
@@ -59,10 +60,11 @@ class PrometheusProvider:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
-    def _get(self, api_path: str, params: dict[str, str] | None = None) -> requests.Response:
+    def _request(self, api_path: str, params: dict[str, str] | None = None, *, post: bool = False) -> requests.Response:
         try:
-            return self._session.get(f"{self.address}{api_path}", params=params, timeout=self._timeout,
-                                     allow_redirects=False)
+            return self._session.request("POST" if post else "GET", f"{self.address}{api_path}",
+                                         params=None if post else params, data=params if post else None,
+                                         timeout=self._timeout, allow_redirects=False)
         except requests.Timeout:
             raise ProviderError(f"Prometheus did not answer within {self._timeout:g}s") from None
         except requests.ConnectionError:
@@ -74,7 +76,7 @@ class PrometheusProvider:
         params = {"query": query}
         if at is not None:
             params["time"] = f"{at.timestamp():.3f}"
-        response = self._get("/api/v1/query", params)
+        response = self._request("/api/v1/query", params, post=len(query) > LONG_QUERY)
         try:
             body: Any = response.json()
         except ValueError:
@@ -82,7 +84,7 @@ class PrometheusProvider:
         if response.status_code != 200:
             error_type = body.get("errorType") if isinstance(body, dict) else None
             detail = f" ({error_type})" if error_type in _ERROR_TYPES else ""
-            raise ProviderError(f"Prometheus answered HTTP {response.status_code}{detail}")
+            raise PrometheusRejected(f"Prometheus answered HTTP {response.status_code}{detail}")
         return _series(body)
 
     async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
@@ -97,7 +99,7 @@ class PrometheusProvider:
 
     def _online(self) -> bool:
         try:
-            return self._get("/").ok
+            return self._request("/").ok
         except ProviderError:  # refused, timed out: not online
             return False
 
@@ -111,7 +113,7 @@ class PrometheusProvider:
 
 def _series(body: Any) -> list[Series]:
     """The series of an instant query's answer (a scalar is one series without labels)."""
-    not_a_result = ProviderError("Prometheus answered with something that is not a query result")
+    not_a_result = PrometheusRejected("Prometheus answered with something that is not a query result")
     data = body.get("data") if isinstance(body, dict) and body.get("status") == "success" else None
     if not isinstance(data, dict):
         raise not_a_result
@@ -119,7 +121,7 @@ def _series(body: Any) -> list[Series]:
         if data.get("resultType") == "scalar":
             return [Series(labels={}, value=float(data["result"][1]))]
         if data.get("resultType") in ("matrix", "string"):
-            raise ProviderError(f"the query returned a {data['resultType']}, not an instant vector")
+            raise PrometheusRejected(f"the query returned a {data['resultType']}, not an instant vector")
         if data.get("resultType") != "vector":
             raise not_a_result
         return [Series(labels={str(k): str(v) for k, v in (item.get("metric") or {}).items()},
