@@ -19,45 +19,13 @@ from modelrollout import access, metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
 from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
-from modelrollout.reconcile import (RolloutObject, Runtime, act_failure, finalize, observed_deployments,
-                                    reconcile)
+from modelrollout.reconcile import (RolloutMemory, Runtime, finalize, observed_deployments, rollout_object,
+                                    run_pass)
 from modelrollout.workloads import ObservedDeployment
 
-ERROR_BACKOFF = 2.0
-ERROR_BACKOFF_CAP = 60.0
 DAEMON_EXIT_TIMEOUT = 10.0
 DELETE_TIMEOUT = 300.0  # seconds of retries before a deletion goes ahead without handing traffic back
 DELETE_BACKOFF = 5.0
-
-
-def _rollout_object(body: Mapping[str, Any]) -> RolloutObject:
-    meta = body.get("metadata") or {}
-    return RolloutObject(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        uid=meta.get("uid", ""),
-        generation=int(meta.get("generation") or 1),
-        annotations=dict(meta.get("annotations") or {}),
-        spec=dict(body.get("spec") or {}),
-        status=dict(body.get("status") or {}),
-    )
-
-
-def _newer(written: Mapping[str, Any] | None, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The fresher of kopf's live body and the object our own last status write returned.
-
-    The watch may not have delivered our write yet; deciding on the older status would
-    repeat a step. resourceVersions are opaque, but numeric on every real API server;
-    when they are not, the watched body wins.
-    """
-    if written is None:
-        return body
-    try:
-        mine = int(written["metadata"]["resourceVersion"])
-        seen = int(body["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return body
-    return written if mine > seen else body
 
 
 def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -150,33 +118,19 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     @kopf.daemon(GROUP, VERSION, PLURAL, labels=labels, cancellation_timeout=5.0, registry=registry)
     async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
                           name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
-                          logger: logging.Logger,
                           **_: Any) -> None:
         wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
-        written: Mapping[str, Any] | None = None
-        failures, last_failure = 0, None
+        memory = RolloutMemory()
+
+        def emit(type_: str, reason: str, message: str) -> None:
+            kopf.event(body, type=type_, reason=reason, message=message)
+
         try:
             while not stopped:
                 wakeup.clear()
-                obj = _rollout_object(_newer(written, body))
-                entries = rollout_deployments.get((namespace, name), [])
-                services = dict(rollout_services.get((namespace, name), []))
-
-                def emit(type_: str, reason: str, message: str) -> None:
-                    kopf.event(body, type=type_, reason=reason, message=message)
-
-                try:
-                    delay, fresh = await reconcile(memo.runtime, obj, observed_deployments(entries), services, emit)
-                    written = fresh or written
-                    failures, last_failure = 0, None
-                except Exception as exc:  # the status write itself failed, an outage: never crash the loop
-                    failures += 1
-                    delay = min(ERROR_BACKOFF_CAP, ERROR_BACKOFF * 2 ** min(failures - 1, 5))
-                    reason, message = act_failure(exc)
-                    logger.warning("reconcile failed (%s), retrying in %.0fs: %s", reason, delay, message)
-                    if (reason, message) != last_failure:  # on the resource too, once per distinct failure
-                        emit("Warning", reason, f"reconcile failed: {message}")
-                        last_failure = (reason, message)
+                delay = await run_pass(memo.runtime, memory, body,
+                                       observed_deployments(rollout_deployments.get((namespace, name), [])),
+                                       dict(rollout_services.get((namespace, name), [])), emit)
                 try:
                     await asyncio.wait_for(wakeup.wait(), timeout=delay)
                 except asyncio.TimeoutError:
@@ -191,4 +145,4 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         gives up and releases the finalizer, so a denied or broken cluster never wedges a deletion."""
         memo.seen.pop((namespace, name), None)
         await _daemon_exited(memo, namespace, name)
-        await finalize(memo.runtime, _rollout_object(body))
+        await finalize(memo.runtime, rollout_object(body))

@@ -3,7 +3,9 @@
 Status is written once, after acting, with the weight the cluster confirms and an `Applied`
 condition saying whether acting worked. A crash before the write is harmless: the next pass
 (after a restart, from the last written status) decides again and repeats the same absolute
-writes.
+writes. A write that fails after acting is retried briefly; if it still fails, the daemon keeps
+the decided status in memory and the next pass starts from it (`RolloutMemory`), never from the
+older status on the cluster, which would undo what was done (re-open a rolled-back canary).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from modelrollout.workloads import ObservedDeployment, ensure_services, hand_ove
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, str, str], None]  # (type, reason, message) -> an Event on the rollout
+STATUS_WRITE_ATTEMPTS = 3
+STATUS_WRITE_RETRY = 0.25  # seconds, doubled per attempt
+ERROR_BACKOFF = 2.0  # seconds after a failed pass, doubled per failure up to the cap
+ERROR_BACKOFF_CAP = 60.0
 
 
 @dataclass
@@ -83,7 +89,30 @@ class RolloutObject:
     generation: int
     annotations: Mapping[str, str]
     spec: Mapping[str, Any]
-    status: Mapping[str, Any]
+    status: Mapping[str, Any]  # what the pass decides from
+    # The status the cluster holds, when `status` is a decision this operator acted on but could not write.
+    stored_status: Mapping[str, Any] | None = None
+
+
+def rollout_object(body: Mapping[str, Any]) -> RolloutObject:
+    meta = body.get("metadata") or {}
+    return RolloutObject(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 1),
+        annotations=dict(meta.get("annotations") or {}),
+        spec=dict(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
+    )
+
+
+class StatusNotWritten(Exception):
+    """A pass decided (and acted on) `status` but could not write it."""
+
+    def __init__(self, status: Mapping[str, Any], cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.status, self.cause = status, cause
 
 
 def commands_from(annotations: Mapping[str, str]) -> Commands:
@@ -103,17 +132,29 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
+def _transient(exc: Exception) -> bool:
+    """Worth retrying at once: anything but an API answer that will not change (401, 403, 422, ...)."""
+    return not isinstance(exc, KubeError) or exc.status in (409, 429) or exc.status >= 500
+
+
 async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    patch = status_patch(obj.status, new)
+    """Merge-patch the status (absolute: repeating it is harmless), retried briefly on conflicts,
+    throttling, server and connection errors; StatusNotWritten carries `new` when it still fails."""
+    stored = obj.stored_status if obj.stored_status is not None else obj.status
+    patch = status_patch(stored, new)
     if not patch:
         return None
     target = path(f"{GROUP}/{VERSION}", PLURAL, obj.namespace, obj.name, "status")
-    try:
-        return await kube.merge_patch(target, {"status": patch})
-    except KubeError as exc:
-        if exc.status == 404:
-            return None  # deleted meanwhile
-        raise
+    for attempt in range(STATUS_WRITE_ATTEMPTS):
+        try:
+            return await kube.merge_patch(target, {"status": patch})
+        except Exception as exc:
+            if isinstance(exc, KubeError) and exc.status == 404:
+                return None  # deleted meanwhile
+            if not _transient(exc) or attempt == STATUS_WRITE_ATTEMPTS - 1:
+                raise StatusNotWritten(new, exc) from exc
+        await asyncio.sleep(STATUS_WRITE_RETRY * 2 ** attempt)
+    return None
 
 
 Clock = Callable[[], datetime]
@@ -162,11 +203,10 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         spec = runtime.spec_of(obj)
     except SpecError as exc:
         decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, clock())
-        written = await write_status(runtime.kube, obj, decision.status)
         for event in decision.events:
             emit(event.type, event.reason, event.message)
         _record_metrics(obj, decision, clock())
-        return decision.requeue_after, written
+        return decision.requeue_after, await write_status(runtime.kube, obj, decision.status)
 
     workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
     router = router_for(spec)
@@ -213,11 +253,12 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
                             confirmed_mirror=confirmed_mirror if reads_mirror else None,
                             target_mirror=desired.canary_mirror)
     status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock())
-    written = await write_status(runtime.kube, obj, status)
+    # What was done is told even when its status cannot be written (then the next pass starts from it).
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
     runtime.notifier.notify(obj.namespace, obj.name, spec, obj.status, status, decision.events, emit)
     _record_metrics(obj, decision, now, spec.analysis.interval)
+    written = await write_status(runtime.kube, obj, status)
 
     requeue = decision.requeue_after
     if backoff is not None:
@@ -225,6 +266,67 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
+
+
+@dataclass
+class RolloutMemory:
+    """What one rollout's daemon carries from pass to pass (in memory only)."""
+
+    written: Mapping[str, Any] | None = None  # the object as our last status write returned it
+    unwritten: Mapping[str, Any] | None = None  # a status decided and acted on, not written yet
+    failures: int = 0
+    last_failure: tuple[str, str] | None = None
+
+    def rollout(self, body: Mapping[str, Any]) -> RolloutObject:
+        """The rollout to decide on: the freshest status we know, our unwritten decision first."""
+        obj = rollout_object(_newer(self.written, body))
+        if self.unwritten is not None:
+            obj = replace(obj, status=self.unwritten, stored_status=obj.status)
+        return obj
+
+
+def _newer(written: Mapping[str, Any] | None, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fresher of kopf's live body and the object our own last status write returned.
+
+    The watch may not have delivered our write yet; deciding on the older status would
+    repeat a step. resourceVersions are opaque, but numeric on every real API server;
+    when they are not, the watched body wins.
+    """
+    if written is None:
+        return body
+    try:
+        mine = int(written["metadata"]["resourceVersion"])
+        seen = int(body["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return body
+    return written if mine > seen else body
+
+
+async def run_pass(runtime: Runtime, memory: RolloutMemory, body: Mapping[str, Any],
+                   deployments: Mapping[str, ObservedDeployment], services: Mapping[str, dict[str, str]],
+                   emit: Emit, clock: Clock = utc_now) -> float:
+    """One pass of a rollout's daemon; never raises. Returns the seconds until the next pass:
+    the reconcile's, or a capped exponential backoff after a failure, which is also a Warning
+    event on the rollout once per distinct failure."""
+    obj = memory.rollout(body)
+    try:
+        delay, fresh = await reconcile(runtime, obj, deployments, services, emit, clock)
+        memory.written = fresh or memory.written
+        memory.unwritten, memory.failures, memory.last_failure = None, 0, None
+        return delay
+    except StatusNotWritten as exc:
+        memory.unwritten = exc.status
+        failure = exc.cause
+    except Exception as exc:  # an outage or a bug: never crash the loop
+        failure = exc
+    memory.failures += 1
+    delay = min(ERROR_BACKOFF_CAP, ERROR_BACKOFF * 2 ** min(memory.failures - 1, 5))
+    reason, message = act_failure(failure)
+    log.warning("%s/%s: reconcile failed (%s), retrying in %.0fs: %s", obj.namespace, obj.name, reason, delay, message)
+    if (reason, message) != memory.last_failure:
+        emit("Warning", reason, f"reconcile failed: {message}")
+        memory.last_failure = (reason, message)
+    return delay
 
 
 async def converge(kube: Kube, router: Router, target: RouteTarget, spec: RolloutSpec, desired: core.Desired,

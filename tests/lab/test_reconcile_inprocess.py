@@ -1,6 +1,7 @@
 """The reconcile layer in-process, against the lab's API server: each pass acts, reads back and
 writes status once; a failure to act is on the resource (Applied=False, a Warning event) and
-clears itself; a due decision is not held up by a Prometheus that never answers."""
+clears itself; a due decision is not held up by a Prometheus that never answers; a decision
+whose status cannot be written is never undone by the next pass."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from modelrollout import core
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
 from modelrollout.names import GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
-from modelrollout.reconcile import RolloutObject, Runtime, reconcile
+from modelrollout.reconcile import RolloutMemory, Runtime, run_pass
 from modelrollout.workloads import ObservedDeployment
 from modelrollout_lab import scenarios
 from modelrollout_lab.apiserver import start_in_thread
@@ -37,12 +38,14 @@ def cluster(tmp_path_factory):
 
 
 class Pass:
-    """Runs reconcile() the way the kopf daemon does, observing through the API instead of indexes."""
+    """Runs passes the way the kopf daemon does (`run_pass`, with the memory the daemon keeps),
+    observing through the API instead of indexes."""
 
     def __init__(self, kubeconfig: str, api_client: client.ApiClient, name: str, prometheus: str) -> None:
         self.name, self.api_client = name, api_client
         self.runtime = Runtime(config=Config(kubeconfig=kubeconfig, prometheus_url=prometheus),
                                kube=Kube(load_configuration(kubeconfig)))
+        self.memory = RolloutMemory()
         self.events: list[tuple[str, str, str]] = []
         self.loop = asyncio.new_event_loop()  # the client lives on one loop, as in the operator
 
@@ -54,11 +57,8 @@ class Pass:
         return client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL,
                                                                                      self.name)
 
-    def observed(self) -> tuple[RolloutObject, dict, dict]:
+    def observed(self) -> tuple[dict, dict, dict]:
         body = self.rollout()
-        meta = body["metadata"]
-        obj = RolloutObject(NS, self.name, meta["uid"], int(meta.get("generation") or 1),
-                            meta.get("annotations") or {}, body["spec"], body.get("status") or {})
         selector = f"{LABEL_ROLLOUT}={self.name}"
         deployments = {
             d.metadata.labels[LABEL_REVISION]: ObservedDeployment(
@@ -67,14 +67,14 @@ class Pass:
             for d in client.AppsV1Api(self.api_client).list_namespaced_deployment(NS, label_selector=selector).items}
         services = {s.metadata.name: dict(s.spec.selector or {})
                     for s in client.CoreV1Api(self.api_client).list_namespaced_service(NS, label_selector=selector).items}
-        return obj, deployments, services
+        return body, deployments, services
 
     def run(self, clock=None) -> float:
-        obj, deployments, services = self.observed()
+        body, deployments, services = self.observed()
         emit = lambda *event: self.events.append(event)  # noqa: E731 - the daemon's kopf.event
         kwargs = {"clock": clock} if clock else {}
-        delay, _ = self.loop.run_until_complete(reconcile(self.runtime, obj, deployments, services, emit, **kwargs))
-        return delay
+        return self.loop.run_until_complete(
+            run_pass(self.runtime, self.memory, body, deployments, services, emit, **kwargs))
 
     def until(self, predicate, passes: int = 200) -> dict:
         for _ in range(passes):
@@ -170,3 +170,53 @@ def test_the_clock_is_read_after_observing(cluster):
     stamped = {c["lastTransitionTime"] for c in status["conditions"]}
     run.close()
     assert core.ts(stamps[0]) not in stamped and stamped <= {core.ts(t) for t in stamps[1:]}
+
+
+def canary_route_weight(api_client: client.ApiClient, name: str) -> int:
+    route = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", NS, "httproutes", name)
+    return sum(ref.get("weight", 1) for rule in route["spec"]["rules"] for ref in rule["backendRefs"]
+               if ref["name"].endswith("-canary"))
+
+
+def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pass(cluster):
+    """The pass that rolls back moves traffic to stable, then cannot write its status (the API
+    server fails every status write). The next pass must start from that decision: the older status
+    on the cluster still says "progressing at 30 %", and deciding from it put the rolled-back canary
+    back in front of users (seen under injected API faults: route weights 20 -> 0 -> 20 -> 0)."""
+    api, kubeconfig, api_client = cluster
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts, never answers: no data, so the no-data limit rolls back
+    custom = client.CustomObjectsApi(api_client)
+    docs = scenarios.manifests("unwritten", router="gatewayAPI", steps=[{"weight": 30, "hold": "1h"}],
+                               interval="10s", no_data={"hold": "30s", "then": "rollback"})
+    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", docs[1])
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[2])
+    run = Pass(kubeconfig, api_client, "unwritten", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    run.until(lambda s: s.get("phase") == "Succeeded")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "unwritten",
+                                          {"spec": scenarios.release(docs[2], "2.0.0")["spec"]})
+    run.until(lambda s: s.get("stepStartedAt"))
+    run.run()  # an analysis with no answer: the no-data clock starts
+    status = run.rollout()["status"]
+    assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 30 and status.get("noDataSince")
+    later = core.parse_ts(status["noDataSince"]) + timedelta(seconds=31)
+
+    api.server.faults.set(error=1.0, verbs=["patch", "update"], resources=["modelrollouts/status"])
+    try:
+        delay = run.run(clock=lambda: later)  # overdue: roll back; the status write fails
+    finally:
+        api.server.faults.clear()
+    assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 0
+    assert run.rollout()["status"]["phase"] == "Progressing"  # the cluster still holds the older status
+    assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in run.events]  # what was done is told
+    assert any(t == "Warning" and "reconcile failed" in m for t, _, m in run.events) and delay >= 1.0
+
+    for _ in range(3):  # the clock is back to now: the older status alone would resume the step at 30 %
+        run.run()
+        assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 0
+    status = run.rollout()["status"]
+    assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
+    run.close()
+    silent.close()
