@@ -37,7 +37,6 @@ __all__ = [
     "judge_stochastic_order",
     "required_samples",
     "histogram_quantile",
-    "chi2_sf",
 ]
 
 _NORMAL = NormalDist()
@@ -803,6 +802,7 @@ def judge_quantile(
 
 
 _UNIFORM = ((1.0, 1.0), (1.0, 1.0))
+_JEFFREYS = (0.5, 0.5)
 
 
 def judge_stochastic_order(
@@ -889,64 +889,6 @@ def judge_stochastic_order(
 # --------------------------------------------------------------------------- 5. distribution shift
 
 
-def _gammainc_lower_series(a: float, x: float) -> float:
-    """Regularized lower incomplete gamma P(a, x) by its series (x < a + 1)."""
-    term = 1.0 / a
-    total = term
-    ap = a
-    for _ in range(10_000):
-        ap += 1
-        term *= x / ap
-        total += term
-        if abs(term) < abs(total) * 1e-15:
-            break
-    return total * math.exp(-x + a * math.log(x) - math.lgamma(a))
-
-
-def _gammainc_upper_cf(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(a, x) by Lentz's continued fraction (x >= a + 1)."""
-    tiny = 1e-300
-    b = x + 1 - a
-    c = 1 / tiny
-    d = 1 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        if abs(d) < tiny:
-            d = tiny
-        c = b + an / c
-        if abs(c) < tiny:
-            c = tiny
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
-
-
-def gammaincc(a: float, x: float) -> float:
-    """Regularized upper incomplete gamma Q(a, x) = Gamma(a, x) / Gamma(a)."""
-    if a <= 0:
-        raise ValueError("a must be > 0")
-    if x <= 0:
-        return 1.0
-    if x < a + 1:
-        return max(0.0, 1.0 - _gammainc_lower_series(a, x))
-    return _gammainc_upper_cf(a, x)
-
-
-def chi2_sf(x: float, df: float) -> float:
-    """Survival function of the chi-square distribution: P(X >= x) for X ~ chi2(df)."""
-    if df <= 0:
-        raise ValueError("df must be > 0")
-    if x <= 0:
-        return 1.0
-    return gammaincc(df / 2.0, x / 2.0)
-
-
 def _increments(cb: list[tuple[float, float]]) -> list[float]:
     out = []
     prev = 0.0
@@ -954,6 +896,22 @@ def _increments(cb: list[tuple[float, float]]) -> list[float]:
         out.append(c - prev)
         prev = c
     return out
+
+
+def _log_e_homogeneity(canary: Sequence[float], stable: Sequence[float]) -> float:
+    """log of an anytime-valid e-value against "canary and stable have one distribution".
+
+    Condition on which bucket each observation falls in (Lindon & Malek, NeurIPS 2022): under the
+    null every observation is the canary's with one probability (its share of the traffic),
+    whatever its bucket.  The alternative gives each bucket its own probability, mixed over a
+    Jeffreys Beta(1/2, 1/2); the null is the most likely common probability.  For the true
+    common probability the ratio is a test martingale, and dividing by the most likely one only
+    makes it smaller, so P(ever >= 1/alpha) <= alpha by Ville's inequality: looking at every
+    interval costs no validity, unlike a chi-square test at a fixed alpha.
+    """
+    nc, ns = sum(canary), sum(stable)
+    mixed = sum(_log_marginal(c, c + s, _JEFFREYS) for c, s in zip(canary, stable) if c + s > 0)
+    return mixed - _log_lik(nc, nc + ns, nc / (nc + ns))
 
 
 def judge_distribution_shift(
@@ -971,10 +929,11 @@ def judge_distribution_shift(
     Cumulative histograms become per-bucket counts.  PSI = sum (c - s) ln(c / s)
     over bucket shares (shares floored at ``epsilon`` and renormalised so empty
     buckets do not blow up), and the Jensen-Shannon distance (base 2, in [0, 1]).
-    Sample-size aware: FAIL only when a metric exceeds its threshold AND a
-    chi-square test of homogeneity (2 x k) rejects at ``alpha``; above threshold
-    but not significant is INCONCLUSIVE; below every threshold with at least
-    ``min_count`` observations on both sides is PASS.
+    Sample-size aware: FAIL only when a metric exceeds its threshold AND the
+    anytime-valid test of equal distributions (:func:`_log_e_homogeneity`) rejects at
+    ``alpha``, however often it is looked at; above threshold but not significant is
+    INCONCLUSIVE; below every threshold with at least ``min_count`` observations on
+    both sides is PASS.
     """
     if max_psi is None and max_js is None:
         raise ValueError("judge_distribution_shift needs max_psi or max_js")
@@ -1020,21 +979,9 @@ def judge_distribution_shift(
         if b > 0:
             js_div += 0.5 * b * math.log2(b / m)
     js = math.sqrt(max(0.0, js_div))
-    # chi-square test of homogeneity over the non-empty buckets
-    n = nc + ns
-    chi2 = 0.0
-    used = 0
-    for a, b in zip(c, s):
-        col = a + b
-        if col <= 0:
-            continue
-        used += 1
-        ea, eb = nc * col / n, ns * col / n
-        chi2 += (a - ea) ** 2 / ea + (b - eb) ** 2 / eb
-    df = used - 1
-    p_value = chi2_sf(chi2, df) if df > 0 else 1.0
-    ev.update({"psi": psi, "js": js, "chi2": chi2, "df": float(df), "p_value": p_value,
-               "buckets": float(k)})
+    log_e = _log_e_homogeneity(c, s)
+    p_value = math.exp(-log_e) if log_e > 0 else 1.0
+    ev.update({"psi": psi, "js": js, "log_e": log_e, "p_value": p_value, "buckets": float(k)})
     value = psi if max_psi is not None else js
     over = []
     within = []
@@ -1045,8 +992,8 @@ def judge_distribution_shift(
         (over if js > max_js else within).append(
             f"JS {_num(js)} {'>' if js > max_js else '<='} {_num(max_js)}")
     counts = f"{_count(nc)} canary vs {_count(ns)} stable observations"
-    test = f"chi2={_num(chi2)}, df={df}, {_peq(p_value)}"
-    if over and p_value < alpha:
+    test = f"anytime-valid {_peq(p_value)}"
+    if over and log_e >= math.log(1.0 / alpha):
         return Judgement(Verdict.FAIL, value, nc,
                          f"distribution shifted: {', '.join(over)} over {counts} ({test})", ev)
     if over:

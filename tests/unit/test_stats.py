@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 
 import pytest
 
 from modelrollout.stats import (
     Judgement,
     Verdict,
-    chi2_sf,
     histogram_quantile,
     judge_distribution_shift,
     judge_proportion,
@@ -337,6 +337,42 @@ SAME = cumulative([100, 200, 300, 300, 100])
 SHIFTED = cumulative([300, 300, 200, 150, 50])
 
 
+SCORE_SHARES = [0.002, 0.008, 0.04, 0.15, 0.3, 0.3, 0.15, 0.04, 0.008, 0.002]  # sparse tails, as model scores
+SCORE_BOUNDS = [0.1 * (i + 1) for i in range(9)] + [INF]
+
+
+def first_shift_failure(rng: random.Random, canary_shares: list[float]) -> int | None:
+    """Canary observations at the first FAIL when a step is judged every 50 canary observations
+    (stable serving 9x as many) up to 1500, or None: what an analysis interval does to the judge."""
+    canary, stable, seen = [0] * 10, [0] * 10, 0
+    for n in range(100, 1501, 50):
+        for i in rng.choices(range(10), canary_shares, k=n - seen):
+            canary[i] += 1
+        for i in rng.choices(range(10), SCORE_SHARES, k=(n - seen) * 9):
+            stable[i] += 1
+        seen = n
+        if judge_distribution_shift(cumulative(canary, SCORE_BOUNDS), cumulative(stable, SCORE_BOUNDS),
+                                    max_psi=0.1).verdict is F:
+            return n
+    return None
+
+
+def test_looking_at_the_drift_judge_every_interval_keeps_false_rollbacks_within_alpha() -> None:
+    """400 healthy canaries (same score distribution as stable), each judged 29 times: a chi-square
+    test at a fixed alpha failed 12 of them (3 %, three times alpha 0.01); the anytime-valid test
+    may fail at most alpha of them however often it is looked at."""
+    rng = random.Random(20261129)
+    false_rollbacks = sum(first_shift_failure(rng, SCORE_SHARES) is not None for _ in range(400))
+    assert false_rollbacks <= 0.01 * 400
+
+
+def test_a_real_drift_is_still_caught_within_a_few_hundred_canary_observations() -> None:
+    drifted = [0.001, 0.004, 0.02, 0.08, 0.2, 0.3, 0.22, 0.12, 0.04, 0.015]  # PSI ~0.29 against stable
+    rng = random.Random(7)
+    caught = sorted(n for n in (first_shift_failure(rng, drifted) for _ in range(50)) if n is not None)
+    assert len(caught) == 50 and caught[25] <= 300
+
+
 @pytest.mark.parametrize(
     ("canary", "stable", "kw", "verdict", "in_reason"),
     [
@@ -380,28 +416,11 @@ def test_distribution_shift_metrics() -> None:
     jsd = 0.5 * sum(a * math.log2(a / x) for a, x in zip(c, m)) + 0.5 * sum(b * math.log2(b / x) for b, x in zip(s, m))
     assert ev["js"] == pytest.approx(math.sqrt(jsd))
     assert 0 <= ev["js"] <= 1
-    assert ev["df"] == 4 and ev["p_value"] < 1e-10
+    assert ev["p_value"] < 1e-10 and ev["log_e"] > math.log(1e10)
     assert ev["canary_count"] == 1000 and ev["stable_count"] == 1000
     # disjoint supports: JS distance is exactly 1 (base 2)
     d = judge_distribution_shift(cumulative([0, 0, 500, 500, 0]), cumulative([500, 500, 0, 0, 0]), max_js=0.5)
     assert d.evidence["js"] == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(
-    ("x", "df", "expected"),
-    [
-        (3.841458820694124, 1, 0.05),
-        (6.634896601021214, 1, 0.01),
-        (18.307038053275146, 10, 0.05),
-        (9.487729036781154, 4, 0.05),
-        (2.0, 2, math.exp(-1.0)),  # chi2(2) is exponential(1/2)
-        (0.0, 3, 1.0),
-        (124.342, 100, 0.05),
-        (300.0, 4, 1.4e-63),
-    ],
-)
-def test_chi2_sf(x, df, expected) -> None:
-    assert chi2_sf(x, df) == pytest.approx(expected, rel=2e-3)
 
 
 # --------------------------------------------------------------------------- required samples
