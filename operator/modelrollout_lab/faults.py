@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import aiohttp.web
 
-__all__ = ['Faults', 'FaultRule', 'kube_verb']
+__all__ = ['Faults', 'FaultInjection', 'FaultRule', 'kube_verb']
 
 WRITE_VERBS = frozenset({'update', 'patch'})
 
@@ -199,6 +199,31 @@ def _status(code: int, reason: str, message: str, details: dict[str, Any] | None
 def _response(status: dict[str, Any], headers: Mapping[str, str] | None = None) -> aiohttp.web.Response:
     return aiohttp.web.Response(body=json.dumps(status).encode(), status=status['code'],
                                 content_type='application/json', headers=dict(headers or {}))
+
+
+class FaultInjection:
+    """
+    A request-handling layer of the lab's API server (a mixin before kmock's ``_handle``): answers
+    a request to a served resource with the fault its ``faults`` rules draw, or delays it.
+
+    Not kube-apiserver behaviour but what clients meet on a busy or flaky one (see the module
+    docs). Could be offered upstream to kmock as a fault-injection helper: kmock's DSL can already
+    answer a matching request with a status, but not at a seeded rate, per identity, or as a
+    watch's 410.
+    """
+
+    faults: Faults
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        rdef = self._served_resource(request)  # type: ignore[attr-defined]
+        raw = request._raw_request
+        if rdef is not None and raw is not None:
+            injected = await self.faults.intercept(
+                request.method.value, rdef, request.name, request.subresource, request.params, raw.headers,
+                lambda: authenticated_name(self.access_control, raw))  # type: ignore[attr-defined]
+            if injected is not None:
+                return injected
+        return await super()._handle(request)  # type: ignore[misc, no-any-return]
 
 
 def authenticated_name(access: Any, raw: aiohttp.web.BaseRequest) -> str | None:
