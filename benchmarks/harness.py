@@ -15,7 +15,8 @@ from typing import Any
 import requests
 
 from benchmarks import specs
-from benchmarks.baseline import BaselineController, BaselineSubject
+from benchmarks.baseline import (ARGO_EXAMPLE, FLAGGER_DOCUMENTED, FLAGGER_SAME_CLOCK, BaselineController,
+                                 BaselinePolicy, BaselineSubject)
 from benchmarks.specs import Scenario
 from modelrollout_lab.lab import Lab
 from modelrollout.manifests import service_name
@@ -25,13 +26,22 @@ from modelrollout.stats import required_samples
 
 POLL = 0.25
 
+# Policies: ours (the operator, from a spec builder) or a baseline controller's policy.
+# Same clock: ours vs baseline. Real cadence: ours-default vs flagger and argo.
+OURS: dict[str, Any] = {"ours": specs.ours_rollout, "ours-default": specs.ours_default_rollout}
+BASELINES: dict[str, BaselinePolicy] = {"baseline": FLAGGER_SAME_CLOCK, "flagger": FLAGGER_DOCUMENTED,
+                                        "argo": ARGO_EXAMPLE}
+SAME_CLOCK = ("ours", "baseline")
+REAL_CADENCE = ("ours-default", "flagger", "argo")
+_LETTER = {"ours": "o", "baseline": "b", "ours-default": "d", "flagger": "f", "argo": "a"}
+
 
 @dataclass
 class Record:
     """One rollout of one policy in one scenario: the figures the report is built from."""
 
     scenario: str
-    policy: str                      # ours | baseline
+    policy: str                      # a key of OURS or BASELINES
     run: int
     name: str
     expected: str                    # rollback | promote | hold
@@ -46,6 +56,8 @@ class Record:
     seconds_to_decide: float | None = None     # release -> promoted or rolled back
     max_weight: float = 0.0                    # highest canary traffic share seen (percent)
     outage: dict[str, Any] | None = None
+    time_scale: float = 1.0                    # real seconds per lab second (specs.COMPRESSION at real cadence)
+    paused: bool = False                       # ours paused undecided (a step past hold + decideWithin) at any time
     t_release: float = 0.0
     t_bad: float | None = None
     t_zero: float | None = None
@@ -102,16 +114,16 @@ def _floor(scenario: Scenario) -> float | None:
 
 # ---------------------------------------------------------------- behaviour scenarios
 
-def run_behaviour(scenarios: list[Scenario], runs: int = 1, seed: int = 1, workdir: str | None = None,
-                  policies: tuple[str, ...] = ("ours", "baseline"), outage: bool = False,
-                  progress: Any = None) -> list[Record]:
-    """All (scenario, run, policy) rollouts at once in one lab; returns one Record each."""
+def run_behaviour(cases: list[tuple[Scenario, tuple[str, ...]]], runs: int = 1, seed: int = 1,
+                  workdir: str | None = None, outage: bool = False, progress: Any = None) -> list[Record]:
+    """All (scenario, run, policy) rollouts of the cases (a scenario and the policies run on it) at
+    once in one lab; returns one Record each."""
     say = progress or (lambda *_: None)
     subjects: list[_Subject] = []
     with Lab(workdir, seed=seed) as lab:
         lab.start_operator("--log-level", "warning")
         controller = BaselineController(lab)
-        for scenario in scenarios:
+        for scenario, policies in cases:
             for run in range(runs):
                 for policy in policies:
                     subjects.append(_install(lab, controller, scenario, run, policy, seed))
@@ -189,7 +201,7 @@ class _Outage:
 
 
 def _name(scenario: Scenario, run: int, policy: str) -> str:
-    return f"{scenario.name}-{'o' if policy == 'ours' else 'b'}{run}"
+    return f"{scenario.name}-{_LETTER[policy]}{run}"
 
 
 def _install(lab: Lab, controller: BaselineController, scenario: Scenario, run: int, policy: str,
@@ -197,14 +209,14 @@ def _install(lab: Lab, controller: BaselineController, scenario: Scenario, run: 
     name = _name(scenario, run, policy)
     expected = "rollback" if scenario.bad else ("hold" if scenario.rps == 0 else "promote")
     record = Record(scenario=scenario.name, policy=policy, run=run, name=name, expected=expected,
-                    floor_requests=_floor(scenario))
+                    floor_requests=_floor(scenario), time_scale=specs.COMPRESSION if policy in REAL_CADENCE else 1.0)
     lab.apply(specs.traffic_configmap(name, f"httproute/{name}", scenario.rps, seed * 1000 + run))
-    if policy == "ours":
+    if policy in OURS:
         lab.apply(specs.http_route(name, [{"name": service_name(name, "stable"), "port": 8080, "weight": 100}]))
-        lab.apply(specs.ours_rollout(name, scenario.stable, "1", quality=scenario.quality, drift=scenario.drift))
+        lab.apply(OURS[policy](name, scenario.stable, "1", quality=scenario.quality, drift=scenario.drift))
         revision = template_revision(specs.ours_template(name, scenario.canary, "2"))
         return _Subject(record, scenario, revision)
-    subject = BaselineSubject(name, scenario.stable, scenario.canary, quality=scenario.quality)
+    subject = BaselineSubject(name, scenario.stable, scenario.canary, BASELINES[policy], quality=scenario.quality)
     controller.install(subject)
     return _Subject(record, scenario, "canary", baseline=subject)
 
@@ -272,6 +284,7 @@ def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[
             rec.reason = f"{subject.baseline.failed_checks} failed checks"
     else:
         status = statuses.get(rec.name, {})
+        rec.paused = rec.paused or status.get("phase") == "Paused"
         if status.get("phase") == "Succeeded" and status.get("stableRevision") == subject.canary_revision:
             outcome = "promoted"
         elif status.get("phase") == "RolledBack" and status.get("abortedRevision") == subject.canary_revision:
@@ -360,17 +373,16 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress: Any = None,
-              setup_timeout: float = 600.0) -> dict[str, Any]:
-    """n ModelRollouts on one operator, all in analysis (interval 5 s, 1 metric = 2 queries)."""
+              setup_timeout: float = 600.0, interval: float = specs.SCALE_INTERVAL) -> dict[str, Any]:
+    """n ModelRollouts on one operator, all in analysis (one error-rate metric every `interval`)."""
     from datetime import datetime
 
     say = progress or (lambda *_: None)
-    interval = 5.0
     result: dict[str, Any] = {"rollouts": n, "interval_s": interval, "window_s": window, "complete": False}
     with Lab(workdir, seed=7) as lab:
         proc = lab.start_operator("--log-level", "warning")
         t0 = time.time()
-        bodies = [specs.scale_rollout(f"r{i:04d}", "1") for i in range(n)]
+        bodies = [specs.scale_rollout(f"r{i:04d}", "1", interval=interval) for i in range(n)]
         for body in bodies:
             lab.custom.create_namespaced_custom_object(GROUP, VERSION, specs.NAMESPACE, PLURAL, body)
         result["create_seconds"] = round(time.time() - t0, 1)
@@ -461,34 +473,42 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summarize(records: list[Record]) -> list[dict[str, Any]]:
-    """One row per (scenario, policy)."""
+    """One row per (scenario, policy); times in lab seconds and, scaled by the cadence, real seconds."""
     rows = []
-    keys = sorted({(r.scenario, r.policy) for r in records}, key=lambda k: (k[0], k[1] != "ours"))
+    order = {p: i for i, p in enumerate((*SAME_CLOCK, *REAL_CADENCE))}
+    keys = sorted({(r.scenario, r.policy) for r in records}, key=lambda k: (k[0], order.get(k[1], 99)))
     for scenario, policy in keys:
         rs = [r for r in records if r.scenario == scenario and r.policy == policy]
+        scale = rs[0].time_scale
+        to_weight0 = _median([r.seconds_to_weight0 for r in rs])
+        to_promote = _median([r.seconds_to_promote for r in rs])
         rows.append({
             "scenario": scenario, "policy": policy, "runs": len(rs),
             "expected": rs[0].expected,
             "outcomes": {o: sum(1 for r in rs if r.outcome == o) for o in ("promoted", "rolled_back", "undecided")},
             "correct": sum(1 for r in rs if r.correct),
             "false_rollbacks": sum(1 for r in rs if r.false_rollback),
-            "seconds_to_weight0": _median([r.seconds_to_weight0 for r in rs]),
+            "paused": sum(1 for r in rs if r.paused),
+            "seconds_to_weight0": to_weight0,
             "bad_requests": _median([r.bad_requests for r in rs]),
             "canary_requests_to_decide": _median([r.canary_requests_to_decide for r in rs]),
             "floor_requests": rs[0].floor_requests,
-            "seconds_to_promote": _median([r.seconds_to_promote for r in rs]),
+            "seconds_to_promote": to_promote,
+            "time_scale": scale,
+            "real_seconds_to_weight0": None if to_weight0 is None else to_weight0 * scale,
+            "real_seconds_to_promote": None if to_promote is None else to_promote * scale,
             "max_weight": max(r.max_weight for r in rs),
             "outage": [r.outage for r in rs if r.outage] or None,
         })
     return rows
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ratios(rows: list[dict[str, Any]], ours: str = "ours", baseline: str = "baseline") -> list[dict[str, Any]]:
     """baseline / ours per scenario for time-to-weight-0, bad requests, promote time; false rollbacks."""
     out = []
     by = {(r["scenario"], r["policy"]): r for r in rows}
     for scenario in sorted({r["scenario"] for r in rows}):
-        o, b = by.get((scenario, "ours")), by.get((scenario, "baseline"))
+        o, b = by.get((scenario, ours)), by.get((scenario, baseline))
         if not o or not b:
             continue
 
@@ -497,7 +517,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 return None
             return b[key] / o[key] if o[key] > 0 else (math.inf if b[key] > 0 else 1.0)
 
-        out.append({"scenario": scenario,
+        out.append({"scenario": scenario, "ours": ours, "baseline": baseline,
                     "sooner_x": ratio("seconds_to_weight0"),
                     "fewer_bad_x": ratio("bad_requests"),
                     "promote_speed_x": ratio("seconds_to_promote"),

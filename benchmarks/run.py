@@ -1,9 +1,12 @@
-"""`make bench` / `python -m benchmarks.run`: every scenario for both policies, then the scale runs.
+"""`make bench` / `python -m benchmarks.run`: every scenario at the same clock (ours vs a Flagger-like
+baseline) and at real cadences (ours at its defaults vs Flagger and Argo Rollouts as documented),
+the simulated targets, then the scale runs.
 
-Writes benchmarks/results/results.json and results.md and prints rich tables.
+Writes benchmarks/results/results.json and results.md and prints rich tables and the targets.
 
-    python -m benchmarks.run                       # everything (~20 min on 2 cores)
+    python -m benchmarks.run                       # everything (~30 min on 2 cores)
     python -m benchmarks.run --quick               # fewer runs, smaller scale
+    python -m benchmarks.run --cadence real --scale none   # the real-cadence comparison alone
     python -m benchmarks.run --scenarios errors,latency --runs 20 --scale 100,500
 """
 
@@ -20,10 +23,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import harness, specs
+from benchmarks import harness, simulate, specs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = [*specs.SCENARIOS, "noisy-healthy", "prometheus-outage"]
+REAL_BATCH = 50   # noisy rollouts per lab at real cadence (the operator looks at each every lab second)
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -47,33 +51,103 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def behaviour_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="Scenarios (median over runs; ours vs baseline = Flagger defaults)")
-    for col in ("scenario", "policy", "runs", "expected", "promoted/rolled back/undecided", "false rollbacks",
-                "s bad→weight 0", "bad requests", "canary req. to decide", "floor", "s to promote", "max weight %"):
-        t.add_column(col, justify="left" if col in ("scenario", "policy", "expected") else "right")
-    for r in rows:
-        o = r["outcomes"]
-        t.add_row(r["scenario"], r["policy"], str(r["runs"]), r["expected"],
-                  f"{o['promoted']}/{o['rolled_back']}/{o['undecided']}", str(r["false_rollbacks"]),
-                  _fmt(r["seconds_to_weight0"]), _fmt(r["bad_requests"], 0), _fmt(r["canary_requests_to_decide"], 0),
-                  _fmt(r["floor_requests"], 0), _fmt(r["seconds_to_promote"]), _fmt(r["max_weight"], 0))
+BEHAVIOUR_COLUMNS = ("scenario", "policy", "runs", "expected", "promoted/rolled back/undecided", "paused",
+                     "false rollbacks", "s bad→weight 0", "real s bad→weight 0", "bad requests",
+                     "canary requests to decide", "floor", "s to promote", "real s to promote", "max weight %")
+RATIO_COLUMNS = ("scenario", "ours", "baseline", "× sooner to weight 0", "× fewer bad requests", "× faster promote",
+                 "false rollbacks ours", "false rollbacks baseline")
+
+
+def behaviour_cells(r: dict[str, Any]) -> list[str]:
+    o = r["outcomes"]
+    return [r["scenario"], r["policy"], str(r["runs"]), r["expected"],
+            f"{o['promoted']}/{o['rolled_back']}/{o['undecided']}", str(r.get("paused", 0)), str(r["false_rollbacks"]),
+            _fmt(r["seconds_to_weight0"]), _fmt(r.get("real_seconds_to_weight0"), 0), _fmt(r["bad_requests"], 0),
+            _fmt(r["canary_requests_to_decide"], 0), _fmt(r["floor_requests"], 0), _fmt(r["seconds_to_promote"]),
+            _fmt(r.get("real_seconds_to_promote"), 0), _fmt(r["max_weight"], 0)]
+
+
+def ratio_cells(r: dict[str, Any]) -> list[str]:
+    return [r["scenario"], r.get("ours", "ours"), r.get("baseline", "baseline"), _fmt(r["sooner_x"], 2),
+            _fmt(r["fewer_bad_x"], 2), _fmt(r["promote_speed_x"], 2), f"{r['false_rollbacks_ours']}/{r['runs']}",
+            f"{r['false_rollbacks_baseline']}/{r['runs']}"]
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[list[str]], left: int = 1) -> Table:
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i < left else "right")
+    for row in rows:
+        t.add_row(*row)
     return t
 
 
-def ratio_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="Ours vs baseline (baseline ÷ ours; > 1 means ours is better; target 3×)")
-    for col in ("scenario", "× sooner to weight 0", "× fewer bad requests", "× faster promote",
-                "false rollbacks ours", "false rollbacks baseline"):
-        t.add_column(col, justify="left" if col == "scenario" else "right")
-    for r in rows:
-        t.add_row(r["scenario"], _fmt(r["sooner_x"], 2), _fmt(r["fewer_bad_x"], 2), _fmt(r["promote_speed_x"], 2),
-                  f"{r['false_rollbacks_ours']}/{r['runs']}", f"{r['false_rollbacks_baseline']}/{r['runs']}")
-    return t
+def _md_table(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+# ---------------------------------------------------------------- targets (issue 12)
+
+def targets(real_rows: list[dict[str, Any]], noisy: dict[str, Any] | None, sim: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 12 with its numbers and met / not met (None: not measured in this run)."""
+    by = {(r["scenario"], r["policy"]): r for r in real_rows}
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, met: bool | None, numbers: str) -> None:
+        out.append({"target": name, "met": met, "numbers": numbers})
+
+    for scenario in sorted({s for s, _ in by}):
+        o, f = by.get((scenario, "ours-default")), by.get((scenario, "flagger"))
+        if not o or not f or o["expected"] != "rollback":
+            continue
+        fewer = None if o["bad_requests"] is None or f["bad_requests"] is None else \
+            (f["bad_requests"] / o["bad_requests"] if o["bad_requests"] > 0 else math.inf)
+        t_o, t_f = o["real_seconds_to_weight0"], f["real_seconds_to_weight0"]
+        if t_f is None and f["outcomes"]["rolled_back"] == 0:
+            t_f = math.inf  # Flagger never took the bad canary's traffic away (promoted it, or still serving)
+        sooner = None if t_o is None or t_f is None else (t_f / t_o if t_o > 0 else math.inf)
+        met = fewer is not None and sooner is not None and fewer >= 3 and sooner >= 3
+        add(f"{scenario}: >= 3x fewer bad requests and >= 3x sooner to weight 0 than Flagger-default", met,
+            f"bad requests {_fmt(o['bad_requests'], 0)} vs {_fmt(f['bad_requests'], 0)} ({_fmt(fewer, 1)}x); "
+            f"real s to weight 0 {_fmt(t_o, 0)} vs {_fmt(t_f, 0)} ({_fmt(sooner, 1)}x)")
+
+    catch = sim["catch"]
+    lab = by.get(("errors", "ours-default"))
+    add("median canary requests to catch 0.1 % -> 5 % within 1.5x Wald's bound", catch["ratio"] <= 1.5,
+        f"{_fmt(catch['median_requests'], 0)} (simulated, {catch['runs']} runs, {catch['canary_per_look']} per look) "
+        f"vs Wald {catch['wald_bound']:.0f} for limit {catch['limit']:g} at alpha {catch['alpha']:g} "
+        f"({catch['ratio']:.2f}x); lab at real cadence: "
+        f"{_fmt(lab['canary_requests_to_decide'] if lab else None, 0)} (whole intervals of traffic)")
+
+    o, f = by.get(("healthy", "ours-default")), by.get(("healthy", "flagger"))
+    if o and f:
+        t_o, t_f = o["real_seconds_to_promote"], f["real_seconds_to_promote"]
+        add(f"healthy canary at {specs.REAL_RPS:g} rps promoted no later than Flagger-default",
+            t_o is not None and (t_f is None or t_o <= t_f),
+            f"ours {_fmt(t_o, 0)} real s vs Flagger {_fmt(t_f, 0)} real s")
+    if noisy:
+        n = noisy["outcomes"]
+        add(f"{noisy['runs']} of {noisy['runs']} noisy healthy canaries at {specs.REAL_NOISY_RPS:g} rps promoted, "
+            "none stuck, 0 false rollbacks",
+            n["promoted"] == noisy["runs"] and noisy["paused"] == 0 and noisy["false_rollbacks"] == 0,
+            f"promoted {n['promoted']}, rolled back {n['rolled_back']}, undecided {n['undecided']}, paused at some "
+            f"point {noisy['paused']} within {specs.lab_seconds(specs.ARGO_EXAMPLE_SECONDS + 300) * specs.COMPRESSION:.0f}"
+            f" real s; median real s to promote {_fmt(noisy['real_seconds_to_promote'], 0)}")
+    healthy = sim["healthy"]
+    add(f"false-rollback rate over {healthy['runs']} simulated healthy rollouts <= alpha",
+        healthy["false_rollback_rate"] <= healthy["alpha"],
+        f"{healthy['rolled_back']}/{healthy['runs']} = {healthy['false_rollback_rate']:.4f} (alpha {healthy['alpha']:g}; "
+        f"{healthy['p_error']:g} errors on both sides, {healthy['rps']:g} rps, every step); "
+        f"promoted {healthy['promoted']}, paused {healthy['paused']}")
+    return out
+
+
+def target_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+    return [[t["target"], {True: "met", False: "not met", None: "–"}[t["met"]], t["numbers"]] for t in items]
 
 
 def scale_table(results: list[dict[str, Any]]) -> Table:
-    t = Table(title="Scale: one operator, N ModelRollouts in analysis (interval 5 s, 2 queries each)")
+    t = Table(title="Scale: one operator, N ModelRollouts in analysis (one error-rate metric each)")
     for col in ("N", "analyses/expected", "lag p50 s", "lag p99 s", "p99/interval", "release reaction p50/p99 s",
                 "peak RSS MiB", "CPU (cores)", "CPU ms/rollout-interval", "API req/interval", "Prom queries/interval"):
         t.add_column(col, justify="right")
@@ -107,23 +181,9 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     rows = data.get("scenarios") or []
     if rows:
-        lines += ["## Scenarios (medians)", "",
-                  "| scenario | policy | runs | expected | promoted/rolled back/undecided | false rollbacks | s bad→weight 0 | bad requests | canary requests to decide | floor | s to promote | max weight % |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            o = r["outcomes"]
-            lines.append(f"| {r['scenario']} | {r['policy']} | {r['runs']} | {r['expected']} | "
-                         f"{o['promoted']}/{o['rolled_back']}/{o['undecided']} | {r['false_rollbacks']} | "
-                         f"{_fmt(r['seconds_to_weight0'])} | {_fmt(r['bad_requests'], 0)} | "
-                         f"{_fmt(r['canary_requests_to_decide'], 0)} | {_fmt(r['floor_requests'], 0)} | "
-                         f"{_fmt(r['seconds_to_promote'])} | {_fmt(r['max_weight'], 0)} |")
-        lines += ["", "## Ratios (baseline ÷ ours; > 1: ours better)", "",
-                  "| scenario | × sooner to weight 0 | × fewer bad requests | × faster promote | false rollbacks ours | false rollbacks baseline |",
-                  "|---|---|---|---|---|---|"]
-        for r in data.get("ratios") or []:
-            lines.append(f"| {r['scenario']} | {_fmt(r['sooner_x'], 2)} | {_fmt(r['fewer_bad_x'], 2)} | "
-                         f"{_fmt(r['promote_speed_x'], 2)} | {r['false_rollbacks_ours']}/{r['runs']} | "
-                         f"{r['false_rollbacks_baseline']}/{r['runs']} |")
+        lines += ["## Same clock: scenarios (medians)", "", *_md_table(BEHAVIOUR_COLUMNS, [behaviour_cells(r) for r in rows]),
+                  "", "## Same clock: ratios (baseline ÷ ours; > 1: ours better)", "",
+                  *_md_table(RATIO_COLUMNS, [ratio_cells(r) for r in data.get("ratios") or []])]
         outage = [r for r in rows if r.get("outage")]
         if outage:
             lines += ["", "## Prometheus outage", "", "| policy | weight at outage start | max weight during | decided during | outcome |",
@@ -132,6 +192,14 @@ def markdown(data: dict[str, Any]) -> str:
                 for o in r["outage"]:
                     lines.append(f"| {r['policy']} | {_fmt(o['weight_at_start'], 0)} | {_fmt(o['max_weight_during'], 0)} | "
                                  f"{o.get('decided_during') or '–'} | {'/'.join(f'{k}={v}' for k, v in r['outcomes'].items())} |")
+    real = data.get("real_cadence") or {}
+    if real.get("scenarios"):
+        lines += ["", "## Real cadence: scenarios (medians)", "", real["settings"], "",
+                  *_md_table(BEHAVIOUR_COLUMNS, [behaviour_cells(r) for r in real["scenarios"]]),
+                  "", "## Real cadence: ratios (baseline ÷ ours-default; > 1: ours better)", "",
+                  *_md_table(RATIO_COLUMNS, [ratio_cells(r) for r in real.get("ratios") or []])]
+    if data.get("targets"):
+        lines += ["", "## Targets (issue 12)", "", *_md_table(("target", "result", "numbers"), target_rows(data["targets"]))]
     scale = data.get("scale") or []
     if scale:
         lines += ["", "## Scale", "",
@@ -150,14 +218,35 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+REAL_SETTINGS = (
+    f"Real cadence: every duration divided by {specs.COMPRESSION:g} (1 real minute = "
+    f"{specs.lab_seconds(60):g} lab s; Prometheus scrapes every lab second = {specs.COMPRESSION:g} real s), "
+    f"traffic multiplied by it: {specs.REAL_RPS:g} real rps ({specs.REAL_NOISY_RPS:g} for the noisy runs). "
+    "**ours-default** = the `http` preset's default metrics (error-rate max 0.01, exact test, critical; latency "
+    "p95 <= 0.3 s, failureLimit 2; its quality / prediction-drift metrics in those scenarios), every analysis "
+    f"default (alpha 0.01, pass powered, recentWindow 5 intervals, decideWithin 5m, noData 5m then rollback), "
+    f"interval {specs.OURS_REAL_INTERVAL:g} s, steps {'/'.join(map(str, specs.OURS_REAL_STEPS))} % held "
+    f"{specs.OURS_REAL_HOLD:g} s. **flagger** = Flagger as documented: interval 1m, threshold 5, stepWeight 10, "
+    "maxWeight 50, request-success-rate >= 99 %, request-duration (p99) <= 500 ms over 1m (accuracy >= 0.85 "
+    "added in the quality scenario). **argo** = Argo Rollouts' Background Analysis example "
+    "(docs/features/analysis.md): setWeight 20/40/60/80 each paused 10m, success-rate AnalysisRun from "
+    "startingStep 2 every 5m, irate over 5m, successCondition >= 0.95, failureLimit 3. Times in real seconds "
+    "are lab seconds times the compression.")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="5 noisy runs, scale 100 only, 30 s window")
     p.add_argument("--scenarios", default="all", help=f"comma list of {','.join(ALL)} (or all, none)")
-    p.add_argument("--runs", type=int, default=None, help="noisy-healthy runs per policy (default 20)")
-    p.add_argument("--scale", default=None, help="comma list of N (default 100,500,1000; 'none' to skip)")
+    p.add_argument("--cadence", choices=("same", "real", "both"), default="both",
+                   help="same clock (ours vs baseline), real cadence (ours-default vs Flagger and Argo), or both")
+    p.add_argument("--runs", type=int, default=None, help="noisy-healthy runs per policy at the same clock (default 20)")
+    p.add_argument("--real-runs", type=int, default=None, help="noisy-healthy runs of ours at real cadence (default 100)")
+    p.add_argument("--sim-runs", type=int, default=400, help="simulated healthy rollouts for the false-rollback target")
+    p.add_argument("--scale", default=None, help="comma list of N (default 100,500,1000,2000; 'none' to skip)")
     p.add_argument("--scale-window", type=float, default=None, help="seconds of steady state measured (default 60)")
+    p.add_argument("--scale-interval", type=float, default=specs.SCALE_INTERVAL, help="analysis interval of the scale runs")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -165,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=200)
     say = lambda text: console.log(text)  # noqa: E731
     runs = args.runs or (5 if args.quick else 20)
-    scale_ns = [] if args.scale == "none" else [int(x) for x in (args.scale or ("100" if args.quick else "100,500,1000")).split(",") if x]
+    real_runs = args.real_runs or (10 if args.quick else 100)
+    default_scale = "100" if args.quick else "100,500,1000,2000"
+    scale_ns = [] if args.scale == "none" else [int(x) for x in (args.scale or default_scale).split(",") if x]
     window = args.scale_window or (30.0 if args.quick else 60.0)
     chosen = ALL if args.scenarios == "all" else ([] if args.scenarios == "none" else args.scenarios.split(","))
     unknown = set(chosen) - set(ALL)
@@ -175,26 +266,65 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     records: list[harness.Record] = []
     main_set = [specs.SCENARIOS[s] for s in chosen if s in specs.SCENARIOS]
-    if main_set:
-        say(f"scenarios {[s.name for s in main_set]} (both policies, concurrently in one lab)")
-        records += harness.run_behaviour(main_set, runs=1, seed=args.seed, progress=say)
-    if "noisy-healthy" in chosen:
-        say(f"noisy healthy canary: {runs} runs per policy, concurrently in one lab")
-        records += harness.run_behaviour([specs.NOISY], runs=runs, seed=args.seed + 1, progress=say)
-    if "prometheus-outage" in chosen:
-        say("Prometheus outage mid-rollout")
-        records += harness.run_behaviour([specs.OUTAGE], runs=1, seed=args.seed + 2, outage=True, progress=say)
+    if args.cadence in ("same", "both"):
+        if main_set:
+            say(f"same clock: scenarios {[s.name for s in main_set]} (both policies, concurrently in one lab)")
+            records += harness.run_behaviour([(s, harness.SAME_CLOCK) for s in main_set], seed=args.seed, progress=say)
+        if "noisy-healthy" in chosen:
+            say(f"same clock: noisy healthy canary, {runs} runs per policy, concurrently in one lab")
+            records += harness.run_behaviour([(specs.NOISY, harness.SAME_CLOCK)], runs=runs, seed=args.seed + 1,
+                                             progress=say)
+        if "prometheus-outage" in chosen:
+            say("same clock: Prometheus outage mid-rollout")
+            records += harness.run_behaviour([(specs.OUTAGE, harness.SAME_CLOCK)], seed=args.seed + 2, outage=True,
+                                             progress=say)
     rows = harness.summarize(records)
     rats = harness.ratios(rows)
     if rows:
-        console.print(behaviour_table(rows))
-        console.print(ratio_table(rats))
+        console.print(_table("Same clock: scenarios (median over runs; ours vs baseline = Flagger's rules at our clock)",
+                             BEHAVIOUR_COLUMNS, [behaviour_cells(r) for r in rows], left=4))
+        console.print(_table("Same clock: baseline ÷ ours (> 1 means ours is better)", RATIO_COLUMNS,
+                             [ratio_cells(r) for r in rats], left=3))
+
+    real: dict[str, Any] = {}
+    target_list: list[dict[str, Any]] = []
+    if args.cadence in ("real", "both"):
+        real_records: list[harness.Record] = []
+        if main_set:
+            say(f"real cadence: scenarios {[s.name for s in main_set]} (ours-default, flagger, argo in one lab)")
+            real_records += harness.run_behaviour([(specs.real_cadence(s), harness.REAL_CADENCE) for s in main_set],
+                                                  seed=args.seed + 3, progress=say)
+        if "noisy-healthy" in chosen:
+            noisy = specs.real_cadence(specs.NOISY, specs.REAL_NOISY_RPS)
+            for first in range(0, real_runs, REAL_BATCH):
+                batch = min(REAL_BATCH, real_runs - first)
+                say(f"real cadence: noisy healthy canaries {first + 1}-{first + batch} of {real_runs} (ours-default)")
+                batch_records = harness.run_behaviour([(noisy, ("ours-default",))], runs=batch,
+                                                      seed=args.seed + 4 + first, progress=say)
+                for record in batch_records:
+                    record.run += first
+                real_records += batch_records
+        real_rows = harness.summarize(real_records)
+        real_ratios = [r for baseline in ("flagger", "argo")
+                       for r in harness.ratios(real_rows, ours="ours-default", baseline=baseline)]
+        say(f"simulation: requests to catch 0.1 % -> 5 %, and {args.sim_runs} healthy rollouts")
+        sim = {"catch": simulate.requests_to_catch(), "healthy": simulate.healthy_rollouts(runs=args.sim_runs)}
+        noisy_row = next((r for r in real_rows if r["scenario"] == "noisy-healthy"), None)
+        target_list = targets(real_rows, noisy_row, sim)
+        real = {"settings": REAL_SETTINGS, "scenarios": real_rows, "ratios": real_ratios, "simulation": sim,
+                "records": [r.as_dict() for r in real_records]}
+        if real_rows:
+            console.print(_table("Real cadence: scenarios (median over runs)", BEHAVIOUR_COLUMNS,
+                                 [behaviour_cells(r) for r in real_rows], left=4))
+            console.print(_table("Real cadence: baseline ÷ ours-default (> 1 means ours is better)", RATIO_COLUMNS,
+                                 [ratio_cells(r) for r in real_ratios], left=3))
+        console.print(_table("Targets (issue 12)", ("target", "result", "numbers"), target_rows(target_list), left=3))
 
     scale: list[dict[str, Any]] = []
     for n in scale_ns:
-        say(f"scale: {n} ModelRollouts")
+        say(f"scale: {n} ModelRollouts, analysis every {args.scale_interval:g} s")
         try:
-            scale.append(harness.run_scale(n, window=window, progress=say))
+            scale.append(harness.run_scale(n, window=window, progress=say, interval=args.scale_interval))
         except Exception as exc:  # noqa: BLE001  (report what was measured and why it stopped)
             scale.append({"rollouts": n, "complete": False, "error": repr(exc)[:300]})
     if scale:
@@ -206,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.time() - started,
         "machine": harness.machine(),
         "settings": {k: getattr(specs, k) for k in dir(specs) if k.isupper() and isinstance(getattr(specs, k), (int, float, str, tuple))},
-        "scenarios": rows, "ratios": rats, "scale": scale,
+        "scenarios": rows, "ratios": rats, "real_cadence": real, "targets": target_list, "scale": scale,
         "records": [r.as_dict() for r in records],
     }
     out = Path(args.out)

@@ -1,12 +1,16 @@
-"""Scenarios and the two policies' specs, shared by the harness, the baseline and the smoke test.
+"""Scenarios and the policies' specs, shared by the harness, the baseline and the smoke test.
 
-Time is compressed: Prometheus scrapes every second, analysis runs every 3 s, steps hold 6 s.
+Two comparisons, both time-compressed in the lab (Prometheus scrapes every lab second):
+
+* same clock: ours and a Flagger-like baseline both analyse every 3 s, steps hold 6 s;
+* real cadence: every documented duration divided by COMPRESSION (Flagger's 1m interval is 4 lab
+  seconds) and traffic multiplied by it, so requests per real minute are as stated (REAL_RPS).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modelrollout_lab import scenarios
@@ -24,6 +28,17 @@ ERROR_TOLERANCE = 0.01    # ours: canary error rate may exceed stable by this mu
 LATENCY_P95_MAX = 0.2     # both: p95 latency bound, seconds
 QUALITY_MIN = 0.85        # both: accuracy bound (labelled feedback)
 QUALITY_TOLERANCE = 0.05  # ours: wrong-prediction rate may exceed stable by this much
+
+# Real cadence: one lab second is COMPRESSION real seconds, for every policy alike.
+COMPRESSION = 15.0        # 1 real minute = 4 lab s; the lab's 1 s scrape is a 15 s scrape in real time
+REAL_RPS = 100.0          # real requests per second of the service (the lab sends REAL_RPS * COMPRESSION)
+REAL_NOISY_RPS = 40.0
+OURS_REAL_INTERVAL = 15.0  # ours looks every 15 real seconds (its tests may be looked at any time)
+OURS_REAL_STEPS = (10, 25, 50)  # ... each held at least OURS_REAL_HOLD, then promotion
+OURS_REAL_HOLD = 30.0
+ARGO_STEPS = (20, 40, 60, 80)  # Argo's example: setWeight steps, each followed by a 10m pause
+ARGO_PAUSE = 600.0
+ARGO_EXAMPLE_SECONDS = len(ARGO_STEPS) * ARGO_PAUSE  # real seconds to its promotion
 
 HEALTHY = {"error-rate": "0.001", "latency-ms": "40", "latency-sigma": "0.25", "accuracy": "0.92",
            "load-seconds": "1"}
@@ -134,16 +149,58 @@ def ours_template(name: str, behaviour: dict[str, str], version: str) -> dict[st
             "spec": {"containers": [{"name": "server", "image": f"example/{name}:{version}"}]}}
 
 
+# ---------------------------------------------------------------- real cadence
+
+def lab_seconds(real_seconds: float) -> float:
+    return real_seconds / COMPRESSION
+
+
+def lab_duration(real_seconds: float) -> str:
+    """A real duration as the lab's spec duration ('4s', '500ms')."""
+    lab = lab_seconds(real_seconds)
+    return f"{lab:g}s" if lab == int(lab) else f"{round(lab * 1000)}ms"
+
+
+def real_cadence(scenario: Scenario, real_rps: float = REAL_RPS) -> Scenario:
+    """The scenario at real cadence: its traffic is real_rps in real time; its lab-second timings
+    (model load, degradation after 12 s of serving = 3 real minutes) are kept."""
+    return replace(scenario, rps=real_rps * COMPRESSION if scenario.rps else 0.0,
+                   timeout=lab_seconds(ARGO_EXAMPLE_SECONDS + 300.0))
+
+
+def ours_default_rollout(name: str, behaviour: dict[str, str], version: str, quality: bool = False,
+                         drift: bool = False) -> dict[str, Any]:
+    """Ours at its recommended defaults, every duration compressed: the `http` preset's default metrics
+    (error-rate max 0.01 as an exact test, critical; latency p95 <= 0.3 s, failureLimit 2; plus its
+    quality and prediction-drift metrics where the scenario has them), samples.min, alpha, `pass:
+    powered`, recentWindow, decideWithin 5m, noData 5m then rollback, scaleDownDelay 30s all as
+    defaulted; analysis every 15 s; steps 10/25/50 % held at least 30 s."""
+    body = ours_rollout(name, behaviour, version, quality=quality, drift=drift)
+    spec = body["spec"]
+    spec["strategy"] = {"warmup": {"readinessTimeout": lab_duration(600)},
+                        "steps": [{"weight": w, "hold": lab_duration(OURS_REAL_HOLD)} for w in OURS_REAL_STEPS]}
+    names = ["error-rate", "latency-p95"] + ["quality"] * quality + ["prediction-drift"] * drift
+    spec["analysis"] = {"interval": lab_duration(OURS_REAL_INTERVAL), "preset": "http",
+                        "decideWithin": lab_duration(300), "noData": {"hold": lab_duration(300), "then": "rollback"},
+                        "metrics": [{"name": n} for n in names]}
+    spec["rollback"] = {"scaleDownDelay": lab_duration(30)}
+    return body
+
+
 # ---------------------------------------------------------------- scale
 
-def scale_rollout(name: str, version: str, namespace: str = NAMESPACE) -> dict[str, Any]:
-    """A small rollout that stays in analysis (one long step) and queries Prometheus every 5 s."""
+SCALE_INTERVAL = 10.0     # the scale runs' analysis interval (seconds, not compressed)
+
+
+def scale_rollout(name: str, version: str, namespace: str = NAMESPACE,
+                  interval: float = SCALE_INTERVAL) -> dict[str, Any]:
+    """A small rollout that stays in analysis (one long step) and queries Prometheus every interval."""
     body = ours_rollout(name, {"load-seconds": "0.5"}, version, replicas=2)  # replicas router: 50 % is 1 of 2 pods
     body["metadata"]["namespace"] = namespace
     spec = body["spec"]
     spec["trafficRouting"] = {"replicas": {}}
     spec["strategy"] = {"warmup": {"readinessTimeout": "600s"}, "steps": [{"weight": 50, "hold": "1h"}]}
-    spec["analysis"] = {"interval": "5s", "preset": "http", "samples": {"min": 100},
+    spec["analysis"] = {"interval": f"{interval:g}s", "preset": "http", "samples": {"min": 100},
                         "noData": {"hold": "1h", "then": "pause"},
                         "metrics": [{"name": "error-rate"}]}
     return body
