@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from modelrollout.core import analysis_window, recent_window
 from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
@@ -17,17 +15,18 @@ from modelrollout.manifests import service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
                                histogram_query, render_query)
+from modelrollout.status import RolloutStatus
 
 
-def query_values(spec: RolloutSpec, namespace: str, name: str, status: Mapping[str, Any],
+def query_values(spec: RolloutSpec, namespace: str, name: str, status: RolloutStatus,
                  revision: str, now: datetime) -> dict[str, str]:
     """The values of every {{ placeholder }}, for the revision being measured."""
     return {
         "namespace": namespace,
         "name": name,
         "revision": revision,
-        "canary.revision": status.get("canaryRevision") or "",
-        "stable.revision": status.get("stableRevision") or "",
+        "canary.revision": status.canary_revision or "",
+        "stable.revision": status.stable_revision or "",
         "canary.service": service_name(name, "canary"),
         "stable.service": service_name(name, "stable"),
         "model.name": spec.model.name,
@@ -109,10 +108,10 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
         return MetricSample(rule.name, shown, error=str(exc))
 
 
-async def measure(spec: RolloutSpec, namespace: str, name: str, status: Mapping[str, Any],
+async def measure(spec: RolloutSpec, namespace: str, name: str, status: RolloutStatus,
                   provider: MetricsProvider, now: datetime) -> tuple[MetricSample, ...]:
-    canary = query_values(spec, namespace, name, status, status.get("canaryRevision") or "", now)
-    stable = query_values(spec, namespace, name, status, status.get("stableRevision") or "", now)
+    canary = query_values(spec, namespace, name, status, status.canary_revision or "", now)
+    stable = query_values(spec, namespace, name, status, status.stable_revision or "", now)
     recent = recent_window(spec, status, now)
     results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent)
                                      for rule in spec.analysis.metrics))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from modelrollout.analysis import measure
 from modelrollout.core import Action, Commands, Observations, Phase, Workload
 from modelrollout.providers import MetricsProvider, Series
 from modelrollout.spec import PlatformPolicy, RolloutSpec, SpecError, parse_duration, parse_spec
+from modelrollout.status import RolloutStatus
 
 _NOTABLE = (Action.ADVANCE, Action.PAUSE, Action.PROMOTE, Action.PROMOTED, Action.ROLLBACK)
 MAX_CYCLES = 200_000  # a guard: decide() always moves time forward, this is never reached in practice
@@ -98,35 +98,27 @@ class _AtTime:
         return await self._provider.is_online()
 
 
-def _initial_status(spec: RolloutSpec, start: datetime, stable: str) -> dict[str, Any]:
-    return {
-        "phase": Phase.PROGRESSING.value,
-        "stableRevision": stable,
-        "canaryRevision": spec.revision,
-        "canaryModelVersion": spec.model.version,
-        "currentStep": 0,
-        "canaryWeight": 0,
-        "rolloutStartedAt": core.ts(start),
-        "failures": {},
-        "passedChecks": 0,
-    }
+def _initial_status(spec: RolloutSpec, start: datetime, stable: str) -> RolloutStatus:
+    return RolloutStatus(phase=Phase.PROGRESSING.value, stable_revision=stable, canary_revision=spec.revision,
+                         canary_model_version=spec.model.version, current_step=0, canary_weight=0,
+                         rollout_started_at=core.ts(start), passed_checks=0)
 
 
-def _manual_gate_passed(spec: RolloutSpec, status: Mapping[str, Any]) -> bool:
+def _manual_gate_passed(spec: RolloutSpec, status: RolloutStatus) -> bool:
     """At a step without hold, the last analysis of this step passed: a human would promote."""
-    if status.get("phase") != Phase.PAUSED.value or not status.get("canaryRevision"):
+    if status.phase != Phase.PAUSED.value or not status.canary_revision:
         return False
     steps = spec.strategy.steps
-    step = steps[min(int(status.get("currentStep") or 0), len(steps) - 1)]
+    step = steps[min(status.current_step or 0, len(steps) - 1)]
     if step.hold is not None:
         return False
     if not spec.analysis.metrics:
         return True
-    last = core.parse_ts(status.get("lastAnalysisAt"))
-    started = core.parse_ts(status.get("stepStartedAt"))
-    results = status.get("lastAnalysis") or []
+    last = core.parse_ts(status.last_analysis_at)
+    started = core.parse_ts(status.step_started_at)
+    results = status.last_analysis
     return (last is not None and started is not None and last >= started and bool(results)
-            and all(r.get("verdict") == "Pass" for r in results))
+            and all(r.verdict == "Pass" for r in results))
 
 
 async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: MetricsProvider,
@@ -142,7 +134,7 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
     canary = canary_revision or spec.revision
     stable = stable_revision or ""
     internal_stable = stable if stable and stable != spec.revision else "stable"
-    status: dict[str, Any] = _initial_status(spec, start, internal_stable)
+    status = _initial_status(spec, start, internal_stable)
     workloads = {spec.revision: Workload(replicas=spec.replicas, ready=spec.replicas),
                  internal_stable: Workload(replicas=spec.replicas, ready=spec.replicas)}
     rows: list[BacktestRow] = []
@@ -155,26 +147,26 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
             promotes += 1  # right after a passing analysis at a manual gate: promote, as a human would
             commands = Commands(promote=f"backtest-{promotes}")
         elif core.analysis_due(spec, status, now):
-            shown = {**status, "canaryRevision": canary, "stableRevision": stable}
+            shown = status.replace(canary_revision=canary, stable_revision=stable)
             samples = await measure(spec, namespace, name, shown, _AtTime(provider, now), now)
         # The replay's cluster carries at once whatever weight the status asks for.
         carried = core.target_weight(spec, status, workloads)
         decision = core.decide(spec, status, Observations(generation=1, workloads=workloads, traffic=carried,
                                                           commands=commands, samples=samples), now)
-        before = (status.get("phase"), status.get("currentStep"))
+        before = (status.phase, status.current_step)
         status = decision.status
-        changed = (status.get("phase"), status.get("currentStep")) != before
+        changed = (status.phase, status.current_step) != before
         if samples is not None or changed or decision.action in _NOTABLE:
-            message = status.get("message") or ""
+            message = status.message or ""
             if commands.promote:
                 message = f"manual gate passed, promoted by the backtest; {message}"
             rows.append(_row(now, status, decision.action, samples is not None, message))
-        if status.get("phase") in (Phase.ROLLED_BACK.value, Phase.SUCCEEDED.value):
+        if status.phase in (Phase.ROLLED_BACK.value, Phase.SUCCEEDED.value):
             break
         wait = max(0.05, decision.requeue_after)  # the operator's own next wake-up
         if _manual_gate_passed(spec, status):
             continue  # promote at once, at the same moment (needs no metrics, even at `end`)
-        if status.get("phase") == Phase.PROMOTING.value:
+        if status.phase == Phase.PROMOTING.value:
             now += timedelta(seconds=wait)  # promotion needs no metrics: let it finish past `end`
             continue
         if now >= end:
@@ -183,14 +175,12 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
     return rows
 
 
-def _row(now: datetime, status: Mapping[str, Any], action: Action, analysed: bool, message: str) -> BacktestRow:
+def _row(now: datetime, status: RolloutStatus, action: Action, analysed: bool, message: str) -> BacktestRow:
     metrics: tuple[MetricResult, ...] = ()
     if analysed:
-        metrics = tuple(MetricResult(r["metric"], r["verdict"], r.get("value"), r.get("reason") or "")
-                        for r in status.get("lastAnalysis") or [])
-    step = status.get("currentStep")
-    return BacktestRow(at=now, step=None if step is None else int(step), weight=int(status.get("canaryWeight") or 0),
-                       phase=str(status.get("phase")), action=action.value, metrics=metrics, message=message)
+        metrics = tuple(MetricResult(r.metric, r.verdict, r.value, r.reason) for r in status.last_analysis)
+    return BacktestRow(at=now, step=status.current_step, weight=status.canary_weight or 0,
+                       phase=str(status.phase), action=action.value, metrics=metrics, message=message)
 
 
 # ---------------------------------------------------------------- presentation

@@ -2,7 +2,8 @@
 
 No I/O, no kopf, no clock. Status is the only state: everything a later call needs
 (step, weight, timers, failure counts, handled commands) is written back into the new
-status. `desired_state(spec, status, now)` then says what the cluster must look like for a
+status, a frozen `RolloutStatus` (modelrollout.status) that every function here takes and
+returns. `desired_state(spec, status, now)` then says what the cluster must look like for a
 status, so the reconciler can converge to it with absolute, repeatable writes — after a
 restart, from status alone.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from modelrollout.evaluate import MetricSample, evaluate
 from modelrollout.spec import MetricRule, RolloutSpec, Step
-from modelrollout.status import RolloutStatus
+from modelrollout.status import Condition, GateRecord, HistoryEntry, MetricResult, RolloutStatus, ScaleDown
 from modelrollout.stats import Judgement, Verdict
 
 HISTORY_LIMIT = 20
@@ -108,7 +109,7 @@ class Event:
 @dataclass(frozen=True)
 class Decision:
     action: Action
-    status: dict[str, Any]
+    status: RolloutStatus
     events: tuple[Event, ...] = ()
     requeue_after: float = STEADY_REQUEUE
 
@@ -129,13 +130,6 @@ class Desired:
     canary_mirror: int = 0  # percent of live requests copied to the canary (answers discarded)
 
 
-def checked(status: dict[str, Any]) -> dict[str, Any]:
-    """The status, after checking it against its typed declaration (modelrollout.status): a field
-    the core misspells or forgets to declare fails here, not silently at the API server."""
-    RolloutStatus.parse(status)
-    return status
-
-
 # ---------------------------------------------------------------- time helpers
 
 def ts(moment: datetime) -> str:
@@ -148,8 +142,8 @@ def parse_ts(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _since(status: Mapping[str, Any], key: str, now: datetime) -> float | None:
-    moment = parse_ts(status.get(key))
+def _since(stamp: str | None, now: datetime) -> float | None:
+    moment = parse_ts(stamp)
     return None if moment is None else (now - moment).total_seconds()
 
 
@@ -179,8 +173,8 @@ def carried_weight(spec: RolloutSpec, ready_canary: int) -> int:
     return min(100, (100 * ready_canary) // spec.replicas)
 
 
-def _step_index(spec: RolloutSpec, status: Mapping[str, Any]) -> int:
-    return min(int(status.get("currentStep") or 0), len(spec.strategy.steps) - 1)
+def _step_index(spec: RolloutSpec, status: RolloutStatus) -> int:
+    return min(status.current_step or 0, len(spec.strategy.steps) - 1)
 
 
 def _step_load(step: Step) -> int:
@@ -192,29 +186,29 @@ def _step_text(step: Step) -> str:
     return f"mirror {step.mirror}%" if step.mirror else f"weight {step.weight}"
 
 
-def target_mirror(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
+def target_mirror(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[str, Workload]) -> int:
     """The percent of live requests to copy to the canary now: a mirror step's, once entered, capped
     by Ready canary capacity like a weight; zero in every other step and phase."""
-    canary = status.get("canaryRevision")
-    if not canary or not status.get("stepEnteredAt"):
+    canary = status.canary_revision
+    if not canary or not status.step_entered_at:
         return 0
-    if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
+    if status.phase not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
         return 0
     mirror = spec.strategy.steps[_step_index(spec, status)].mirror
     workload = workloads.get(canary)
     return min(mirror, carried_weight(spec, workload.ready if workload else 0))
 
 
-def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload]) -> int:
+def target_weight(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[str, Workload]) -> int:
     """The canary weight to apply now: the entered step's weight, capped by Ready canary capacity.
 
     Zero while the canary warms up, waits for gates before traffic, or has been rolled back; with
     the replicas router a Ready canary pod serves at once, so its first step starts with the canary.
     """
-    canary = status.get("canaryRevision")
-    if not canary or not (status.get("stepEnteredAt") or spec.traffic_routing.router == "replicas"):
+    canary = status.canary_revision
+    if not canary or not (status.step_entered_at or spec.traffic_routing.router == "replicas"):
         return 0
-    if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
+    if status.phase not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
         return 0
     workload = workloads.get(canary)
     capacity = carried_weight(spec, workload.ready if workload else 0)
@@ -224,20 +218,20 @@ def target_weight(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mappi
     return max([0] + [weight for weight in planned if weight <= capacity])
 
 
-def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mapping[str, Workload],
+def desired_state(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[str, Workload],
                   now: datetime) -> Desired:
-    stable = status.get("stableRevision")
-    canary = status.get("canaryRevision")
-    phase = status.get("phase")
+    stable = status.stable_revision
+    canary = status.canary_revision
+    phase = status.phase
     replicas: dict[str, int | None] = {}
-    for entry in status.get("scaleDowns") or []:
-        due = parse_ts(entry.get("at"))
+    for entry in status.scale_downs:
+        due = parse_ts(entry.at)
         if due is not None and now >= due:
-            replicas[entry["revision"]] = None
+            replicas[entry.revision] = None
         elif spec.traffic_routing.router == "replicas":
-            replicas[entry["revision"]] = 0  # its pods would still take traffic: stop at once
+            replicas[entry.revision] = 0  # its pods would still take traffic: stop at once
         else:
-            replicas[entry["revision"]] = -1  # keep as it is until the delay ends
+            replicas[entry.revision] = -1  # keep as it is until the delay ends
     canary_target = 0
     if canary:
         canary_target = spec.replicas if phase == Phase.PROMOTING.value else \
@@ -264,7 +258,7 @@ def desired_state(spec: RolloutSpec, status: Mapping[str, Any], workloads: Mappi
 # ---------------------------------------------------------------- conditions
 
 def _conditions(phase: Phase, reason: str, message: str, generation: int,
-                previous: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+                previous: tuple[Condition, ...], now: datetime) -> tuple[Condition, ...]:
     """Our own conditions plus the kstatus trio (Ready, Reconciling, Stalled) for GitOps tools."""
     in_progress = phase in (Phase.PENDING, Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
     stalled = phase in (Phase.ROLLED_BACK, Phase.INVALID_SPEC)
@@ -278,32 +272,30 @@ def _conditions(phase: Phase, reason: str, message: str, generation: int,
         "RolledBack": (phase is Phase.ROLLED_BACK, reason if phase is Phase.ROLLED_BACK else "NotRolledBack"),
         "InvalidSpec": (phase is Phase.INVALID_SPEC, reason if phase is Phase.INVALID_SPEC else "SpecValid"),
     }
-    before = {c.get("type"): c for c in previous or []}
-    result = [c for c in previous or [] if c.get("type") in ACT_CONDITIONS]
+    before = {c.type: c for c in previous}
+    result = [c for c in previous if c.type in ACT_CONDITIONS]
     for kind, (truth, why) in wanted.items():
-        value = "True" if truth else "False"
-        old = before.get(kind)
-        changed = old is None or old.get("status") != value
-        result.append({
-            "type": kind,
-            "status": value,
-            "reason": why,
-            "message": message if truth else "",
-            "observedGeneration": generation,
-            "lastTransitionTime": ts(now) if changed else old.get("lastTransitionTime", ts(now)),
-        })
-    return result
+        result.append(_condition(kind, truth, why, message if truth else "", generation, before.get(kind), now))
+    return tuple(result)
 
 
-def _set_condition(conditions: list[dict[str, Any]], kind: str, truth: bool, reason: str, message: str,
-                   generation: int, now: datetime) -> list[dict[str, Any]]:
+def _condition(kind: str, truth: bool, reason: str, message: str, generation: int, old: Condition | None,
+               now: datetime) -> Condition:
+    """A condition; its lastTransitionTime moves only when its status changes."""
     value = "True" if truth else "False"
-    old = next((c for c in conditions if c.get("type") == kind), None)
-    since = old.get("lastTransitionTime", ts(now)) if old and old.get("status") == value else ts(now)
-    new = {"type": kind, "status": value, "reason": reason, "message": message,
-           "observedGeneration": generation, "lastTransitionTime": since}
-    return [c for c in conditions if c.get("type") != kind] + [new] if old is None else \
-        [new if c.get("type") == kind else c for c in conditions]
+    if old is not None and (old.status, old.reason, old.message, old.observed_generation) == \
+            (value, reason, message, generation) and old.last_transition_time:
+        return old  # unchanged: most passes change no condition, and a model is not free to build
+    since = old.last_transition_time if old is not None and old.status == value else None
+    return Condition(type=kind, status=value, reason=reason, message=message, observed_generation=generation,
+                     last_transition_time=since or ts(now))
+
+
+def _set_condition(conditions: tuple[Condition, ...], kind: str, truth: bool, reason: str, message: str,
+                   generation: int, now: datetime) -> tuple[Condition, ...]:
+    old = next((c for c in conditions if c.type == kind), None)
+    new = _condition(kind, truth, reason, message, generation, old, now)
+    return conditions + (new,) if old is None else tuple(new if c.type == kind else c for c in conditions)
 
 
 ACT_BACKOFF_CAP = 60.0
@@ -321,48 +313,47 @@ class ActResult:
     target_mirror: int = 0
 
 
-def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
-               now: datetime) -> tuple[dict[str, Any], tuple[Event, ...], float | None]:
+def record_act(status: RolloutStatus, generation: int, result: ActResult,
+               now: datetime) -> tuple[RolloutStatus, tuple[Event, ...], float | None]:
     """Fold what the act layer achieved into the status: the confirmed weight, the `Applied`
     condition, and Ready only while the cluster carries what the status asks for.
 
     Returns the status, the events (a Warning when acting starts failing or changes reason) and,
     on failure, a capped exponential backoff before the next try.
     """
-    new = dict(status)
+    changes: dict[str, Any] = {}
     if result.confirmed_weight is not None:
-        new["canaryWeight"] = result.confirmed_weight
+        changes["canary_weight"] = result.confirmed_weight
     if result.confirmed_mirror is not None:
-        new["canaryMirror"] = result.confirmed_mirror
-    conditions = list(new.get("conditions") or [])
-    before = next((c for c in conditions if c.get("type") == "Applied"), None)
+        changes["canary_mirror"] = result.confirmed_mirror
+    conditions = status.conditions
+    before = status.condition("Applied")
     events: list[Event] = []
     backoff = None
     if result.failure_reason:
-        attempts = int(new.get("actFailures") or 0) + 1
-        new["actFailures"] = attempts
+        attempts = (status.act_failures or 0) + 1
+        changes["act_failures"] = attempts
         message = f"{result.failure_message} (attempt {attempts})"
         conditions = _set_condition(conditions, "Applied", False, result.failure_reason, message, generation, now)
-        if before is None or before.get("status") != "False" or before.get("reason") != result.failure_reason:
+        if before is None or before.status != "False" or before.reason != result.failure_reason:
             events.append(Event("Warning", result.failure_reason, result.failure_message))
         backoff = min(ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))
     else:
-        new.pop("actFailures", None)
+        changes["act_failures"] = None
         conditions = _set_condition(conditions, "Applied", True, "Applied",
                                     "the cluster carries the decided state", generation, now)
-        if before is not None and before.get("status") == "False":
+        if before is not None and before.status == "False":
             events.append(Event("Normal", "Applied", "acting works again: the cluster carries the decided state"))
     converged = (result.confirmed_weight is None or result.confirmed_weight == result.target_weight) and \
         (result.confirmed_mirror is None or result.confirmed_mirror == result.target_mirror)
     if result.failure_reason or not converged:
-        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-        if ready is not None and ready.get("status") == "True":
+        ready = next((c for c in conditions if c.type == "Ready"), None)
+        if ready is not None and ready.status == "True":
             why = result.failure_reason or "Converging"
             text = result.failure_message if result.failure_reason else \
                 f"canary weight {result.confirmed_weight} carried, {result.target_weight} decided"
             conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
-    new["conditions"] = conditions
-    return checked(new), tuple(events), backoff
+    return status.replace(conditions=conditions, **changes), tuple(events), backoff
 
 
 # ---------------------------------------------------------------- the decision
@@ -371,29 +362,30 @@ def record_act(status: Mapping[str, Any], generation: int, result: ActResult,
 class _Builder:
     """Accumulates one decision: a copy of the status, events and the next wake-up."""
 
-    def __init__(self, spec: RolloutSpec, status: Mapping[str, Any], obs: Observations, now: datetime) -> None:
+    def __init__(self, spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: datetime) -> None:
         self.spec = spec
         self.old = status
-        self.status: dict[str, Any] = {k: v for k, v in status.items()}
+        self.status = status
         self.obs = obs
         self.now = now
         self.events: list[Event] = []
         self.wakeups: list[float] = []
         if obs.traffic is not None:  # the weight the cluster carries, as read back
-            self.status["canaryWeight"] = obs.traffic
-            if obs.traffic > 0 and self.status.get("canaryRevision") and not self.status.get("servingSince"):
-                self.status["servingSince"] = ts(now)
+            self.set(canary_weight=obs.traffic)
+            if obs.traffic > 0 and status.canary_revision and not status.serving_since:
+                self.set(serving_since=ts(now))
         if obs.mirror is not None:  # the mirror the cluster carries, as read back
-            self.status["canaryMirror"] = obs.mirror
+            self.set(canary_mirror=obs.mirror)
+
+    def set(self, **changes: Any) -> None:
+        self.status = self.status.replace(**changes)
 
     # -- commands: a token acts once
     def command(self, name: str) -> str | None:
         token = getattr(self.obs.commands, name)
-        handled = dict(self.status.get("handledCommands") or {})
         key = {"promote_full": "promoteFull"}.get(name, name)
-        if token and handled.get(key) != token:
-            handled[key] = token
-            self.status["handledCommands"] = handled
+        if token and self.status.handled_commands.get(key) != token:
+            self.set(handled_commands={**self.status.handled_commands, key: token})
             return token
         return None
 
@@ -404,72 +396,54 @@ class _Builder:
         if seconds is not None:
             self.wakeups.append(max(0.05, seconds))
 
-    def history(self, revision: str, result: str, reason: str, started: str | None) -> None:
-        entry = {
-            "revision": revision,
-            "modelVersion": self.status.get("canaryModelVersion") or self.spec.model.version,
-            "result": result,
-            "reason": reason,
-            "startedAt": started or ts(self.now),
-            "finishedAt": ts(self.now),
-        }
-        self.status["history"] = ([entry] + list(self.status.get("history") or []))[:HISTORY_LIMIT]
+    def history(self, revision: str | None, result: str, reason: str, started: str | None) -> None:
+        model_version = self.status.canary_model_version or self.spec.model.version
+        entry = HistoryEntry(revision=revision, model_version=model_version, result=result, reason=reason,
+                             started_at=started or ts(self.now), finished_at=ts(self.now))
+        self.set(history=((entry,) + self.status.history)[:HISTORY_LIMIT])
 
     def schedule_scale_down(self, revision: str | None) -> None:
         if not revision:
             return
         delay = self.spec.rollback.scale_down_delay
-        entries = [e for e in self.status.get("scaleDowns") or [] if e.get("revision") != revision]
-        entries.append({"revision": revision, "at": ts(self.now + timedelta(seconds=delay))})
-        self.status["scaleDowns"] = entries
+        entries = tuple(e for e in self.status.scale_downs if e.revision != revision)
+        self.set(scale_downs=entries + (ScaleDown(revision=revision, at=ts(self.now + timedelta(seconds=delay))),))
 
     def finish(self, action: Action, phase: Phase, reason: str, message: str) -> Decision:
-        self.status["phase"] = phase.value
-        self.status["message"] = message
-        self.status["observedGeneration"] = self.obs.generation
-        self.status["modelVersion"] = self.status.get("modelVersion") or self.spec.model.version
-        self._prune_scale_downs()
-        self.status["conditions"] = _conditions(
-            phase, reason, message, self.obs.generation, list(self.old.get("conditions") or []), self.now)
+        self.set(phase=phase.value, message=message, observed_generation=self.obs.generation,
+                 model_version=self.status.model_version or self.spec.model.version,
+                 scale_downs=self._pending_scale_downs(),
+                 conditions=_conditions(phase, reason, message, self.obs.generation, self.old.conditions, self.now))
         requeue = min(self.wakeups) if self.wakeups else STEADY_REQUEUE
-        return Decision(action=action, status=checked(self.status), events=tuple(self.events),
-                        requeue_after=requeue)
+        return Decision(action=action, status=self.status, events=tuple(self.events), requeue_after=requeue)
 
-    def _prune_scale_downs(self) -> None:
+    def _pending_scale_downs(self) -> tuple[ScaleDown, ...]:
         """Entries stay until their delay has passed (the reconciler deletes the Deployment then)."""
         keep = []
-        live = {self.status.get("stableRevision"), self.status.get("canaryRevision")}
-        for entry in self.status.get("scaleDowns") or []:
-            if entry.get("revision") in live:
+        live = {self.status.stable_revision, self.status.canary_revision}
+        for entry in self.status.scale_downs:
+            if entry.revision in live:
                 continue
-            due = parse_ts(entry.get("at"))
+            due = parse_ts(entry.at)
             if due is not None and due > self.now:
                 self.wake_in((due - self.now).total_seconds())
             keep.append(entry)
-        self.status["scaleDowns"] = keep
+        return tuple(keep)
 
 
 def _clear_canary(b: _Builder) -> None:
     """Forget the canary's progress. `canaryWeight` stays: it is what the cluster carries until a
     read-back says otherwise."""
-    for key in ("canaryRevision", "canaryModelVersion", "currentStep", "stepWeight", "stepMirror", "canaryReadyAt",
-                "stepEnteredAt", "stepStartedAt", "servingSince", "lastAnalysisAt", "noDataSince", "noDataReason",
-                "noDataPaused",
-                "pausedAt", "rolloutStartedAt", "gating", "gates", "promotionReason"):
-        b.status.pop(key, None)
-    b.status["failures"] = {}
-    b.status["passedChecks"] = 0
+    b.set(canary_revision=None, canary_model_version=None, current_step=None, step_weight=None, step_mirror=None,
+          canary_ready_at=None, step_entered_at=None, step_started_at=None, serving_since=None,
+          last_analysis_at=None, no_data_since=None, no_data_reason=None, no_data_paused=None, paused_at=None,
+          rollout_started_at=None, gating=None, gates={}, promotion_reason=None, failures={}, passed_checks=0)
 
 
 def _start_canary(b: _Builder, revision: str) -> Decision:
     _clear_canary(b)
-    b.status.update({
-        "canaryRevision": revision,
-        "canaryModelVersion": b.spec.model.version,
-        "currentStep": 0,
-        "rolloutStartedAt": ts(b.now),
-    })
-    b.status.pop("abortedRevision", None)
+    b.set(canary_revision=revision, canary_model_version=b.spec.model.version, current_step=0,
+          rollout_started_at=ts(b.now), aborted_revision=None)
     b.event("Normal", "CanaryStarted", f"revision {revision} started as canary; waiting for it to be ready")
     b.wake_in(WARMUP_POLL)
     return b.finish(Action.START, Phase.PROGRESSING, "CanaryStarted",
@@ -477,34 +451,34 @@ def _start_canary(b: _Builder, revision: str) -> Decision:
 
 
 def _rollback(b: _Builder, reason: str, message: str) -> Decision:
-    canary = b.status.get("canaryRevision")
-    step = b.status.get("currentStep")
-    weight = b.status.get("canaryWeight")
+    canary = b.status.canary_revision
+    step = b.status.current_step
+    weight = b.status.canary_weight
     full = f"rolled back: {message} at step {step} (weight {weight})" if step is not None else f"rolled back: {message}"
-    b.history(canary, "RolledBack", message, b.status.get("rolloutStartedAt"))
+    b.history(canary, "RolledBack", message, b.status.rollout_started_at)
     b.schedule_scale_down(canary)
     _clear_canary(b)
-    b.status["abortedRevision"] = canary
+    b.set(aborted_revision=canary)
     b.event("Warning", "RolledBack", full)
     return b.finish(Action.ROLLBACK, Phase.ROLLED_BACK, reason, full)
 
 
-def decide(spec: RolloutSpec, status: Mapping[str, Any], obs: Observations, now: datetime) -> Decision:
+def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: datetime) -> Decision:
     """The next status for this rollout, with events and when to look again."""
     b = _Builder(spec, status, obs, now)
     revision = spec.revision
-    stable = status.get("stableRevision")
-    canary = status.get("canaryRevision")
+    stable = status.stable_revision
+    canary = status.canary_revision
 
     if not stable:
         return _initialize(b, revision)
     if revision == stable:
         return _steady(b, canary)
     if canary != revision:
-        if status.get("abortedRevision") == revision:
+        if status.aborted_revision == revision:
             return _stay_rolled_back(b, revision)
         if canary:
-            b.history(canary, "Superseded", f"template changed to revision {revision}", status.get("rolloutStartedAt"))
+            b.history(canary, "Superseded", f"template changed to revision {revision}", status.rollout_started_at)
             b.schedule_scale_down(canary)
             b.event("Normal", "Superseded", f"canary {canary} superseded by revision {revision}; traffic back to stable first")
         return _start_canary(b, revision)
@@ -515,7 +489,7 @@ def _initialize(b: _Builder, revision: str) -> Decision:
     workload = b.obs.workloads.get(revision)
     wanted = b.spec.replicas
     if workload is not None and workload.up_to_date and workload.ready >= wanted:
-        b.status.update({"stableRevision": revision, "modelVersion": b.spec.model.version, "canaryWeight": 0})
+        b.set(stable_revision=revision, model_version=b.spec.model.version, canary_weight=0)
         b.history(revision, "Initialized", "first revision became stable", None)
         b.event("Normal", "Initialized", f"revision {revision} is stable with {wanted} ready replicas")
         return b.finish(Action.INITIALIZE, Phase.SUCCEEDED, "Initialized", f"revision {revision} is stable")
@@ -530,13 +504,14 @@ def _steady(b: _Builder, canary: str | None) -> Decision:
     b.command("retry")
     b.command("promote")
     b.command("promote_full")
+    stable = b.status.stable_revision
     if canary:
-        b.history(canary, "Superseded", "template reverted to the stable revision", b.status.get("rolloutStartedAt"))
+        b.history(canary, "Superseded", "template reverted to the stable revision", b.status.rollout_started_at)
         b.schedule_scale_down(canary)
-        b.event("Normal", "CanaryAbandoned", f"template reverted to stable {b.status['stableRevision']}; canary {canary} abandoned")
+        b.event("Normal", "CanaryAbandoned", f"template reverted to stable {stable}; canary {canary} abandoned")
         _clear_canary(b)
-    b.status.pop("abortedRevision", None)
-    return b.finish(Action.STEADY, Phase.SUCCEEDED, "Stable", f"revision {b.status['stableRevision']} is stable")
+    b.set(aborted_revision=None)
+    return b.finish(Action.STEADY, Phase.SUCCEEDED, "Stable", f"revision {stable} is stable")
 
 
 def _stay_rolled_back(b: _Builder, revision: str) -> Decision:
@@ -544,14 +519,14 @@ def _stay_rolled_back(b: _Builder, revision: str) -> Decision:
         b.event("Normal", "Retry", f"retrying revision {revision} on request")
         return _start_canary(b, revision)
     b.command("abort")
-    message = b.old.get("message") or f"revision {revision} was rolled back"
+    message = b.old.message or f"revision {revision} was rolled back"
     return b.finish(Action.STEADY, Phase.ROLLED_BACK, "RolledBack", message)
 
 
 def _progress(b: _Builder, revision: str) -> Decision:
-    spec, obs, now, status = b.spec, b.obs, b.now, b.status
+    spec, obs, now = b.spec, b.obs, b.now
     steps = spec.strategy.steps
-    step_index = _step_index(spec, status)
+    step_index = _step_index(spec, b.status)
 
     if b.command("abort"):
         return _rollback(b, "Aborted", "aborted by user")
@@ -565,22 +540,22 @@ def _progress(b: _Builder, revision: str) -> Decision:
     if overdue is not None:
         return overdue
 
-    if status.get("phase") == Phase.PROMOTING.value:
+    if b.status.phase == Phase.PROMOTING.value:
         return _finish_promotion(b, revision)
 
     # Warm-up: the canary must be ready before it takes traffic.
-    if not status.get("canaryReadyAt"):
+    if not b.status.canary_ready_at:
         workload = obs.workloads.get(revision)
         wanted = canary_replicas(spec, _step_load(steps[step_index]))
         if workload is None or not workload.up_to_date or workload.ready < max(wanted, 1):
             return _warming_up(b, revision, workload, max(wanted, 1))
-        status["canaryReadyAt"] = ts(now)
+        b.set(canary_ready_at=ts(now))
 
-    if not status.get("stepEnteredAt"):
+    if not b.status.step_entered_at:
         waiting = _gates(b, "beforeTraffic")
         return waiting or _enter_step(b, step_index, f"canary {revision} is ready")
-    if int(status.get("currentStep") or 0) != step_index or status.get("stepWeight") != steps[step_index].weight \
-            or int(status.get("stepMirror") or 0) != steps[step_index].mirror:
+    if (b.status.current_step or 0) != step_index or b.status.step_weight != steps[step_index].weight \
+            or (b.status.step_mirror or 0) != steps[step_index].mirror:
         # The spec's steps changed under a running step: re-enter the step the index now names,
         # at its own weight, and hold it afresh.
         return _enter_step(b, step_index, "the steps changed")
@@ -589,7 +564,7 @@ def _progress(b: _Builder, revision: str) -> Decision:
 
 def _warming_up(b: _Builder, revision: str, workload: Workload | None, wanted: int) -> Decision:
     timeout = b.spec.strategy.warmup.readiness_timeout
-    waited = _since(b.status, "rolloutStartedAt", b.now) or 0.0
+    waited = _since(b.status.rollout_started_at, b.now) or 0.0
     ready = workload.ready if workload else 0
     if waited >= timeout:
         return _rollback(b, "ReadinessTimeout", f"canary not ready within {timeout:g}s ({ready}/{wanted} ready)")
@@ -599,30 +574,30 @@ def _warming_up(b: _Builder, revision: str, workload: Workload | None, wanted: i
 
 
 def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
-    spec, obs, now, status = b.spec, b.obs, b.now, b.status
+    spec, obs, now = b.spec, b.obs, b.now
     steps = spec.strategy.steps
     step = steps[step_index]
 
     # Pause (level-triggered): hold weight, keep analysing, resume where it was.
     if obs.commands.paused:
-        if not status.get("pausedAt"):
-            status["pausedAt"] = ts(now)
+        if not b.status.paused_at:
+            b.set(paused_at=ts(now))
             b.event("Normal", "Paused", "paused by user")
         _schedule_analysis(b)
         return b.finish(Action.PAUSE, Phase.PAUSED, "PausedByUser",
-                        f"paused by user at step {step_index} (weight {status.get('canaryWeight')})")
-    if status.get("pausedAt"):
-        paused_for = _since(status, "pausedAt", now) or 0.0
-        status.pop("pausedAt")
-        started = parse_ts(status.get("stepStartedAt"))
+                        f"paused by user at step {step_index} (weight {b.status.canary_weight})")
+    if b.status.paused_at:
+        paused_for = _since(b.status.paused_at, now) or 0.0
+        b.set(paused_at=None)
+        started = parse_ts(b.status.step_started_at)
         if started is not None:  # the pause does not count toward the step's hold
-            status["stepStartedAt"] = ts(started + timedelta(seconds=paused_for))
+            b.set(step_started_at=ts(started + timedelta(seconds=paused_for)))
         b.event("Normal", "Resumed", "resumed by user")
 
     if b.command("promote_full"):
         return _begin_promotion(b, revision, "promoted by user (full)")
 
-    if not status.get("stepStartedAt"):
+    if not b.status.step_started_at:
         waiting = _confirm_weight(b, step_index)
         if waiting is not None:
             return waiting
@@ -640,10 +615,10 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
                         f"step {step_index} (weight {step.weight}) waits for promote; {_analysis_summary(b)}")
     if b.command("promote"):
         return _advance(b, step_index, "promoted by user")
-    if status.get("noDataPaused"):
+    if b.status.no_data_paused:
         _schedule_analysis(b)
-        return b.finish(Action.PAUSE, Phase.PAUSED, "NoData", status.get("message") or "paused: no data")
-    held = _since(status, "stepStartedAt", now) or 0.0
+        return b.finish(Action.PAUSE, Phase.PAUSED, "NoData", b.status.message or "paused: no data")
+    held = _since(b.status.step_started_at, now) or 0.0
     if held >= step.hold and analysis_ok:
         return _advance(b, step_index, f"step {step_index} held {step.hold:g}s with passing analysis")
     if held < step.hold:
@@ -654,27 +629,26 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
     b.wake_in(undecided_at - held)
     _schedule_analysis(b)
     return b.finish(Action.HOLD, Phase.PROGRESSING, "Analyzing",
-                    f"step {step_index} (weight {status.get('canaryWeight')}): {_analysis_summary(b)}")
+                    f"step {step_index} (weight {b.status.canary_weight}): {_analysis_summary(b)}")
 
 
 def _undecided(b: _Builder, step_index: int, overdue: float) -> Decision:
     """A step past its hold and `decideWithin` whose analysis has not passed: pause (weight kept,
     analysis running, it advances on the first PASS) and say what it still needs."""
     needs = []
-    window = analysis_window(b.spec, b.status, parse_ts(b.status.get("lastAnalysisAt")) or b.now)
-    for result in b.status.get("lastAnalysis") or []:
-        evidence = result.get("evidence") or {}
-        needed, seen = evidence.get("samples_needed"), evidence.get("canary_total")
-        if result.get("verdict") == Verdict.PASS.value or needed is None or not seen:
+    window = analysis_window(b.spec, b.status, parse_ts(b.status.last_analysis_at) or b.now)
+    for result in b.status.last_analysis:
+        needed, seen = result.evidence.get("samples_needed"), result.evidence.get("canary_total")
+        if result.verdict == Verdict.PASS.value or needed is None or not seen:
             continue
         rate = seen / window
         more = max(0.0, needed - seen)
-        needs.append(f"{result['metric']} needs ~{more:,.0f} more canary requests "
+        needs.append(f"{result.metric} needs ~{more:,.0f} more canary requests "
                      f"(~{more / rate:,.0f}s at {rate:.3g}/s)")
     what = "; ".join(needs) or _analysis_summary(b)
-    message = (f"paused: step {step_index} (weight {b.status.get('canaryWeight')}) undecided {overdue:.0f}s "
+    message = (f"paused: step {step_index} (weight {b.status.canary_weight}) undecided {overdue:.0f}s "
                f"after its hold: {what}; promote to go on, or wait")
-    if b.old.get("phase") != Phase.PAUSED.value:
+    if b.old.phase != Phase.PAUSED.value:
         b.event("Warning", "Undecided", message)
     _schedule_analysis(b)
     return b.finish(Action.PAUSE, Phase.PAUSED, "Undecided", message)
@@ -686,13 +660,13 @@ def _confirm_weight(b: _Builder, step_index: int) -> Decision | None:
     carried = b.obs.traffic
     mirrored = b.obs.mirror if step.mirror else 0  # a mirror step holds once its mirror is carried too
     if carried == step.weight and mirrored == step.mirror:
-        b.status["stepStartedAt"] = ts(b.now)
+        b.set(step_started_at=ts(b.now))
         b.event("Normal", "WeightConfirmed", f"step {step_index}: the cluster carries canary {_step_text(step)}")
         if step.hold is not None:
             b.wake_in(step.hold)
         return None
     timeout = b.spec.strategy.warmup.readiness_timeout
-    waited = _since(b.status, "stepEnteredAt", b.now) or 0.0
+    waited = _since(b.status.step_entered_at, b.now) or 0.0
     shown = "unknown" if carried is None else str(carried)
     if step.mirror:
         shown = f"weight {shown}, mirror {'unknown' if mirrored is None else f'{mirrored}%'}"
@@ -708,15 +682,9 @@ def _confirm_weight(b: _Builder, step_index: int) -> Decision | None:
 
 def _enter_step(b: _Builder, index: int, why: str) -> Decision:
     step = b.spec.strategy.steps[index]
-    b.status.update({"currentStep": index, "stepWeight": step.weight, "stepEnteredAt": ts(b.now),
-                     "passedChecks": 0})
-    if step.mirror:
-        b.status["stepMirror"] = step.mirror
-    else:
-        b.status.pop("stepMirror", None)
-    b.status.setdefault("servingSince", ts(b.now))
-    for key in ("stepStartedAt", "noDataSince", "noDataReason", "noDataPaused"):
-        b.status.pop(key, None)
+    b.set(current_step=index, step_weight=step.weight, step_mirror=step.mirror or None, step_entered_at=ts(b.now),
+          passed_checks=0, serving_since=b.status.serving_since or ts(b.now), step_started_at=None,
+          no_data_since=None, no_data_reason=None, no_data_paused=None)
     b.event("Normal", "StepStarted", f"{why}; step {index}: canary {_step_text(step)}")
     b.wake_in(CONFIRM_POLL)
     _schedule_analysis(b)
@@ -727,7 +695,7 @@ def _enter_step(b: _Builder, index: int, why: str) -> Decision:
 def _advance(b: _Builder, index: int, why: str) -> Decision:
     if index + 1 < len(b.spec.strategy.steps):
         return _enter_step(b, index + 1, why)
-    return _gates(b, "beforePromotion") or _begin_promotion(b, b.status["canaryRevision"], why)
+    return _gates(b, "beforePromotion") or _begin_promotion(b, b.status.canary_revision or "", why)
 
 
 def _gates(b: _Builder, stage: str) -> Decision | None:
@@ -735,22 +703,22 @@ def _gates(b: _Builder, stage: str) -> Decision | None:
     gates = b.spec.strategy.gates.stage(stage)
     if not gates:
         return None
-    recorded = dict(b.status.get("gates") or {})
+    recorded = dict(b.status.gates)
     for name, result in b.obs.gates.items():
         if result.state in ("Passed", "Failed"):
-            recorded[f"{stage}/{name}"] = {"result": result.state, "reason": result.reason, "at": ts(b.now)}
+            recorded[f"{stage}/{name}"] = GateRecord(result=result.state, reason=result.reason, at=ts(b.now))
             b.event("Normal" if result.state == "Passed" else "Warning", f"Gate{result.state}",
                     f"gate {name} ({stage}): {result.reason}")
-    b.status["gates"] = recorded
+    b.set(gates=recorded)
     for gate in gates:
         entry = recorded.get(f"{stage}/{gate.name}")
-        if entry and entry["result"] == "Failed":
-            return _rollback(b, "GateFailed", f"gate {gate.name} ({stage}) failed: {entry['reason']}")
+        if entry and entry.result == "Failed":
+            return _rollback(b, "GateFailed", f"gate {gate.name} ({stage}) failed: {entry.reason}")
     pending = [gate.name for gate in gates if f"{stage}/{gate.name}" not in recorded]
     if not pending:
-        b.status.pop("gating", None)
+        b.set(gating=None)
         return None
-    b.status["gating"] = stage
+    b.set(gating=stage)
     b.wake_in(WARMUP_POLL)
     state = b.obs.gates.get(pending[0])
     detail = f": {state.reason}" if state else ""
@@ -759,7 +727,7 @@ def _gates(b: _Builder, stage: str) -> Decision | None:
 
 def _begin_promotion(b: _Builder, revision: str, why: str) -> Decision:
     b.event("Normal", "Promoting", f"{why}; scaling canary {revision} to {b.spec.replicas} replicas")
-    b.status["promotionReason"] = why  # the history says why, not the last scaling message
+    b.set(promotion_reason=why)  # the history says why, not the last scaling message
     b.wake_in(WARMUP_POLL)
     return b.finish(Action.PROMOTE, Phase.PROMOTING, "Promoting", f"promoting {revision}: {why}")
 
@@ -771,12 +739,10 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
         b.wake_in(WARMUP_POLL)
         return b.finish(Action.WAIT, Phase.PROMOTING, "Promoting",
                         f"promoting {revision}: {ready}/{b.spec.replicas} replicas ready")
-    old_stable = b.status.get("stableRevision")
-    b.history(revision, "Promoted", b.status.get("promotionReason") or "all steps passed",
-              b.status.get("rolloutStartedAt"))
+    old_stable = b.status.stable_revision
+    b.history(revision, "Promoted", b.status.promotion_reason or "all steps passed", b.status.rollout_started_at)
     _clear_canary(b)
-    b.status["stableRevision"] = revision
-    b.status["modelVersion"] = b.spec.model.version
+    b.set(stable_revision=revision, model_version=b.spec.model.version)
     b.schedule_scale_down(old_stable)
     b.event("Normal", "Promoted", f"revision {revision} promoted to stable; {old_stable} scaled down after "
                                   f"{b.spec.rollback.scale_down_delay:g}s")
@@ -785,22 +751,22 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
 
 # ---------------------------------------------------------------- analysis
 
-def _warm_until(spec: RolloutSpec, status: Mapping[str, Any]) -> datetime | None:
-    ready = parse_ts(status.get("canaryReadyAt"))
+def _warm_until(spec: RolloutSpec, status: RolloutStatus) -> datetime | None:
+    ready = parse_ts(status.canary_ready_at)
     return None if ready is None else ready + timedelta(seconds=spec.strategy.warmup.skip_analysis_for)
 
 
-def in_warmup_skip(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
+def in_warmup_skip(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """Within `skipAnalysisFor` of readiness: only critical breaches count (a loading model is
     not failing, a broken one still rolls back)."""
     until = _warm_until(spec, status)
     return until is None or now < until
 
 
-def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> datetime | None:
+def analysis_window_start(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> datetime | None:
     """Samples count from when the canary began to serve, or its step's hold began, whichever is
     later; after the warm-up skip, never from before the skip ended."""
-    starts = [t for t in (parse_ts(status.get("servingSince")), parse_ts(status.get("stepStartedAt"))) if t]
+    starts = [t for t in (parse_ts(status.serving_since), parse_ts(status.step_started_at)) if t]
     if not starts:
         return None
     start = max(starts)
@@ -810,35 +776,35 @@ def analysis_window_start(spec: RolloutSpec, status: Mapping[str, Any], now: dat
     return start
 
 
-def _serving(status: Mapping[str, Any]) -> bool:
+def _serving(status: RolloutStatus) -> bool:
     """The canary may answer live requests, served or mirrored: the cluster says so, or a step asked for it."""
-    load = int(status.get("stepWeight") or 0) + int(status.get("stepMirror") or 0)
-    return bool(status.get("canaryRevision")) and (
-        int(status.get("canaryWeight") or 0) > 0 or int(status.get("canaryMirror") or 0) > 0
-        or (bool(status.get("stepEnteredAt")) and load > 0))
+    load = (status.step_weight or 0) + (status.step_mirror or 0)
+    return bool(status.canary_revision) and (
+        (status.canary_weight or 0) > 0 or (status.canary_mirror or 0) > 0
+        or (bool(status.step_entered_at) and load > 0))
 
 
-def analysis_due(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
+def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """Whether the reconciler should run the queries before calling decide(): every interval
     while the canary serves anyone."""
     if not spec.analysis.metrics or not _serving(status):
         return False
-    if status.get("phase") not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
+    if status.phase not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
         return False
     if analysis_window_start(spec, status, now) is None:
         return False
-    last = _since(status, "lastAnalysisAt", now)
+    last = _since(status.last_analysis_at, now)
     return last is None or last >= spec.analysis.interval - 0.05
 
 
-def analysis_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> float:
+def analysis_window(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> float:
     """Seconds of samples a query should cover: the step so far, at least one interval, at most maxWindow."""
     start = analysis_window_start(spec, status, now)
     elapsed = (now - start).total_seconds() if start else 0.0
     return max(spec.analysis.interval, min(elapsed, spec.analysis.window_cap))
 
 
-def recent_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> tuple[float, int] | None:
+def recent_window(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> tuple[float, int] | None:
     """The recent window of rates from counts, which may only FAIL: from the start of the previous
     block of `recentWindow` within the step, so it spans one to two blocks. Returns its seconds and
     the block's index k >= 1 (which spends alpha), or None while the step is shorter than two blocks."""
@@ -856,7 +822,7 @@ def recent_window(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -
 def _schedule_analysis(b: _Builder) -> None:
     if not b.spec.analysis.metrics or not _serving(b.status):
         return
-    last = _since(b.status, "lastAnalysisAt", b.now)
+    last = _since(b.status.last_analysis_at, b.now)
     b.wake_in(0.05 if last is None else b.spec.analysis.interval - last)
 
 
@@ -865,30 +831,30 @@ def _analysis_allows_advance(b: _Builder) -> bool:
     warm-up skip. No metric means nothing was judged: only a person can promote then."""
     if not b.spec.analysis.metrics:
         return False
-    last = parse_ts(b.status.get("lastAnalysisAt"))
-    started = parse_ts(b.status.get("stepStartedAt"))
+    last = parse_ts(b.status.last_analysis_at)
+    started = parse_ts(b.status.step_started_at)
     if last is None or started is None or last <= started or in_warmup_skip(b.spec, b.status, last):
         return False
-    results = b.status.get("lastAnalysis") or []
-    return bool(results) and all(r.get("verdict") == Verdict.PASS.value for r in results) \
-        and int(b.status.get("passedChecks") or 0) >= 1
+    results = b.status.last_analysis
+    return bool(results) and all(r.verdict == Verdict.PASS.value for r in results) \
+        and (b.status.passed_checks or 0) >= 1
 
 
 def _analysis_summary(b: _Builder) -> str:
-    results = b.status.get("lastAnalysis") or []
+    results = b.status.last_analysis
     if not b.spec.analysis.metrics:
         return "no metrics configured"
     if not results:
         return "waiting for the first analysis"
-    return "; ".join(f"{r['metric']} {r['verdict'].lower()}" for r in results)
+    return "; ".join(f"{r.metric} {r.verdict.lower()}" for r in results)
 
 
 def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     """Judge this cycle's samples; returns a rollback decision, or None to go on."""
-    spec, status, now = b.spec, b.status, b.now
-    warming = in_warmup_skip(spec, status, now)
+    spec, now = b.spec, b.now
+    warming = in_warmup_skip(spec, b.status, now)
     rules = {m.name: m for m in spec.analysis.metrics}
-    failures = dict(status.get("failures") or {})
+    failures = dict(b.status.failures)
     results = []
     worst: tuple[str, Judgement] | None = None
     inconclusive: list[tuple[str, Judgement]] = []
@@ -896,69 +862,63 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         rule = rules[sample.metric]
         judgement = evaluate(rule, sample, spec.analysis.samples.min, spec.analysis.pass_rule,
                              recent_windows=spec.analysis.recent_block > 0)
-        results.append({
-            "metric": rule.name,
-            "value": _finite(judgement.value),
-            "threshold": rule.threshold_text,
-            "verdict": judgement.verdict.value,
-            "reason": judgement.reason,
-            "samples": _finite(judgement.samples),
-            "query": sample.query,
-            "at": ts(now),
-            "evidence": {k: (_finite(v) if isinstance(v, float) else v) for k, v in judgement.evidence.items()},
-        })
+        results.append(MetricResult(
+            metric=rule.name,
+            value=_finite(judgement.value),
+            threshold=rule.threshold_text,
+            verdict=judgement.verdict.value,
+            reason=judgement.reason,
+            samples=_finite(judgement.samples),
+            query=sample.query,
+            at=ts(now),
+            evidence={k: (_finite(v) if isinstance(v, float) else v) for k, v in judgement.evidence.items()},
+        ))
         if judgement.verdict is Verdict.FAIL and (rule.critical or not warming):
-            failures[rule.name] = int(failures.get(rule.name, 0)) + 1
+            failures[rule.name] = failures.get(rule.name, 0) + 1
             if (rule.critical or failures[rule.name] >= rule.failure_limit) and worst is None:
                 worst = (rule.name, judgement)
         elif judgement.verdict is Verdict.PASS:
             failures[rule.name] = 0
         else:
             inconclusive.append((rule.name, judgement))
-    status["lastAnalysis"] = results
-    status["lastAnalysisAt"] = ts(now)
-    status["failures"] = failures
+    b.set(last_analysis=tuple(results), last_analysis_at=ts(now), failures=failures)
     if worst is not None:
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
     if warming:
         return None  # warm-up samples prove nothing either way (only a critical breach counts)
-    if any(_lacks_data(rules[name], j, spec.analysis.samples.min) for name, j in inconclusive):
-        status.setdefault("noDataSince", ts(now))
-        status["noDataReason"] = next(f"{name}: {j.reason}" for name, j in inconclusive
-                                      if _lacks_data(rules[name], j, spec.analysis.samples.min))
+    lacking = [f"{name}: {j.reason}" for name, j in inconclusive
+               if _lacks_data(rules[name], j, spec.analysis.samples.min)]
+    if lacking:
+        b.set(no_data_since=b.status.no_data_since or ts(now), no_data_reason=lacking[0])
         return None
-    status.pop("noDataSince", None)
-    status.pop("noDataReason", None)
-    status.pop("noDataPaused", None)
+    b.set(no_data_since=None, no_data_reason=None, no_data_paused=None)
     if not inconclusive:  # enough samples but undecided evidence holds the step; it is not "no data"
-        status["passedChecks"] = int(status.get("passedChecks") or 0) + 1
+        b.set(passed_checks=(b.status.passed_checks or 0) + 1)
     return None
 
 
-def no_data_overdue(spec: RolloutSpec, status: Mapping[str, Any], now: datetime) -> bool:
+def no_data_overdue(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """The no-data limit has passed: act on it now rather than wait for another analysis."""
-    quiet = _since(status, "noDataSince", now)
+    quiet = _since(status.no_data_since, now)
     return quiet is not None and quiet >= spec.analysis.no_data.hold
 
 
 def _no_data_limit(b: _Builder) -> Decision | None:
     """The no-data policy, checked on every pass so it acts when due, not at the next analysis."""
-    status = b.status
-    quiet = _since(status, "noDataSince", b.now)
+    quiet = _since(b.status.no_data_since, b.now)
     if quiet is None:
         return None
     policy = b.spec.analysis.no_data
     if quiet < policy.hold:
         b.wake_in(policy.hold - quiet)
         return None
-    why = f"no conclusive data for {quiet:.0f}s: {status.get('noDataReason') or 'no samples'}"
+    why = f"no conclusive data for {quiet:.0f}s: {b.status.no_data_reason or 'no samples'}"
     if policy.then == "rollback":
         return _rollback(b, "NoData", why)
-    if not status.get("noDataPaused"):
+    if not b.status.no_data_paused:
         b.event("Warning", "NoData", f"paused: {why}")
-    status["noDataPaused"] = True
-    status["message"] = f"paused: {why}"
+    b.set(no_data_paused=True, message=f"paused: {why}")
     return None
 
 
@@ -975,15 +935,12 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def invalid(status: Mapping[str, Any], field_path: str, message: str, generation: int, now: datetime) -> Decision:
+def invalid(status: RolloutStatus, field_path: str, message: str, generation: int, now: datetime) -> Decision:
     """An invalid spec: say so, keep every other field (traffic stays where it is)."""
-    new = dict(status)
     text = f"invalid spec: {field_path}: {message}"
-    first_time = status.get("phase") != Phase.INVALID_SPEC.value or status.get("observedGeneration") != generation
-    new["phase"] = Phase.INVALID_SPEC.value
-    new["message"] = text
-    new["observedGeneration"] = generation
-    new["conditions"] = _conditions(Phase.INVALID_SPEC, "InvalidSpec", text, generation,
-                                    list(status.get("conditions") or []), now)
+    first_time = status.phase != Phase.INVALID_SPEC.value or status.observed_generation != generation
+    new = status.replace(phase=Phase.INVALID_SPEC.value, message=text, observed_generation=generation,
+                         conditions=_conditions(Phase.INVALID_SPEC, "InvalidSpec", text, generation,
+                                                status.conditions, now))
     events = (Event("Warning", "InvalidSpec", text),) if first_time else ()
-    return Decision(action=Action.INVALID, status=checked(new), events=events, requeue_after=STEADY_REQUEUE * 10)
+    return Decision(action=Action.INVALID, status=new, events=events, requeue_after=STEADY_REQUEUE * 10)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -17,18 +16,19 @@ from modelrollout.core import GateResult
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.spec import Gate, RolloutSpec
+from modelrollout.status import RolloutStatus
 
 
 def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
-                 status: Mapping[str, Any]) -> dict[str, Any]:
+                 status: RolloutStatus) -> dict[str, Any]:
     assert gate.job is not None
-    revision = status.get("canaryRevision") or ""
+    revision = status.canary_revision or ""
     template = copy.deepcopy(gate.job.template)
     env = [
         {"name": "CANARY_SERVICE", "value": f"{manifests.service_name(rollout, 'canary')}.{namespace}.svc:{spec.service.port}"},
         {"name": "STABLE_SERVICE", "value": f"{manifests.service_name(rollout, 'stable')}.{namespace}.svc:{spec.service.port}"},
         {"name": "CANARY_REVISION", "value": revision},
-        {"name": "STABLE_REVISION", "value": status.get("stableRevision") or ""},
+        {"name": "STABLE_REVISION", "value": status.stable_revision or ""},
         {"name": "MODEL_VERSION", "value": spec.model.version},
     ]
     pod_spec = template.setdefault("spec", {})
@@ -46,7 +46,7 @@ def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, ui
 
 
 async def _run_job(kube: Kube, spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
-                   status: Mapping[str, Any]) -> GateResult:
+                   status: RolloutStatus) -> GateResult:
     wanted = job_manifest(spec, gate, namespace, rollout, uid, status)
     target = path("batch/v1", "jobs", namespace, wanted["metadata"]["name"])
     job = await kube.get(target)
@@ -89,18 +89,17 @@ async def _call_webhook(gate: Gate, payload: dict[str, Any]) -> GateResult:
 
 
 async def run_gates(kube: Kube, spec: RolloutSpec, stage: str, namespace: str, rollout: str, uid: str,
-                    status: Mapping[str, Any]) -> dict[str, GateResult]:
+                    status: RolloutStatus) -> dict[str, GateResult]:
     """Results of the stage's gates that have none recorded in status yet."""
-    recorded = status.get("gates") or {}
     results: dict[str, GateResult] = {}
     for gate in spec.strategy.gates.stage(stage):
-        if f"{stage}/{gate.name}" in recorded:
+        if f"{stage}/{gate.name}" in status.gates:
             continue
         if gate.job is not None:
             results[gate.name] = await _run_job(kube, spec, gate, namespace, rollout, uid, status)
         else:
             payload = {"rollout": rollout, "namespace": namespace, "stage": stage, "gate": gate.name,
-                       "canaryRevision": status.get("canaryRevision"), "stableRevision": status.get("stableRevision"),
-                       "step": status.get("currentStep"), "modelVersion": spec.model.version}
+                       "canaryRevision": status.canary_revision, "stableRevision": status.stable_revision,
+                       "step": status.current_step, "modelVersion": spec.model.version}
             results[gate.name] = await _call_webhook(gate, payload)
     return results

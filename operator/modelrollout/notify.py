@@ -21,7 +21,7 @@ import asyncio
 import base64
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from modelrollout.kube import Kube, KubeError, path
 from modelrollout.metrics import REGISTRY
 from modelrollout.spec import Notification, PlatformPolicy, RolloutSpec
+from modelrollout.status import MetricResult, RolloutStatus
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Moment:
     message: str
     step: int | None = None
     weight: int | None = None
-    analysis: tuple[Mapping[str, Any], ...] = ()  # status.lastAnalysis entries (failing ones for a rollback)
+    analysis: tuple[MetricResult, ...] = ()  # status.lastAnalysis entries (failing ones for a rollback)
     command: str = ""  # what to run next
 
     @property
@@ -76,9 +77,8 @@ class Moment:
         if self.step is not None:
             facts.append(("Step", f"{self.step} (weight {self.weight}%)"))
         for result in self.analysis:
-            facts.append((f"{result.get('metric')}", f"{result.get('verdict')}: value {_number(result.get('value'))} "
-                                                    f"threshold {result.get('threshold')} "
-                                                    f"samples {_number(result.get('samples'))}"))
+            facts.append((result.metric, f"{result.verdict}: value {_number(result.value)} "
+                                         f"threshold {result.threshold} samples {_number(result.samples)}"))
         return facts
 
     def document(self) -> dict[str, Any]:
@@ -88,8 +88,8 @@ class Moment:
             "rollout": {"namespace": self.namespace, "name": self.name},
             "model": self.model, "revision": self.revision, "message": self.message,
             "step": self.step, "weight": self.weight,
-            "analysis": [{key: result.get(key) for key in ("metric", "verdict", "value", "threshold", "samples",
-                                                           "query", "at")} for result in self.analysis],
+            "analysis": [{key: getattr(result, key) for key in ("metric", "verdict", "value", "threshold", "samples",
+                                                                "query", "at")} for result in self.analysis],
             "command": self.command,
         }
 
@@ -100,39 +100,35 @@ def _number(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _condition_reason(status: Mapping[str, Any], kind: str) -> str | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return condition.get("reason")
-    return None
+def _condition_reason(status: RolloutStatus, kind: str) -> str | None:
+    condition = status.condition(kind)
+    return condition.reason if condition is not None and condition.status == "True" else None
 
 
-def moments(namespace: str, name: str, spec: RolloutSpec, before: Mapping[str, Any], after: Mapping[str, Any],
+def moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus, after: RolloutStatus,
             events: Sequence[Any]) -> list[Moment]:
     """What in this pass (status `before` -> `after`, with the decision's events) deserves a notification."""
     reasons = {event.reason: event.message for event in events}
-    model = f"{spec.model.name or name} {after.get('canaryModelVersion') or spec.model.version}".strip()
+    model = f"{spec.model.name or name} {after.canary_model_version or spec.model.version}".strip()
     report = f"kubectl modelrollout report {name} -n {namespace}"
     found = []
     if "RolledBack" in reasons:
-        failing = tuple(r for r in after.get("lastAnalysis") or [] if r.get("verdict") == "Fail")
-        found.append(Moment("RolledBack", namespace, name, before.get("canaryRevision") or "", model,
-                            reasons["RolledBack"], before.get("currentStep"), before.get("canaryWeight"),
-                            failing, report))
+        failing = tuple(r for r in after.last_analysis if r.verdict == "Fail")
+        found.append(Moment("RolledBack", namespace, name, before.canary_revision or "", model,
+                            reasons["RolledBack"], before.current_step, before.canary_weight, failing, report))
     if "Promoted" in reasons:
-        found.append(Moment("Promoted", namespace, name, after.get("stableRevision") or "", model,
+        found.append(Moment("Promoted", namespace, name, after.stable_revision or "", model,
                             reasons["Promoted"], command=report))
     gate_before = _condition_reason(before, "Paused") == "ManualGate"
     if _condition_reason(after, "Paused") == "ManualGate" and (
-            not gate_before or before.get("currentStep") != after.get("currentStep")):
-        found.append(Moment("ManualGate", namespace, name, after.get("canaryRevision") or "", model,
-                            after.get("message") or "", after.get("currentStep"), after.get("canaryWeight"),
-                            tuple(after.get("lastAnalysis") or ()),
+            not gate_before or before.current_step != after.current_step):
+        found.append(Moment("ManualGate", namespace, name, after.canary_revision or "", model,
+                            after.message or "", after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout promote {name} -n {namespace}"))
     if "NoData" in reasons:
-        found.append(Moment("NoData", namespace, name, after.get("canaryRevision") or "", model, reasons["NoData"],
-                            after.get("currentStep"), after.get("canaryWeight"),
-                            tuple(after.get("lastAnalysis") or ()), f"kubectl modelrollout explain {name} -n {namespace}"))
+        found.append(Moment("NoData", namespace, name, after.canary_revision or "", model, reasons["NoData"],
+                            after.current_step, after.canary_weight, after.last_analysis,
+                            f"kubectl modelrollout explain {name} -n {namespace}"))
     return found
 
 
@@ -146,8 +142,8 @@ def _slack(moment: Moment) -> dict[str, Any]:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{label}*\n{value}"[:2000]}
                                        for label, value in moment.facts()[:10]]},
     ]
-    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": f"`{r.get('metric')}` query:\n```{r.get('query')}```"[:3000]}}
-               for r in moment.analysis if r.get("query")][:5]
+    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": f"`{r.metric}` query:\n```{r.query}```"[:3000]}}
+               for r in moment.analysis if r.query][:5]
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Next: `{moment.command}`"}]})
     return {"text": f"{moment.title}: {moment.message}", "blocks": blocks}
 
@@ -160,8 +156,8 @@ def _msteams(moment: Moment) -> dict[str, Any]:
         {"type": "TextBlock", "text": moment.message, "wrap": True},
         {"type": "FactSet", "facts": [{"title": label, "value": value} for label, value in moment.facts()]},
     ]
-    body += [{"type": "TextBlock", "text": f"{r.get('metric')}: {r.get('query')}", "fontType": "Monospace",
-              "wrap": True, "size": "Small"} for r in moment.analysis if r.get("query")]
+    body += [{"type": "TextBlock", "text": f"{r.metric}: {r.query}", "fontType": "Monospace",
+              "wrap": True, "size": "Small"} for r in moment.analysis if r.query]
     body.append({"type": "TextBlock", "text": f"Next: {moment.command}", "fontType": "Monospace", "wrap": True})
     card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
             "version": "1.4", "body": body}
@@ -228,8 +224,8 @@ class Notifier:
     _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
-    def notify(self, namespace: str, name: str, spec: RolloutSpec, before: Mapping[str, Any],
-               after: Mapping[str, Any], events: Sequence[Any], emit: Emit) -> None:
+    def notify(self, namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus,
+               after: RolloutStatus, events: Sequence[Any], emit: Emit) -> None:
         """Enqueue the notifications this pass calls for; never waits (a full queue drops and counts)."""
         if not spec.notifications:
             return

@@ -31,6 +31,7 @@ from modelrollout.manifests import service_name
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
 from modelrollout.routers.gateway_api import managed_rules
+from modelrollout.status import RolloutStatus
 
 PROG = "kubectl-modelrollout"
 EXIT_ROLLOUT_FAILED = 3
@@ -152,15 +153,20 @@ def age(created: str | None, now: datetime) -> str:
     return f"{seconds // 86400}d"
 
 
+def rollout_status(obj: dict[str, Any]) -> RolloutStatus:
+    """The rollout's status as far as it parses: a part someone wrote by hand never stops the plugin."""
+    return RolloutStatus.parse_lenient(obj.get("status"))[0]
+
+
 def table(objects: list[dict[str, Any]], now: datetime, with_namespace: bool) -> str:
     """The printer columns of the CRD (plus the message), aligned like `kubectl get`."""
     header = ["NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE", "MESSAGE"]
     rows = []
     for obj in objects:
-        meta, status = obj["metadata"], obj.get("status") or {}
-        row = [meta["name"], status.get("phase", "Pending"), str(status.get("currentStep", "")),
-               str(status.get("canaryWeight", 0)), status.get("stableRevision", ""), status.get("canaryRevision", ""),
-               age(meta.get("creationTimestamp"), now), status.get("message", "")]
+        meta, status = obj["metadata"], rollout_status(obj)
+        row = [meta["name"], status.phase or "Pending", "" if status.current_step is None else str(status.current_step),
+               str(status.canary_weight or 0), status.stable_revision or "", status.canary_revision or "",
+               age(meta.get("creationTimestamp"), now), status.message or ""]
         rows.append([meta["namespace"], *row] if with_namespace else row)
     if with_namespace:
         header = ["NAMESPACE", *header]
@@ -179,21 +185,21 @@ def serialized(document: Any, output: str) -> str:
 
 def describe(obj: dict[str, Any]) -> str:
     """One line a person reads first: namespace/name, phase, step and weight."""
-    status = obj.get("status") or {}
+    status = rollout_status(obj)
     meta = obj["metadata"]
     steps = len(((obj.get("spec") or {}).get("strategy") or {}).get("steps") or [])
-    step = status.get("currentStep")
+    step = status.current_step
     where = f"step {step} of {steps}" if step is not None else "no step"
-    return (f"{meta['namespace']}/{meta['name']}: {status.get('phase', 'Pending')}  {where}  "
-            f"weight {status.get('canaryWeight', 0)}%")
+    return (f"{meta['namespace']}/{meta['name']}: {status.phase or 'Pending'}  {where}  "
+            f"weight {status.canary_weight or 0}%")
 
 
 def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
                    route: dict[str, Any] | None) -> dict[str, int | None]:
     """The share each revision really gets: the HTTPRoute's backend weights, or (no mesh) the share of ready pods."""
-    status = obj.get("status") or {}
+    status = rollout_status(obj)
     name = obj["metadata"]["name"]
-    roles = {"stable": status.get("stableRevision"), "canary": status.get("canaryRevision")}
+    roles = {"stable": status.stable_revision, "canary": status.canary_revision}
     if route is not None:
         managed = managed_rules(route, name)  # the rules that reference the rollout's Services
         refs = {ref.get("name"): int(ref.get("weight", 1))
@@ -207,14 +213,14 @@ def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
 
 def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str, Any] | None) -> str:
     """rollout -> revisions (stable/canary, ready replicas, route weight) -> the latest verdicts."""
-    status = obj.get("status") or {}
+    status = rollout_status(obj)
     meta = obj["metadata"]
     lines = [describe(obj)]
-    if meta.get("generation") != status.get("observedGeneration"):
-        lines.append(f"│ generation {meta.get('generation')} not yet observed (status is of {status.get('observedGeneration')})")
-    if status.get("message"):
-        lines.append(f"│ {status['message']}")
-    roles = {status.get("stableRevision"): "stable", status.get("canaryRevision"): "canary"}
+    if meta.get("generation") != status.observed_generation:
+        lines.append(f"│ generation {meta.get('generation')} not yet observed (status is of {status.observed_generation})")
+    if status.message:
+        lines.append(f"│ {status.message}")
+    roles = {status.stable_revision: "stable", status.canary_revision: "canary"}
     by_revision = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): d for d in deployments}
     revisions = [r for r in roles if r] + sorted(r for r in by_revision if r not in roles and r)
     weights = _route_weights(obj, deployments, route)
@@ -229,9 +235,9 @@ def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str
         weight = weights.get(revision)
         branches.append((f"revision {revision}  {roles.get(revision, 'old')}  {pods}  "
                          f"route weight {'-' if weight is None else f'{weight}%'}", []))
-    verdicts = [f"{r['verdict']:<12} {r['metric']:<18} {r.get('reason', '')}" for r in status.get("lastAnalysis") or []]
+    verdicts = [f"{r.verdict:<12} {r.metric:<18} {r.reason}" for r in status.last_analysis]
     if verdicts:
-        branches.append((f"analysis at {status.get('lastAnalysisAt', '-')}", verdicts))
+        branches.append((f"analysis at {status.last_analysis_at or '-'}", verdicts))
     for i, (label, children) in enumerate(branches):
         last = i == len(branches) - 1
         lines.append(f"{'└──' if last else '├──'} {label}")
@@ -242,27 +248,27 @@ def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str
 
 def explain(obj: dict[str, Any]) -> str:
     """Every recorded decision with its evidence: analysis, history and conditions."""
-    status = obj.get("status") or {}
-    lines = [describe(obj), f"  {status.get('message', '')}", "", "Analysis (latest):"]
-    for result in status.get("lastAnalysis") or []:
-        lines.append(f"  {result['metric']}: {result['verdict']} - {result.get('reason', '')}")
-        lines.append(f"    value {result.get('value')} threshold {result.get('threshold')} samples {result.get('samples')}")
-        lines.append(f"    query {result.get('query')}")
-        for key, value in (result.get("evidence") or {}).items():
+    status = rollout_status(obj)
+    lines = [describe(obj), f"  {status.message or ''}", "", "Analysis (latest):"]
+    for result in status.last_analysis:
+        lines.append(f"  {result.metric}: {result.verdict} - {result.reason}")
+        lines.append(f"    value {result.value} threshold {result.threshold} samples {result.samples}")
+        lines.append(f"    query {result.query}")
+        for key, value in result.evidence.items():
             lines.append(f"    {key}: {value}")
     lines.append("History:")
-    for entry in status.get("history") or []:
-        lines.append(f"  {entry.get('finishedAt')}  {entry.get('revision')}  {entry.get('result')}: {entry.get('reason')}")
+    for entry in status.history:
+        lines.append(f"  {entry.finished_at}  {entry.revision}  {entry.result}: {entry.reason}")
     lines.append("Conditions:")
-    for condition in status.get("conditions") or []:
-        lines.append(f"  {condition['type']}={condition['status']} ({condition.get('reason')}) {condition.get('message', '')}")
+    for condition in status.conditions:
+        lines.append(f"  {condition.type}={condition.status} ({condition.reason}) {condition.message}")
     return "\n".join(lines)
 
 
 def settled(obj: dict[str, Any]) -> bool:
     """The rollout reached a final phase for the spec as it is now (not a stale status of an older one)."""
-    status = obj.get("status") or {}
-    return status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == obj["metadata"].get("generation")
+    status = rollout_status(obj)
+    return status.phase in FINAL_PHASES and status.observed_generation == obj["metadata"].get("generation")
 
 
 # ---- commands ----
@@ -348,7 +354,7 @@ def get(target: Target, name: str, output: str, watching: bool, timeout: int, ex
         if not watching or done or (deadline and time.monotonic() > deadline):
             break
         time.sleep(1.0)
-    if exit_status and (obj.get("status") or {}).get("phase") in FAILED_PHASES:
+    if exit_status and rollout_status(obj).phase in FAILED_PHASES:
         raise SystemExit(EXIT_ROLLOUT_FAILED)
 
 

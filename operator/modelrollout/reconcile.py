@@ -30,6 +30,7 @@ from modelrollout.evaluate import MetricSample
 from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
+from modelrollout.status import RolloutStatus
 from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,18 @@ async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -
     return None
 
 
+def read_status(obj: RolloutObject, emit: Emit) -> RolloutStatus:
+    """The status this pass decides from, parsed once. Parts that do not parse (edited by hand, or
+    written by an older operator) are dropped, said in a Warning event, and gone from the cluster
+    after this pass's write: the rollout goes on instead of failing every pass."""
+    status, dropped = RolloutStatus.parse_lenient(obj.status)
+    if dropped:
+        message = f"status parts that do not parse were dropped: {'; '.join(dropped)}"[:1000]
+        log.warning("%s/%s: %s", obj.namespace, obj.name, message)
+        emit("Warning", "StatusRepaired", message)
+    return status
+
+
 Clock = Callable[[], datetime]
 
 
@@ -175,7 +188,7 @@ def act_failure(exc: Exception) -> tuple[str, str]:
     return "ApplyFailed", f"{type(exc).__name__}: {exc}"[:500]
 
 
-async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObject,
+async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObject, status: RolloutStatus,
                            now: datetime) -> tuple[MetricSample, ...]:
     """The analysis, bounded by half an interval: a hanging Prometheus must not make a decision that
     falls due meanwhile late by more than one interval."""
@@ -183,7 +196,7 @@ async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObje
     limit = min(spec.analysis.interval / 2, spec.analysis.prometheus.timeout + 1.0)
     try:
         return await asyncio.wait_for(
-            measure(spec, obj.namespace, obj.name, obj.status, runtime.provider(spec), now), timeout=limit)
+            measure(spec, obj.namespace, obj.name, status, runtime.provider(spec), now), timeout=limit)
     except asyncio.TimeoutError:
         return tuple(MetricSample(rule.name, "", error=f"no answer from Prometheus within {limit:g}s")
                      for rule in spec.analysis.metrics)
@@ -199,24 +212,25 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     decision late), and the status records the weight the cluster confirms after acting, with
     the `Applied` condition saying whether acting worked.
     """
+    before = read_status(obj, emit)
     try:
         spec = runtime.spec_of(obj)
     except SpecError as exc:
-        decision = core.invalid(obj.status, exc.field, exc.message, obj.generation, clock())
+        decision = core.invalid(before, exc.field, exc.message, obj.generation, clock())
         for event in decision.events:
             emit(event.type, event.reason, event.message)
-        _record_metrics(obj, decision, clock())
-        return decision.requeue_after, await write_status(runtime.kube, obj, decision.status)
+        _record_metrics(obj, before, decision, clock())
+        return decision.requeue_after, await write_status(runtime.kube, obj, decision.status.dump())
 
     workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
     router = router_for(spec)
     target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
                          ready={rev: d.ready for rev, d in deployments.items()},
-                         stable_revision=obj.status.get("stableRevision") or spec.revision)
+                         stable_revision=before.stable_revision or spec.revision)
     failure: tuple[str, str] | None = None
     traffic: int | None = None
     mirror: int | None = None
-    reads_mirror = spec.strategy.mirrors or bool(obj.status.get("canaryMirror"))
+    reads_mirror = spec.strategy.mirrors or bool(before.canary_mirror)
     try:
         traffic = await router.get_weight(runtime.kube, target)
         if reads_mirror:
@@ -225,16 +239,15 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         failure = act_failure(exc)
     samples = None
     started = clock()
-    if core.analysis_due(spec, obj.status, started) and not core.no_data_overdue(spec, obj.status, started):
-        samples = await _measure_in_time(runtime, spec, obj, started)
+    if core.analysis_due(spec, before, started) and not core.no_data_overdue(spec, before, started):
+        samples = await _measure_in_time(runtime, spec, obj, before, started)
     gates = {}
-    stage = obj.status.get("gating")
-    if stage and obj.status.get("canaryRevision") == spec.revision:
-        gates = await run_gates(runtime.kube, spec, stage, obj.namespace, obj.name, obj.uid, obj.status)
+    if before.gating and before.canary_revision == spec.revision:
+        gates = await run_gates(runtime.kube, spec, before.gating, obj.namespace, obj.name, obj.uid, before)
     observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic, mirror=mirror,
                                 commands=commands_from(obj.annotations), samples=samples, gates=gates)
     now = clock()
-    decision = core.decide(spec, obj.status, observations, now)
+    decision = core.decide(spec, before, observations, now)
     desired = core.desired_state(spec, decision.status, workloads, now)
 
     confirmed, confirmed_mirror = traffic, mirror
@@ -256,9 +269,9 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     # What was done is told even when its status cannot be written (then the next pass starts from it).
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
-    runtime.notifier.notify(obj.namespace, obj.name, spec, obj.status, status, decision.events, emit)
-    _record_metrics(obj, decision, now, spec.analysis.interval)
-    written = await write_status(runtime.kube, obj, status)
+    runtime.notifier.notify(obj.namespace, obj.name, spec, before, status, decision.events, emit)
+    _record_metrics(obj, before, decision, now, spec.analysis.interval)
+    written = await write_status(runtime.kube, obj, status.dump())
 
     requeue = decision.requeue_after
     if backoff is not None:
@@ -354,7 +367,7 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     (`onDelete: Handover`, the default) the stable revision's Deployment and Services handed over,
     so users' traffic never points at nothing. An invalid spec still hands over: safe by default."""
     runtime.specs.pop(obj.uid, None)
-    stable = obj.status.get("stableRevision")
+    stable = RolloutStatus.parse_lenient(obj.status)[0].stable_revision
     try:
         spec: RolloutSpec | None = parse_spec(dict(obj.spec), runtime.config.policy)
     except SpecError:
@@ -367,16 +380,16 @@ async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     metrics.forget(obj.namespace, obj.name)
 
 
-def _record_metrics(obj: RolloutObject, decision: core.Decision, now: datetime,
+def _record_metrics(obj: RolloutObject, before: RolloutStatus, decision: core.Decision, now: datetime,
                     interval: float | None = None) -> None:
     status = decision.status
     since = core.parse_ts(_phase_since(status))
-    metrics.record_phase(obj.namespace, obj.name, status["phase"], since=since.timestamp() if since else None)
-    metrics.record_weight(obj.namespace, obj.name, int(status.get("canaryWeight") or 0))
-    if status.get("lastAnalysisAt") != obj.status.get("lastAnalysisAt"):
-        verdicts = [(result["metric"], result["verdict"]) for result in status.get("lastAnalysis") or []]
-        metrics.record_analysis(obj.namespace, obj.name, verdicts, _analysis_lag(obj.status, status, interval))
-    started = core.parse_ts(obj.status.get("rolloutStartedAt"))
+    metrics.record_phase(obj.namespace, obj.name, status.phase or "", since=since.timestamp() if since else None)
+    metrics.record_weight(obj.namespace, obj.name, status.canary_weight or 0)
+    if status.last_analysis_at != before.last_analysis_at:
+        verdicts = [(result.metric, result.verdict) for result in status.last_analysis]
+        metrics.record_analysis(obj.namespace, obj.name, verdicts, _analysis_lag(before, status, interval))
+    started = core.parse_ts(before.rollout_started_at)
     duration = (now - started).total_seconds() if started else 0.0
     if decision.action is core.Action.ROLLBACK:
         metrics.record_result(obj.namespace, obj.name, "rolledback", duration)
@@ -384,21 +397,21 @@ def _record_metrics(obj: RolloutObject, decision: core.Decision, now: datetime,
         metrics.record_result(obj.namespace, obj.name, "promoted", duration)
 
 
-def _analysis_lag(before: Mapping[str, Any], after: Mapping[str, Any], interval: float | None) -> float | None:
+def _analysis_lag(before: RolloutStatus, after: RolloutStatus, interval: float | None) -> float | None:
     """Seconds an analysis ran after it was due: the previous analysis of the same step plus the interval."""
-    previous = core.parse_ts(before.get("lastAnalysisAt"))
-    latest = core.parse_ts(after.get("lastAnalysisAt"))
-    step = core.parse_ts(after.get("stepStartedAt"))
+    previous = core.parse_ts(before.last_analysis_at)
+    latest = core.parse_ts(after.last_analysis_at)
+    step = core.parse_ts(after.step_started_at)
     if interval is None or previous is None or latest is None or step is None or previous < step:
         return None
     return (latest - previous).total_seconds() - interval
 
 
-def _phase_since(status: Mapping[str, Any]) -> str | None:
+def _phase_since(status: RolloutStatus) -> str | None:
     """When the current phase began: the Reconciling (or Ready/Stalled) condition's transition time."""
-    for condition in status.get("conditions") or []:
-        if condition.get("status") == "True" and condition.get("type") in ("Reconciling", "Ready", "Stalled"):
-            return condition.get("lastTransitionTime")
+    for condition in status.conditions:
+        if condition.status == "True" and condition.type in ("Reconciling", "Ready", "Stalled"):
+            return condition.last_transition_time
     return None
 
 

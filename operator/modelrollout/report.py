@@ -25,6 +25,7 @@ from modelrollout.core import parse_ts, ts
 from modelrollout.names import LABEL_REVISION
 from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, MetricRule, MetricType, PlatformPolicy, RolloutSpec,
                                SpecError, format_duration, parse_spec, render_query)
+from modelrollout.status import MetricResult, RolloutStatus
 
 PNG_SIZE = (1000, 250)  # pixels: width, height per panel (the weights panel plus one per metric)
 _STEP_EVENT = re.compile(r"step (\d+): canary weight (\d+)")
@@ -51,25 +52,24 @@ class Release:
         return max(1.0, (self.finished - self.started).total_seconds())
 
 
-def last_release(obj: Mapping[str, Any], now: datetime) -> Release | None:
+def last_release(status: RolloutStatus, now: datetime) -> Release | None:
     """The running canary if there is one, else the latest finished release (status.history[0])."""
-    status = obj.get("status") or {}
-    if status.get("canaryRevision"):
-        started = parse_ts(status.get("rolloutStartedAt")) or now
-        return Release(status["canaryRevision"], status.get("stableRevision") or "", "InProgress",
-                       status.get("message") or "", status.get("canaryModelVersion") or "", started, now)
-    history = [h for h in status.get("history") or [] if h.get("result") != "Initialized"]
+    if status.canary_revision:
+        started = parse_ts(status.rollout_started_at) or now
+        return Release(status.canary_revision, status.stable_revision or "", "InProgress",
+                       status.message or "", status.canary_model_version or "", started, now)
+    history = [h for h in status.history if h.result != "Initialized"]
     if not history:
         return None
     entry = history[0]
-    previous = next((h["revision"] for h in history[1:] if h.get("result") == "Promoted"), None)
-    initialized = next((h["revision"] for h in status.get("history") or [] if h.get("result") == "Initialized"), "")
-    stable = status.get("stableRevision") or ""
-    if entry.get("result") == "Promoted":
-        stable = previous or initialized
-    finished = parse_ts(entry.get("finishedAt")) or now
-    return Release(entry["revision"], stable, entry.get("result", ""), entry.get("reason", ""),
-                   entry.get("modelVersion") or "", parse_ts(entry.get("startedAt")) or finished, finished)
+    previous = next((h.revision for h in history[1:] if h.result == "Promoted"), None)
+    initialized = next((h.revision for h in status.history if h.result == "Initialized"), "")
+    stable = status.stable_revision or ""
+    if entry.result == "Promoted":
+        stable = previous or initialized or ""
+    finished = parse_ts(entry.finished_at) or now
+    return Release(entry.revision or "", stable, entry.result, entry.reason, entry.model_version or "",
+                   parse_ts(entry.started_at) or finished, finished)
 
 
 # ---------------------------------------------------------------- what changed
@@ -239,7 +239,7 @@ def report_spec(obj: Mapping[str, Any], prometheus_url: str | None) -> RolloutSp
 def canary_values(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, window: float,
                   revision: str | None = None) -> dict[str, str]:
     meta = obj["metadata"]
-    status = {"canaryRevision": release.revision, "stableRevision": release.stable_revision}
+    status = RolloutStatus(canary_revision=release.revision, stable_revision=release.stable_revision)
     values = query_values(spec, meta["namespace"], meta["name"], status, revision or release.revision, release.finished)
     values["window"] = format_duration(window)
     return values
@@ -346,7 +346,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str, str]] | None,
-             sources: tuple[str, str], moments: list[Moment], evidence: Sequence[Mapping[str, Any]],
+             sources: tuple[str, str], moments: list[Moment], evidence: Sequence[MetricResult],
              counts: Impact | str, verdicts: tuple[str, str | None] | None, chart: str) -> str:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -376,13 +376,13 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
     if not evidence:
         lines.append("No analysis recorded.")
     for result in evidence:
-        lines += [f"### {result.get('metric')}: {result.get('verdict')}", "",
-                  f"- value **{_number(result.get('value'))}**, threshold **{result.get('threshold')}**, "
-                  f"samples **{_number(result.get('samples'))}**, at {result.get('at')}",
-                  f"- {result.get('reason', '')}"]
-        for key, value in (result.get("evidence") or {}).items():
+        lines += [f"### {result.metric}: {result.verdict}", "",
+                  f"- value **{_number(result.value)}**, threshold **{result.threshold}**, "
+                  f"samples **{_number(result.samples)}**, at {result.at}",
+                  f"- {result.reason}"]
+        for key, value in result.evidence.items():
             lines.append(f"- {key}: {_number(value)}")
-        lines += ["", "```promql", str(result.get("query") or ""), "```", ""]
+        lines += ["", "```promql", result.query, "```", ""]
     lines += ["## 4. Impact", ""]
     if isinstance(counts, str):
         lines.append(counts)
@@ -452,14 +452,15 @@ class Built:
 def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
           prometheus_url: str | None, png: str | None, now: datetime) -> Built:
     """The report of `obj`'s last release; numbers from Prometheus at `prometheus_url` (else the spec's address)."""
-    release = last_release(obj, now)
+    status = RolloutStatus.parse_lenient(obj.get("status"))[0]
+    release = last_release(status, now)
     if release is None:
         raise ReportError(f"{obj['metadata']['name']} has had no release yet (only its first revision)")
     spec = report_spec(obj, prometheus_url)
     stable, canary = templates(obj, spec.revision, release, deployments)
     diff = template_diff(stable[0], canary[0]) if stable[0] is not None and canary[0] is not None else None
     moments = timeline(release, events)
-    evidence = (obj.get("status") or {}).get("lastAnalysis") or []
+    evidence = status.last_analysis
     address = prometheus_url or (spec.analysis.prometheus.address if spec.analysis.prometheus else None)
     counts: Impact | str
     verdicts = None

@@ -1,17 +1,22 @@
 """The ModelRollout status, typed: one frozen declaration of every field the operator writes.
 
-`RolloutStatus.parse(raw)` reads a status (unknown fields refused, types checked); `dump()`
-gives the JSON the API server stores. The decision core still builds the next status as a
-plain dict (most of its moves are one-key updates), but every status it returns is parsed
-here first, so a misspelt or undeclared field fails at once instead of being pruned without a
-word by the API server (tests check that these models and `crds/` declare the same fields).
+The reconciler parses the cluster's status once per pass (`parse_lenient`: a field that does not
+parse is dropped and named, never a crash loop), the decision core returns new statuses with
+`replace`, and `dump()` gives the JSON written back once: the fields that were read or set, by
+their camelCase names, without the ones cleared (the merge patch then deletes them).
+Tests keep these models and `crds/` declaring the same fields.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# What core.ts() writes; a timestamp that does not parse is refused here, not in the middle of a decision.
+Timestamp = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")]
 
 
 class _Frozen(BaseModel):
@@ -23,7 +28,7 @@ class Condition(_Frozen):
     status: Literal["True", "False", "Unknown"]
     reason: str = ""
     message: str = ""
-    last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
+    last_transition_time: Timestamp | None = Field(default=None, alias="lastTransitionTime")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
 
@@ -35,7 +40,7 @@ class MetricResult(_Frozen):
     reason: str = ""
     samples: float | None = None
     query: str = ""
-    at: str | None = None
+    at: Timestamp | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -44,19 +49,19 @@ class HistoryEntry(_Frozen):
     model_version: str | None = Field(default=None, alias="modelVersion")
     result: str
     reason: str = ""
-    started_at: str | None = Field(default=None, alias="startedAt")
-    finished_at: str | None = Field(default=None, alias="finishedAt")
+    started_at: Timestamp | None = Field(default=None, alias="startedAt")
+    finished_at: Timestamp | None = Field(default=None, alias="finishedAt")
 
 
 class ScaleDown(_Frozen):
     revision: str
-    at: str
+    at: Timestamp
 
 
 class GateRecord(_Frozen):
     result: Literal["Passed", "Failed"]
     reason: str = ""
-    at: str | None = None
+    at: Timestamp | None = None
 
 
 Phase = Literal["Pending", "Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack",
@@ -76,19 +81,19 @@ class RolloutStatus(_Frozen):
     step_mirror: int | None = Field(default=None, alias="stepMirror")
     canary_weight: int | None = Field(default=None, alias="canaryWeight")
     canary_mirror: int | None = Field(default=None, alias="canaryMirror")
-    rollout_started_at: str | None = Field(default=None, alias="rolloutStartedAt")
-    canary_ready_at: str | None = Field(default=None, alias="canaryReadyAt")
-    step_entered_at: str | None = Field(default=None, alias="stepEnteredAt")
-    step_started_at: str | None = Field(default=None, alias="stepStartedAt")
-    serving_since: str | None = Field(default=None, alias="servingSince")
-    last_analysis_at: str | None = Field(default=None, alias="lastAnalysisAt")
-    no_data_since: str | None = Field(default=None, alias="noDataSince")
+    rollout_started_at: Timestamp | None = Field(default=None, alias="rolloutStartedAt")
+    canary_ready_at: Timestamp | None = Field(default=None, alias="canaryReadyAt")
+    step_entered_at: Timestamp | None = Field(default=None, alias="stepEnteredAt")
+    step_started_at: Timestamp | None = Field(default=None, alias="stepStartedAt")
+    serving_since: Timestamp | None = Field(default=None, alias="servingSince")
+    last_analysis_at: Timestamp | None = Field(default=None, alias="lastAnalysisAt")
+    no_data_since: Timestamp | None = Field(default=None, alias="noDataSince")
     no_data_reason: str | None = Field(default=None, alias="noDataReason")
     no_data_paused: bool | None = Field(default=None, alias="noDataPaused")
     act_failures: int | None = Field(default=None, alias="actFailures")
     gating: Literal["beforeTraffic", "beforePromotion"] | None = None
     gates: dict[str, GateRecord] = Field(default_factory=dict)
-    paused_at: str | None = Field(default=None, alias="pausedAt")
+    paused_at: Timestamp | None = Field(default=None, alias="pausedAt")
     promotion_reason: str | None = Field(default=None, alias="promotionReason")
     aborted_revision: str | None = Field(default=None, alias="abortedRevision")
     failures: dict[str, int] = Field(default_factory=dict)
@@ -101,10 +106,55 @@ class RolloutStatus(_Frozen):
 
     @classmethod
     def parse(cls, raw: Any) -> RolloutStatus:
+        """A status that must be valid (unknown fields refused, types checked)."""
         return cls.model_validate(dict(raw or {}))
 
+    @classmethod
+    def parse_lenient(cls, raw: Any) -> tuple[RolloutStatus, tuple[str, ...]]:
+        """A status as a cluster holds it, which a user or an older operator may have written:
+        what does not parse is dropped (the entry of a list, else the whole field: a merge patch
+        cannot delete one entry of a map) and named in the second value. The next status write
+        leaves the dropped parts out, so the cluster's status parses again."""
+        if not isinstance(raw, Mapping):
+            return cls(), ((f"status: not an object ({type(raw).__name__})",) if raw else ())
+        data = dict(raw)
+        dropped: list[str] = []
+        while data:  # each round drops at least one part of it
+            try:
+                return cls.model_validate(data), tuple(dropped)
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False, include_input=False)
+            entries: defaultdict[str, set[int]] = defaultdict(set)
+            for error in errors:
+                loc = error["loc"]
+                key, index = (str(loc[0]) if loc else ""), (loc[1] if len(loc) > 1 else None)
+                why = "not a timestamp" if error["type"] == "string_pattern_mismatch" else error["msg"]
+                dropped.append(f"{'.'.join(str(part) for part in loc) or 'status'}: {why}")
+                if isinstance(index, int) and isinstance(data.get(key), list):
+                    entries[key].add(index)
+                elif key in data:
+                    del data[key]
+                else:
+                    data.clear()  # an error this loop cannot place: keep nothing rather than loop
+            for key, bad in entries.items():
+                if key in data:
+                    data[key] = [item for i, item in enumerate(data[key]) if i not in bad]
+        return cls(), tuple(dropped)
+
+    def replace(self, **changes: Any) -> RolloutStatus:
+        """A copy with these fields (python names) changed; None, or {} for a map, clears a field."""
+        if not changes.keys() <= _FIELD_NAMES:
+            raise TypeError(f"RolloutStatus has no field {', '.join(sorted(changes.keys() - _FIELD_NAMES))}")
+        return self.model_copy(update=changes)
+
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_defaults=True)
+        """The JSON to store: the fields read or set, without the ones cleared to None or to an empty
+        map (in a merge patch `{}` changes nothing: the old entries would stay on the cluster)."""
+        raw = self.model_dump(by_alias=True, exclude_unset=True)
+        return {key: value for key, value in raw.items() if value is not None and value != {}}
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
+
+
+_FIELD_NAMES = frozenset(RolloutStatus.model_fields)

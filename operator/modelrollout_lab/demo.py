@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from modelrollout.status import RolloutStatus
 from modelrollout_lab import scenarios
 from modelrollout_lab.lab import Lab
 
@@ -49,27 +50,32 @@ class Recording:
     summary: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _status_table(status: dict[str, Any], elapsed: float, release: str) -> Table:
+def _status(lab: Lab) -> RolloutStatus:
+    return RolloutStatus.parse_lenient(lab.status(NAME))[0]
+
+
+def _status_table(status: RolloutStatus, elapsed: float, release: str) -> Table:
     table = Table(title=f"modelrollout demo - {release}  ({elapsed:.0f}s)", expand=True)
     for column in ("phase", "stable", "canary", "step", "weight", "message"):
         table.add_column(column)
-    table.add_row(status.get("phase", "-"), status.get("stableRevision", "-"), status.get("canaryRevision", "-"),
-                  str(status.get("currentStep", "-")), f"{status.get('canaryWeight', 0)}%", status.get("message", ""))
-    for result in status.get("lastAnalysis") or []:
-        table.add_row("", "", "", "", result["verdict"], f"{result['metric']}: {result.get('reason', '')}")
+    table.add_row(status.phase or "-", status.stable_revision or "-", status.canary_revision or "-",
+                  "-" if status.current_step is None else str(status.current_step), f"{status.canary_weight or 0}%",
+                  status.message or "")
+    for result in status.last_analysis:
+        table.add_row("", "", "", "", result.verdict, f"{result.metric}: {result.reason}")
     return table
 
 
-def _watch_release(lab: Lab, live: Live, rec: Recording, version: str, done: Any, timeout: float) -> dict[str, Any]:
+def _watch_release(lab: Lab, live: Live, rec: Recording, version: str, done: Any, timeout: float) -> RolloutStatus:
     deadline = time.monotonic() + timeout
     last_step = last_phase = None
     while time.monotonic() < deadline:
-        status = lab.status(NAME)
+        status = _status(lab)
         now = time.time() - rec.started
-        rec.weights.append((now, int(status.get("canaryWeight") or 0)))
-        step, phase = status.get("currentStep"), status.get("phase")
-        if step is not None and step != last_step and status.get("canaryWeight"):
-            rec.marks.append(Mark(now, f"{version} step {step}: {status.get('canaryWeight')}%", "step"))
+        rec.weights.append((now, status.canary_weight or 0))
+        step, phase = status.current_step, status.phase
+        if step is not None and step != last_step and status.canary_weight:
+            rec.marks.append(Mark(now, f"{version} step {step}: {status.canary_weight}%", "step"))
         last_step = step
         live.update(_status_table(status, now, f"releasing {version}"))
         if phase != last_phase and done(status):
@@ -99,16 +105,16 @@ def run_demo(png: str | None, console: Console | None = None, workdir: str | Non
                 else:
                     manifest = scenarios.release(manifest, version, behaviour)
                     lab.apply(manifest)
-                before = len(lab.status(NAME).get("history") or [])
+                before = len(_status(lab).history)
                 status = _watch_release(
                     lab, live, rec, version,
-                    lambda s: len(s.get("history") or []) > before and s.get("phase") in ("Succeeded", "RolledBack"),
+                    lambda s: len(s.history) > before and s.phase in ("Succeeded", "RolledBack"),
                     timeout=120)
-                entry = status["history"][0]
-                kind = {"Promoted": "promoted", "RolledBack": "rolledback"}.get(entry["result"], "step")
-                rec.marks.append(Mark(time.time() - rec.started, f"{version} {entry['result']}", kind))
-                rec.summary.append({"version": version, "story": story, "revision": entry["revision"],
-                                    "result": entry["result"], "reason": entry["reason"],
+                entry = status.history[0]
+                kind = {"Promoted": "promoted", "RolledBack": "rolledback"}.get(entry.result, "step")
+                rec.marks.append(Mark(time.time() - rec.started, f"{version} {entry.result}", kind))
+                rec.summary.append({"version": version, "story": story, "revision": entry.revision,
+                                    "result": entry.result, "reason": entry.reason,
                                     "seconds": round(time.time() - begun, 1)})
         time.sleep(2)  # let Prometheus scrape the last seconds
         if png:

@@ -34,6 +34,7 @@ from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, PLACEHOLDERS
 from modelrollout.stats import Verdict
+from modelrollout.status import RolloutStatus
 
 pytestmark = pytest.mark.lab
 
@@ -233,8 +234,9 @@ async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: Prometh
     verdicts: dict[str, dict[str, tuple[Verdict, str]]] = {}
     try:
         for canary, stable in ((GOOD, BAD), (BAD, GOOD)):
-            status = {"phase": "Progressing", "canaryRevision": canary, "stableRevision": stable,
-                      "currentStep": 0, "canaryWeight": 10, "canaryReadyAt": started, "stepStartedAt": started}
+            status = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": canary, "stableRevision": stable,
+                                          "currentStep": 0, "canaryWeight": 10, "canaryReadyAt": started,
+                                          "stepStartedAt": started})
             samples = await measure(spec, NAMESPACE, NAME, status, provider, now)
             rules = {rule.name: rule for rule in spec.analysis.metrics}
             verdicts[canary] = {}

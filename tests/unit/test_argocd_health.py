@@ -3,8 +3,6 @@ produced by the real decision core in each phase."""
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 from pathlib import Path
 
@@ -14,18 +12,19 @@ from lupa import lua51
 
 from modelrollout import core
 from modelrollout.core import Commands, Workload
+from modelrollout.status import RolloutStatus
 from test_core import V1, V2, canary_in_step0, good, make_spec, ready, stable_on_v1
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCRIPT = (DOCS / "argocd-health.lua").read_text()
 
 
-def argo_health(status: dict | None, generation: int = 1) -> tuple[str, str]:
+def argo_health(status: RolloutStatus | None, generation: int = 1) -> tuple[str, str]:
     """(status, message) as Argo CD would show them for a ModelRollout with this status."""
     obj = {"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
            "metadata": {"name": "fraud", "namespace": "ml", "generation": generation}, "spec": {}}
     if status is not None:
-        obj["status"] = json.loads(json.dumps(status))  # what the API server returns
+        obj["status"] = status.dump()  # what the API server returns
     lua = lua51.LuaRuntime()
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute(SCRIPT)
@@ -34,13 +33,13 @@ def argo_health(status: dict | None, generation: int = 1) -> tuple[str, str]:
 
 def test_progressing_canary_is_progressing():
     status = canary_in_step0().status
-    assert status["phase"] == "Progressing"
-    assert argo_health(status) == ("Progressing", status["message"])
+    assert status.phase == "Progressing"
+    assert argo_health(status) == ("Progressing", status.message)
 
 
 def test_succeeded_is_healthy():
     status = stable_on_v1().status
-    assert status["phase"] == "Succeeded"
+    assert status.phase == "Succeeded"
     assert argo_health(status)[0] == "Healthy"
 
 
@@ -53,7 +52,7 @@ def test_promoted_canary_is_healthy():
     run.step(after=10, workloads=workloads, samples=good())
     assert argo_health(run.step(after=30, workloads=workloads, samples=good()).status)[0] == "Progressing"  # Promoting
     status = run.step(after=1, workloads={**ready(V1), **ready(V2)}).status
-    assert status["phase"] == "Succeeded" and status["stableRevision"] == V2.revision
+    assert status.phase == "Succeeded" and status.stable_revision == V2.revision
     assert argo_health(status)[0] == "Healthy"
 
 
@@ -61,8 +60,8 @@ def test_paused_by_user_and_manual_gate_are_suspended():
     run = canary_in_step0()
     workloads = {**ready(V1), V2.revision: Workload(1, 1)}
     status = run.step(after=1, workloads=workloads, commands=Commands(paused=True)).status
-    assert status["phase"] == "Paused"
-    assert argo_health(status) == ("Suspended", status["message"])
+    assert status.phase == "Paused"
+    assert argo_health(status) == ("Suspended", status.message)
 
     gated = make_spec("model:v2", steps=[{"weight": 20}, {"weight": 100, "hold": "10s"}])
     run = stable_on_v1()
@@ -71,16 +70,16 @@ def test_paused_by_user_and_manual_gate_are_suspended():
     workloads = {**ready(V1), gated.revision: Workload(1, 1)}
     run.step(after=1, workloads=workloads)
     status = run.step(after=100, workloads=workloads, samples=good()).status
-    assert status["phase"] == "Paused" and argo_health(status)[0] == "Suspended"
+    assert status.phase == "Paused" and argo_health(status)[0] == "Suspended"
 
 
 def test_rolled_back_is_degraded_with_the_reason():
     run = canary_in_step0()
     status = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)},
                       samples=good(**{"error-rate": 0.052})).status
-    assert status["phase"] == "RolledBack"
+    assert status.phase == "RolledBack"
     health, message = argo_health(status)
-    assert health == "Degraded" and "error-rate" in message and message == status["message"]
+    assert health == "Degraded" and "error-rate" in message and message == status.message
 
 
 def test_invalid_spec_is_degraded_with_the_field():
@@ -114,9 +113,9 @@ def test_a_conflict_being_retried_is_progressing():
 
 def test_succeeded_but_not_yet_carried_is_progressing():
     status = stable_on_v1().status
-    converging, _, _ = core.record_act(copy.deepcopy(status), 1, core.ActResult(5, 0),
+    converging, _, _ = core.record_act(status, 1, core.ActResult(5, 0),
                                        core.parse_ts("2026-11-21T12:05:00Z"))
-    assert {c["type"]: c["status"] for c in converging["conditions"]}["Ready"] == "False"
+    assert {c.type: c.status for c in converging.conditions}["Ready"] == "False"
     assert argo_health(converging)[0] == "Progressing"
 
 
@@ -131,4 +130,4 @@ def test_the_argocd_cm_snippet_in_the_docs_carries_this_script():
     ("Paused", "Suspended"), ("RolledBack", "Degraded"), ("InvalidSpec", "Degraded"),
 ])
 def test_every_phase_maps_even_without_conditions(phase, health):
-    assert argo_health({"phase": phase, "observedGeneration": 1})[0] == health
+    assert argo_health(RolloutStatus(phase=phase, observed_generation=1))[0] == health

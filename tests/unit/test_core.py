@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +10,10 @@ from modelrollout import core
 from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
                                decide, desired_state, invalid, target_weight)
 from modelrollout.evaluate import MetricSample
+from modelrollout.reconcile import status_patch
 from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.status import RolloutStatus
+from modelrollout_lab.apiserver_logic import merge_patch
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 AUTO = object()
@@ -59,7 +61,7 @@ class Run:
     """Drives decide() through time the way the reconciler does, feeding the status back."""
 
     def __init__(self, spec, status=None, now=T0):
-        self.spec, self.status, self.now = spec, status or {}, now
+        self.spec, self.status, self.now = spec, status or RolloutStatus(), now
         self.decisions = []
 
     def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO):
@@ -69,8 +71,8 @@ class Run:
             traffic = target_weight(self.spec, self.status, workloads or {})
         obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
                            samples=samples, traffic=traffic)
-        decision = decide(self.spec, copy.deepcopy(self.status), obs, self.now)
-        self.status = decision.status
+        decision = decide(self.spec, self.status, obs, self.now)
+        self.status = RolloutStatus.parse(decision.status.dump())  # as the cluster stores it, and valid
         self.decisions.append(decision)
         return decision
 
@@ -96,19 +98,19 @@ def canary_in_step0():
 def test_first_revision_waits_for_replicas_then_becomes_stable():
     run = Run(V1)
     d = run.step(workloads={V1.revision: Workload(4, 2)})
-    assert (d.action, d.status["phase"]) == (Action.WAIT, "Initializing")
-    assert "2/4" in d.status["message"]
+    assert (d.action, d.status.phase) == (Action.WAIT, "Initializing")
+    assert "2/4" in d.status.message
     d = run.step(after=1, workloads=ready(V1))
-    assert (d.action, d.status["phase"], d.status["stableRevision"]) == (Action.INITIALIZE, "Succeeded", V1.revision)
-    assert "canaryRevision" not in d.status
-    assert d.status["history"][0]["result"] == "Initialized"
+    assert (d.action, d.status.phase, d.status.stable_revision) == (Action.INITIALIZE, "Succeeded", V1.revision)
+    assert d.status.canary_revision is None
+    assert d.status.history[0].result == "Initialized"
 
 
 def test_steady_state_stays_succeeded_and_is_ready_for_gitops():
     run = stable_on_v1()
     d = run.step(after=5, workloads=ready(V1))
     assert d.action is Action.STEADY
-    conditions = {c["type"]: c["status"] for c in d.status["conditions"]}
+    conditions = {c.type: c.status for c in d.status.conditions}
     assert conditions["Ready"] == "True" and conditions["Stalled"] == "False" and conditions["Reconciling"] == "False"
 
 
@@ -119,18 +121,18 @@ def test_new_template_starts_a_canary_at_weight_zero():
     run.spec = V2
     d = run.step(after=1, workloads=ready(V1))
     assert d.action is Action.START
-    assert d.status["canaryRevision"] == V2.revision and d.status["canaryWeight"] == 0
-    assert d.status["phase"] == "Progressing"
+    assert d.status.canary_revision == V2.revision and d.status.canary_weight == 0
+    assert d.status.phase == "Progressing"
     assert desired_state(V2, d.status, {}, run.now).canary_weight == 0
 
 
 def test_ready_canary_enters_first_step_and_holds_only_once_the_weight_is_carried():
     run = canary_in_step0()
     entered, confirmed = run.decisions[-2:]
-    assert entered.action is Action.ADVANCE and entered.status["currentStep"] == 0
-    assert entered.status["canaryWeight"] == 0 and "stepStartedAt" not in entered.status
+    assert entered.action is Action.ADVANCE and entered.status.current_step == 0
+    assert entered.status.canary_weight == 0 and entered.status.step_started_at is None
     assert desired_state(V2, entered.status, {**ready(V1), V2.revision: Workload(1, 1)}, run.now).canary_weight == 10
-    assert confirmed.status["canaryWeight"] == 10 and confirmed.status["stepStartedAt"] == core.ts(run.now)
+    assert confirmed.status.canary_weight == 10 and confirmed.status.step_started_at == core.ts(run.now)
     assert any(e.reason == "WeightConfirmed" for e in confirmed.events)
 
 
@@ -142,15 +144,15 @@ def test_a_step_whose_weight_the_cluster_does_not_carry_never_starts_its_hold():
     run.step(after=1, workloads=w)
     for _ in range(5):  # the route still says 0: the step waits, and says what it waits for
         d = run.step(after=10, workloads=w, samples=good(), traffic=0)
-        assert "stepStartedAt" not in d.status and d.status["currentStep"] == 0
-        assert "carry canary weight 10" in d.status["message"]
+        assert d.status.step_started_at is None and d.status.current_step == 0
+        assert "carry canary weight 10" in d.status.message
     d = run.step(after=20, workloads=w, samples=good(), traffic=None)
-    assert d.action is Action.ROLLBACK and "not confirmed within 60s" in d.status["message"]
+    assert d.action is Action.ROLLBACK and "not confirmed within 60s" in d.status.message
 
 
 def test_weight_moves_to_a_step_only_once_ready_canary_pods_can_carry_it_and_only_to_planned_weights():
     run = canary_in_step0()
-    run.status["currentStep"], run.status["stepWeight"] = 1, 50  # step 1 (50 %) needs 2 of 4 pods
+    run.status = run.status.replace(current_step=1, step_weight=50)  # step 1 (50 %) needs 2 of 4 pods
     status = run.status
     assert desired_state(V2, status, {**ready(V1), V2.revision: Workload(2, 0)}, run.now).canary_weight == 0
     # one Ready pod carries 25 %, yet the route stays at step 0's 10 %: never a weight off the plan
@@ -163,11 +165,11 @@ def test_canary_not_ready_within_timeout_rolls_back():
     run.spec = V2
     run.step(after=1)
     d = run.step(after=30, workloads={**ready(V1), V2.revision: Workload(1, 0)})
-    assert d.action is Action.WAIT and d.status["canaryWeight"] == 0
+    assert d.action is Action.WAIT and d.status.canary_weight == 0
     d = run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 0)})
     assert d.action is Action.ROLLBACK
-    assert "not ready within 60s" in d.status["message"]
-    assert d.status["abortedRevision"] == V2.revision
+    assert "not ready within 60s" in d.status.message
+    assert d.status.aborted_revision == V2.revision
 
 
 def test_a_serving_canary_is_analysed_during_the_warmup_skip_but_only_critical_breaches_count():
@@ -175,9 +177,9 @@ def test_a_serving_canary_is_analysed_during_the_warmup_skip_but_only_critical_b
     assert analysis_due(V2, run.status, run.now)
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     d = run.step(after=5, workloads=w, samples=good(latency=0.9))  # a cold model is slow: not a failure
-    assert d.action is not Action.ROLLBACK and d.status["failures"].get("latency", 0) == 0
+    assert d.action is not Action.ROLLBACK and d.status.failures.get("latency", 0) == 0
     d = run.step(after=1, workloads=w, samples=good())  # nor do passes count yet
-    assert d.status["passedChecks"] == 0
+    assert d.status.passed_checks == 0
     d = run.step(after=1, workloads=w, samples=good(**{"error-rate": 0.5}))  # a broken one is rolled back
     assert d.action is Action.ROLLBACK
 
@@ -188,26 +190,26 @@ def test_passing_analysis_and_hold_advance_then_promote():
     run = canary_in_step0()
     workloads = {**ready(V1), V2.revision: Workload(1, 1)}
     d = run.step(after=10, workloads=workloads, samples=good())
-    assert d.action is Action.HOLD and d.status["passedChecks"] == 1
+    assert d.action is Action.HOLD and d.status.passed_checks == 1
     d = run.step(after=20, workloads=workloads, samples=good())
-    assert d.action is Action.ADVANCE and (d.status["currentStep"], d.status["stepWeight"]) == (1, 50)
+    assert d.action is Action.ADVANCE and (d.status.current_step, d.status.step_weight) == (1, 50)
     workloads[V2.revision] = Workload(2, 2)
     run.step(after=10, workloads=workloads, samples=good())  # weight 50 confirmed: its hold starts
     d = run.step(after=30, workloads=workloads, samples=good())
-    assert d.action is Action.PROMOTE and d.status["phase"] == "Promoting"
+    assert d.action is Action.PROMOTE and d.status.phase == "Promoting"
     assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == 4
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
     assert d.action is Action.PROMOTED
-    assert d.status["stableRevision"] == V2.revision and "canaryRevision" not in d.status
-    assert d.status["history"][0]["result"] == "Promoted"
-    assert d.status["history"][0]["reason"] == "step 1 held 30s with passing analysis"  # not a scaling message
-    assert [e["revision"] for e in d.status["scaleDowns"]] == [V1.revision]
+    assert d.status.stable_revision == V2.revision and d.status.canary_revision is None
+    assert d.status.history[0].result == "Promoted"
+    assert d.status.history[0].reason == "step 1 held 30s with passing analysis"  # not a scaling message
+    assert [e.revision for e in d.status.scale_downs] == [V1.revision]
 
 
 def test_hold_elapsed_without_analysis_does_not_advance():
     run = canary_in_step0()
     d = run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 1)})
-    assert d.action is Action.HOLD and d.status["currentStep"] == 0
+    assert d.action is Action.HOLD and d.status.current_step == 0
 
 
 @pytest.mark.parametrize("metric,value,action", [
@@ -223,13 +225,13 @@ def test_failure_handling_by_criticality(metric, value, action):
 def test_rollback_message_names_metric_value_threshold_samples_and_step():
     run = canary_in_step0()
     d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(**{"error-rate": 0.052}))
-    assert d.status["phase"] == "RolledBack"
-    message = d.status["message"]
+    assert d.status.phase == "RolledBack"
+    message = d.status.message
     for part in ("error-rate", "0.052", "0.01", "500", "step 0", "weight 10"):
         assert part in message
     assert any(e.type == "Warning" and e.reason == "RolledBack" for e in d.events)
     assert desired_state(V2, d.status, {}, run.now).canary_weight == 0
-    conditions = {c["type"]: c["status"] for c in d.status["conditions"]}
+    conditions = {c.type: c.status for c in d.status.conditions}
     assert conditions["RolledBack"] == "True" and conditions["Stalled"] == "True" and conditions["Ready"] == "False"
 
 
@@ -253,11 +255,36 @@ def test_rolled_back_revision_stays_rolled_back_until_retry():
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     run.step(after=10, workloads=w, samples=good(**{"error-rate": 0.5}))
     d = run.step(after=60, workloads=ready(V1))
-    assert d.status["phase"] == "RolledBack" and "canaryRevision" not in d.status
+    assert d.status.phase == "RolledBack" and d.status.canary_revision is None
     d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
-    assert d.action is Action.START and d.status["canaryRevision"] == V2.revision
+    assert d.action is Action.START and d.status.canary_revision == V2.revision
     d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
     assert d.action is Action.WAIT  # the same token does not restart it again
+
+
+def test_a_retried_canary_does_not_inherit_the_failure_counts_the_cluster_stored_for_the_last_one():
+    """Each status goes through the API server as the reconciler writes it (a JSON merge patch): a
+    cleared failure count must be gone there too, or the retried canary is rolled back on its first
+    non-critical failure (failureLimit 2)."""
+    run = canary_in_step0()
+    stored = run.status.dump()
+
+    def step(**kwargs):
+        nonlocal stored
+        decision = run.step(**kwargs)
+        stored = merge_patch(stored, status_patch(stored, decision.status.dump()))
+        run.status = RolloutStatus.parse(stored)
+        return decision
+
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    step(after=11, workloads=w, samples=good(latency=0.9))  # one latency failure of two allowed
+    assert step(after=10, workloads=w, samples=good(**{"error-rate": 0.5})).action is Action.ROLLBACK
+    step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    step(after=1, workloads=w)
+    step(workloads=w)  # weight 10 confirmed
+    assert run.status.failures == {}
+    d = step(after=11, workloads=w, samples=good(latency=0.9))  # the retried canary's first latency failure
+    assert d.action is Action.HOLD and d.status.failures == {"error-rate": 0, "latency": 1}
 
 
 # ------------------------------------------------------------------ no data
@@ -271,8 +298,8 @@ def test_no_data_holds_weight_and_never_advances():
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     for _ in range(5):
         d = run.step(after=10, workloads=w, samples=_inconclusive())
-        assert d.action is Action.HOLD and d.status["canaryWeight"] == 10 and d.status["currentStep"] == 0
-    assert d.status["lastAnalysis"][0]["verdict"] == "Inconclusive"
+        assert d.action is Action.HOLD and d.status.canary_weight == 10 and d.status.current_step == 0
+    assert d.status.last_analysis[0].verdict == "Inconclusive"
 
 
 def test_no_data_after_hold_applies_the_policy_rollback():
@@ -281,7 +308,7 @@ def test_no_data_after_hold_applies_the_policy_rollback():
     for _ in range(6):
         d = run.step(after=10, workloads=w, samples=_inconclusive())
     d = run.step(after=10, workloads=w, samples=_inconclusive())
-    assert d.action is Action.ROLLBACK and "no conclusive data" in d.status["message"]
+    assert d.action is Action.ROLLBACK and "no conclusive data" in d.status.message
 
 
 def test_no_data_policy_pause_pauses_and_recovers_when_data_returns():
@@ -293,9 +320,9 @@ def test_no_data_policy_pause_pauses_and_recovers_when_data_returns():
     run.step(after=1, workloads=w)
     for _ in range(3):
         d = run.step(after=10, workloads=w, samples=_inconclusive())
-    assert d.status["phase"] == "Paused" and d.status["canaryWeight"] == 10
+    assert d.status.phase == "Paused" and d.status.canary_weight == 10
     d = run.step(after=10, workloads=w, samples=good())
-    assert d.status["phase"] == "Progressing"
+    assert d.status.phase == "Progressing"
 
 
 def test_few_samples_are_inconclusive_not_pass():
@@ -303,16 +330,16 @@ def test_few_samples_are_inconclusive_not_pass():
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     samples = tuple(MetricSample(n, "q", value=0.0, samples=12.0) for n in ("error-rate", "latency"))
     d = run.step(after=10, workloads=w, samples=samples)
-    assert {r["verdict"] for r in d.status["lastAnalysis"]} == {"Inconclusive"}
+    assert {r.verdict for r in d.status.last_analysis} == {"Inconclusive"}
     d = run.step(after=25, workloads=w, samples=samples)
-    assert d.status["currentStep"] == 0  # hold elapsed, still no advance
+    assert d.status.current_step == 0  # hold elapsed, still no advance
 
 
 def test_provider_error_is_inconclusive():
     run = canary_in_step0()
     samples = tuple(MetricSample(n, "q", error="connection refused") for n in ("error-rate", "latency"))
     d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=samples)
-    assert d.action is Action.HOLD and "connection refused" in d.status["lastAnalysis"][0]["reason"]
+    assert d.action is Action.HOLD and "connection refused" in d.status.last_analysis[0].reason
 
 
 # ------------------------------------------------------------------ manual gates and commands
@@ -325,16 +352,16 @@ def test_step_without_hold_waits_for_promote():
     w = {**ready(V1), spec.revision: Workload(1, 1)}
     run.step(after=1, workloads=w)
     d = run.step(after=100, workloads=w, samples=good())
-    assert d.status["phase"] == "Paused" and d.status["currentStep"] == 0
-    assert {c["type"]: c["reason"] for c in d.status["conditions"]}["Paused"] == "ManualGate"
+    assert d.status.phase == "Paused" and d.status.current_step == 0
+    assert {c.type: c.reason for c in d.status.conditions}["Paused"] == "ManualGate"
     d = run.step(after=1, workloads=w, commands=Commands(promote="p1"))
-    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 100
+    assert d.action is Action.ADVANCE and d.status.step_weight == 100
 
 
 def test_abort_rolls_back_at_once():
     run = canary_in_step0()
     d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a1"))
-    assert d.action is Action.ROLLBACK and "aborted by user" in d.status["message"]
+    assert d.action is Action.ROLLBACK and "aborted by user" in d.status.message
 
 
 def test_pause_holds_and_does_not_count_toward_hold():
@@ -342,11 +369,11 @@ def test_pause_holds_and_does_not_count_toward_hold():
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     run.step(after=10, workloads=w, samples=good())
     d = run.step(after=1, workloads=w, commands=Commands(paused=True))
-    assert d.status["phase"] == "Paused"
+    assert d.status.phase == "Paused"
     d = run.step(after=100, workloads=w, commands=Commands(paused=True), samples=good())
-    assert d.status["phase"] == "Paused" and d.status["currentStep"] == 0
+    assert d.status.phase == "Paused" and d.status.current_step == 0
     d = run.step(after=1, workloads=w, samples=good())  # resumed
-    assert d.status["phase"] == "Progressing" and d.status["currentStep"] == 0
+    assert d.status.phase == "Progressing" and d.status.current_step == 0
 
 
 def test_promote_full_skips_remaining_steps():
@@ -361,8 +388,8 @@ def test_new_template_during_rollout_supersedes_canary():
     run = canary_in_step0()
     run.spec = V3
     d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)})
-    assert d.action is Action.START and d.status["canaryRevision"] == V3.revision
-    assert d.status["history"][0]["result"] == "Superseded"
+    assert d.action is Action.START and d.status.canary_revision == V3.revision
+    assert d.status.history[0].result == "Superseded"
     desired = desired_state(V3, d.status, {}, run.now)
     assert desired.canary_weight == 0 and V2.revision in desired.replicas
 
@@ -371,7 +398,7 @@ def test_template_reverted_to_stable_abandons_canary():
     run = canary_in_step0()
     run.spec = V1
     d = run.step(after=1, workloads=ready(V1))
-    assert d.status["phase"] == "Succeeded" and "canaryRevision" not in d.status
+    assert d.status.phase == "Succeeded" and d.status.canary_revision is None
 
 
 def test_scale_down_after_delay_deletes_old_revision():
@@ -387,11 +414,11 @@ def test_decide_is_deterministic_from_status_alone():
     """Replaying the same status and observations gives the same decision: no hidden state."""
     run = canary_in_step0()
     w = {**ready(V1), V2.revision: Workload(1, 1)}
-    status = copy.deepcopy(run.status)
+    stored = run.status.dump()
     now = run.now + timedelta(seconds=10)
-    a = decide(V2, copy.deepcopy(status), Observations(workloads=w, samples=good()), now)
-    b = decide(V2, copy.deepcopy(status), Observations(workloads=w, samples=good()), now)
-    assert a == b
+    a = decide(V2, RolloutStatus.parse(stored), Observations(workloads=w, samples=good()), now)
+    b = decide(V2, RolloutStatus.parse(stored), Observations(workloads=w, samples=good()), now)
+    assert a == b and a.status.dump() == b.status.dump()
 
 
 def test_weights_always_follow_the_plan():
@@ -400,11 +427,11 @@ def test_weights_always_follow_the_plan():
     seen = []
     for _ in range(20):
         d = run.step(after=10, workloads=w, samples=good() if analysis_due(V2, run.status, run.now + timedelta(seconds=10)) else None)
-        seen.append(d.status.get("canaryWeight"))
+        seen.append(d.status.canary_weight)
     assert all(weight in {0, 10, 50} for weight in seen)
     during = seen[:seen.index(0)] if 0 in seen else seen
     assert during == sorted(during) and during[-1] == 50  # weights only go up, through the plan
-    assert run.status["stableRevision"] == V2.revision
+    assert run.status.stable_revision == V2.revision
 
 
 # ------------------------------------------------------------------ invalid spec and routing arithmetic
@@ -412,7 +439,7 @@ def test_weights_always_follow_the_plan():
 def test_invalid_spec_keeps_traffic_and_warns_once():
     run = canary_in_step0()
     d = invalid(run.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
-    assert d.status["phase"] == "InvalidSpec" and d.status["canaryWeight"] == 10
+    assert d.status.phase == "InvalidSpec" and d.status.canary_weight == 10
     assert [e.reason for e in d.events] == ["InvalidSpec"]
     again = invalid(d.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
     assert again.events == ()
@@ -422,7 +449,7 @@ def test_recovery_from_invalid_spec_resumes_the_rollout():
     run = canary_in_step0()
     run.status = invalid(run.status, "spec.x", "bad", 2, run.now).status
     d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(), generation=3)
-    assert d.status["phase"] == "Progressing" and d.status["currentStep"] == 0
+    assert d.status.phase == "Progressing" and d.status.current_step == 0
 
 
 @pytest.mark.parametrize("router,weight,expected", [
@@ -453,14 +480,14 @@ def test_gates_before_traffic_hold_weight_zero_until_all_pass():
     run.step(after=1)
     w = {**ready(V1), spec.revision: Workload(1, 1)}
     d = run.step(after=1, workloads=w)
-    assert d.status["gating"] == "beforeTraffic" and d.status["canaryWeight"] == 0 and "offline-eval" in d.status["message"]
+    assert d.status.gating == "beforeTraffic" and d.status.canary_weight == 0 and "offline-eval" in d.status.message
     d = run.step(after=1, workloads=w)  # no results yet: still waiting
-    assert d.status["canaryWeight"] == 0
+    assert d.status.canary_weight == 0
     obs_gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Pending", "calling")}
     d = decide(spec, run.status, Observations(workloads=w, gates=obs_gates), run.now)
-    assert d.status["canaryWeight"] == 0 and "approval" in d.status["message"]
+    assert d.status.canary_weight == 0 and "approval" in d.status.message
     d = decide(spec, d.status, Observations(workloads=w, gates={"approval": GateResult("Passed", "200")}), run.now)
-    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 10 and "gating" not in d.status
+    assert d.action is Action.ADVANCE and d.status.step_weight == 10 and d.status.gating is None
 
 
 def test_a_failed_gate_rolls_back_before_any_traffic_with_its_reason():
@@ -473,8 +500,8 @@ def test_a_failed_gate_rolls_back_before_any_traffic_with_its_reason():
     run.step(after=1, workloads=w)
     d = decide(spec, run.status, Observations(workloads=w, gates={
         "offline-eval": GateResult("Failed", "Job failed: accuracy 0.71 < 0.80 on holdout")}), run.now)
-    assert d.action is Action.ROLLBACK and "accuracy 0.71" in d.status["message"]
-    assert all(h.get("result") != "Promoted" for h in d.status["history"])
+    assert d.action is Action.ROLLBACK and "accuracy 0.71" in d.status.message
+    assert all(h.result != "Promoted" for h in d.status.history)
 
 
 def test_gates_before_promotion_run_after_the_last_step():
@@ -487,9 +514,9 @@ def test_gates_before_promotion_run_after_the_last_step():
     run.step(after=1, workloads=w)
     run.step(after=10, workloads=w, samples=good())  # weight confirmed: the 30 s hold starts
     d = run.step(after=25, workloads=w, samples=good())
-    assert "gating" not in d.status
+    assert d.status.gating is None
     d = run.step(after=10, workloads=w, samples=good())
-    assert d.status.get("gating") == "beforePromotion" and d.status["phase"] == "Progressing"
+    assert d.status.gating == "beforePromotion" and d.status.phase == "Progressing"
     gates = {"offline-eval": GateResult("Passed", "ok"), "approval": GateResult("Passed", "200")}
     d = decide(spec, d.status, Observations(workloads=w, gates=gates), run.now)
     assert d.action is Action.PROMOTE
@@ -507,9 +534,9 @@ def test_undecided_evidence_with_enough_samples_holds_but_is_not_no_data():
     undecided = (MetricSample("errors", "q", samples=400.0, canary_counts=(1.0, 400.0), stable_counts=(4.0, 4000.0)),)
     for _ in range(12):  # 120 s, twice the noData hold
         d = run.step(after=10, workloads=w, samples=undecided)
-        assert d.status["lastAnalysis"][0]["verdict"] == "Inconclusive"
-        assert d.action is Action.HOLD and "noDataSince" not in d.status
-    assert d.status["currentStep"] == 0  # and it never advanced on it
+        assert d.status.last_analysis[0].verdict == "Inconclusive"
+        assert d.action is Action.HOLD and d.status.no_data_since is None
+    assert d.status.current_step == 0  # and it never advanced on it
 
 
 def test_analysis_window_grows_with_the_step_up_to_max_window():
@@ -529,11 +556,11 @@ def test_a_weight_zero_step_serves_nobody_is_not_analysed_and_its_hold_alone_end
     run.step(after=1)
     w = {**ready(V1), spec.revision: Workload(2, 2)}
     d = run.step(after=1, workloads=w)
-    assert d.status["stepWeight"] == 0 and desired_state(spec, d.status, w, run.now).canary_weight == 0
+    assert d.status.step_weight == 0 and desired_state(spec, d.status, w, run.now).canary_weight == 0
     d = run.step(workloads=w)  # the route carries 0: the hold starts
     assert not analysis_due(spec, d.status, run.now + timedelta(seconds=30))
     d = run.step(after=11, workloads=w)
-    assert d.action is Action.ADVANCE and d.status["stepWeight"] == 50
+    assert d.action is Action.ADVANCE and d.status.step_weight == 50
 
 
 def test_a_last_step_of_weight_zero_never_promotes_unjudged():
@@ -545,7 +572,7 @@ def test_a_last_step_of_weight_zero_never_promotes_unjudged():
     run.step(after=1, workloads=w)
     for _ in range(10):
         d = run.step(after=30, workloads=w)
-        assert d.status["phase"] != "Promoting" and d.action is not Action.PROMOTE
+        assert d.status.phase != "Promoting" and d.action is not Action.PROMOTE
 
 
 
@@ -578,7 +605,7 @@ def test_the_pass_rule_decides_when_a_rate_within_its_bound_passes(pass_rule, ve
     spec = make_spec("model:v2", metrics=metrics, **({"pass": pass_rule} if pass_rule else {}))
     run, w = _rate_canary(spec)
     d = run.step(after=31, workloads=w, samples=_counts(30, 1000))
-    assert d.status["lastAnalysis"][0]["verdict"] == verdict
+    assert d.status.last_analysis[0].verdict == verdict
     assert (d.action is Action.ADVANCE) == (verdict == "Pass")
 
 
@@ -586,20 +613,20 @@ def test_a_step_undecided_past_its_hold_and_decide_within_pauses_saying_what_it_
     spec = make_spec("model:v2", metrics=RATE, decideWithin="60s")
     run, w = _rate_canary(spec)
     decisions = [run.step(after=10, workloads=w, samples=_counts(2, 100)) for _ in range(12)]
-    assert all(d.status["lastAnalysis"][0]["verdict"] == "Inconclusive" for d in decisions)
+    assert all(d.status.last_analysis[0].verdict == "Inconclusive" for d in decisions)
     # Analysing until the hold (30 s) plus decideWithin (60 s) has passed, then paused, weight kept.
-    assert [d.status["phase"] for d in decisions[:8]] == ["Progressing"] * 8
+    assert [d.status.phase for d in decisions[:8]] == ["Progressing"] * 8
     d = decisions[-1]
-    assert (d.action, d.status["phase"], d.status["canaryWeight"]) == (Action.PAUSE, "Paused", 10)
-    assert "undecided" in d.status["message"] and "errors needs ~" in d.status["message"]
-    assert "more canary requests (~" in d.status["message"] and "s at " in d.status["message"]
-    paused = {c["type"]: c for c in d.status["conditions"]}["Paused"]
-    assert (paused["status"], paused["reason"]) == ("True", "Undecided")
+    assert (d.action, d.status.phase, d.status.canary_weight) == (Action.PAUSE, "Paused", 10)
+    assert "undecided" in d.status.message and "errors needs ~" in d.status.message
+    assert "more canary requests (~" in d.status.message and "s at " in d.status.message
+    paused = {c.type: c for c in d.status.conditions}["Paused"]
+    assert (paused.status, paused.reason) == ("True", "Undecided")
     warnings = [e for d in decisions for e in d.events if e.reason == "Undecided"]
     assert len(warnings) == 1 and warnings[0].type == "Warning"
     assert core.analysis_due(spec, d.status, run.now + timedelta(seconds=10))  # still analysing
     d = run.step(after=10, workloads=w, samples=_counts(2, 5000))  # the evidence arrives: it goes on
-    assert d.action is Action.ADVANCE and d.status["currentStep"] == 1
+    assert d.action is Action.ADVANCE and d.status.current_step == 1
 
 
 @pytest.mark.parametrize(("elapsed", "spec_args", "expected"), [

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from modelrollout.report import Release, _bad_events_query, last_release, step_weights, template_diff, timeline
 from modelrollout.spec import MetricRule
+from modelrollout.status import RolloutStatus
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -43,15 +44,15 @@ def test_the_last_release_is_the_running_canary_or_the_latest_finished_one():
         {"revision": "b", "result": "Promoted", "reason": "all steps passed", "startedAt": at(-300), "finishedAt": at(-200)},
         {"revision": "a", "result": "Initialized", "reason": "first", "startedAt": at(-900), "finishedAt": at(-900)},
     ]
-    rolled_back = last_release({"status": {"stableRevision": "b", "history": history}}, NOW)
+    rolled_back = last_release(RolloutStatus.parse({"stableRevision": "b", "history": history}), NOW)
     assert (rolled_back.revision, rolled_back.stable_revision, rolled_back.result, rolled_back.seconds) == (
         "c", "b", "RolledBack", 30.0)
-    promoted = last_release({"status": {"stableRevision": "b", "history": history[1:]}}, NOW)
+    promoted = last_release(RolloutStatus.parse({"stableRevision": "b", "history": history[1:]}), NOW)
     assert (promoted.revision, promoted.stable_revision) == ("b", "a")  # against the stable it replaced
-    running = last_release({"status": {"stableRevision": "b", "canaryRevision": "d", "rolloutStartedAt": at(-5),
-                                       "history": history}}, NOW)
+    running = last_release(RolloutStatus.parse({"stableRevision": "b", "canaryRevision": "d",
+                                                "rolloutStartedAt": at(-5), "history": history}), NOW)
     assert (running.revision, running.result, running.finished) == ("d", "InProgress", NOW)
-    assert last_release({"status": {"stableRevision": "a", "history": history[2:]}}, NOW) is None
+    assert last_release(RolloutStatus.parse({"stableRevision": "a", "history": history[2:]}), NOW) is None
 
 
 def test_the_timeline_says_who_decided_and_keeps_to_the_release():

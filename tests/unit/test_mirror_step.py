@@ -3,7 +3,6 @@ user sees a canary answer, the canary is judged on them, and a failing canary ne
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +11,7 @@ from modelrollout.core import (Action, Observations, Workload, analysis_due, dec
                                ActResult)
 from modelrollout.evaluate import MetricSample
 from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
+from modelrollout.status import RolloutStatus
 from modelrollout_lab.scenarios import rollout
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
@@ -40,7 +40,7 @@ class Cluster:
     """Drives decide() as the reconciler does, with a cluster that carries at once what is desired."""
 
     def __init__(self):
-        self.now, self.status = T0, {}
+        self.now, self.status = T0, RolloutStatus()
         self.weight, self.mirror = 0, 0
         self.weights_seen, self.mirrors_seen = [], []
         self.pass_(V1)
@@ -48,7 +48,7 @@ class Cluster:
     def pass_(self, spec, *, after=0.0, samples_=None):
         self.now += timedelta(seconds=after)
         obs = Observations(workloads=READY, traffic=self.weight, mirror=self.mirror, samples=samples_)
-        decision = decide(spec, copy.deepcopy(self.status), obs, self.now)
+        decision = decide(spec, self.status, obs, self.now)
         desired = desired_state(spec, decision.status, READY, self.now)
         self.weight, self.mirror = desired.canary_weight, desired.canary_mirror
         self.weights_seen.append(self.weight)
@@ -63,7 +63,7 @@ def in_mirror_step():
     cluster = Cluster()
     cluster.pass_(V2, after=1)  # canary started
     decision = cluster.pass_(V2, after=1)  # ready: step 0 entered
-    assert decision.status["stepMirror"] == 100 and decision.status["stepWeight"] == 0
+    assert decision.status.step_mirror == 100 and decision.status.step_weight == 0
     return cluster
 
 
@@ -71,7 +71,7 @@ def test_a_mirror_step_copies_requests_serves_no_user_and_starts_its_hold_once_t
     cluster = in_mirror_step()
     assert (cluster.weight, cluster.mirror) == (0, 100)  # no user sees a canary answer
     decision = cluster.pass_(V2)  # the cluster reads back mirror 100
-    assert decision.status["stepStartedAt"] and "mirror 100%" in decision.status["message"] + str(decision.events)
+    assert decision.status.step_started_at and "mirror 100%" in decision.status.message + str(decision.events)
     assert analysis_due(V2, cluster.status, cluster.now + timedelta(seconds=6))  # judged although weight 0
 
 
@@ -79,19 +79,19 @@ def test_a_mirror_step_waits_while_the_cluster_does_not_carry_the_mirror():
     cluster = in_mirror_step()
     cluster.mirror = 0  # the router has not set it (yet)
     decision = cluster.pass_(V2)
-    assert decision.status["phase"] == "Progressing" and "stepStartedAt" not in decision.status
-    assert "mirror 100%" in decision.status["message"] and "mirror 0%" in decision.status["message"]
+    assert decision.status.phase == "Progressing" and decision.status.step_started_at is None
+    assert "mirror 100%" in decision.status.message and "mirror 0%" in decision.status.message
 
 
 def test_a_mirror_step_ends_only_on_passing_analysis_never_on_its_hold_alone():
     cluster = in_mirror_step()
     cluster.pass_(V2)
     decision = cluster.pass_(V2, after=11)  # the hold is over, nothing judged yet
-    assert decision.action is not Action.ADVANCE and decision.status["currentStep"] == 0
+    assert decision.action is not Action.ADVANCE and decision.status.current_step == 0
     decision = cluster.pass_(V2, after=1, samples_=samples())
-    assert decision.action is Action.ADVANCE and decision.status["currentStep"] == 1
+    assert decision.action is Action.ADVANCE and decision.status.current_step == 1
     assert (cluster.weight, cluster.mirror) == (50, 0)  # the mirror goes when users get the canary
-    assert "stepMirror" not in decision.status
+    assert decision.status.step_mirror is None
 
 
 @pytest.mark.parametrize("bad", [{"errors": 0.2}, {"latency": 0.9}])
@@ -102,7 +102,7 @@ def test_a_canary_failing_in_its_mirror_step_is_rolled_back_and_never_served(bad
         decision = cluster.pass_(V2, after=5, samples_=samples(**bad))
         if decision.action is Action.ROLLBACK:
             break
-    assert decision.action is Action.ROLLBACK and decision.status["phase"] == "RolledBack"
+    assert decision.action is Action.ROLLBACK and decision.status.phase == "RolledBack"
     assert (cluster.weight, cluster.mirror) == (0, 0)  # copies stop too
     assert set(cluster.weights_seen) == {0}  # never one user request to the canary
 

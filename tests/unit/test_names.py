@@ -13,6 +13,7 @@ from modelrollout.gates import job_manifest
 from modelrollout.manifests import DEPLOYMENT_NAME_MAX, deployment_name, gate_job_name, owned_name, service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.status import RolloutStatus
 from modelrollout_lab.scenarios import rollout
 
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -72,7 +73,7 @@ def test_two_job_gates_of_a_long_rollout_get_their_own_jobs():
     job = {"template": {"spec": {"containers": [{"name": "eval", "image": "eval:1"}]}}}
     raw["strategy"]["gates"] = {"beforeTraffic": [{"name": "passes", "job": job}, {"name": "fails", "job": job}]}
     spec = parse_spec(raw, POLICY)
-    status = {"canaryRevision": spec.revision, "stableRevision": REV}
+    status = RolloutStatus(canary_revision=spec.revision, stable_revision=REV)
     names = {job_manifest(spec, gate, "default", LONG, "uid", status)["metadata"]["name"]
              for gate in spec.strategy.gates.before_traffic}
     assert len(names) == 2 and all(len(n) <= 63 for n in names)

@@ -19,6 +19,7 @@ from modelrollout.core import Event
 from modelrollout.kube import Kube, load_configuration, path
 from modelrollout.notify import Notifier, moments
 from modelrollout.spec import DEFAULT_NOTIFICATION_URLS, PlatformPolicy, SpecError, parse_spec, url_matches
+from modelrollout.status import RolloutStatus
 from modelrollout_lab.receivers import BODY, Receiver
 
 NAMESPACE = "ml"
@@ -38,10 +39,10 @@ POLICY = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_
 FAILING = {"metric": "error-rate", "value": 0.052, "threshold": "<= 0.01", "verdict": "Fail", "samples": 2310.0,
            "query": 'sum(rate(http_requests_total{code=~"5.."}[30s]))', "at": "2026-01-01T00:00:30Z",
            "reason": "0.052 > 0.01"}
-BEFORE = {"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25}
-AFTER = {"phase": "RolledBack", "abortedRevision": "abc123", "lastAnalysis": [FAILING],
-         "message": "rolled back: error-rate: 0.052 > 0.01 at step 1 (weight 25)"}
-ROLLBACK_EVENTS = (Event("Warning", "RolledBack", AFTER["message"]),)
+BEFORE = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25})
+AFTER = RolloutStatus.parse({"phase": "RolledBack", "abortedRevision": "abc123", "lastAnalysis": [FAILING],
+                             "message": "rolled back: error-rate: 0.052 > 0.01 at step 1 (weight 25)"})
+ROLLBACK_EVENTS = (Event("Warning", "RolledBack", AFTER.message),)
 
 
 def spec_with(*notifications: dict[str, Any], policy: PlatformPolicy = POLICY):
@@ -113,22 +114,24 @@ def test_a_rollback_tells_metric_value_threshold_samples_query_step_and_the_repo
 def test_a_manual_gate_is_told_once_per_step():
     spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
     gate = {"type": "Paused", "status": "True", "reason": "ManualGate"}
-    waiting = {"phase": "Paused", "canaryRevision": "abc", "currentStep": 1, "conditions": [gate],
-               "message": "step 1 (weight 50) waits for promote"}
-    progressing = {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0}
+    waiting = RolloutStatus.parse({"phase": "Paused", "canaryRevision": "abc", "currentStep": 1, "conditions": [gate],
+                                   "message": "step 1 (weight 50) waits for promote"})
+    progressing = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0})
     (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, ())
     assert first.kind == "ManualGate" and first.command == "kubectl modelrollout promote fraud -n ml"
     assert moments(NAMESPACE, "fraud", spec, waiting, waiting, ()) == []
-    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, {**waiting, "currentStep": 2}, ())] == [
+    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, waiting.replace(current_step=2), ())] == [
         "ManualGate"]
 
 
 def test_promotion_and_no_data_come_from_their_events():
     spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
     events = (Event("Normal", "Promoted", "revision abc promoted to stable"),)
-    assert [m.kind for m in moments(NAMESPACE, "f", spec, {}, {"stableRevision": "abc"}, events)] == ["Promoted"]
+    promoted = RolloutStatus(stable_revision="abc")
+    assert [m.kind for m in moments(NAMESPACE, "f", spec, RolloutStatus(), promoted, events)] == ["Promoted"]
     events = (Event("Warning", "NoData", "paused: no conclusive data for 300s"),)
-    (stuck,) = moments(NAMESPACE, "f", spec, {}, {"canaryRevision": "abc", "currentStep": 0}, events)
+    stuck_at_step0 = RolloutStatus(canary_revision="abc", current_step=0)
+    (stuck,) = moments(NAMESPACE, "f", spec, RolloutStatus(), stuck_at_step0, events)
     assert (stuck.kind, stuck.severity) == ("NoData", "warning")
 
 
@@ -162,7 +165,7 @@ async def _put_secret(kube: Kube, data: dict[str, str]) -> None:
 
 
 def deliver(kubeconfig: str, secret: dict[str, str], notifications: list[dict[str, Any]], *,
-            before: dict[str, Any] = BEFORE, after: dict[str, Any] = AFTER, events=ROLLBACK_EVENTS,
+            before: RolloutStatus = BEFORE, after: RolloutStatus = AFTER, events=ROLLBACK_EVENTS,
             policy: PlatformPolicy = POLICY, **options: Any) -> tuple[list[tuple[str, str, str]], float]:
     """Notify once, wait for delivery; returns the events posted and how long notify() took (seconds)."""
     emitted: list[tuple[str, str, str]] = []

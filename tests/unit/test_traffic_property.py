@@ -24,6 +24,7 @@ from modelrollout import core
 from modelrollout.core import Commands, Observations, Workload
 from modelrollout.evaluate import MetricSample
 from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.status import RolloutStatus
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
 POLICY = PlatformPolicy(prometheus_url="http://prom:9090")
@@ -107,11 +108,11 @@ class ModelCluster:
 def planned_weight(spec, status) -> int:
     """The weight users may see: the current step's from its start (from the canary's start with
     the replicas router, whose Ready pods serve at once; spec validation keeps its steps > 0)."""
-    if not status.get("canaryRevision"):
+    if not status.canary_revision:
         return 0
-    if not status.get("stepEnteredAt") and spec.traffic_routing.router != "replicas":
+    if not status.step_entered_at and spec.traffic_routing.router != "replicas":
         return 0
-    return spec.strategy.steps[min(int(status.get("currentStep") or 0), len(spec.strategy.steps) - 1)].weight
+    return spec.strategy.steps[min(status.current_step or 0, len(spec.strategy.steps) - 1)].weight
 
 
 @settings(max_examples=150, deadline=None)
@@ -122,13 +123,13 @@ def test_canary_share_never_exceeds_the_step_and_a_serving_canary_is_analysed(sc
     v1 = build_spec(router, replicas, weights, holds, "m:1")
     v2 = build_spec(router, replicas, weights, holds, "m:2")
     cluster = ModelCluster(rng)
-    spec, status, now = v1, {}, T0
+    spec, status, now = v1, RolloutStatus(), T0
     for tick in range(400):
-        if status.get("stableRevision") == v1.revision:
+        if status.stable_revision == v1.revision:
             spec = v2  # a new template as soon as v1 is stable
         seconds = (now - T0).total_seconds()
         cluster.tick(seconds)
-        stable = status.get("stableRevision") or spec.revision
+        stable = status.stable_revision or spec.revision
         carried = (round(cluster.canary_share(router, stable)) if router == "replicas"
                    else cluster.route_weight)
         samples = None
@@ -138,19 +139,19 @@ def test_canary_share_never_exceeds_the_step_and_a_serving_canary_is_analysed(sc
         decision = core.decide(spec, status, Observations(workloads=cluster.workloads(), traffic=carried,
                                                            commands=Commands(), samples=samples), now)
         status = decision.status
-        if carried > 0 and status.get("phase") in ("Progressing", "Paused") and status.get("canaryRevision"):
+        if carried > 0 and status.phase in ("Progressing", "Paused") and status.canary_revision:
             # The canary serves: an analysis must be due within one interval.
             assert core.analysis_due(spec, status, now + timedelta(seconds=spec.analysis.interval)), status
         cluster.apply(core.desired_state(spec, status, cluster.workloads(), now), seconds)
-        share = cluster.canary_share(router, status.get("stableRevision") or spec.revision)
-        if status.get("phase") != "Promoting":
-            assert share <= planned_weight(spec, status) + 1e-9, (share, status.get("currentStep"), status)
-        if router == "gatewayAPI" and status.get("canaryRevision"):
+        share = cluster.canary_share(router, status.stable_revision or spec.revision)
+        if status.phase != "Promoting":
+            assert share <= planned_weight(spec, status) + 1e-9, (share, status.current_step, status)
+        if router == "gatewayAPI" and status.canary_revision:
             # Raised only as far as Ready canary pods carry (N*w/100 of them for weight w), and only
             # ever to a weight of the plan.
-            assert cluster.route_weight * spec.replicas <= 100 * cluster.ready.get(status["canaryRevision"], 0)
+            assert cluster.route_weight * spec.replicas <= 100 * cluster.ready.get(status.canary_revision, 0)
             assert cluster.route_weight in {0, *weights}
-        if v2.revision in (status.get("stableRevision"), status.get("abortedRevision")) \
-                and status.get("phase") in ("Succeeded", "RolledBack") and not status.get("scaleDowns"):
+        if v2.revision in (status.stable_revision, status.aborted_revision) \
+                and status.phase in ("Succeeded", "RolledBack") and not status.scale_downs:
             break
         now += timedelta(seconds=min(decision.requeue_after, rng.uniform(0.2, 5.0)))
