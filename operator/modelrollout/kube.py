@@ -6,7 +6,8 @@ cheapest of the candidates at 1000 rollouts (benchmarks/kube_clients.py, docs/pe
 What it lacks, this module adds, as client-go does:
 - a token *file* (the service account's projected token, a kubeconfig `tokenFile`) is re-read
   whenever the file changes, because the kubelet rotates it;
-- an exec plugin's credential is run again when its `expirationTimestamp` has passed;
+- an exec plugin's credential (token or client certificate) is run again when its
+  `expirationTimestamp` has passed; a new certificate opens a new connection;
 - a 401 refreshes the credential once and retries the request.
 `ClusterAccess.connection_info()` hands kopf the same credentials, so its watches authenticate
 exactly as our own calls do.
@@ -19,6 +20,7 @@ import copy
 import datetime
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,11 +100,17 @@ class _TokenFile:
 
 
 class _ExecPlugin:
-    """A client.authentication.k8s.io ExecCredential: run when missing, expired or refused (401)."""
+    """A client.authentication.k8s.io ExecCredential: run when missing, expired or refused (401).
+
+    It returns a token or a client certificate (Teleport's `tsh`, some on-premises SSO helpers);
+    a new certificate needs a new TLS connection, which `Kube` opens when `renewals` moves.
+    """
 
     def __init__(self, exec_config: dict[str, Any], token: str | None, expiry: datetime.datetime | None) -> None:
         self._provider = ExecProvider(ConfigNode("exec", exec_config))
         self._token = token  # "Bearer ..." as kubernetes-asyncio's first run left it, or None
+        self.certificate: tuple[bytes, bytes] | None = None  # (certificate PEM, key PEM)
+        self.renewals = 0  # runs that gave a new certificate
         self._expiry = expiry
         self._running = asyncio.Lock()
 
@@ -110,8 +118,12 @@ class _ExecPlugin:
     def expiry(self) -> datetime.datetime | None:
         return self._expiry
 
+    def identity(self) -> str | None:
+        """What a request sent: the Authorization header, or which certificate it presented."""
+        return self._token or (f"certificate #{self.renewals}" if self.certificate else None)
+
     def _valid(self) -> bool:
-        return self._token is not None and (
+        return self.identity() is not None and (
             self._expiry is None or datetime.datetime.now(datetime.timezone.utc) < self._expiry)
 
     async def authorization(self) -> str | None:
@@ -123,19 +135,23 @@ class _ExecPlugin:
 
     async def refresh(self, refused: str | None) -> bool:
         async with self._running:  # a thousand refused requests run the plugin once
-            if self._token == refused:
+            if self.identity() == refused:
                 await self._run()
-        return self._token != refused
+        return self.identity() != refused
 
     async def _run(self) -> None:
         try:
             status = await self._provider.run()
         except (ConfigException, OSError) as exc:
             raise KubeError(401, "Unauthorized", f"exec plugin {self._provider.args[0]}: {exc}") from exc
-        if "token" not in status:
-            raise KubeError(401, "Unauthorized", "the exec plugin returned no token (client certificates "
-                                                 "from exec plugins are read once, at start)")
-        self._token = f"Bearer {status['token']}"
+        if "token" in status:
+            self._token, self.certificate = f"Bearer {status['token']}", None
+        elif "clientCertificateData" in status and "clientKeyData" in status:
+            self._token = None
+            self.certificate = (status["clientCertificateData"].encode(), status["clientKeyData"].encode())
+            self.renewals += 1
+        else:
+            raise KubeError(401, "Unauthorized", "the exec plugin returned neither a token nor a client certificate")
         expiry = status.get("expirationTimestamp")
         self._expiry = datetime.datetime.fromisoformat(expiry) if expiry else None
 
@@ -177,7 +193,7 @@ class ClusterAccess:
         await loader.load_and_set(configuration)
         credential: _Credential
         if user.get("exec"):
-            token = getattr(loader, "token", None)
+            token = getattr(loader, "token", None)  # a certificate the loader got has no expiry: run again
             credential = _ExecPlugin(user["exec"], token if token and token.startswith("Bearer ") else None,
                                      getattr(loader, "exec_plugin_expiry", None))
         elif user.get("token"):
@@ -227,23 +243,53 @@ class Kube:
         self._timeout = timeout
         self._connections = connections
         self._api: ApiClient | None = None
+        self._configuration: Configuration | None = None
         self._credential: _Credential = _NoToken()
         self._opening = asyncio.Lock()
+        self._renewals = 0  # of an exec plugin's certificate, as the open connection presents it
+        self._retired: ApiClient | None = None  # the connection before the last certificate renewal
+        self._certificates = tempfile.TemporaryDirectory(prefix="modelrollout-")
 
     async def _connected(self) -> ApiClient:
         if self._api is None:
             async with self._opening:
                 if self._api is None:
-                    configuration, self._credential = await self._access.connect()
-                    configuration.connection_pool_maxsize = self._connections
-                    self._api = ApiClient(configuration)
-                    self._api.user_agent = USER_AGENT
+                    self._configuration, self._credential = await self._access.connect()
+                    self._configuration.connection_pool_maxsize = self._connections
+                    self._api = self._client(self._configuration)
+        return self._api
+
+    @staticmethod
+    def _client(configuration: Configuration) -> ApiClient:
+        api = ApiClient(configuration)
+        api.user_agent = USER_AGENT
+        return api
+
+    async def _present(self, credential: _ExecPlugin) -> ApiClient:
+        """A connection presenting the exec plugin's latest certificate (its files private to us)."""
+        assert self._api is not None and self._configuration is not None and credential.certificate is not None
+        if credential.renewals != self._renewals:
+            directory = Path(self._certificates.name)
+            for name, pem in zip(("client.crt", "client.key"), credential.certificate):
+                target = directory / f"{credential.renewals}-{name}"
+                target.write_bytes(pem)
+                target.chmod(0o600)
+            configuration = copy.copy(self._configuration)
+            configuration.cert_file = str(directory / f"{credential.renewals}-client.crt")
+            configuration.key_file = str(directory / f"{credential.renewals}-client.key")
+            retired, self._retired = self._retired, self._api
+            self._configuration, self._api = configuration, self._client(configuration)
+            self._renewals = credential.renewals
+            if retired is not None:  # two renewals ago: its requests have long timed out
+                await retired.close()
         return self._api
 
     async def close(self) -> None:
-        if self._api is not None:
-            await self._api.close()
-            self._api = None
+        for api in (self._api, self._retired):
+            if api is not None:
+                await api.close()
+        self._api = self._retired = None
+        self._certificates.cleanup()
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
                     params: dict[str, str] | None) -> tuple[int, bytes, str | None]:
@@ -251,12 +297,15 @@ class Kube:
         api = await self._connected()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         authorization = await self._credential.authorization()
+        sent = authorization
         if authorization:
             headers["Authorization"] = authorization
+        elif isinstance(self._credential, _ExecPlugin) and self._credential.certificate is not None:
+            api, sent = await self._present(self._credential), self._credential.identity()
         response = await api.call_api(path, method, query_params=list((params or {}).items()), header_params=headers,
                                       body=body, _preload_content=False, _request_timeout=self._timeout)
         async with response:
-            return response.status, await response.read(), authorization
+            return response.status, await response.read(), sent
 
     async def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                     params: dict[str, str] | None = None) -> dict[str, Any] | None:

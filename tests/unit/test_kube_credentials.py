@@ -239,6 +239,46 @@ async def test_in_cluster_service_account_token_is_reread_when_the_kubelet_rotat
     assert (info.server, info.token, info.default_namespace) == (token_server.url, "projected-2", "modelrollout")
 
 
+def _certificate_exec_plugin(tmp_path: Path, ca: trustme.CA, expires_in: float) -> dict[str, Any]:
+    """An exec plugin that issues client certificates (as Teleport's `tsh kube credentials` does):
+    exec-1, exec-2, ... as their common names, each expiring after `expires_in` seconds."""
+    for n in (1, 2, 3):
+        issued = ca.issue_cert("operator@modelrollout.io", common_name=f"exec-{n}")
+        issued.cert_chain_pems[0].write_to_path(str(tmp_path / f"exec-{n}.crt"))
+        issued.private_key_pem.write_to_path(str(tmp_path / f"exec-{n}.key"))
+    script = tmp_path / "certificate_plugin.py"
+    script.write_text(
+        "import datetime, json, os, pathlib\n"
+        "here = pathlib.Path(os.environ['DIR'])\n"
+        "count = here / 'count'\n"
+        "n = int(count.read_text()) + 1 if count.exists() else 1\n"
+        "count.write_text(str(n))\n"
+        "expiry = datetime.datetime.now(datetime.timezone.utc)"
+        " + datetime.timedelta(seconds=float(os.environ['EXPIRES_IN']))\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential',\n"
+        "                  'status': {'clientCertificateData': (here / f'exec-{n}.crt').read_text(),\n"
+        "                             'clientKeyData': (here / f'exec-{n}.key').read_text(),\n"
+        "                             'expirationTimestamp': expiry.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}}))\n")
+    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
+                     "args": [str(script)], "interactiveMode": "Never",
+                     "env": [{"name": "DIR", "value": str(tmp_path)}, {"name": "EXPIRES_IN", "value": str(expires_in)}]}}
+
+
+async def test_an_exec_plugin_client_certificate_is_renewed_when_it_expires(cert_server, ca, tmp_path):
+    """Before: the certificate of the first run was presented for ever, and once it expired every
+    call was refused ("the exec plugin returned no token") until the operator restarted."""
+    kube = Kube(load_configuration(_kubeconfig(tmp_path, cert_server, _certificate_exec_plugin(tmp_path, ca, 1.5))))
+    try:
+        await asyncio.gather(*(kube.get(ROLLOUT) for _ in range(3)))
+        await asyncio.sleep(1.6)
+        await asyncio.gather(*(kube.get(ROLLOUT) for _ in range(3)))  # one run, one new connection
+        await kube.merge_patch(ROLLOUT, {"metadata": {"labels": {"a": None}}})
+    finally:
+        await kube.close()
+    # exec-1 went to the client library's own first run, which cannot know when a certificate expires
+    assert [seen.subject for seen in cert_server.seen] == ["exec-2"] * 3 + ["exec-3"] * 4
+
+
 async def test_kopf_logs_in_with_the_same_certificate_and_exec_token(ca, tmp_path, token_server):
     client = ca.issue_cert("operator@modelrollout.io", common_name=OPERATOR)
     user = {"client-certificate-data": _b64(client.cert_chain_pems[0].bytes()),
