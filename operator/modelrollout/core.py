@@ -851,8 +851,8 @@ def _analysis_summary(b: _Builder) -> str:
 
 def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     """Judge this cycle's samples; returns a rollback decision, or None to go on."""
-    spec, now = b.spec, b.now
-    warming = in_warmup_skip(spec, b.status, now)
+    spec, stamp = b.spec, ts(b.now)
+    warming = in_warmup_skip(spec, b.status, b.now)
     rules = {m.name: m for m in spec.analysis.metrics}
     failures = dict(b.status.failures)
     results = []
@@ -870,7 +870,7 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
             reason=judgement.reason,
             samples=_finite(judgement.samples),
             query=sample.query,
-            at=ts(now),
+            at=stamp,
             evidence={k: (_finite(v) if isinstance(v, float) else v) for k, v in judgement.evidence.items()},
         ))
         if judgement.verdict is Verdict.FAIL and (rule.critical or not warming):
@@ -881,20 +881,21 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
             failures[rule.name] = 0
         else:
             inconclusive.append((rule.name, judgement))
-    b.set(last_analysis=tuple(results), last_analysis_at=ts(now), failures=failures)
+    judged: dict[str, Any] = {"last_analysis": tuple(results), "last_analysis_at": stamp, "failures": failures}
     if worst is not None:
+        b.set(**judged)
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
-    if warming:
-        return None  # warm-up samples prove nothing either way (only a critical breach counts)
-    lacking = [f"{name}: {j.reason}" for name, j in inconclusive
-               if _lacks_data(rules[name], j, spec.analysis.samples.min)]
-    if lacking:
-        b.set(no_data_since=b.status.no_data_since or ts(now), no_data_reason=lacking[0])
-        return None
-    b.set(no_data_since=None, no_data_reason=None, no_data_paused=None)
-    if not inconclusive:  # enough samples but undecided evidence holds the step; it is not "no data"
-        b.set(passed_checks=(b.status.passed_checks or 0) + 1)
+    if not warming:  # warm-up samples prove nothing either way (only a critical breach counts)
+        lacking = [f"{name}: {j.reason}" for name, j in inconclusive
+                   if _lacks_data(rules[name], j, spec.analysis.samples.min)]
+        if lacking:
+            judged.update(no_data_since=b.status.no_data_since or stamp, no_data_reason=lacking[0])
+        else:
+            judged.update(no_data_since=None, no_data_reason=None, no_data_paused=None)
+            if not inconclusive:  # enough samples but undecided evidence holds the step; it is not "no data"
+                judged["passed_checks"] = (b.status.passed_checks or 0) + 1
+    b.set(**judged)
     return None
 
 
