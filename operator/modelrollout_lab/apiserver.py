@@ -221,10 +221,7 @@ class LabKubernetesEmulator(AccessControlLayer, lab_faults.FaultInjection, Watch
         if res is None or not res.plural:
             return None
         rdef = self._find_def(res.group or '', res.version or '', res.plural)
-        if rdef is None or (request.subresource is not None and not (
-                (request.subresource == 'status' and rdef.status) or (request.subresource == 'scale' and rdef.scale))):
-            return None
-        return rdef
+        return rdef if rdef is not None and self._serves_subresource(rdef, request.subresource) else None
 
     def _target(self, request: Request) -> tuple[ResourceDef, str | None, str | None, str | None]:
         """(resource, namespace, name, subresource) of a request; 404 unless served."""
@@ -530,14 +527,18 @@ def _with_kube_path(request: Request) -> Request:
     res = request.resource
     current = (res.group, res.version, res.plural) if res is not None else (None, None, None)
     wanted = (parsed.get('group'), parsed.get('version'), parsed.get('plural'))
-    if url is request.url and current == wanted and (request.namespace, request.name, request.subresource) == (
+    params = dict(request.params)
+    if params.get('watch') == '1':  # kube reads watch=1 as watch=true; kmock only the latter
+        params['watch'] = 'true'
+    if url is request.url and current == wanted and params == request.params and (
+            request.namespace, request.name, request.subresource) == (
             parsed.get('namespace'), parsed.get('name'), parsed.get('subresource')):
         return request
     path = kmock_parsing.ParsedPath(*wanted, parsed.get('namespace'), parsed.get('name'), parsed.get('subresource'))
     return attrs.evolve(
-        request, url=url, resource=None if wanted[0] is None else references.resource(*wanted),
+        request, url=url, params=params, resource=None if wanted[0] is None else references.resource(*wanted),
         namespace=path.namespace, name=path.name, subresource=path.subresource,
-        action=kmock_parsing.guess_k8s(path, request.method, dict(request.params)))
+        action=kmock_parsing.guess_k8s(path, request.method, params))
 
 
 def _content_type(request: Request) -> str:

@@ -12,7 +12,7 @@ from kmock._internal import rendering
 
 from modelrollout_lab import apiserver_logic as logic
 from modelrollout_lab.apiserver_resources import ALL_VERBS, SERVER_VERSION, SUB_VERBS, ResourceDef, \
-    builtin_resources, no_such_path, version_priority
+    builtin_resources, header, no_such_path, version_priority
 
 
 class ResourceRegistry:
@@ -207,7 +207,7 @@ class ResourceRegistry:
 
     async def _serve_api(self, request: rendering.Request) -> Any:
         return {'kind': 'APIVersions', 'versions': ['v1'], 'serverAddressByClientCIDRs': [
-            {'clientCIDR': '0.0.0.0/0', 'serverAddress': request.headers.get('Host') or request.url.host}]}
+            {'clientCIDR': '0.0.0.0/0', 'serverAddress': header(request, 'Host') or request.url.host}]}
 
     async def _serve_apis(self, request: rendering.Request) -> Any:
         return self._discovery_groups()

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from modelrollout_lab import apiserver_logic as logic
-from modelrollout_lab.apiserver_resources import ApiError, ResourceDef, _details, as_version, conflict
+from modelrollout_lab.apiserver_resources import ApiError, ResourceDef, as_version, conflict, status_details
 
 logger = logging.getLogger('modelrollout_lab.apiserver')
 
@@ -62,7 +62,7 @@ class Deletion:
         old = self._get(rdef, ns, name)
         if rdef.gp == ('', 'namespaces') and name in ('default', 'kube-system', 'kube-public'):
             raise ApiError(403, 'Forbidden', f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                           _details(rdef, name))
+                           status_details(rdef, name))
         pre = options.get('preconditions') or {}
         self._check_resource_version(rdef, name, old, pre.get('resourceVersion'))
         if pre.get('uid') and pre['uid'] != old['metadata'].get('uid'):

@@ -132,7 +132,7 @@ class ApiError(Exception):
         return result
 
 
-def _details(rdef: ResourceDef, name: str | None) -> dict[str, Any]:
+def status_details(rdef: ResourceDef, name: str | None) -> dict[str, Any]:
     details: dict[str, Any] = {}
     if name:
         details['name'] = name
@@ -143,18 +143,18 @@ def _details(rdef: ResourceDef, name: str | None) -> dict[str, Any]:
 
 
 def not_found(rdef: ResourceDef, name: str) -> ApiError:
-    return ApiError(404, 'NotFound', f'{rdef.group_resource} "{name}" not found', _details(rdef, name))
+    return ApiError(404, 'NotFound', f'{rdef.group_resource} "{name}" not found', status_details(rdef, name))
 
 
 def already_exists(rdef: ResourceDef, name: str) -> ApiError:
-    return ApiError(409, 'AlreadyExists', f'{rdef.group_resource} "{name}" already exists', _details(rdef, name))
+    return ApiError(409, 'AlreadyExists', f'{rdef.group_resource} "{name}" already exists', status_details(rdef, name))
 
 
 def conflict(rdef: ResourceDef, name: str) -> ApiError:
     return ApiError(409, 'Conflict',
                     f'Operation cannot be fulfilled on {rdef.group_resource} "{name}": the object has been '
                     f'modified; please apply your changes to the latest version and try again',
-                    _details(rdef, name))
+                    status_details(rdef, name))
 
 
 def invalid(rdef: ResourceDef, name: str, causes: list[dict[str, str]]) -> ApiError:

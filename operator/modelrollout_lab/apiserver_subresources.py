@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout_lab import apiserver_logic as logic
-from modelrollout_lab.apiserver_resources import ResourceDef, bad_request, no_such_path
+from modelrollout_lab.apiserver_resources import ResourceDef, bad_request
 
 
 class Subresources:
@@ -18,9 +18,8 @@ class Subresources:
     (a resource declares its subresources in ``ResourceInfo.subresources`` already).
     """
 
-    def _check_subresource(self, rdef: ResourceDef, sub: str | None) -> None:
-        if sub is not None and not ((sub == 'status' and rdef.status) or (sub == 'scale' and rdef.scale)):
-            raise no_such_path()
+    def _serves_subresource(self, rdef: ResourceDef, sub: str | None) -> bool:
+        return sub is None or (sub == 'status' and rdef.status) or (sub == 'scale' and rdef.scale)
 
     def _split_status(self, rdef: ResourceDef, old: dict[str, Any], new: dict[str, Any], sub: str | None) -> dict[str, Any]:
         """What a write of `new` to the object (sub None) or to its /status stores."""

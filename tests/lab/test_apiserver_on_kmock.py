@@ -83,3 +83,12 @@ def test_paths_kmocks_parser_cannot_read_are_served(apiserver):
     assert (status, error['reason']) == (405, 'MethodNotAllowed')
     status, error = _request(apiserver, 'GET', '/api/v1/namespaces/parsed/widgets')
     assert (status, error['reason']) == (404, 'NotFound')
+
+
+def test_watch_1_is_a_watch_as_in_kube(apiserver, core):
+    core.create_namespaced_config_map('default', {'metadata': {'name': 'watched'}, 'data': {'k': 'v'}})
+    request = urllib.request.Request(
+        apiserver.url + '/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dwatched')
+    with urllib.request.urlopen(request, context=apiserver.authority.client_ssl_context(), timeout=10) as answer:
+        events = [json.loads(line) for line in answer.read().splitlines() if line.strip()]
+    assert [(event['type'], event['object']['metadata']['name']) for event in events] == [('ADDED', 'watched')]
