@@ -71,6 +71,11 @@ def test_each_caller_gets_its_own_series_with_only_its_own_labels():
         [Series({"rollout": "a", "revision": "r1", "pod": "p"}, 4.0)]  # its own answer carries them
 
 
+def test_a_label_an_inner_aggregation_dropped_is_not_handed_back():
+    regrouped = plan('sum by (rollout) (sum(x{rollout="a"}))')  # its own answer: one series, no labels
+    assert regrouped.own([Series({"rollout": "a"}, 1.0)]) == [Series({}, 1.0)]
+
+
 def test_two_windows_of_one_rollout_never_share_a_batch():
     queries = [errors("a", window="60s"), errors("a", window="20s"), errors("b", window="60s")]
     formed = batches({q: plan(q) for q in queries}, limit=10)

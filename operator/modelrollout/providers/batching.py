@@ -187,7 +187,7 @@ def _selectors(node: Any) -> list[Any]:
         return [node]
     if isinstance(node, pp.MatrixSelector):
         return _selectors(node.vector_selector)
-    if isinstance(node, (pp.NumberLiteral,)):
+    if isinstance(node, pp.NumberLiteral):
         return []
     if isinstance(node, (pp.ParenExpr, pp.UnaryExpr)):
         return _selectors(node.expr)
@@ -242,7 +242,7 @@ def _identifying_labels(selectors: list[Any]) -> tuple[str, ...]:
 
 
 def _kept(node: Any, labels: tuple[str, ...]) -> frozenset[str]:
-    """The identifying labels the query's own answer carries (a vector node; numbers are None)."""
+    """The identifying labels the query's own answer carries (of a vector-valued node)."""
     if isinstance(node, (pp.VectorSelector, pp.MatrixSelector)):
         return frozenset(labels)
     if isinstance(node, (pp.ParenExpr, pp.UnaryExpr)):
@@ -250,7 +250,7 @@ def _kept(node: Any, labels: tuple[str, ...]) -> frozenset[str]:
     if isinstance(node, pp.Call):
         return _kept(node.args[_SERIES_FUNCTIONS[node.func.name]], labels)
     if isinstance(node, pp.AggregateExpr):
-        return frozenset(node.modifier.labels if node.modifier is not None else ()) & frozenset(labels)
+        return frozenset(node.modifier.labels if node.modifier is not None else ()) & _kept(node.expr, labels)
     if isinstance(node, pp.BinaryExpr):
         if _is_number(node.lhs):
             return _kept(node.rhs, labels)
