@@ -51,6 +51,7 @@ CUSTOM_BATCHED = (
     'rate(http_requests_total{namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision }}", code="200"}[{{ window }}]) * 60',
     'quantile(0.5, rate(http_requests_total{rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}])) > bool 1',
     'histogram_quantile(0.9, sum by (le) (rate(model_prediction_score_bucket{rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}])))',
+    'sum by (rollout) (max(increase(http_requests_total{rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}])))',
     '-avg(increase(http_requests_total{rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}]))'
     ' and count(http_requests_total{rollout="{{ name }}", revision="{{ revision }}"}) > 1',
 )
