@@ -83,7 +83,10 @@ class ObjectStorage:
 
     def _key(self, rdef: ResourceDef) -> kmock.resource:
         """One kmock resource per group and plural: every served version reads the same objects."""
-        return self._st.resources.setdefault(rdef.gp, rdef.kmock_resource)
+        res = self._st.resources.get(rdef.gp)
+        if res is None:
+            res = self._st.resources[rdef.gp] = rdef.kmock_resource
+        return res
 
     def _stored(self, rdef: ResourceDef, ns: str | None, name: str) -> dict[str, Any] | None:
         if (ns, name) not in self._st.names[rdef.gp]:
