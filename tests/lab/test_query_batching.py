@@ -236,3 +236,10 @@ def test_an_outage_is_an_error_for_every_caller_of_a_batch():
     answers = asyncio.run(scenario())
     assert all(isinstance(a, ProviderError) and "unreachable" in str(a) for a in answers)
     assert _counted("modelrollout_prometheus_queries_total") - sent == 1  # one attempt, not five
+
+
+def test_a_query_longer_than_a_url_may_be_is_posted_and_answered(prometheus):
+    """Proxies in front of Prometheus refuse URLs of a few KB and Prometheus itself over 1 MB."""
+    query = 'sum by (rollout) (batch_gauge{rollout=~"r7|r8"})\n# ' + "x" * 1_100_000
+    series = asyncio.run(PrometheusProvider(prometheus.url, timeout=10).run_query(query))
+    assert sorted((s.labels["rollout"], s.value) for s in series) == [("r7", 7.0), ("r8", 8.0)]
