@@ -89,20 +89,15 @@ class ObjectStorage:
         return res
 
     def _stored(self, rdef: ResourceDef, ns: str | None, name: str) -> dict[str, Any] | None:
-        if (ns, name) not in self._st.names[rdef.gp]:
-            return None
-        return self.objects[self._key(rdef), ns, name].last.raw  # type: ignore[attr-defined, no-any-return]
+        obj = self._st.live[rdef.gp].get((ns, name))
+        return None if obj is None else obj.last.raw
 
     def _stored_items(self, rdef: ResourceDef) -> list[tuple[tuple[str | None, str], dict[str, Any]]]:
         return self.objects_of(rdef.group, rdef.plural)
 
     def objects_of(self, group: str, plural: str) -> list[tuple[tuple[str | None, str], dict[str, Any]]]:
         """((namespace, name), object) of every stored object of a group and plural."""
-        res = self._st.resources.get((group, plural))
-        if res is None:
-            return []
-        objects = self.objects  # type: ignore[attr-defined]
-        return [(key, objects[res, key[0], key[1]].last.raw) for key in self._st.names[(group, plural)]]
+        return [(key, obj.last.raw) for key, obj in self._st.live[(group, plural)].items()]
 
     def _check_resource_version(self, rdef: ResourceDef, name: str, current: dict[str, Any], rv: str | None) -> None:
         if rv and rv != current['metadata'].get('resourceVersion'):
@@ -122,7 +117,7 @@ class ObjectStorage:
                 del history[:-KEPT_VERSIONS]
         else:
             objects[key] = obj
-        st.names[rdef.gp].add((ns, name))
+        st.live[rdef.gp][(ns, name)] = objects[key]
         st.uids[obj['metadata']['uid']] = (rdef, ns, name)
         self._emit(Event(st.rv, rdef.gp, etype, obj))
         return obj
@@ -130,10 +125,9 @@ class ObjectStorage:
     def _remove(self, rdef: ResourceDef, ns: str | None, name: str) -> dict[str, Any]:
         """Delete (kmock's soft deletion) with a last resourceVersion; returns the final state."""
         st = self._st
-        obj = self.objects[self._key(rdef), ns, name]  # type: ignore[attr-defined]
+        obj = st.live[rdef.gp].pop((ns, name))
         old = obj.last.raw
         obj.delete()
-        st.names[rdef.gp].discard((ns, name))
         st.rv += 1
         final = {**old, 'metadata': {**old['metadata'], 'resourceVersion': str(st.rv)}}
         st.uids.pop(old['metadata'].get('uid'), None)
@@ -158,8 +152,8 @@ class _StorageState:
     rv: int = 0
     floor: int = 0  # watches from a resourceVersion below this get 410 Gone
     resources: dict[tuple[str, str], kmock.resource] = dataclasses.field(default_factory=dict)
-    names: dict[tuple[str, str], set[tuple[str | None, str]]] = dataclasses.field(
-        default_factory=lambda: collections.defaultdict(set))  # the live keys in kmock's store, by resource
+    live: dict[tuple[str, str], dict[tuple[str | None, str], kmock.Object]] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(dict))  # kmock's objects not deleted, by resource
     uids: dict[str, tuple[ResourceDef, str | None, str]] = dataclasses.field(default_factory=dict)
     watchers: dict[tuple[str, str], set[asyncio.Queue[Any]]] = dataclasses.field(default_factory=dict)
     watch_params: dict[asyncio.Queue[Any], dict[str, str]] = dataclasses.field(default_factory=dict)
