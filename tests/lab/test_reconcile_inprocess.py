@@ -119,21 +119,34 @@ def test_a_conflicting_route_is_reported_on_the_resource_and_recovers(cluster):
     run.close()
 
 
-def test_an_overdue_no_data_rollback_is_not_held_up_by_a_silent_prometheus(cluster):
-    api, kubeconfig, api_client = cluster
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # accepts, never answers
+@pytest.fixture
+def silent_prometheus():
+    """An address that accepts connections and never answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+
+
+def release_at_30_percent_without_data(cluster, name: str, prometheus: str) -> Pass:
+    """A gatewayAPI rollout released to a first step of 30 % (held for an hour), analysed every
+    10 s, rolling back after 30 s without data: the step has started when this returns."""
+    _, kubeconfig, api_client = cluster
     custom = client.CustomObjectsApi(api_client)
-    docs = scenarios.manifests("overdue", router="gatewayAPI", steps=[{"weight": 30, "hold": "1h"}],
+    docs = scenarios.manifests(name, router="gatewayAPI", steps=[{"weight": 30, "hold": "1h"}],
                                interval="10s", no_data={"hold": "30s", "then": "rollback"})
     custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", docs[1])
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[2])
-    run = Pass(kubeconfig, api_client, "overdue", f"http://127.0.0.1:{silent.getsockname()[1]}")
+    run = Pass(kubeconfig, api_client, name, prometheus)
     run.until(lambda s: s.get("phase") == "Succeeded")
-    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "overdue",
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name,
                                           {"spec": scenarios.release(docs[2], "2.0.0")["spec"]})
     run.until(lambda s: s.get("stepStartedAt"))
+    return run
+
+
+def test_an_overdue_no_data_rollback_is_not_held_up_by_a_silent_prometheus(cluster, silent_prometheus):
+    run = release_at_30_percent_without_data(cluster, "overdue", silent_prometheus)
     started = time.monotonic()
     run.run()  # an analysis against the silent Prometheus: bounded by half an interval, starts the clock
     assert time.monotonic() - started < 10.0 / 2 + 2.0
@@ -146,7 +159,6 @@ def test_an_overdue_no_data_rollback_is_not_held_up_by_a_silent_prometheus(clust
     status = run.rollout()["status"]
     assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
     run.close()
-    silent.close()
 
 
 def test_the_clock_is_read_after_observing(cluster):
@@ -179,28 +191,16 @@ def canary_route_weight(api_client: client.ApiClient, name: str) -> int:
                if ref["name"].endswith("-canary"))
 
 
-def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pass(cluster):
+def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pass(cluster, silent_prometheus):
     """The pass that rolls back moves traffic to stable, then cannot write its status (the API
     server fails every status write). The next pass must start from that decision: the older status
     on the cluster still says "progressing at 30 %", and deciding from it put the rolled-back canary
     back in front of users (seen under injected API faults: route weights 20 -> 0 -> 20 -> 0)."""
-    api, kubeconfig, api_client = cluster
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # accepts, never answers: no data, so the no-data limit rolls back
-    custom = client.CustomObjectsApi(api_client)
-    docs = scenarios.manifests("unwritten", router="gatewayAPI", steps=[{"weight": 30, "hold": "1h"}],
-                               interval="10s", no_data={"hold": "30s", "then": "rollback"})
-    custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", NS, "httproutes", docs[1])
-    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[2])
-    run = Pass(kubeconfig, api_client, "unwritten", f"http://127.0.0.1:{silent.getsockname()[1]}")
-    run.until(lambda s: s.get("phase") == "Succeeded")
-    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "unwritten",
-                                          {"spec": scenarios.release(docs[2], "2.0.0")["spec"]})
-    run.until(lambda s: s.get("stepStartedAt"))
+    api, _, api_client = cluster
+    run = release_at_30_percent_without_data(cluster, "unwritten", silent_prometheus)
     run.run()  # an analysis with no answer: the no-data clock starts
     status = run.rollout()["status"]
-    assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 30 and status.get("noDataSince")
+    assert canary_route_weight(api_client, "unwritten") == 30 and status.get("noDataSince")
     later = core.parse_ts(status["noDataSince"]) + timedelta(seconds=31)
 
     api.server.faults.set(error=1.0, verbs=["patch", "update"], resources=["modelrollouts/status"])
@@ -208,15 +208,14 @@ def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pas
         delay = run.run(clock=lambda: later)  # overdue: roll back; the status write fails
     finally:
         api.server.faults.clear()
-    assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 0
+    assert canary_route_weight(api_client, "unwritten") == 0
     assert run.rollout()["status"]["phase"] == "Progressing"  # the cluster still holds the older status
     assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in run.events]  # what was done is told
     assert any(t == "Warning" and "reconcile failed" in m for t, _, m in run.events) and delay >= 1.0
 
     for _ in range(3):  # the clock is back to now: the older status alone would resume the step at 30 %
         run.run()
-        assert canary_route_weight(api_client, docs[1]["metadata"]["name"]) == 0
+        assert canary_route_weight(api_client, "unwritten") == 0
     status = run.rollout()["status"]
     assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
     run.close()
-    silent.close()
