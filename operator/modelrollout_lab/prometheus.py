@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -30,7 +31,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 INSTALL_HINT = (
@@ -253,6 +255,16 @@ class PrometheusServer:
             time.sleep(0.1)
         raise PrometheusError(f"prometheus not ready after {self.ready_timeout}s on {self.url}:\n{self.log_tail()}")
 
+    def wait_for_scrapes(self, count: int, timeout: float = 60.0) -> None:
+        """Until `count` scrapes of one target lie within the last minute (windows hold samples)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query("count_over_time(up[1m])")
+            if result and float(result[0]["value"][1]) >= count:
+                return
+            time.sleep(0.5)
+        raise PrometheusError(f"fewer than {count} scrapes within {timeout:g}s:\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             with open(self.log_path, "rb") as f:
@@ -349,6 +361,37 @@ class PrometheusServer:
 
     def active_targets(self) -> list[dict[str, Any]]:
         return self.api("targets")["activeTargets"]
+
+
+@contextlib.contextmanager
+def scraping(exposition: Callable[[float], str],
+             scrape_interval: str = "1s") -> Iterator[tuple[PrometheusServer, float]]:
+    """A real Prometheus scraping `exposition(seconds since start)` (the text format), served on
+    loopback: yields (the server, the start as a Unix time). For tests that need real PromQL
+    answers over series whose values they choose."""
+    started = time.time()
+
+    class Exposition(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's protocol
+            body = exposition(time.time() - started).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Exposition)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prometheus = PrometheusServer([f"127.0.0.1:{server.server_address[1]}"], scrape_interval=scrape_interval)
+    try:
+        yield prometheus.start(), started
+    finally:
+        prometheus.stop()
+        server.shutdown()
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

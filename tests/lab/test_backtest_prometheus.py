@@ -9,10 +9,8 @@ back after that moment (never before), and promote the healthy one.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
 from modelrollout.backtest import backtest, backtest_command, outcome
-from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import PlatformPolicy, parse_spec
 
@@ -53,20 +51,8 @@ def _series(revision: str, elapsed: float) -> list[str]:
     return lines
 
 
-class _Exposition(BaseHTTPRequestHandler):
-    started = 0.0
-
-    def do_GET(self) -> None:  # noqa: N802
-        elapsed = time.time() - self.started
-        body = ("\n".join(line for r in (STABLE, HEALTHY, BAD) for line in _series(r, elapsed)) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def exposition(elapsed: float) -> str:
+    return "\n".join(line for r in (STABLE, HEALTHY, BAD) for line in _series(r, elapsed)) + "\n"
 
 
 ROLLOUT = {
@@ -92,20 +78,12 @@ def history():
     """(prometheus, moment the exposition started), once 18 s of history exist."""
     try:
         find_prometheus(install=False)
-    except Exception as exc:  # noqa: BLE001
+    except PrometheusError as exc:
         pytest.skip(str(exc))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
-    prom = PrometheusServer([f"127.0.0.1:{server.server_address[1]}"], scrape_interval="1s").start()
-    _Exposition.started = time.time()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        time.sleep(max(0.0, _Exposition.started + 19 - time.time()))
+    with scraping(exposition) as (prom, started):
+        time.sleep(max(0.0, started + 19 - time.time()))
         assert prom.query("count_over_time(up[1m])"), prom.log_tail()
-        yield prom, datetime.fromtimestamp(_Exposition.started, tz=UTC)
-    finally:
-        prom.stop()
-        server.shutdown()
-        server.server_close()
+        yield prom, datetime.fromtimestamp(started, tz=UTC)
 
 
 async def _replay(prom: PrometheusServer, started: datetime, canary: str):

@@ -13,10 +13,7 @@ import asyncio
 import importlib.util
 import itertools
 import math
-import threading
-import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +23,7 @@ from modelrollout.providers import ProviderError
 from modelrollout.providers.batching import BatchingProvider, batched_query, batches, plan
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import histogram_query, load_preset, render_query
-from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout_lab.prometheus import PrometheusError, find_prometheus, scraping
 
 pytestmark = pytest.mark.lab
 
@@ -90,44 +87,15 @@ def exposition(elapsed: float) -> str:
     return servers.exposition(elapsed) + other_namespace + "\n".join(_http_preset(elapsed) + gauges) + "\n"
 
 
-class _Exposition(BaseHTTPRequestHandler):
-    started = time.time()
-
-    def do_GET(self) -> None:  # noqa: N802
-        body = exposition(time.time() - self.started).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def prometheus():
     try:
         find_prometheus(install=False)
-    except Exception as exc:  # noqa: BLE001
+    except PrometheusError as exc:
         pytest.skip(str(exc))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    prom = PrometheusServer([f"127.0.0.1:{server.server_address[1]}"], scrape_interval="1s").start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the 30 s windows hold samples
-            result = prom.query("count_over_time(up[1m])")
-            if result and float(result[0]["value"][1]) >= 32:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"Prometheus did not scrape enough samples:\n{prom.log_tail()}")
+    with scraping(exposition) as (prom, _):
+        prom.wait_for_scrapes(32)  # the 30 s windows hold samples
         yield prom
-    finally:
-        prom.stop()
-        server.shutdown()
-        server.server_close()
 
 
 def _templates(preset: str) -> dict[str, str]:

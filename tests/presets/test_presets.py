@@ -14,10 +14,7 @@ docs/presets.md adds from the pod; Istio series carry Istio's own destination_* 
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,7 +27,7 @@ except ImportError:  # a checkout without `pip install -e .`
 from modelrollout.analysis import measure
 from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
-from modelrollout_lab.prometheus import PrometheusServer, find_prometheus
+from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, PLACEHOLDERS
 from modelrollout.stats import Verdict
@@ -154,45 +151,15 @@ def exposition(elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Exposition(BaseHTTPRequestHandler):
-    started = time.time()
-
-    def do_GET(self) -> None:  # noqa: N802
-        body = exposition(time.time() - self.started).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def prometheus():
     try:
         find_prometheus(install=False)
-    except Exception as exc:  # noqa: BLE001
+    except PrometheusError as exc:
         pytest.skip(str(exc))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    prom = PrometheusServer([f"127.0.0.1:{server.server_address[1]}"], scrape_interval="1s").start()
-    try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:  # at least 10 scrapes: windows of 10s hold 9+ points
-            result = prom.query("count_over_time(up[1m])")
-            if result and float(result[0]["value"][1]) >= 11:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"Prometheus did not scrape enough samples:\n{prom.log_tail()}")
+    with scraping(exposition) as (prom, _):
+        prom.wait_for_scrapes(11, timeout=40)  # windows of 10s hold 9+ points
         yield prom
-    finally:
-        prom.stop()
-        server.shutdown()
-        server.server_close()
 
 
 def _spec(preset: str, metrics: list[str]):
