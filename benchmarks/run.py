@@ -171,19 +171,20 @@ def markdown(data: dict[str, Any]) -> str:
         f"Generated {data['finished']} by `{data['command']}` in {data['seconds']:.0f} s.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; Python {m['python']}; {m['prometheus']}; "
         f"{m['platform']}.", "",
-        "Policies: **ours** = the recommended spec (benchmarks/specs.py: proportion error-rate vs stable, "
-        f"tolerance {specs.ERROR_TOLERANCE}, alpha 0.01, critical; latency p95 <= {specs.LATENCY_P95_MAX}s; "
-        f"samples.min 100; noData hold 30s then pause; steps {'/'.join(map(str, specs.STEPS))} % held "
-        f"{specs.STEP_HOLD:g}s; interval {specs.INTERVAL:g}s). **baseline** = Flagger's default analysis "
-        f"(benchmarks/baseline.py: fixed thresholds error <= {specs.ERROR_MAX}, p95 <= {specs.LATENCY_P95_MAX}s, "
-        f"stepWeight {specs.BASE_STEP_WEIGHT}, maxWeight {specs.BASE_MAX_WEIGHT}, threshold {specs.BASE_THRESHOLD} "
-        f"cumulative failed checks, no data = failed check, interval {specs.INTERVAL:g}s, range {specs.BASE_WINDOW}).", "",
     ]
     rows = data.get("scenarios") or []
     if rows:
-        lines += ["## Same clock: scenarios (medians)", "", *_md_table(BEHAVIOUR_COLUMNS, [behaviour_cells(r) for r in rows]),
-                  "", "## Same clock: ratios (baseline ÷ ours; > 1: ours better)", "",
-                  *_md_table(RATIO_COLUMNS, [ratio_cells(r) for r in data.get("ratios") or []])]
+        lines += [
+            "Same clock: **ours** = the recommended spec (benchmarks/specs.py: proportion error-rate vs stable, "
+            f"tolerance {specs.ERROR_TOLERANCE}, alpha 0.01, critical; latency p95 <= {specs.LATENCY_P95_MAX}s; "
+            f"samples.min 100; noData hold 30s then pause; steps {'/'.join(map(str, specs.STEPS))} % held "
+            f"{specs.STEP_HOLD:g}s; interval {specs.INTERVAL:g}s). **baseline** = Flagger's default analysis "
+            f"(benchmarks/baseline.py: fixed thresholds error <= {specs.ERROR_MAX}, p95 <= {specs.LATENCY_P95_MAX}s, "
+            f"stepWeight {specs.BASE_STEP_WEIGHT}, maxWeight {specs.BASE_MAX_WEIGHT}, threshold {specs.BASE_THRESHOLD} "
+            f"cumulative failed checks, no data = failed check, interval {specs.INTERVAL:g}s, range {specs.BASE_WINDOW}).",
+            "", "## Same clock: scenarios (medians)", "", *_md_table(BEHAVIOUR_COLUMNS, [behaviour_cells(r) for r in rows]),
+            "", "## Same clock: ratios (baseline ÷ ours; > 1: ours better)", "",
+            *_md_table(RATIO_COLUMNS, [ratio_cells(r) for r in data.get("ratios") or []])]
         outage = [r for r in rows if r.get("outage")]
         if outage:
             lines += ["", "## Prometheus outage", "", "| policy | weight at outage start | max weight during | decided during | outcome |",
