@@ -4,7 +4,7 @@ the simulated targets, then the scale runs.
 
 Writes benchmarks/results/results.json and results.md and prints rich tables and the targets.
 
-    python -m benchmarks.run                       # everything (~30 min on 2 cores)
+    python -m benchmarks.run                       # everything (~45 min on 2 cores)
     python -m benchmarks.run --quick               # fewer runs, smaller scale
     python -m benchmarks.run --cadence real --scale none   # the real-cadence comparison alone
     python -m benchmarks.run --scenarios errors,latency --runs 20 --scale 100,500
