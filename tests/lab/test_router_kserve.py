@@ -128,6 +128,35 @@ def test_serverless_split_pins_and_promotes_with_canary_traffic_percent(api):
     _with_kube(api, scenario)
 
 
+def test_a_serverless_promotion_is_confirmed_only_once_kserve_routes_everything_to_it(api):
+    """Before, a predictor naming the stable revision read back as weight 0 whatever KServe routed:
+    a promotion was confirmed while KServe still sent every request to an older model (its new
+    revision not ready yet), and the next release's rollback went back to that older model."""
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("confirm", "default"))
+        router, v1 = KServeRouter(), _target("confirm", "1.0.0")
+        await router.reconcile(kube, v1)
+        v2 = replace(_target("confirm", "2.0.0"), stable_revision=v1.spec.revision)
+        await router.reconcile(kube, replace(v2, canary_revision=v2.spec.revision))
+        promoted = replace(v2, stable_revision=v2.spec.revision, canary_revision=None)
+        await router.set_weight(kube, promoted, 0)
+        isvc = await kube.get(f"{ISVCS}/confirm")
+        status_path = f"{ISVCS}/confirm/status"
+
+        async def kserve_reports(*traffic):
+            await kube.merge_patch(status_path, {"status": {
+                "observedGeneration": isvc["metadata"]["generation"],
+                "components": {"predictor": {"traffic": [dict(t) for t in traffic]}}}})
+
+        await kserve_reports({"revisionName": "confirm-predictor-00001", "percent": 100, "latestRevision": False},
+                             {"revisionName": "confirm-predictor-00002", "percent": 0, "latestRevision": True})
+        assert await router.get_weight(kube, promoted) is None  # the older model still serves
+        await kserve_reports({"revisionName": "confirm-predictor-00002", "percent": 100, "latestRevision": True})
+        assert await router.get_weight(kube, promoted) == 0
+
+    _with_kube(api, scenario)
+
+
 def test_a_missing_inference_service_is_reported(api):
     async def scenario(kube):
         with pytest.raises(RouteProblem) as info:

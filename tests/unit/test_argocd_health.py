@@ -19,12 +19,13 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCRIPT = (DOCS / "argocd-health.lua").read_text()
 
 
-def argo_health(status: RolloutStatus | None, generation: int = 1) -> tuple[str, str]:
-    """(status, message) as Argo CD would show them for a ModelRollout with this status."""
+def argo_health(status: RolloutStatus | dict | None, generation: int = 1) -> tuple[str, str]:
+    """(status, message) as Argo CD would show them for a ModelRollout with this status (the core's,
+    or as the API server returned it)."""
     obj = {"apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
            "metadata": {"name": "fraud", "namespace": "ml", "generation": generation}, "spec": {}}
     if status is not None:
-        obj["status"] = status.dump()  # what the API server returns
+        obj["status"] = status.dump() if isinstance(status, RolloutStatus) else status
     lua = lua51.LuaRuntime()
     lua.globals().obj = lua.table_from(obj, recursive=True)
     result = lua.execute(SCRIPT)

@@ -149,13 +149,15 @@ def serverless_weighted(spec: Obj, target: RouteTarget, weight: int) -> Obj:
 
 
 def serverless_weight(isvc: Obj, target: RouteTarget) -> int | None:
-    """The latest revision's share, as KServe reports it, when the latest is not the stable one."""
+    """The canary's share as KServe reports routing it: the latest revision's, or, when the latest
+    is the stable model (after a promotion), 0 only once KServe sends it every request: until then
+    an older model may still be serving, and a promotion is not confirmed (None)."""
     if not _applied(isvc):
         return None
-    if revision_of((isvc.get("spec") or {}).get("predictor"), target.name) == target.stable_revision:
-        return 0
     traffic = ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
     latest = [int(t.get("percent") or 0) for t in traffic if t.get("latestRevision")]
+    if revision_of((isvc.get("spec") or {}).get("predictor"), target.name) == target.stable_revision:
+        return 0 if latest == [100] else None
     return latest[0] if latest else None
 
 
