@@ -146,16 +146,17 @@ async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -
     if not patch:
         return None
     target = path(f"{GROUP}/{VERSION}", PLURAL, obj.namespace, obj.name, "status")
-    for attempt in range(STATUS_WRITE_ATTEMPTS):
+    failed = 0
+    while True:
         try:
             return await kube.merge_patch(target, {"status": patch})
         except Exception as exc:
             if isinstance(exc, KubeError) and exc.status == 404:
                 return None  # deleted meanwhile
-            if not _transient(exc) or attempt == STATUS_WRITE_ATTEMPTS - 1:
+            failed += 1
+            if not _transient(exc) or failed == STATUS_WRITE_ATTEMPTS:
                 raise StatusNotWritten(new, exc) from exc
-        await asyncio.sleep(STATUS_WRITE_RETRY * 2 ** attempt)
-    return None
+        await asyncio.sleep(STATUS_WRITE_RETRY * 2 ** (failed - 1))
 
 
 def read_status(obj: RolloutObject, emit: Emit) -> RolloutStatus:

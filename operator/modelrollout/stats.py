@@ -650,6 +650,29 @@ def _clean_buckets(buckets: Iterable[tuple[float, float]]) -> tuple[list[tuple[f
     return fixed, None
 
 
+def _paired_histograms(canary_buckets: Buckets | None, stable_buckets: Buckets | None,
+                       ev: dict[str, float | str]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | Judgement:
+    """Both cumulative histograms, cleaned and with one bucket layout, or the INCONCLUSIVE saying why not."""
+    if canary_buckets is None or stable_buckets is None:
+        return _inconclusive(f"no data for {'canary' if canary_buckets is None else 'stable'}", None, None, ev)
+    cb, cp = _clean_buckets(canary_buckets)
+    sb, sp = _clean_buckets(stable_buckets)
+    if cp or sp:
+        return _inconclusive(f"{'canary' if cp else 'stable'} {cp or sp}", None, None, ev)
+    if [le for le, _ in cb] != [le for le, _ in sb]:
+        return _inconclusive("canary and stable histograms have different buckets", None, None, ev)
+    return cb, sb
+
+
+def _too_few_observations(nc: float, ns: float, minimum: float, ev: dict[str, float | str]) -> Judgement | None:
+    """Records both counts in the evidence; INCONCLUSIVE when either side has fewer than `minimum`."""
+    ev["canary_count"], ev["stable_count"] = nc, ns
+    if nc >= minimum and ns >= minimum:
+        return None
+    who, n = ("canary", nc) if nc < minimum else ("stable", ns)
+    return _inconclusive(f"only {_count(n)} {who} observations, need {_count(minimum)}", None, nc, ev)
+
+
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> tuple[float, bool]:
     """Prometheus' histogram_quantile on cumulative buckets (le, count) incl. +Inf.
 
@@ -833,20 +856,15 @@ def judge_stochastic_order(
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError("alpha and power must be in (0, 1)")
     ev: dict[str, float | str] = {"tolerance": float(tolerance), "alpha": float(alpha), "pass": pass_rule}
-    if canary_buckets is None or stable_buckets is None:
-        return _inconclusive(f"no data for {'canary' if canary_buckets is None else 'stable'}", None, None, ev)
-    cb, cp = _clean_buckets(canary_buckets)
-    sb, sp = _clean_buckets(stable_buckets)
-    if cp or sp:
-        return _inconclusive(f"{'canary' if cp else 'stable'} {cp or sp}", None, None, ev)
-    if [le for le, _ in cb] != [le for le, _ in sb]:
-        return _inconclusive("canary and stable histograms have different buckets", None, None, ev)
+    paired = _paired_histograms(canary_buckets, stable_buckets, ev)
+    if isinstance(paired, Judgement):
+        return paired
+    cb, sb = paired
     nc, ns = cb[-1][1], sb[-1][1]
-    ev["canary_count"], ev["stable_count"] = nc, ns
     counts = f"{_count(nc)} canary vs {_count(ns)} stable observations"
-    if nc < max(min_samples, 1) or ns < max(min_samples, 1):
-        who, n = ("canary", nc) if nc < max(min_samples, 1) else ("stable", ns)
-        return _inconclusive(f"only {_count(n)} {who} observations, need {_count(min_samples)}", None, nc, ev)
+    too_few = _too_few_observations(nc, ns, max(min_samples, 1), ev)
+    if too_few is not None:
+        return too_few
     bounds = [(le, nc - c, ns - s) for (le, c), (_, s) in zip(cb[:-1], sb[:-1])]
     if not bounds:
         return _inconclusive("the histogram has no finite bucket", None, nc, ev)
@@ -942,24 +960,14 @@ def judge_distribution_shift(
         ev["max_psi"] = float(max_psi)
     if max_js is not None:
         ev["max_js"] = float(max_js)
-    if canary_buckets is None or stable_buckets is None:
-        who = "canary" if canary_buckets is None else "stable"
-        return _inconclusive(f"no data for {who}", None, None, ev)
-    cb, cp = _clean_buckets(canary_buckets)
-    sb, sp = _clean_buckets(stable_buckets)
-    if cp or sp:
-        return _inconclusive(f"{'canary' if cp else 'stable'} {cp or sp}", None, None, ev)
-    if [le for le, _ in cb] != [le for le, _ in sb]:
-        return _inconclusive("canary and stable histograms have different buckets", None, None, ev)
-    c = _increments(cb)
-    s = _increments(sb)
+    paired = _paired_histograms(canary_buckets, stable_buckets, ev)
+    if isinstance(paired, Judgement):
+        return paired
+    c, s = _increments(paired[0]), _increments(paired[1])
     nc, ns = sum(c), sum(s)
-    ev["canary_count"] = nc
-    ev["stable_count"] = ns
-    if nc < min_count or ns < min_count:
-        who, n = ("canary", nc) if nc < min_count else ("stable", ns)
-        return _inconclusive(f"only {_count(n)} {who} observations, need {_count(min_count)}",
-                             None, nc, ev)
+    too_few = _too_few_observations(nc, ns, min_count, ev)
+    if too_few is not None:
+        return too_few
     # shares, floored and renormalised for PSI
     k = len(c)
     cf = [max(x / nc, epsilon) for x in c]

@@ -1,4 +1,4 @@
-"""Fixtures of the lab tests: the emulated Kubernetes API server (`apiserver`, `apiserver_kubeconfig`)."""
+"""Fixtures of the lab tests: the emulated Kubernetes API server (`apiserver`, `apiserver_kubeconfig`, `api`)."""
 from __future__ import annotations
 
 import pathlib
@@ -26,3 +26,9 @@ def apiserver():
 def apiserver_kubeconfig(apiserver, tmp_path_factory) -> pathlib.Path:
     """A kubeconfig file pointing to the module's `apiserver` (context `modelrollout-lab`)."""
     return apiserver.write_kubeconfig(tmp_path_factory.mktemp('kube') / 'config')
+
+
+@pytest.fixture(scope='module')
+def api(apiserver_kubeconfig) -> str:
+    """The path of the module's kubeconfig, as the operator's client is given it."""
+    return str(apiserver_kubeconfig)

@@ -13,7 +13,6 @@ from modelrollout.kube import Kube, load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget
 from modelrollout.routers.gateway_api import GatewayApiRouter
 from modelrollout.spec import PlatformPolicy, parse_spec
-from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.scenarios import http_route, rollout
 from modelrollout_lab.traffic import resolve_mirrors, resolve_target
 
@@ -22,15 +21,6 @@ USER_FILTER = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add":
 ADMIN_RULE = {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
               "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "audit", "port": 80}}}],
               "backendRefs": [{"name": "admin-svc", "port": 9090}]}
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = start_in_thread()
-    kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    server.write_kubeconfig(str(kubeconfig))
-    yield str(kubeconfig)
-    server.stop()
 
 
 def _target(name):

@@ -9,24 +9,16 @@ import json
 
 import pytest
 
-from modelrollout.kube import Kube, load_configuration, path
+from modelrollout.kube import load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.istio import IstioRouter, weighted
 from modelrollout.spec import PlatformPolicy, parse_spec
-from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.scenarios import rollout, virtual_service
 from modelrollout_lab.traffic import resolve_mirrors, resolve_target
 
+from lab_kube import RacingKube, with_kube
+
 VS = path("networking.istio.io/v1", "virtualservices", "default")
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = start_in_thread()
-    kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    server.write_kubeconfig(str(kubeconfig))
-    yield str(kubeconfig)
-    server.stop()
 
 
 def _target(name, routes=("primary",)):
@@ -34,17 +26,6 @@ def _target(name, routes=("primary",)):
     raw["trafficRouting"]["istio"]["routes"] = list(routes)
     spec = parse_spec(raw, PlatformPolicy(prometheus_url="http://p:9090"))
     return RouteTarget("default", name, f"uid-{name}", spec)
-
-
-def _with_kube(api, scenario):
-    async def run():
-        kube = Kube(load_configuration(api))
-        try:
-            await scenario(kube)
-        finally:
-            await kube.close()
-
-    asyncio.run(run())
 
 
 def _dests(route):
@@ -81,7 +62,7 @@ def test_weights_move_only_in_the_named_route_and_read_back(api):
         assert json.dumps(final["spec"]["http"][0]) == json.dumps(before["spec"]["http"][0])
         assert await router.get_weight(kube, target) == 0
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_short_host_names_and_a_user_destination_beside_ours(api):
@@ -101,7 +82,7 @@ def test_short_host_names_and_a_user_destination_beside_ours(api):
         primary = (await kube.get(f"{VS}/mix"))["spec"]["http"][1]
         assert _dests(primary) == [("legacy", 50), ("mix-stable", 50)]
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_missing_virtual_service_or_route_is_reported_and_nothing_is_written(api):
@@ -119,24 +100,12 @@ def test_missing_virtual_service_or_route_is_reported_and_nothing_is_written(api
         await IstioRouter().finalize(kube, _target("named", ("canary-route",)))  # nothing to restore: no error
         assert (await kube.get(f"{VS}/named"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
-    _with_kube(api, scenario)
-
-
-class _RacingKube(Kube):
-    """A real client whose first PUT is preceded by another writer's edit of the same object."""
-
-    other_edit: dict | None = None
-
-    async def replace(self, path_, body):
-        if self.other_edit is not None:
-            edit, self.other_edit = self.other_edit, None
-            await self.merge_patch(path_, edit)
-        return await super().replace(path_, body)
+    with_kube(api, scenario)
 
 
 def test_a_concurrent_edit_between_read_and_write_is_kept(api):
     async def run():
-        kube = _RacingKube(load_configuration(api))
+        kube = RacingKube(load_configuration(api))
         try:
             await kube.create(VS, virtual_service("race", "default"))
             kube.other_edit = {"metadata": {"labels": {"edited": "by-someone"}}}
@@ -179,7 +148,7 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
         assert info.value.reason == "MirrorInUse"
         assert (await kube.get(f"{VS}/shadow"))["spec"]["http"][1]["mirror"] == {"host": "someone-else"}
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_a_route_that_gives_the_rollout_nothing_keeps_summing_to_100():

@@ -3,19 +3,19 @@ canary entry are written; everything else in the InferenceService stays as read.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from dataclasses import replace
 
 import pytest
 
-from modelrollout.kube import Kube, load_configuration, path
+from modelrollout.kube import path
 from modelrollout.names import LABEL_REVISION
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.kserve import KServeRouter, canary_name
 from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
-from modelrollout_lab.apiserver import start_in_thread
 from modelrollout_lab.scenarios import inference_service, rollout
+
+from lab_kube import with_kube
 
 ISVCS = path("serving.kserve.io/v1beta1", "inferenceservices", "default")
 POLICY = PlatformPolicy(prometheus_url="http://p:9090")
@@ -23,30 +23,10 @@ USER_CANARY = {"trafficPercent": 10, "predictor": {"name": "experimental",
                                                    "containers": [{"name": "m", "image": "example/experimental:1"}]}}
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = start_in_thread()
-    kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    server.write_kubeconfig(str(kubeconfig))
-    yield str(kubeconfig)
-    server.stop()
-
-
 def _target(name, version, stable=None, canary=None):
     spec = parse_spec(rollout(name, router="kserve", version=version)["spec"], POLICY)
     return RouteTarget("default", name, f"uid-{name}", spec, stable_revision=stable or spec.revision,
                        canary_revision=canary)
-
-
-def _with_kube(api, scenario):
-    async def run():
-        kube = Kube(load_configuration(api))
-        try:
-            await scenario(kube)
-        finally:
-            await kube.close()
-
-    asyncio.run(run())
 
 
 def test_the_registry_picks_the_kserve_router_and_mirror_steps_are_refused():
@@ -85,7 +65,7 @@ def test_raw_deployment_canary_entry_beside_the_users_own_then_promotion_retarge
         assert spec["predictor"] == ours["predictor"]  # KServe's promotion: the stable name runs the canary's pods
         assert spec["canary"] == [USER_CANARY]
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_raw_deployment_rollback_removes_only_our_entry(api):
@@ -103,7 +83,7 @@ def test_raw_deployment_rollback_removes_only_our_entry(api):
         assert spec["canary"] == [USER_CANARY]
         assert spec["predictor"]["labels"][LABEL_REVISION] == v1.spec.revision
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_serverless_split_pins_and_promotes_with_canary_traffic_percent(api):
@@ -125,7 +105,7 @@ def test_serverless_split_pins_and_promotes_with_canary_traffic_percent(api):
         await router.set_weight(kube, promoted, 0)
         assert "canaryTrafficPercent" not in (await kube.get(f"{ISVCS}/sl"))["spec"]["predictor"]
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_a_serverless_promotion_is_confirmed_only_once_kserve_routes_everything_to_it(api):
@@ -154,7 +134,7 @@ def test_a_serverless_promotion_is_confirmed_only_once_kserve_routes_everything_
         await kserve_reports({"revisionName": "confirm-predictor-00002", "percent": 100, "latestRevision": True})
         assert await router.get_weight(kube, promoted) == 0
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)
 
 
 def test_a_missing_inference_service_is_reported(api):
@@ -163,4 +143,4 @@ def test_a_missing_inference_service_is_reported(api):
             await KServeRouter().reconcile(kube, _target("nope", "1.0.0"))
         assert info.value.reason == "RouteNotFound"
 
-    _with_kube(api, scenario)
+    with_kube(api, scenario)

@@ -6,18 +6,15 @@ import asyncio
 import copy
 import json
 import math
-import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from modelrollout import manifests
 from modelrollout.kube import Kube, KubeError, load_configuration, path
 from modelrollout.names import LABEL_ROLLOUT
-from modelrollout_lab.apiserver import start_in_thread
-from modelrollout_lab.prometheus import PrometheusServer
+from modelrollout_lab.prometheus import scraping
 from modelrollout_lab.scenarios import http_route, rollout
 from modelrollout.providers import ProviderError
 from modelrollout.providers.prometheus import PrometheusProvider
@@ -26,14 +23,7 @@ from modelrollout.routers.gateway_api import GatewayApiRouter
 from modelrollout.routers.replicas import ReplicasRouter
 from modelrollout.spec import PlatformPolicy, parse_spec
 
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    server = start_in_thread()
-    kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    server.write_kubeconfig(str(kubeconfig))
-    yield str(kubeconfig)
-    server.stop()
+from lab_kube import RacingKube
 
 
 def run(coro):
@@ -179,21 +169,9 @@ def test_managed_rules_that_disagree_read_back_as_unknown(api):
     run(scenario())
 
 
-class _RacingKube(Kube):
-    """A real client whose first PUT is preceded by another writer's edit of the same object."""
-
-    other_edit: dict | None = None
-
-    async def replace(self, path_, body):
-        if self.other_edit is not None:
-            edit, self.other_edit = self.other_edit, None
-            await self.merge_patch(path_, edit)
-        return await super().replace(path_, body)
-
-
 def test_a_concurrent_route_edit_between_read_and_write_is_kept(api):
     async def scenario():
-        kube = _RacingKube(load_configuration(api))
+        kube = RacingKube(load_configuration(api))
         try:
             route = http_route("busy", "default")
             route["spec"]["rules"].append({"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
@@ -253,33 +231,19 @@ def test_replicas_router_reselects_adopts_and_refuses_services(api):
     run(scenario())
 
 
-class _Exposition(BaseHTTPRequestHandler):
-    started = time.time()
-
-    def do_GET(self):  # noqa: N802
-        seconds = time.time() - self.started
-        body = (f'requests_total{{revision="a"}} {int(100 * seconds)}\n'
-                f'requests_total{{revision="b"}} {int(10 * seconds)}\n'
-                f'gauge_nan NaN\n').encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def exposition(seconds: float) -> str:
+    return (f'requests_total{{revision="a"}} {int(100 * seconds)}\n'
+            f'requests_total{{revision="b"}} {int(10 * seconds)}\n'
+            'gauge_nan NaN\n')
 
 
 @pytest.fixture(scope="module")
 def prometheus():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with PrometheusServer([f"127.0.0.1:{server.server_address[1]}"]) as prom:
+    with scraping(exposition) as (prom, _):
         deadline = time.time() + 30
         while time.time() < deadline and not prom.query('rate(requests_total[3s])'):
             time.sleep(0.5)
         yield prom
-    server.shutdown()
 
 
 def test_provider_fetches_series_values_and_nan(prometheus):

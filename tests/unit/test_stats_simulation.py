@@ -22,27 +22,13 @@ import random
 import statistics
 from typing import Any
 
+from benchmarks.simulate import binomial
 from modelrollout.evaluate import MetricSample, RecentCounts, evaluate
 from modelrollout.spec import MetricRule, MetricType, PlatformPolicy, parse_spec
 from modelrollout.stats import Verdict, judge_proportion, judge_stochastic_order
 
 POLICY = PlatformPolicy(prometheus_url="http://prom:9090")
 HOLD_LOOKS = 12  # a step held 1m, analysed every 5s
-
-
-def bernoulli_count(rng: random.Random, p: float, n: int) -> int:
-    """Number of successes in n Bernoulli(p) trials, exactly, via geometric gaps."""
-    if p <= 0:
-        return 0
-    if p >= 1:
-        return n
-    log_q = math.log1p(-p)
-    k, pos = 0, -1
-    while True:
-        pos += 1 + int(math.log(1.0 - rng.random()) / log_q)
-        if pos >= n:
-            return k
-        k += 1
 
 
 def error_rate_rule(samples_min: int, **metric: Any) -> tuple[MetricRule, int, str]:
@@ -81,7 +67,7 @@ def run_step(rng: random.Random, rule: MetricRule, default_min: int, pass_rule: 
     per_look: list[tuple[int, int]] = []
     for look in range(1, looks + 1):
         p = p_degraded if degrade_after is not None and look > degrade_after else p_canary
-        per_look.append((bernoulli_count(rng, p, canary_per_look), bernoulli_count(rng, p_stable, stable_per_look)))
+        per_look.append((binomial(rng, p, canary_per_look), binomial(rng, p_stable, stable_per_look)))
         nc, ns = look * canary_per_look, look * stable_per_look
         xc, xs = sum(c for c, _ in per_look), sum(s for _, s in per_look)
         recent = None
@@ -223,7 +209,7 @@ def latency_histogram(rng: random.Random, n: int, median: float, sigma: float = 
     counts, left, below = [], n, 0.0
     for c in cumulative:
         share = (c - below) / (1.0 - below) if below < 1.0 else 0.0
-        k = bernoulli_count(rng, min(1.0, max(0.0, share)), left)
+        k = binomial(rng, min(1.0, max(0.0, share)), left)
         counts.append(k)
         left -= k
         below = c
@@ -274,8 +260,8 @@ def test_a_canary_exactly_at_its_tolerance_is_failed_at_most_alpha_of_the_time()
     for _ in range(400):
         xc = xs = nc = ns = 0
         for _ in range(100):
-            xc += bernoulli_count(rng, 0.011, 10)
-            xs += bernoulli_count(rng, 0.001, 190)
+            xc += binomial(rng, 0.011, 10)
+            xs += binomial(rng, 0.001, 190)
             nc, ns = nc + 10, ns + 190
             if judge_proportion(xc, nc, xs, ns, tolerance=0.01, alpha=0.01, min_samples=0,
                                 fail_only=True).verdict is Verdict.FAIL:
