@@ -43,6 +43,7 @@ from modelrollout_lab.traffic import TrafficSimulator
 from modelrollout_lab.workloads import WorkloadSimulator
 from modelrollout.names import GROUP, PLURAL, VERSION
 
+APPLY_ATTEMPTS = 5  # reads and PUTs of `Lab.apply` before a run of 409 Conflicts is raised
 OPERATOR_CREDENTIALS = ("certificate", "token", "token-file")
 
 
@@ -232,14 +233,20 @@ class Lab:
         resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         meta = doc["metadata"]
         namespace = meta.get("namespace", "default") if resource.namespaced else None
-        try:
-            current = resource.get(name=meta["name"], namespace=namespace)
-        except dynamic.exceptions.NotFoundError:
-            resource.create(body=doc, namespace=namespace)
-            return
-        body = dict(doc)
-        body["metadata"] = {**meta, "resourceVersion": current.metadata.resourceVersion}
-        resource.replace(body=body, namespace=namespace)
+        for attempt in range(APPLY_ATTEMPTS):  # kubectl apply patches; a PUT races the operator's status writes
+            try:
+                current = resource.get(name=meta["name"], namespace=namespace)
+            except dynamic.exceptions.NotFoundError:
+                resource.create(body=doc, namespace=namespace)
+                return
+            body = dict(doc)
+            body["metadata"] = {**meta, "resourceVersion": current.metadata.resourceVersion}
+            try:
+                resource.replace(body=body, namespace=namespace)
+                return
+            except dynamic.exceptions.ConflictError:
+                if attempt == APPLY_ATTEMPTS - 1:
+                    raise
 
     def rollout(self, name: str, namespace: str = "default") -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
