@@ -285,6 +285,8 @@ def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[
     else:
         status = statuses.get(rec.name, {})
         rec.paused = rec.paused or status.get("phase") == "Paused"
+        if rec.outcome == "undecided":  # why, should the run end undecided
+            rec.reason = f"{status.get('phase')} at step {status.get('currentStep')}: {status.get('message', '')}"[:300]
         if status.get("phase") == "Succeeded" and status.get("stableRevision") == subject.canary_revision:
             outcome = "promoted"
         elif status.get("phase") == "RolledBack" and status.get("abortedRevision") == subject.canary_revision:
