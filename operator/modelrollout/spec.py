@@ -890,20 +890,34 @@ _RESTRICTED = _PodProfile(
     frozenset({"NET_BIND_SERVICE"}), frozenset(), restricted=True)
 
 
+# Pod Security's baseline: the SELinux types a pod may ask for (spc_t, for one, is unconfined).
+_SELINUX_TYPES = frozenset({None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
 def _check_security_context(context: Any, field: str, profile: _PodProfile) -> None:
     if context is None:
         return
     if not isinstance(context, dict):
         raise SpecError(field, "must be an object")
-    sysctls = {str((entry or {}).get("name")) for entry in context.get("sysctls") or []}
+    def part(key: str) -> dict[str, Any]:
+        value = context.get(key) or {}
+        if not isinstance(value, dict):
+            raise SpecError(f"{field}.{key}", "must be an object")
+        return value
+
+    sysctls = {str(entry.get("name")) if isinstance(entry, dict) else str(entry) for entry in context.get("sysctls") or []}
+    selinux = part("seLinuxOptions")
     refusals = {
         "privileged": context.get("privileged") is True,
-        "seccompProfile.type": (context.get("seccompProfile") or {}).get("type") == "Unconfined",
-        "appArmorProfile.type": (context.get("appArmorProfile") or {}).get("type") == "Unconfined",
+        "seccompProfile.type": part("seccompProfile").get("type") == "Unconfined",
+        "appArmorProfile.type": part("appArmorProfile").get("type") == "Unconfined",
         "procMount": context.get("procMount") not in (None, "Default"),
         "sysctls": bool(sysctls - profile.sysctls),
-        "windowsOptions.hostProcess": (context.get("windowsOptions") or {}).get("hostProcess") is True,
-        "seLinuxOptions": bool({"user", "role"} & set(context.get("seLinuxOptions") or {})),
+        "windowsOptions.hostProcess": part("windowsOptions").get("hostProcess") is True,
+        "seLinuxOptions.user": bool(selinux.get("user")),
+        "seLinuxOptions.role": bool(selinux.get("role")),
+        "seLinuxOptions.type": selinux.get("type") not in _SELINUX_TYPES,
         "allowPrivilegeEscalation": profile.restricted and context.get("allowPrivilegeEscalation") is True,
         "runAsUser": profile.restricted and context.get("runAsUser") == 0,
         "runAsNonRoot": profile.restricted and context.get("runAsNonRoot") is False,
@@ -911,7 +925,7 @@ def _check_security_context(context: Any, field: str, profile: _PodProfile) -> N
     for key, refused in refusals.items():
         if refused:
             raise SpecError(f"{field}.{key}", f"not allowed in {profile.whose} (Pod Security {profile.name!r})")
-    added = set((context.get("capabilities") or {}).get("add") or ()) - profile.capabilities
+    added = set(part("capabilities").get("add") or ()) - profile.capabilities
     if added:
         raise SpecError(f"{field}.capabilities.add", f"{sorted(added)} not allowed in {profile.whose} "
                                                       f"(Pod Security {profile.name!r})")
@@ -922,8 +936,12 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
     pod = template.get("spec")
     if not isinstance(pod, dict) or not pod.get("containers"):
         raise SpecError(f"{field}.spec.containers", "needs at least one container")
-    field = f"{field}.spec"
     why = f"not allowed in {profile.whose} (Pod Security {profile.name!r})"
+    for key, value in ((template.get("metadata") or {}).get("annotations") or {}).items():
+        # Kubelets still honour AppArmor's annotation form beside appArmorProfile.
+        if key.startswith(_APPARMOR_ANNOTATION) and not (value in ("", "runtime/default") or str(value).startswith("localhost/")):
+            raise SpecError(f"{field}.metadata.annotations[{key}]", f"{value!r} {why}")
+    field = f"{field}.spec"
     if profile.restricted:
         for key in ("serviceAccountName", "serviceAccount"):
             if key in pod:
@@ -935,13 +953,22 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
             raise SpecError(f"{field}.{key}", why)
     _check_security_context(pod.get("securityContext"), f"{field}.securityContext", profile)
     for index, volume in enumerate(pod.get("volumes") or []):
-        kinds = set(volume or {}) - {"name"}
+        if not isinstance(volume, dict):
+            raise SpecError(f"{field}.volumes[{index}]", "must be an object")
+        kinds = set(volume) - {"name"}
         refused = kinds - profile.volumes if profile.volumes is not None else kinds & {"hostPath"}
         if refused:
             raise SpecError(f"{field}.volumes[{index}].{sorted(refused)[0]}", why)
+        if profile.restricted and not policy.gate_service_account_token:
+            for source_index, source in enumerate(((volume.get("projected") or {}).get("sources")) or []):
+                if isinstance(source, dict) and "serviceAccountToken" in source:
+                    raise SpecError(f"{field}.volumes[{index}].projected.sources[{source_index}].serviceAccountToken",
+                                    f"this platform mounts no token in {profile.whose}")
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for index, container in enumerate(pod.get(group) or []):
             where = f"{field}.{group}[{index}]"
+            if not isinstance(container, dict):
+                raise SpecError(where, "must be an object")
             for port_index, port in enumerate(container.get("ports") or []):
                 if port.get("hostPort"):
                     raise SpecError(f"{where}.ports[{port_index}].hostPort", why)
@@ -955,14 +982,14 @@ def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[s
     if policy.gate_service_account:
         pod["serviceAccountName"] = policy.gate_service_account
     pod["automountServiceAccountToken"] = policy.gate_service_account_token and pod.get("automountServiceAccountToken") is not False
-    context = pod.setdefault("securityContext", {})
+    context = pod["securityContext"] = pod.get("securityContext") or {}  # null is as good as absent
     context.setdefault("runAsNonRoot", True)
     context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for container in pod.get(group) or []:
-            container_context = container.setdefault("securityContext", {})
+            container_context = container["securityContext"] = container.get("securityContext") or {}
             container_context.setdefault("allowPrivilegeEscalation", False)
-            capabilities = container_context.setdefault("capabilities", {})
+            capabilities = container_context["capabilities"] = container_context.get("capabilities") or {}
             drop = list(capabilities.get("drop") or [])
             capabilities["drop"] = drop if "ALL" in drop else [*drop, "ALL"]
     return template
