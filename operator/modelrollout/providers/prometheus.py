@@ -17,13 +17,10 @@ import requests
 from urllib3.util.retry import Retry
 
 from modelrollout import metrics
-from modelrollout.providers import PrometheusRejected, ProviderError, Series
+from modelrollout.providers import PROMETHEUS_ERROR_TYPES, PrometheusRejected, ProviderError, Series
 
 QUERY_THREADS = 32
 LONG_QUERY = 4000  # characters; longer ones (batched queries) are POSTed: URLs have length limits
-# Prometheus' own error types (api/v1): short, fixed words, safe to repeat; anything else is not.
-_ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
-                          "not_found", "not_acceptable"})
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -83,7 +80,7 @@ class PrometheusProvider:
             body = None
         if response.status_code != 200:
             error_type = body.get("errorType") if isinstance(body, dict) else None
-            detail = f" ({error_type})" if error_type in _ERROR_TYPES else ""
+            detail = f" ({error_type})" if error_type in PROMETHEUS_ERROR_TYPES else ""
             raise PrometheusRejected(f"Prometheus answered HTTP {response.status_code}{detail}")
         return _series(body)
 
