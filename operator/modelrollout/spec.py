@@ -784,18 +784,25 @@ DEFAULT_NOTIFICATION_URLS = (
 )
 
 
+# A host name or an IP address and a port: nothing a resolver or an HTTP client could read as another host
+# (user info, backslashes, percent escapes).
+_PLAIN_NETLOC = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
     """Whether `url` matches a glob pattern part by part: scheme, host[:port] and path separately, so
     a `*` in the host never matches a path (`https://*.example.com/*` refuses
-    `https://evil.test/.example.com/`), and user info (which only hides the real host) never passes."""
+    `https://evil.test/.example.com/`); a host other than a plain name or address (user info, which
+    only hides the real host, escapes) never passes."""
     parts = urlsplit(url)
-    if "@" in parts.netloc or not parts.scheme or not parts.netloc:
+    if not parts.scheme or not _PLAIN_NETLOC.fullmatch(parts.netloc):
         return False
     for pattern in patterns:
         if pattern == "*":  # everything (offline tools that only parse specs)
             return True
         wanted = urlsplit(pattern)
-        if (parts.scheme == wanted.scheme and fnmatch.fnmatchcase(parts.netloc, wanted.netloc)
+        netloc = re.sub(r"[][]", r"[\g<0>]", wanted.netloc)  # an IPv6 address's brackets are literal
+        if (parts.scheme == wanted.scheme and fnmatch.fnmatchcase(parts.netloc, netloc)
                 and fnmatch.fnmatchcase(parts.path, wanted.path or "/")
                 and fnmatch.fnmatchcase(parts.query, wanted.query or "*")):
             return True

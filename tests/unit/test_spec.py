@@ -202,6 +202,12 @@ def test_missing_prometheus_uses_the_operator_default_or_is_named():
     # a `*` in the host matches hosts only, never a path that looks like the host
     ("https://evil.test/.example.com/check", ("https://*.example.com/*",), False),
     ("https://gates.example.com/check", ("https://*.example.com/*",), True),
+    # a host is letters, digits, dots and dashes (or an IP): no escapes for a resolver to read otherwise
+    ("https://evil.net\\.example.com/check", ("https://*.example.com/*",), False),
+    ("https://evil.net%2f.example.com/check", ("https://*.example.com/*",), False),
+    ("https://gates.example.com:8443/check", ("https://gates.example.com:*/*",), True),
+    ("https://gates.example.com:x.example.com/check", ("https://gates.example.com:*/*",), False),
+    ("http://[fd00::1]:8080/check", ("http://[fd00::1]:8080/*",), True),
 ])
 def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
     raw = with_("strategy.gates", {"beforePromotion": [{"name": "hook", "webhook": {"url": url}}]})
