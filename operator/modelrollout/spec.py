@@ -967,7 +967,8 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
         if refused:
             raise SpecError(f"{field}.volumes[{index}].{sorted(refused)[0]}", why)
         if profile.restricted and not policy.gate_service_account_token:
-            for source_index, source in enumerate(((volume.get("projected") or {}).get("sources")) or []):
+            projected = volume.get("projected") or {}
+            for source_index, source in enumerate((projected.get("sources") if isinstance(projected, dict) else None) or []):
                 if isinstance(source, dict) and "serviceAccountToken" in source:
                     raise SpecError(f"{field}.volumes[{index}].projected.sources[{source_index}].serviceAccountToken",
                                     f"this platform mounts no token in {profile.whose}")
@@ -977,6 +978,8 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
             if not isinstance(container, dict):
                 raise SpecError(where, "must be an object")
             for port_index, port in enumerate(container.get("ports") or []):
+                if not isinstance(port, dict):
+                    raise SpecError(f"{where}.ports[{port_index}]", "must be an object")
                 if port.get("hostPort"):
                     raise SpecError(f"{where}.ports[{port_index}].hostPort", why)
             _check_security_context(container.get("securityContext"), f"{where}.securityContext", profile)

@@ -250,6 +250,7 @@ def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
     ({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]}, None,
      "volumes[0].projected.sources[0].serviceAccountToken"),
     ({"initContainers": ["eval:1"]}, None, "initContainers[0]"),
+    ({}, {"ports": [8080]}, "containers[0].ports[0]"),
 ])
 def test_job_gate_pods_are_held_to_pod_security_restricted(pod, container, field):
     with pytest.raises(SpecError) as info:
