@@ -462,6 +462,13 @@ class Built:
     png_error: str | None = None  # why --png wrote nothing
 
 
+def accepted_address(obj: Mapping[str, Any], status: RolloutStatus, spec: RolloutSpec) -> str | None:
+    """The spec's Prometheus, once the operator accepted this generation of the spec under the platform's
+    policy (which the report cannot see); before that, or if refused, the address may be anything."""
+    accepted = status.observed_generation == (obj.get("metadata") or {}).get("generation") and status.phase != "InvalidSpec"
+    return spec.analysis.prometheus.address if accepted and spec.analysis.prometheus else None
+
+
 def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
           prometheus_url: str | None, png: str | None, now: datetime) -> Built:
     """The report of `obj`'s last release; numbers from Prometheus at `prometheus_url` (else the spec's address)."""
@@ -474,14 +481,15 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
     diff = template_diff(stable[0], canary[0]) if stable[0] is not None and canary[0] is not None else None
     moments = timeline(release, events)
     evidence = status.last_analysis
-    address = prometheus_url or (spec.analysis.prometheus.address if spec.analysis.prometheus else None)
+    address = prometheus_url or accepted_address(obj, status, spec)
     counts: Impact | str
     verdicts = None
     series: dict[str, list[tuple[datetime, float]]] = {}
     prometheus = Prometheus(address) if address else None
     try:
         if prometheus is None:
-            raise ReportError("no Prometheus address: pass --prometheus-url (e.g. after kubectl port-forward)")
+            raise ReportError("no Prometheus address the operator accepted in the spec: pass --prometheus-url "
+                              "(e.g. after kubectl port-forward)")
         counts = impact(spec, obj, release, prometheus)
         verdicts = verdict_counts(obj, release, prometheus)
         if png:

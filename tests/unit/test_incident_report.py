@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from modelrollout.report import (Prometheus, Release, ReportError, _bad_events_query, last_release, step_weights,
+from modelrollout.report import (Prometheus, Release, ReportError, _bad_events_query, build, last_release, step_weights,
                                  template_diff, timeline, verdicts_query)
 from modelrollout.spec import MetricRule
 from modelrollout.status import RolloutStatus
@@ -129,3 +129,45 @@ def test_the_verdicts_query_is_rendered_like_any_other():
     query = verdicts_query("ml", 'x"} or vector(1) or up{a="', 120)
     assert query == ('sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{namespace="ml", '
                      'name="x\\"} or vector(1) or up{a=\\""}[2m]))')
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    heard: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).heard.append(self.path)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("phase,generation,asked", [
+    ("RolledBack", 3, True),  # the operator accepted this generation's spec, address included
+    ("InvalidSpec", 3, False),  # the platform's policy refused it: the address may be anything
+    ("RolledBack", 2, False),  # not judged yet by the operator
+])
+def test_the_report_asks_the_specs_prometheus_only_once_the_operator_accepted_it(phase, generation, asked):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.heard = []
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    obj = {"metadata": {"name": "m", "namespace": "ml", "generation": 3},
+           "spec": {"selector": {"matchLabels": {"app": "m"}},
+                    "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "s", "image": "m:2"}]}},
+                    "service": {"port": 8080}, "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+                    "strategy": {"steps": [{"weight": 10, "hold": "1m"}]},
+                    "analysis": {"prometheus": {"address": address}, "preset": "http"}},
+           "status": {"phase": phase, "observedGeneration": generation, "stableRevision": "aaaaaaaaaa",
+                      "history": [{"revision": "bbbbbbbbbb", "result": "RolledBack", "reason": "error-rate",
+                                   "startedAt": at(-120), "finishedAt": at(-60)}]}}
+    try:
+        built = build(obj, [], [], None, None, NOW)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bool(_Recorder.heard) == asked
+    if not asked:
+        assert "--prometheus-url" in built.text
