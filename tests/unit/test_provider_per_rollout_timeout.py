@@ -13,6 +13,7 @@ import time
 import pytest
 
 from modelrollout.config import Config
+from modelrollout.providers import ProviderError
 from modelrollout.reconcile import Runtime
 from modelrollout.spec import parse_spec
 
@@ -68,3 +69,10 @@ def test_a_short_timeout_in_one_spec_does_not_fail_anothers_queries(prometheus):
     hasty, patient = asyncio.run(both())
     assert [series.value for series in patient] == [1.0]
     assert hasty.exception() is not None  # its own 100 ms were too short: its own concern
+
+
+def test_a_prometheus_too_slow_for_the_timeout_is_said_to_be_slow_not_unreachable(prometheus):
+    runtime = Runtime(Config(prometheus_url=prometheus), kube=None)  # type: ignore[arg-type]
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(runtime.provider(spec(prometheus, "100ms")).run_query("up"))
+    assert str(info.value) == "Prometheus did not answer within 0.1s"

@@ -53,7 +53,9 @@ class PrometheusProvider:
         # provider has its own threads, each with a pooled connection. No retries: an outage must
         # surface at once as "no data", and the next analysis interval is the retry.
         self._executor = ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="prometheus")
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS, max_retries=Retry(total=0))
+        # read=False: a read timeout surfaces as itself (with total=0 alone, urllib3 wraps it and
+        # requests reports a connection error).
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS, max_retries=Retry(total=0, read=False))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
