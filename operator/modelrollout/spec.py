@@ -907,6 +907,7 @@ def _check_security_context(context: Any, field: str, profile: _PodProfile) -> N
         return
     if not isinstance(context, dict):
         raise SpecError(field, "must be an object")
+
     def part(key: str) -> dict[str, Any]:
         value = context.get(key) or {}
         if not isinstance(value, dict):
@@ -985,6 +986,11 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
             _check_security_context(container.get("securityContext"), f"{where}.securityContext", profile)
 
 
+def _default(fields: dict[str, Any], key: str, value: Any) -> None:
+    if fields.get(key) is None:
+        fields[key] = value
+
+
 def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[str, Any]:
     """The gate's pod template as the operator runs it: the platform's identity, restricted defaults."""
     template = copy.deepcopy(template)
@@ -992,13 +998,14 @@ def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[s
     if policy.gate_service_account:
         pod["serviceAccountName"] = policy.gate_service_account
     pod["automountServiceAccountToken"] = policy.gate_service_account_token and pod.get("automountServiceAccountToken") is not False
-    context = pod["securityContext"] = pod.get("securityContext") or {}  # null is as good as absent
-    context.setdefault("runAsNonRoot", True)
-    context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    # A null field is as good as an absent one (that is how the API server reads it): both get the default.
+    context = pod["securityContext"] = pod.get("securityContext") or {}
+    _default(context, "runAsNonRoot", True)
+    _default(context, "seccompProfile", {"type": "RuntimeDefault"})
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for container in pod.get(group) or []:
             container_context = container["securityContext"] = container.get("securityContext") or {}
-            container_context.setdefault("allowPrivilegeEscalation", False)
+            _default(container_context, "allowPrivilegeEscalation", False)
             capabilities = container_context["capabilities"] = container_context.get("capabilities") or {}
             drop = list(capabilities.get("drop") or [])
             capabilities["drop"] = drop if "ALL" in drop else [*drop, "ALL"]

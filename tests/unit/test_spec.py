@@ -284,6 +284,9 @@ def test_a_projected_token_needs_the_platforms_leave_like_the_automounted_one():
 @pytest.mark.parametrize("pod,container", [
     ({"securityContext": None}, {"securityContext": None}),
     ({}, {"securityContext": {"capabilities": None}}),
+    # a null field would otherwise survive the defaults: root, no seccomp, privilege escalation
+    ({"securityContext": {"runAsNonRoot": None, "seccompProfile": None}},
+     {"securityContext": {"allowPrivilegeEscalation": None}}),
 ])
 def test_job_gate_pods_with_empty_security_contexts_get_the_restricted_defaults(pod, container):
     """An explicit null is the same as leaving the field out (as the API server reads it)."""
