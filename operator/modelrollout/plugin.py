@@ -404,7 +404,8 @@ def explain_command(target: Target, name: str) -> None:
 @kube_options
 @rollout_argument()
 @click.option("--prometheus-url", envvar="MODELROLLOUT_PROMETHEUS_URL", default=None,
-              help="Prometheus to count impact and draw the chart from (default: the spec's analysis.prometheus.address).")
+              help="Prometheus to count impact and draw the chart from (default: the spec's "
+                   "analysis.prometheus.address, once the operator accepted that spec).")
 @click.option("--png", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also draw step weights and each metric against its threshold into this PNG (needs matplotlib).")
 @click.pass_obj

@@ -48,7 +48,7 @@ class Runtime:
 
     config: Config
     kube: Kube
-    providers: dict[str, MetricsProvider] = field(default_factory=dict)
+    providers: dict[tuple[str, float], MetricsProvider] = field(default_factory=dict)  # by address and timeout
     # The parsed spec per rollout uid, with the generation it was parsed at: parse once per change.
     specs: dict[str, tuple[int, RolloutSpec | SpecError]] = field(default_factory=dict)
     notifier: Notifier = field(init=False, repr=False)  # the rollouts' notifications (never waited for)
@@ -71,15 +71,16 @@ class Runtime:
         return parsed
 
     def provider(self, spec: RolloutSpec) -> MetricsProvider:
-        """The provider of the spec's Prometheus: only the operator's own is sent the token."""
+        """The provider of the spec's Prometheus: only the operator's own is sent the token. One per
+        address and timeout, so that a spec's timeout never applies to another rollout's queries."""
         assert spec.analysis.prometheus is not None
-        address = spec.analysis.prometheus.address.rstrip("/")
-        if address not in self.providers:
+        address, timeout = spec.analysis.prometheus.address.rstrip("/"), spec.analysis.prometheus.timeout
+        if (address, timeout) not in self.providers:
             own = is_operator_prometheus(self.config.policy, address)
-            self.providers[address] = make_provider(
-                "prometheus", address, timeout=spec.analysis.prometheus.timeout,
+            self.providers[address, timeout] = make_provider(
+                "prometheus", address, timeout=timeout,
                 bearer_token=self.config.prometheus_token if own else None, ca_file=self.config.prometheus_ca_file)
-        return self.providers[address]
+        return self.providers[address, timeout]
 
 
 @dataclass(frozen=True)

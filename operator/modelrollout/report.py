@@ -23,6 +23,7 @@ import httpx
 from modelrollout.analysis import query_values
 from modelrollout.core import parse_ts, ts
 from modelrollout.names import LABEL_REVISION
+from modelrollout.providers import PROMETHEUS_ERROR_TYPES
 from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, MetricRule, MetricType, PlatformPolicy, RolloutSpec,
                                SpecError, format_duration, parse_spec, render_query)
 from modelrollout.status import MetricResult, RolloutStatus
@@ -187,7 +188,8 @@ def step_weights(release: Release, events: Sequence[Mapping[str, Any]]) -> list[
 # ---------------------------------------------------------------- numbers from Prometheus
 
 class Prometheus:
-    """Instant and range queries (the HTTP API); errors are ReportError with Prometheus's own error text."""
+    """Instant and range queries (the HTTP API); errors are ReportError with the status code and Prometheus'
+    error type, never the answer's text (the address may be the one the rollout's author wrote)."""
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
         self.address = address.rstrip("/")
@@ -196,11 +198,16 @@ class Prometheus:
     def _get(self, endpoint: str, params: dict[str, str]) -> list[dict[str, Any]]:
         try:
             response = self._client.get(f"{self.address}/api/v1/{endpoint}", params=params)
-            payload = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPError as exc:
             raise ReportError(f"Prometheus {self.address}: {type(exc).__name__}") from None
-        if payload.get("status") != "success":
-            raise ReportError(f"Prometheus {self.address}: HTTP {response.status_code}: {payload.get('error')}")
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            error_type = payload.get("errorType") if isinstance(payload, dict) else None
+            detail = f" ({error_type})" if error_type in PROMETHEUS_ERROR_TYPES else ""
+            raise ReportError(f"Prometheus {self.address}: HTTP {response.status_code}{detail}")
         return list(payload["data"]["result"])
 
     def vector(self, query: str, at: datetime) -> list[tuple[dict[str, str], float]]:
@@ -293,11 +300,17 @@ def impact(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, promethe
     return result
 
 
+def verdicts_query(namespace: str, name: str, seconds: float) -> str:
+    """The operator's own count of its verdicts on one rollout, rendered like every query (render_query)."""
+    template = ('sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{namespace="{{ namespace }}", '
+                'name="{{ name }}"}[{{ window }}]))')
+    return render_query(template, {"namespace": namespace, "name": name, "window": format_duration(seconds)})
+
+
 def verdict_counts(obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> tuple[str, str | None]:
     """Every verdict the operator recorded in the window, by metric, if Prometheus scrapes the operator's /metrics."""
     meta = obj["metadata"]
-    query = (f'sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", '
-             f'name="{meta["name"]}"}}[{format_duration(release.seconds)}]))')
+    query = verdicts_query(meta["namespace"], meta["name"], release.seconds)
     found = sorted((labels.get("metric", ""), labels.get("verdict", ""), value)
                    for labels, value in prometheus.vector(query, release.finished) if value > 0)
     return query, "; ".join(f"{metric} {verdict} x{value:.0f}" for metric, verdict, value in found) or None
@@ -449,6 +462,13 @@ class Built:
     png_error: str | None = None  # why --png wrote nothing
 
 
+def accepted_address(obj: Mapping[str, Any], status: RolloutStatus, spec: RolloutSpec) -> str | None:
+    """The spec's Prometheus, once the operator accepted this generation of the spec under the platform's
+    policy (which the report cannot see); before that, or if refused, the address may be anything."""
+    accepted = status.observed_generation == (obj.get("metadata") or {}).get("generation") and status.phase != "InvalidSpec"
+    return spec.analysis.prometheus.address if accepted and spec.analysis.prometheus else None
+
+
 def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
           prometheus_url: str | None, png: str | None, now: datetime) -> Built:
     """The report of `obj`'s last release; numbers from Prometheus at `prometheus_url` (else the spec's address)."""
@@ -461,14 +481,15 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
     diff = template_diff(stable[0], canary[0]) if stable[0] is not None and canary[0] is not None else None
     moments = timeline(release, events)
     evidence = status.last_analysis
-    address = prometheus_url or (spec.analysis.prometheus.address if spec.analysis.prometheus else None)
+    address = prometheus_url or accepted_address(obj, status, spec)
     counts: Impact | str
     verdicts = None
     series: dict[str, list[tuple[datetime, float]]] = {}
     prometheus = Prometheus(address) if address else None
     try:
         if prometheus is None:
-            raise ReportError("no Prometheus address: pass --prometheus-url (e.g. after kubectl port-forward)")
+            raise ReportError("no Prometheus address the operator accepted in the spec: pass --prometheus-url "
+                              "(e.g. after kubectl port-forward)")
         counts = impact(spec, obj, release, prometheus)
         verdicts = verdict_counts(obj, release, prometheus)
         if png:

@@ -784,18 +784,25 @@ DEFAULT_NOTIFICATION_URLS = (
 )
 
 
+# A host name or an IP address and a port: nothing a resolver or an HTTP client could read as another host
+# (user info, backslashes, percent escapes).
+_PLAIN_NETLOC = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
     """Whether `url` matches a glob pattern part by part: scheme, host[:port] and path separately, so
     a `*` in the host never matches a path (`https://*.example.com/*` refuses
-    `https://evil.test/.example.com/`), and user info (which only hides the real host) never passes."""
+    `https://evil.test/.example.com/`); a host other than a plain name or address (user info, which
+    only hides the real host, escapes) never passes."""
     parts = urlsplit(url)
-    if "@" in parts.netloc or not parts.scheme or not parts.netloc:
+    if not parts.scheme or not _PLAIN_NETLOC.fullmatch(parts.netloc):
         return False
     for pattern in patterns:
         if pattern == "*":  # everything (offline tools that only parse specs)
             return True
         wanted = urlsplit(pattern)
-        if (parts.scheme == wanted.scheme and fnmatch.fnmatchcase(parts.netloc, wanted.netloc)
+        netloc = re.sub(r"[][]", r"[\g<0>]", wanted.netloc)  # an IPv6 address's brackets are literal
+        if (parts.scheme == wanted.scheme and fnmatch.fnmatchcase(parts.netloc, netloc)
                 and fnmatch.fnmatchcase(parts.path, wanted.path or "/")
                 and fnmatch.fnmatchcase(parts.query, wanted.query or "*")):
             return True
@@ -890,20 +897,35 @@ _RESTRICTED = _PodProfile(
     frozenset({"NET_BIND_SERVICE"}), frozenset(), restricted=True)
 
 
+# Pod Security's baseline: the SELinux types a pod may ask for (spc_t, for one, is unconfined).
+_SELINUX_TYPES = frozenset({None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
 def _check_security_context(context: Any, field: str, profile: _PodProfile) -> None:
     if context is None:
         return
     if not isinstance(context, dict):
         raise SpecError(field, "must be an object")
-    sysctls = {str((entry or {}).get("name")) for entry in context.get("sysctls") or []}
+
+    def part(key: str) -> dict[str, Any]:
+        value = context.get(key) or {}
+        if not isinstance(value, dict):
+            raise SpecError(f"{field}.{key}", "must be an object")
+        return value
+
+    sysctls = {str(entry.get("name")) if isinstance(entry, dict) else str(entry) for entry in context.get("sysctls") or []}
+    selinux = part("seLinuxOptions")
     refusals = {
         "privileged": context.get("privileged") is True,
-        "seccompProfile.type": (context.get("seccompProfile") or {}).get("type") == "Unconfined",
-        "appArmorProfile.type": (context.get("appArmorProfile") or {}).get("type") == "Unconfined",
+        "seccompProfile.type": part("seccompProfile").get("type") == "Unconfined",
+        "appArmorProfile.type": part("appArmorProfile").get("type") == "Unconfined",
         "procMount": context.get("procMount") not in (None, "Default"),
         "sysctls": bool(sysctls - profile.sysctls),
-        "windowsOptions.hostProcess": (context.get("windowsOptions") or {}).get("hostProcess") is True,
-        "seLinuxOptions": bool({"user", "role"} & set(context.get("seLinuxOptions") or {})),
+        "windowsOptions.hostProcess": part("windowsOptions").get("hostProcess") is True,
+        "seLinuxOptions.user": bool(selinux.get("user")),
+        "seLinuxOptions.role": bool(selinux.get("role")),
+        "seLinuxOptions.type": selinux.get("type") not in _SELINUX_TYPES,
         "allowPrivilegeEscalation": profile.restricted and context.get("allowPrivilegeEscalation") is True,
         "runAsUser": profile.restricted and context.get("runAsUser") == 0,
         "runAsNonRoot": profile.restricted and context.get("runAsNonRoot") is False,
@@ -911,7 +933,7 @@ def _check_security_context(context: Any, field: str, profile: _PodProfile) -> N
     for key, refused in refusals.items():
         if refused:
             raise SpecError(f"{field}.{key}", f"not allowed in {profile.whose} (Pod Security {profile.name!r})")
-    added = set((context.get("capabilities") or {}).get("add") or ()) - profile.capabilities
+    added = set(part("capabilities").get("add") or ()) - profile.capabilities
     if added:
         raise SpecError(f"{field}.capabilities.add", f"{sorted(added)} not allowed in {profile.whose} "
                                                       f"(Pod Security {profile.name!r})")
@@ -922,8 +944,12 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
     pod = template.get("spec")
     if not isinstance(pod, dict) or not pod.get("containers"):
         raise SpecError(f"{field}.spec.containers", "needs at least one container")
-    field = f"{field}.spec"
     why = f"not allowed in {profile.whose} (Pod Security {profile.name!r})"
+    for key, value in ((template.get("metadata") or {}).get("annotations") or {}).items():
+        # Kubelets still honour AppArmor's annotation form beside appArmorProfile.
+        if key.startswith(_APPARMOR_ANNOTATION) and not (value in ("", "runtime/default") or str(value).startswith("localhost/")):
+            raise SpecError(f"{field}.metadata.annotations[{key}]", f"{value!r} {why}")
+    field = f"{field}.spec"
     if profile.restricted:
         for key in ("serviceAccountName", "serviceAccount"):
             if key in pod:
@@ -935,17 +961,34 @@ def _check_pod(template: dict[str, Any], field: str, profile: _PodProfile, polic
             raise SpecError(f"{field}.{key}", why)
     _check_security_context(pod.get("securityContext"), f"{field}.securityContext", profile)
     for index, volume in enumerate(pod.get("volumes") or []):
-        kinds = set(volume or {}) - {"name"}
+        if not isinstance(volume, dict):
+            raise SpecError(f"{field}.volumes[{index}]", "must be an object")
+        kinds = set(volume) - {"name"}
         refused = kinds - profile.volumes if profile.volumes is not None else kinds & {"hostPath"}
         if refused:
             raise SpecError(f"{field}.volumes[{index}].{sorted(refused)[0]}", why)
+        if profile.restricted and not policy.gate_service_account_token:
+            projected = volume.get("projected") or {}
+            for source_index, source in enumerate((projected.get("sources") if isinstance(projected, dict) else None) or []):
+                if isinstance(source, dict) and "serviceAccountToken" in source:
+                    raise SpecError(f"{field}.volumes[{index}].projected.sources[{source_index}].serviceAccountToken",
+                                    f"this platform mounts no token in {profile.whose}")
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for index, container in enumerate(pod.get(group) or []):
             where = f"{field}.{group}[{index}]"
+            if not isinstance(container, dict):
+                raise SpecError(where, "must be an object")
             for port_index, port in enumerate(container.get("ports") or []):
+                if not isinstance(port, dict):
+                    raise SpecError(f"{where}.ports[{port_index}]", "must be an object")
                 if port.get("hostPort"):
                     raise SpecError(f"{where}.ports[{port_index}].hostPort", why)
             _check_security_context(container.get("securityContext"), f"{where}.securityContext", profile)
+
+
+def _default(fields: dict[str, Any], key: str, value: Any) -> None:
+    if fields.get(key) is None:
+        fields[key] = value
 
 
 def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[str, Any]:
@@ -955,14 +998,15 @@ def _harden_gate_pod(template: dict[str, Any], policy: PlatformPolicy) -> dict[s
     if policy.gate_service_account:
         pod["serviceAccountName"] = policy.gate_service_account
     pod["automountServiceAccountToken"] = policy.gate_service_account_token and pod.get("automountServiceAccountToken") is not False
-    context = pod.setdefault("securityContext", {})
-    context.setdefault("runAsNonRoot", True)
-    context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    # A null field is as good as an absent one (that is how the API server reads it): both get the default.
+    context = pod["securityContext"] = pod.get("securityContext") or {}
+    _default(context, "runAsNonRoot", True)
+    _default(context, "seccompProfile", {"type": "RuntimeDefault"})
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for container in pod.get(group) or []:
-            container_context = container.setdefault("securityContext", {})
-            container_context.setdefault("allowPrivilegeEscalation", False)
-            capabilities = container_context.setdefault("capabilities", {})
+            container_context = container["securityContext"] = container.get("securityContext") or {}
+            _default(container_context, "allowPrivilegeEscalation", False)
+            capabilities = container_context["capabilities"] = container_context.get("capabilities") or {}
             drop = list(capabilities.get("drop") or [])
             capabilities["drop"] = drop if "ALL" in drop else [*drop, "ALL"]
     return template

@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from lab_watch import apply_all, events_of, start_stable
+from modelrollout.names import LABEL_ROLLOUT
 from modelrollout_lab import scenarios
 from modelrollout_lab.lab import Lab
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.lab
 SECRET = "INTERNAL-ONLY: db_password=hunter2"
 FIRST_TOKEN, SECOND_TOKEN = "first-token-6c1f", "second-token-9a2e"
 FAST = {"rps": 300, "min_samples": 50}
+GATE_ACCOUNT = "modelrollout-gates"
 
 
 class Listener:
@@ -91,7 +93,8 @@ def platform(tmp_path_factory):
         proxy = Listener(upstream=lab.prometheus.url)
         lab.start_operator("--prometheus-url", proxy.url, "--prometheus-token-file", str(token_file),
                            "--allowed-prometheus-urls", allowed.url,
-                           "--allowed-webhook-urls", f"{allowed.url}/hook*")
+                           "--allowed-webhook-urls", f"{allowed.url}/hook*",
+                           "--gate-service-account", GATE_ACCOUNT)
         yield Platform(lab, proxy, allowed, forbidden, token_file)
         proxy.close()
     allowed.close()
@@ -179,6 +182,12 @@ def test_a_webhooks_refusal_is_a_status_code_never_its_body(platform):
     ("gate-hostnet", {"hostNetwork": True}, {}, "spec.hostNetwork"),
     ("gate-hostpath", {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
      {"volumeMounts": [{"name": "root", "mountPath": "/host"}]}, "spec.volumes[0].hostPath"),
+    ("gate-token", {"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]},
+     {"volumeMounts": [{"name": "t", "mountPath": "/var/run/secrets/tokens"}]},
+     "spec.volumes[0].projected.sources[0].serviceAccountToken"),
+    ("gate-spc", {}, {"securityContext": {"seLinuxOptions": {"type": "spc_t"}}},
+     "spec.containers[0].securityContext.seLinuxOptions.type"),
+    ("gate-root", {"securityContext": {"runAsUser": 0}}, {}, "spec.securityContext.runAsUser"),
 ])
 def test_job_gates_cannot_escalate(platform, name, pod, container, field):
     docs = scenarios.manifests(name)
@@ -188,6 +197,50 @@ def test_job_gates_cannot_escalate(platform, name, pod, container, field):
     invalid_because(platform.lab, name, f"spec.strategy.gates.beforePromotion[0].job.template.{field}")
     jobs = client.BatchV1Api(platform.lab.core.api_client).list_namespaced_job("default").items
     assert not [job for job in jobs if job.metadata.name.startswith(name)]
+
+
+def test_the_rollouts_own_pods_cannot_be_privileged(platform):
+    docs = scenarios.manifests("own-priv")
+    docs[-1]["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    apply_all(platform.lab, docs)
+    invalid_because(platform.lab, "own-priv", "spec.template.spec.containers[0].securityContext.privileged")
+    deployments = client.AppsV1Api(platform.lab.core.api_client).list_namespaced_deployment("default").items
+    assert not [d for d in deployments if d.metadata.name.startswith("own-priv")]
+
+
+def test_a_gate_job_runs_as_the_platform_with_no_token_and_restricted_defaults(platform):
+    lab = platform.lab
+    v1 = start_stable(lab, "gate-runs", **FAST, steps=[{"weight": 50, "hold": "2s"}])
+    v2 = scenarios.release(v1, "2.0.0")
+    v2["spec"]["strategy"]["gates"] = {"beforePromotion": [{"name": "eval", "job": {"template": {
+        "metadata": {"annotations": {"lab.modelrollout.io/job-result": "succeeded", "lab.modelrollout.io/job-seconds": "1"}},
+        "spec": {"containers": [{"name": "eval", "image": "example/eval:1"}]}}}}]}
+    lab.apply(v2)
+    jobs = client.BatchV1Api(lab.core.api_client)
+    [job] = lab.wait_for(lambda: jobs.list_namespaced_job("default", label_selector=f"{LABEL_ROLLOUT}=gate-runs").items,
+                         timeout=60, what="the gate's Job")
+    lab.wait_for_phase("gate-runs", "Succeeded", timeout=60)
+    pod = job.spec.template.spec
+    assert pod.service_account_name == GATE_ACCOUNT and pod.automount_service_account_token is False
+    assert pod.security_context.run_as_non_root is True and pod.security_context.seccomp_profile.type == "RuntimeDefault"
+    context = pod.containers[0].security_context
+    assert context.allow_privilege_escalation is False and context.capabilities.drop == ["ALL"]
+
+
+@pytest.mark.parametrize("name,change,field", [
+    # the value a placeholder would carry: model.version is quoted in every preset query
+    ("inject-version", {"model": {"name": "m", "version": "2.0.0'} or vector(1) #"}}, "spec.model.version"),
+    ("inject-unquoted", {"analysis": {"metrics": [{"name": "custom", "max": 1,
+                                                   "query": "up{job='x'} or {{ model.version }}"}]}},
+     "spec.analysis.metrics[0].query"),
+])
+def test_a_placeholder_cannot_change_a_querys_shape(platform, name, change, field):
+    docs = scenarios.manifests(name)
+    spec = docs[-1]["spec"]
+    for key, value in change.items():
+        spec[key] = {**(spec.get(key) or {}), **value}
+    apply_all(platform.lab, docs)
+    invalid_because(platform.lab, name, field)
 
 
 def test_no_request_reached_the_forbidden_listener_and_no_token_left_the_platform(platform):

@@ -7,12 +7,16 @@ tests/lab/test_query_batching.py; here the batcher's own decisions.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import promql_parser
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelrollout.providers import PrometheusRejected, ProviderError, Series
 from modelrollout.providers.batching import Batch, BatchingProvider, batched_query, batches, plan
+from modelrollout.spec import render_query
 
 ERRORS = 'sum(increase(http_requests_total{{namespace="ml", rollout="{r}", revision="{v}", code=~"5.."}}[{w}]))'
 
@@ -186,3 +190,32 @@ def test_an_error_reaches_every_caller_as_the_providers_error():
     answers = _ask(BatchingProvider(inner), [errors("a"), errors("bb")])
     assert [str(a) for a in answers] == ["Prometheus unreachable (connection failed)"] * 2
     assert len(inner.sent) == 1
+
+
+NASTY = "\"'`\\{}()[],=~!#\n\t\x00 or-.|+*?^$:/"
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.text(alphabet=st.sampled_from(NASTY) | st.characters(exclude_categories=("Cs",)),
+                                min_size=1, max_size=12),
+                       min_size=1, max_size=5, unique=True),
+       stranger=st.text(max_size=12))
+def test_a_batched_query_selects_exactly_its_callers_values(values, stranger):
+    """Whatever a placeholder's value, once rendered and batched it is a literal alternative of the
+    batch's regex: it selects its callers' series and nobody else's (issue 11: no shape changes)."""
+    template = 'sum(increase(x{namespace="ml", version="{{ model.version }}"}[{{ window }}]))'
+    plans = [plan(render_query(template, {"model.version": value, "window": "1m"})) for value in values]
+    assert all(p is not None for p in plans)
+    tree = promql_parser.parse(batched_query(plans))
+    [selector] = [node for node in _nodes(tree) if isinstance(node, promql_parser.VectorSelector)]
+    [version] = [m for m in selector.matchers.matchers if m.name == "version"]
+    assert str(version.op) == "MatchOp.Re"
+    for value in values:
+        assert re.fullmatch(version.value, value, flags=re.DOTALL)
+    assert bool(re.fullmatch(version.value, stranger, flags=re.DOTALL)) == (stranger in values)
+
+
+def _nodes(tree):
+    found = []
+    promql_parser.walk(tree, found.append)
+    return found

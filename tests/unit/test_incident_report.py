@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from datetime import datetime, timedelta, timezone
 
-from modelrollout.report import Release, _bad_events_query, last_release, step_weights, template_diff, timeline
+import pytest
+
+from modelrollout.report import (Prometheus, Release, ReportError, _bad_events_query, build, last_release, step_weights,
+                                 template_diff, timeline, verdicts_query)
 from modelrollout.spec import MetricRule
 from modelrollout.status import RolloutStatus
 
@@ -82,3 +88,86 @@ def test_errors_are_the_numerator_of_an_error_ratio_or_a_proportions_bad_events(
     assert _bad_events_query(proportion) == "sum(bad)"
     assert _bad_events_query(MetricRule(name="q", min=0.8, query="sum(a) / sum(b)")) is None  # a quality, not errors
     assert _bad_events_query(MetricRule(name="l", max=0.3, query="histogram_quantile(0.95, sum by (le) (x))")) is None
+
+
+SECRET = "INTERNAL-ONLY: db_password=hunter2"
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A server on 127.0.0.1 that refuses every query, saying SECRET."""
+
+    def do_GET(self):  # noqa: N802
+        json_body = self.path.startswith("/json")
+        body = json.dumps({"status": "error", "errorType": "bad_data", "error": SECRET}) if json_body else SECRET
+        self.send_response(422 if json_body else 403)
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def refusing():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path,said", [("/json", "HTTP 422 (bad_data)"), ("/text", "HTTP 403")])
+def test_the_report_says_how_prometheus_refused_never_what_it_answered(refusing, path, said):
+    """The address may be the one a rollout's author wrote: the report repeats no answer's text."""
+    with pytest.raises(ReportError) as info:
+        Prometheus(refusing + path).instant("up", NOW)
+    assert said in str(info.value) and "db_password" not in str(info.value)
+
+
+def test_the_verdicts_query_is_rendered_like_any_other():
+    query = verdicts_query("ml", 'x"} or vector(1) or up{a="', 120)
+    assert query == ('sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{namespace="ml", '
+                     'name="x\\"} or vector(1) or up{a=\\""}[2m]))')
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    heard: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).heard.append(self.path)
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("phase,generation,asked", [
+    ("RolledBack", 3, True),  # the operator accepted this generation's spec, address included
+    ("InvalidSpec", 3, False),  # the platform's policy refused it: the address may be anything
+    ("RolledBack", 2, False),  # not judged yet by the operator
+])
+def test_the_report_asks_the_specs_prometheus_only_once_the_operator_accepted_it(phase, generation, asked):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.heard = []
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    obj = {"metadata": {"name": "m", "namespace": "ml", "generation": 3},
+           "spec": {"selector": {"matchLabels": {"app": "m"}},
+                    "template": {"metadata": {"labels": {"app": "m"}}, "spec": {"containers": [{"name": "s", "image": "m:2"}]}},
+                    "service": {"port": 8080}, "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+                    "strategy": {"steps": [{"weight": 10, "hold": "1m"}]},
+                    "analysis": {"prometheus": {"address": address}, "preset": "http"}},
+           "status": {"phase": phase, "observedGeneration": generation, "stableRevision": "aaaaaaaaaa",
+                      "history": [{"revision": "bbbbbbbbbb", "result": "RolledBack", "reason": "error-rate",
+                                   "startedAt": at(-120), "finishedAt": at(-60)}]}}
+    try:
+        built = build(obj, [], [], None, None, NOW)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bool(_Recorder.heard) == asked
+    if not asked:
+        assert "--prometheus-url" in built.text

@@ -7,12 +7,14 @@ landing whole inside its own string literal. The oracle here walks the trees its
 
 from __future__ import annotations
 
+from importlib import resources
+
 import promql_parser
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from modelrollout.spec import PLACEHOLDERS, QueryError, check_query_values, render_query
+from modelrollout.spec import PLACEHOLDERS, QueryError, check_query_values, histogram_query, load_preset, render_query
 
 STRING_PLACEHOLDERS = sorted(PLACEHOLDERS - {"interval", "window"})
 # Each template with the placeholders it holds in backticks (a raw string: no escapes there).
@@ -87,6 +89,37 @@ def test_values_only_ever_fill_their_own_string_literal(template, values):
                    for name in TEMPLATES[template])
         return
     assert structure(promql_parser.parse(rendered)) == expected_structure(template, values)
+
+
+def _preset_templates() -> list[str]:
+    """Every query the presets hold (input gates and distribution shifts included), as the operator renders them."""
+    templates = set()
+    for preset in sorted(path.stem for path in resources.files("modelrollout").joinpath("presets").iterdir()
+                         if path.name.endswith(".yaml")):
+        loaded = load_preset(preset)
+        templates.add((loaded.get("samples") or {}).get("query"))
+        for rule in (loaded.get("metrics") or {}).values():
+            templates.update(rule.get(key) for key in ("query", "samplesQuery", "successQuery", "totalQuery"))
+            if rule.get("histogram"):
+                templates.add(histogram_query(rule["histogram"]))
+    return sorted(t for t in templates if t)
+
+
+PRESET_TEMPLATES = _preset_templates()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(template=st.sampled_from(PRESET_TEMPLATES), values=placeholder_values)
+def test_preset_queries_keep_their_shape_whatever_the_values(template, values):
+    """Even values Kubernetes would never allow (the check that refuses them aside) stay inside their strings."""
+    rendered = render_query(template, {**values, "window": "5m", "interval": "30s"})
+    assert structure(promql_parser.parse(rendered)) == expected_structure(template, values)
+
+
+def test_the_property_sees_every_kind_of_preset_query():
+    """The property above is only as good as its templates: counts, ratios and histogram (drift) queries."""
+    assert len(PRESET_TEMPLATES) > 20
+    assert any(t.startswith("sum by (le) (increase(model_input_feature_value_bucket") for t in PRESET_TEMPLATES)
 
 
 @given(window=st.text(max_size=12))

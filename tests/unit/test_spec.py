@@ -202,6 +202,12 @@ def test_missing_prometheus_uses_the_operator_default_or_is_named():
     # a `*` in the host matches hosts only, never a path that looks like the host
     ("https://evil.test/.example.com/check", ("https://*.example.com/*",), False),
     ("https://gates.example.com/check", ("https://*.example.com/*",), True),
+    # a host is letters, digits, dots and dashes (or an IP): no escapes for a resolver to read otherwise
+    ("https://evil.net\\.example.com/check", ("https://*.example.com/*",), False),
+    ("https://evil.net%2f.example.com/check", ("https://*.example.com/*",), False),
+    ("https://gates.example.com:8443/check", ("https://gates.example.com:*/*",), True),
+    ("https://gates.example.com:x.example.com/check", ("https://gates.example.com:*/*",), False),
+    ("http://[fd00::1]:8080/check", ("http://[fd00::1]:8080/*",), True),
 ])
 def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
     raw = with_("strategy.gates", {"beforePromotion": [{"name": "hook", "webhook": {"url": url}}]})
@@ -235,11 +241,59 @@ def test_webhook_urls_are_allowed_by_pattern_only(url, patterns, allowed):
     ({}, {"ports": [{"containerPort": 80, "hostPort": 80}]}, "containers[0].ports[0].hostPort"),
     ({"initContainers": [{"name": "i", "image": "i", "securityContext": {"privileged": True}}]}, None,
      "initContainers[0].securityContext.privileged"),
+    ({"ephemeralContainers": [{"name": "e", "image": "e", "securityContext": {"runAsUser": 0}}]}, None,
+     "ephemeralContainers[0].securityContext.runAsUser"),
+    ({}, {"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}, "containers[0].securityContext.seLinuxOptions.type"),
+    ({}, {"securityContext": {"appArmorProfile": {"type": "Unconfined"}}},
+     "containers[0].securityContext.appArmorProfile.type"),
+    # a projected token is a mounted token too: the platform's ServiceAccount's, which the spec may not have
+    ({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]}, None,
+     "volumes[0].projected.sources[0].serviceAccountToken"),
+    ({"initContainers": ["eval:1"]}, None, "initContainers[0]"),
+    ({}, {"ports": [8080]}, "containers[0].ports[0]"),
 ])
 def test_job_gate_pods_are_held_to_pod_security_restricted(pod, container, field):
     with pytest.raises(SpecError) as info:
         parse_spec(job_gate(pod, container), POLICY)
     assert info.value.field == f"{GATE_POD}.{field}", info.value
+
+
+def test_an_unconfined_apparmor_annotation_is_refused_in_every_pod():
+    """The annotation form of AppArmor, which kubelets still honour, is checked like the field."""
+    unconfined = {"container.apparmor.security.beta.kubernetes.io/eval": "unconfined"}
+    gate = job_gate({})
+    gate["strategy"]["gates"]["beforePromotion"][0]["job"]["template"]["metadata"] = {"annotations": unconfined}
+    with pytest.raises(SpecError) as info:
+        parse_spec(gate, POLICY)
+    assert info.value.field == ("spec.strategy.gates.beforePromotion[0].job.template.metadata.annotations"
+                                "[container.apparmor.security.beta.kubernetes.io/eval]")
+    own = with_("template.metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/s": "unconfined"})
+    with pytest.raises(SpecError) as info:
+        parse_spec(own, POLICY)
+    assert info.value.field == "spec.template.metadata.annotations[container.apparmor.security.beta.kubernetes.io/s]"
+    confined = with_("template.metadata.annotations", {"container.apparmor.security.beta.kubernetes.io/s": "runtime/default"})
+    assert parse_spec(confined, POLICY)
+
+
+def test_a_projected_token_needs_the_platforms_leave_like_the_automounted_one():
+    projected = {"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]}
+    with_token = PlatformPolicy(prometheus_url="http://prom:9090", gate_service_account_token=True)
+    assert parse_spec(job_gate(projected), with_token)
+
+
+@pytest.mark.parametrize("pod,container", [
+    ({"securityContext": None}, {"securityContext": None}),
+    ({}, {"securityContext": {"capabilities": None}}),
+    # a null field would otherwise survive the defaults: root, no seccomp, privilege escalation
+    ({"securityContext": {"runAsNonRoot": None, "seccompProfile": None}},
+     {"securityContext": {"allowPrivilegeEscalation": None}}),
+])
+def test_job_gate_pods_with_empty_security_contexts_get_the_restricted_defaults(pod, container):
+    """An explicit null is the same as leaving the field out (as the API server reads it)."""
+    hardened = parse_spec(job_gate(pod, container), POLICY).strategy.gates.before_promotion[0].job.template["spec"]
+    assert hardened["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    context = hardened["containers"][0]["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
 
 
 def test_job_gate_pods_run_with_the_platforms_identity_and_restricted_defaults():
@@ -263,6 +317,8 @@ def test_job_gate_pods_run_with_the_platforms_identity_and_restricted_defaults()
     ({}, {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "containers[0].securityContext.capabilities.add"),
     ({}, {"ports": [{"containerPort": 8080, "hostPort": 8080}]}, "containers[0].ports[0].hostPort"),
     ({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, {}, "securityContext.sysctls"),
+    ({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}, {}, "securityContext.seLinuxOptions.type"),
+    ({}, {"securityContext": {"seLinuxOptions": {"user": "system_u"}}}, "containers[0].securityContext.seLinuxOptions.user"),
 ])
 def test_the_rollouts_own_pods_are_held_to_pod_security_baseline(pod, container, field):
     raw = copy.deepcopy(BASE)

@@ -17,6 +17,12 @@ class Series:
     value: float
 
 
+# Prometheus' own error types (api/v1): short, fixed words, safe to repeat; an answer's other text is not
+# (the address may be one a rollout's author chose: docs/security.md).
+PROMETHEUS_ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
+                                    "not_found", "not_acceptable"})
+
+
 class ProviderError(RuntimeError):
     """The provider could not answer (unreachable, bad query): a verdict becomes inconclusive."""
 

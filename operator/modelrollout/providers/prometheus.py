@@ -17,13 +17,10 @@ import requests
 from urllib3.util.retry import Retry
 
 from modelrollout import metrics
-from modelrollout.providers import PrometheusRejected, ProviderError, Series
+from modelrollout.providers import PROMETHEUS_ERROR_TYPES, PrometheusRejected, ProviderError, Series
 
 QUERY_THREADS = 32
 LONG_QUERY = 4000  # characters; longer ones (batched queries) are POSTed: URLs have length limits
-# Prometheus' own error types (api/v1): short, fixed words, safe to repeat; anything else is not.
-_ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
-                          "not_found", "not_acceptable"})
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -56,7 +53,9 @@ class PrometheusProvider:
         # provider has its own threads, each with a pooled connection. No retries: an outage must
         # surface at once as "no data", and the next analysis interval is the retry.
         self._executor = ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="prometheus")
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS, max_retries=Retry(total=0))
+        # read=False: a read timeout surfaces as itself (with total=0 alone, urllib3 wraps it and
+        # requests reports a connection error).
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS, max_retries=Retry(total=0, read=False))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -83,7 +82,7 @@ class PrometheusProvider:
             body = None
         if response.status_code != 200:
             error_type = body.get("errorType") if isinstance(body, dict) else None
-            detail = f" ({error_type})" if error_type in _ERROR_TYPES else ""
+            detail = f" ({error_type})" if error_type in PROMETHEUS_ERROR_TYPES else ""
             raise PrometheusRejected(f"Prometheus answered HTTP {response.status_code}{detail}")
         return _series(body)
 
