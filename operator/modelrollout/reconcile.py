@@ -72,14 +72,19 @@ class Runtime:
 
     def provider(self, spec: RolloutSpec) -> MetricsProvider:
         """The provider of the spec's Prometheus: only the operator's own is sent the token. One per
-        address and timeout, so that a spec's timeout never applies to another rollout's queries."""
+        address and timeout, so that a spec's timeout never applies to another rollout's queries, all
+        of an address over the same connections and threads (a spec cannot multiply them)."""
         assert spec.analysis.prometheus is not None
         address, timeout = spec.analysis.prometheus.address.rstrip("/"), spec.analysis.prometheus.timeout
         if (address, timeout) not in self.providers:
-            own = is_operator_prometheus(self.config.policy, address)
-            self.providers[address, timeout] = make_provider(
-                "prometheus", address, timeout=timeout,
-                bearer_token=self.config.prometheus_token if own else None, ca_file=self.config.prometheus_ca_file)
+            same_address = next((p for (a, _), p in self.providers.items() if a == address), None)
+            if same_address is not None:
+                self.providers[address, timeout] = same_address.with_timeout(timeout)
+            else:
+                own = is_operator_prometheus(self.config.policy, address)
+                self.providers[address, timeout] = make_provider(
+                    "prometheus", address, timeout=timeout,
+                    bearer_token=self.config.prometheus_token if own else None, ca_file=self.config.prometheus_ca_file)
         return self.providers[address, timeout]
 
 

@@ -76,3 +76,19 @@ def test_a_prometheus_too_slow_for_the_timeout_is_said_to_be_slow_not_unreachabl
     with pytest.raises(ProviderError) as info:
         asyncio.run(runtime.provider(spec(prometheus, "100ms")).run_query("up"))
     assert str(info.value) == "Prometheus did not answer within 0.1s"
+
+
+def test_distinct_timeouts_do_not_multiply_the_operators_threads(prometheus):
+    """A team that gives each of its rollouts another timeout gets its own timeouts, never more of the
+    operator's query threads: 40 timeouts, 4 queries each, all at once, on one address."""
+    runtime = Runtime(Config(prometheus_url=prometheus), kube=None)  # type: ignore[arg-type]
+    before = threading.active_count()
+
+    async def ask_all():
+        queries = [runtime.provider(spec(prometheus, f"{5000 + i}ms")).run_query(f"up + {n}")
+                   for i in range(40) for n in range(4)]
+        return await asyncio.gather(*queries)
+
+    answers = asyncio.run(ask_all())
+    assert all([series.value for series in answer] == [1.0] for answer in answers)
+    assert threading.active_count() - before <= 32  # one address: one pool of query threads

@@ -41,6 +41,9 @@ class MetricsProvider(Protocol):
 
     async def is_online(self) -> bool: ...
 
+    def with_timeout(self, timeout: float) -> MetricsProvider:
+        """The same provider (its connections, threads and credentials) with another timeout."""
+
 
 def make_provider(kind: str, address: str, *, timeout: float = 10.0,
                   bearer_token: Callable[[], str | None] | None = None, ca_file: str | None = None) -> MetricsProvider:

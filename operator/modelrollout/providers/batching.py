@@ -368,6 +368,10 @@ class BatchingProvider:
         self._queues: dict[str, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def with_timeout(self, timeout: float) -> BatchingProvider:
+        """Batches of its own (a batch waits for its slowest caller) over the same connections."""
+        return BatchingProvider(self.provider.with_timeout(timeout), linger=self._linger, limit=self._limit)
+
     async def run_query(self, query: str, *, at: datetime | None = None) -> list[Series]:
         metrics.record_query_asked()
         shape = plan(query) if at is None else None

@@ -8,6 +8,7 @@ answer's body: an address may be a server the spec's author wants us to read for
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -58,6 +59,13 @@ class PrometheusProvider:
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=QUERY_THREADS, max_retries=Retry(total=0, read=False))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+
+    def with_timeout(self, timeout: float) -> PrometheusProvider:
+        """This provider's connections and threads with another timeout: every spec's timeout is its
+        own, and no number of distinct timeouts makes the operator open more of either."""
+        view = copy.copy(self)
+        view._timeout = timeout
+        return view
 
     def _request(self, api_path: str, params: dict[str, str] | None = None, *, post: bool = False) -> requests.Response:
         try:
