@@ -53,6 +53,9 @@ async def _run_job(kube: Kube, spec: RolloutSpec, gate: Gate, namespace: str, ro
     if job is None:
         await kube.create(path("batch/v1", "jobs", namespace), wanted)
         return GateResult("Pending", "evaluation Job started")
+    if not manifests.controlled_by(job, uid):  # created by someone else: its verdict is not the gate's
+        return GateResult("Failed", f"Job {wanted['metadata']['name']} exists and is not this rollout's: "
+                                    "its result is not trusted (delete it to run the gate)")
     job_status = job.get("status") or {}
     if job_status.get("succeeded"):
         return GateResult("Passed", f"Job {wanted['metadata']['name']} succeeded")

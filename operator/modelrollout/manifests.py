@@ -70,6 +70,10 @@ def _owner_patch(obj: dict[str, Any], refs: list[dict[str, Any]] | None) -> dict
     return {"metadata": metadata}
 
 
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(r.get("controller") and r.get("uid") == uid for r in _owner_refs(obj))
+
+
 def adoptable(obj: dict[str, Any], rollout: str, uid: str) -> bool:
     """Ours to take: it carries our rollout label and no other controller owns it (e.g. a handover)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
