@@ -119,9 +119,9 @@ def moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus,
     if "Promoted" in reasons:
         found.append(Moment("Promoted", namespace, name, after.stable_revision or "", model,
                             reasons["Promoted"], command=report))
-    gate_before = _condition_reason(before, "Paused") == "ManualGate"
-    if _condition_reason(after, "Paused") == "ManualGate" and (
-            not gate_before or before.current_step != after.current_step):
+    # A gate is told in the pass whose weight the cluster confirmed, once per step entered: waiting again
+    # after a pause, a resume or a no-data pause at the same gate is no new gate.
+    if "WeightConfirmed" in reasons and _condition_reason(after, "Paused") == "ManualGate":
         found.append(Moment("ManualGate", namespace, name, after.canary_revision or "", model,
                             after.message or "", after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout promote {name} -n {namespace}"))

@@ -117,11 +117,42 @@ def test_a_manual_gate_is_told_once_per_step():
     waiting = RolloutStatus.parse({"phase": "Paused", "canaryRevision": "abc", "currentStep": 1, "conditions": [gate],
                                    "message": "step 1 (weight 50) waits for promote"})
     progressing = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0})
-    (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, ())
+    confirmed = (Event("Normal", "WeightConfirmed", "step 1: the cluster carries canary weight 50"),)
+    (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, confirmed)
     assert first.kind == "ManualGate" and first.command == "kubectl modelrollout promote fraud -n ml"
     assert moments(NAMESPACE, "fraud", spec, waiting, waiting, ()) == []
-    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, waiting.replace(current_step=2), ())] == [
+    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, waiting.replace(current_step=2), confirmed)] == [
         "ManualGate"]
+
+
+def test_a_manual_gate_is_told_once_even_when_paused_and_resumed_at_it():
+    """One page per gate: pausing and resuming a rollout that waits at a manual gate (decided by the
+    real core, pass by pass) does not tell the gate again."""
+    from datetime import datetime, timedelta, timezone
+
+    from modelrollout.core import Commands, Observations, Workload, decide, target_weight
+
+    def gated(image: str):
+        return parse_spec({**SPEC, "template": {**SPEC["template"], "spec": {"containers": [{"name": "s", "image": image}]}},
+                           "strategy": {"steps": [{"weight": 20}, {"weight": 100, "hold": "1m"}]},
+                           "notifications": [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}]},
+                          POLICY)
+
+    v1, v2 = gated("m:1"), gated("m:2")
+    status, now, told = RolloutStatus(), datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc), []
+    ready = {v1.revision: Workload(10, 10)}
+    for spec, paused in [(v1, False), (v2, False), (v2, False), (v2, False), (v2, False), (v2, True), (v2, True),
+                         (v2, False), (v2, False)]:
+        if spec is v2:
+            ready = {v1.revision: Workload(8, 8), v2.revision: Workload(2, 2)}
+        now += timedelta(seconds=5)
+        observed = Observations(workloads=ready, commands=Commands(paused=paused),
+                                traffic=target_weight(spec, status, ready))
+        decision = decide(spec, status, observed, now)
+        told += [m.kind for m in moments(NAMESPACE, "fraud", spec, status, decision.status, decision.events)]
+        status = RolloutStatus.parse(decision.status.dump())
+    assert status.condition("Paused").reason == "ManualGate"  # waiting at the gate again after the resume
+    assert told == ["ManualGate"]
 
 
 def test_promotion_and_no_data_come_from_their_events():
