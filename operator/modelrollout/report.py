@@ -23,8 +23,8 @@ import httpx
 from modelrollout.analysis import query_values
 from modelrollout.core import parse_ts, ts
 from modelrollout.names import LABEL_REVISION
-from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, MetricRule, MetricType, PlatformPolicy, RolloutSpec,
-                               SpecError, format_duration, parse_spec, render_query)
+from modelrollout.spec import (MetricRule, MetricType, RolloutSpec, SpecError, format_duration, parse_spec,
+                               reading_policy, render_query)
 from modelrollout.status import MetricResult, RolloutStatus
 
 PNG_SIZE = (1000, 250)  # pixels: width, height per panel (the weights panel plus one per metric)
@@ -226,12 +226,8 @@ class Prometheus:
 def report_spec(obj: Mapping[str, Any], prometheus_url: str | None) -> RolloutSpec:
     """The spec with its preset's queries resolved; the report only reads, so any address is accepted."""
     spec = dict(obj.get("spec") or {})
-    address = ((spec.get("analysis") or {}).get("prometheus") or {}).get("address")
-    policy = PlatformPolicy(prometheus_url=address or prometheus_url or "http://prometheus.invalid",
-                            allowed_webhook_urls=("*",), allowed_notification_urls=DEFAULT_NOTIFICATION_URLS
-                            + ("http://*/*", "https://*/*"))
     try:
-        return parse_spec(spec, policy)
+        return parse_spec(spec, reading_policy(spec, prometheus_url))
     except SpecError as exc:
         raise ReportError(f"the spec does not parse ({exc.field}: {exc.message})") from None
 
