@@ -125,8 +125,9 @@ def moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus,
         found.append(Moment("ManualGate", namespace, name, after.canary_revision or "", model,
                             after.message or "", after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout promote {name} -n {namespace}"))
-    if "NoData" in reasons:
-        found.append(Moment("NoData", namespace, name, after.canary_revision or "", model, reasons["NoData"],
+    stuck = reasons.get("NoData") or reasons.get("Undecided")  # paused for want of data, or of enough of it
+    if stuck:
+        found.append(Moment("NoData", namespace, name, after.canary_revision or "", model, stuck,
                             after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout explain {name} -n {namespace}"))
     return found

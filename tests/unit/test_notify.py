@@ -166,6 +166,18 @@ def test_promotion_and_no_data_come_from_their_events():
     assert (stuck.kind, stuck.severity) == ("NoData", "warning")
 
 
+def test_a_step_paused_undecided_for_want_of_requests_is_told_as_stuck():
+    """A step still undecided `decideWithin` after its hold pauses for want of canary requests: the
+    release waits for a person exactly like a no-data pause, so the team is told the same way."""
+    spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
+    message = ("paused: step 0 (weight 10) undecided 60s after its hold: error-rate needs ~4,200 more canary "
+               "requests (~420s at 10/s); promote to go on, or wait")
+    stuck = RolloutStatus(canary_revision="abc", current_step=0, canary_weight=10, message=message)
+    (told,) = moments(NAMESPACE, "f", spec, RolloutStatus(), stuck, (Event("Warning", "Undecided", message),))
+    assert (told.kind, told.severity, told.message) == ("NoData", "warning", message)
+    assert told.command == "kubectl modelrollout explain f -n ml"
+
+
 # ---------------------------------------------------------------- delivery to local receivers
 
 @pytest.fixture()
