@@ -9,6 +9,8 @@ import time
 import sys
 
 import httpx
+import matplotlib.image
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -77,8 +79,8 @@ def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
     at = re.search(r"`time=([0-9.]+)`", text).group(1)
     rows = re.findall(r"^\| (canary [^|]+) \| ([0-9.e+-]+) \| `(.+)` \|$", text, re.MULTILINE)
     assert {row[0] for row in rows} == {"canary requests served", "canary bad events (error-rate)"}
-    for label, count, query in rows:
-        assert float(count) == pytest.approx(prometheus_value(lab, query.replace("\\|", "|"), at), rel=1e-6), label
+    for label, count, query in rows:  # printed to 6 significant digits (increase() extrapolates: not whole)
+        assert float(count) == pytest.approx(prometheus_value(lab, query.replace("\\|", "|"), at), rel=5e-6), label
     counted = {label: float(count) for label, count, _ in rows}
     assert counted["canary requests served"] >= failing["samples"] * 0.99  # the whole release covers the last window
     assert 0 < counted["canary bad events (error-rate)"] < counted["canary requests served"]
@@ -87,6 +89,13 @@ def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     assert struct.unpack(">II", data[16:24]) == (PNG_SIZE[0], PNG_SIZE[1] * (1 + len(METRICS)))  # weights + each metric
+    # Each metric's panel carries its threshold: one horizontal dashed line each in the threshold colour, below
+    # the weights panel (the top one).
+    image = matplotlib.image.imread(str(png))
+    threshold = np.array([0xD6, 0x27, 0x28]) / 255  # matplotlib's tab:red
+    rows = np.nonzero((np.all(np.abs(image[:, :, :3] - threshold) < 0.06, axis=2)).sum(axis=1) > PNG_SIZE[0] / 4)[0]
+    lines = [run for run in np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1) if len(run)]
+    assert len(lines) == len(METRICS) and rows.min() > PNG_SIZE[1], rows
     assert f"![timeline]({png})" in text
 
 
