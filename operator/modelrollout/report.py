@@ -31,6 +31,9 @@ PNG_SIZE = (1000, 250)  # pixels: width, height per panel (the weights panel plu
 _STEP_EVENT = re.compile(r"step (\d+): canary weight (\d+)")
 
 
+Series = tuple[dict[str, str], list[tuple[datetime, float]]]
+
+
 class ReportError(RuntimeError):
     """Something the report cannot do, said in one line."""
 
@@ -153,10 +156,11 @@ def _who(text: str) -> str:
     return "the operator"
 
 
-def timeline(release: Release, events: Sequence[Mapping[str, Any]]) -> list[Moment]:
-    """The release's start (an applied template), every event of the rollout within its window, and the decision."""
+def timeline(release: Release, events: Sequence[Mapping[str, Any]], verdicts: Sequence[Moment] = ()) -> list[Moment]:
+    """The release's start (an applied template), every event of the rollout within its window, the
+    analyses' verdicts (see verdict_runs), and the decision."""
     moments = [Moment(release.started, f"revision {release.revision} (model {release.model_version}) applied; "
-                                       "canary started", "a spec change (kubectl apply / GitOps)")]
+                                       "canary started", "a spec change (kubectl apply / GitOps)"), *verdicts]
     posted = timedelta(seconds=2)  # kopf posts events just after the decision that made them
     for event in events:
         at = event_time(event)
@@ -213,14 +217,21 @@ class Prometheus:
         result = self.vector(query, at)
         return float(sum(value for _, value in result)) if result else None
 
-    def series(self, query: str, start: datetime, end: datetime, step: float) -> list[tuple[datetime, float]]:
+    def matrix(self, query: str, start: datetime, end: datetime, step: float) -> list[Series]:
+        """Every series over [start, end]: (labels, [(time, value), ...])."""
         result = self._get("query_range", {"query": query, "start": f"{start.timestamp():.3f}",
                                            "end": f"{end.timestamp():.3f}", "step": f"{step:g}"})
-        sums: dict[float, float] = {}
-        for series in result:
-            for t, v in series["values"]:
-                sums[float(t)] = sums.get(float(t), 0.0) + float(v)
-        return [(datetime.fromtimestamp(t, timezone.utc), v) for t, v in sorted(sums.items())]
+        return [(dict(series.get("metric") or {}),
+                 [(datetime.fromtimestamp(float(t), timezone.utc), float(v)) for t, v in series["values"]])
+                for series in result]
+
+    def series(self, query: str, start: datetime, end: datetime, step: float) -> list[tuple[datetime, float]]:
+        """The sum of every series over [start, end]."""
+        sums: dict[datetime, float] = {}
+        for _, points in self.matrix(query, start, end, step):
+            for t, v in points:
+                sums[t] = sums.get(t, 0.0) + v
+        return sorted(sums.items())
 
 
 def report_spec(obj: Mapping[str, Any], prometheus_url: str | None) -> RolloutSpec:
@@ -289,14 +300,42 @@ def impact(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, promethe
     return result
 
 
-def verdict_counts(obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> tuple[str, str | None]:
-    """Every verdict the operator recorded in the window, by metric, if Prometheus scrapes the operator's /metrics."""
+def verdict_runs(matrix: Sequence[Series], start: datetime) -> list[Moment]:
+    """The analyses' verdicts from the operator's counters by metric and verdict, as Prometheus sampled
+    them from `start`: each sample where a counter rose is one analysis (its time: when Prometheus saw
+    it), and consecutive analyses with the same verdicts are one row ("x N, the last at ...")."""
+    seen: dict[datetime, dict[str, str]] = {}
+    for labels, points in matrix:
+        # A series first sampled after `start` was born in the window: it rose from 0.
+        previous = 0.0 if points and points[0][0] > start else None
+        for at, value in points:
+            if previous is not None and value != previous:
+                rose = value - previous if value > previous else value  # below: the operator restarted
+                seen.setdefault(at, {})[labels.get("metric", "")] = \
+                    labels.get("verdict", "") + (f" x{rose:.0f}" if round(rose) > 1 else "")
+            previous = value
+    runs: list[tuple[datetime, datetime, str, int]] = []
+    for at in sorted(seen):
+        what = ", ".join(f"{metric} {verdict}" for metric, verdict in sorted(seen[at].items()))
+        if runs and runs[-1][2] == what:
+            first, _, _, count = runs[-1]
+            runs[-1] = (first, at, what, count + 1)
+        else:
+            runs.append((at, at, what, 1))
+    return [Moment(first, f"analysis: {what}" + (f" (x{count}, the last at {ts(last)})" if count > 1 else ""),
+                   "the operator (analysis)") for first, last, what, count in runs]
+
+
+def verdict_moments(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
+                    prometheus: Prometheus) -> tuple[str, list[Moment]]:
+    """(the query, every verdict of the release) if Prometheus scrapes the operator's /metrics (else no
+    verdicts). The deciding analysis is scraped after the decision: the range ends a little after it."""
     meta = obj["metadata"]
-    query = (f'sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", '
-             f'name="{meta["name"]}"}}[{format_duration(release.seconds)}]))')
-    found = sorted((labels.get("metric", ""), labels.get("verdict", ""), value)
-                   for labels, value in prometheus.vector(query, release.finished) if value > 0)
-    return query, "; ".join(f"{metric} {verdict} x{value:.0f}" for metric, verdict, value in found) or None
+    query = (f'sum by (metric, verdict) (modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", '
+             f'name="{meta["name"]}"}})')
+    step = max(1.0, spec.analysis.interval / 2, release.seconds / 5000)
+    start, end = release.started - timedelta(seconds=step), release.finished + timedelta(seconds=3 * step)
+    return query, verdict_runs(prometheus.matrix(query, start, end, step), start)
 
 
 def metric_series(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
@@ -343,7 +382,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str, str]] | None,
              sources: tuple[str, str], moments: list[Moment], evidence: Sequence[MetricResult],
-             counts: Impact | str, verdicts: tuple[str, str | None] | None, chart: str) -> str:
+             counts: Impact | str, verdict_query: str | None, chart: str) -> str:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     lines = [f"# Incident report: {namespace}/{name}, revision {release.revision}: {release.result}", "",
@@ -363,11 +402,11 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
     lines += ["", "## 2. Timeline", "", "Events expire (1 h by default); status.history and Prometheus stay.", ""]
     lines += _table(["Time (UTC)", "+s", "What", "By"],
                     [(ts(m.at), f"{(m.at - release.started).total_seconds():.1f}", m.what, m.by) for m in moments])
-    if verdicts is not None:
-        query, found = verdicts
-        lines += ["", f"Every verdict the operator recorded in the window (its /metrics, scraped by Prometheus): "
-                      f"{found or 'none in this Prometheus (is it scraping the operator?)'}",
-                  "", "```promql", query, "```"]
+    if verdict_query is not None:
+        analysed = any(m.by == "the operator (analysis)" for m in moments)
+        lines += ["", "The analysis rows are the operator's verdict counters (its /metrics) as Prometheus scraped them"
+                      + ("" if analysed else ": none in this Prometheus (is it scraping the operator?)") + ":",
+                  "", "```promql", verdict_query, "```"]
     lines += ["", "## 3. Evidence", "", "The last analysis (the one that decided), as status.lastAnalysis has it:", ""]
     if not evidence:
         lines.append("No analysis recorded.")
@@ -455,22 +494,23 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
     spec = report_spec(obj, prometheus_url)
     stable, canary = templates(obj, spec.revision, release, deployments)
     diff = template_diff(stable[0], canary[0]) if stable[0] is not None and canary[0] is not None else None
-    moments = timeline(release, events)
     evidence = status.last_analysis
     address = prometheus_url or (spec.analysis.prometheus.address if spec.analysis.prometheus else None)
     counts: Impact | str
-    verdicts = None
+    verdict_query = None
+    analyses: list[Moment] = []
     series: dict[str, list[tuple[datetime, float]]] = {}
     prometheus = Prometheus(address) if address else None
     try:
         if prometheus is None:
             raise ReportError("no Prometheus address: pass --prometheus-url (e.g. after kubectl port-forward)")
         counts = impact(spec, obj, release, prometheus)
-        verdicts = verdict_counts(obj, release, prometheus)
+        verdict_query, analyses = verdict_moments(spec, obj, release, prometheus)
         if png:
             series = metric_series(spec, obj, release, prometheus)
     except ReportError as exc:
         counts = f"Not counted: {exc}."
+    moments = timeline(release, events, analyses)
     chart, png_error = "Run with `--png FILE` for a chart of the step weights and each metric against its threshold.", None
     if png:
         try:
@@ -479,5 +519,5 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
                     "with its threshold; the dotted line is the decision."
         except ReportError as exc:
             chart, png_error = f"No chart: {exc}.", str(exc)
-    return Built(markdown(obj, release, diff, (stable[1], canary[1]), moments, evidence, counts, verdicts, chart),
+    return Built(markdown(obj, release, diff, (stable[1], canary[1]), moments, evidence, counts, verdict_query, chart),
                  png_error)

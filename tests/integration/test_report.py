@@ -18,10 +18,13 @@ from lab_watch import start_stable
 from modelrollout.plugin import main as plugin
 from modelrollout.report import PNG_SIZE
 from modelrollout_lab import scenarios
+from modelrollout_lab.prometheus import free_port
 
 pytestmark = pytest.mark.lab
 
 SAMPLED = {"rps": 400, "min_samples": 300}
+METRICS_PORT = free_port()
+OPERATOR_ARGS = ("--metrics-port", str(METRICS_PORT))  # the lab's Prometheus scrapes the operator too
 METRICS = [{"name": "error-rate", "max": 0.01, "critical": True}, {"name": "latency-p95", "max": 0.2}]
 
 
@@ -37,6 +40,7 @@ def prometheus_value(lab, query, at):
 
 @pytest.fixture(scope="module")
 def rolled_back(lab):
+    lab.prometheus.add_target(f"127.0.0.1:{METRICS_PORT}")
     v1 = start_stable(lab, "reported", metrics=METRICS, **SAMPLED)
     v2 = scenarios.release(v1, "2.0.0", {"error-rate": "0.05"})
     v2["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "BATCH", "value": "64"}]
@@ -66,6 +70,10 @@ def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
     # Timeline: the apply, each step, the decision and who took it.
     assert "canary started | a spec change (kubectl apply / GitOps)" in text
     assert "Normal StepStarted" in text and f"decision: RolledBack: {entry['reason']} | the operator" in text
+    # ... and every analysis's verdicts, from the operator's counters in Prometheus, the last one the failure.
+    analyses = re.findall(r"^\| \S+ \| [0-9.]+ \| analysis: (.+?) \| the operator \(analysis\) \|$", text, re.MULTILINE)
+    assert analyses and "error-rate Fail" in analyses[-1] and "latency-p95 Pass" in analyses[-1], text
+    assert all("error-rate Fail" not in row for row in analyses[:-1])  # one critical failure rolls back
 
     # Evidence: exactly status.lastAnalysis.
     for result_ in status["lastAnalysis"]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from modelrollout.report import Release, _bad_events_query, last_release, step_weights, template_diff, timeline
+from modelrollout.report import (Release, _bad_events_query, last_release, step_weights, template_diff, timeline,
+                                verdict_runs)
 from modelrollout.spec import MetricRule
 from modelrollout.status import RolloutStatus
 
@@ -82,3 +83,23 @@ def test_errors_are_the_numerator_of_an_error_ratio_or_a_proportions_bad_events(
     assert _bad_events_query(proportion) == "sum(bad)"
     assert _bad_events_query(MetricRule(name="q", min=0.8, query="sum(a) / sum(b)")) is None  # a quality, not errors
     assert _bad_events_query(MetricRule(name="l", max=0.3, query="histogram_quantile(0.95, sum by (le) (x))")) is None
+
+
+def test_every_verdict_is_a_row_and_repeats_are_one_row_with_their_count():
+    """From the operator's counters as Prometheus sampled them (every 5 s from NOW): analyses every 10 s."""
+    def t(seconds: float) -> datetime:
+        return NOW + timedelta(seconds=seconds)
+
+    matrix = [
+        ({"metric": "error-rate", "verdict": "Pass"}, [(t(0), 4.0), (t(5), 4.0), (t(10), 5.0), (t(15), 5.0), (t(20), 6.0)]),
+        ({"metric": "error-rate", "verdict": "Fail"}, [(t(30), 1.0)]),  # born in the window: rose from 0
+        ({"metric": "latency", "verdict": "Inconclusive"}, [(t(0), 9.0), (t(10), 10.0), (t(20), 11.0), (t(30), 1.0)]),
+    ]
+    rows = verdict_runs(matrix, NOW)
+    assert [(m.at, m.what, m.by) for m in rows] == [
+        (t(10), f"analysis: error-rate Pass, latency Inconclusive (x2, the last at {at(20)})", "the operator (analysis)"),
+        (t(30), "analysis: error-rate Fail, latency Inconclusive", "the operator (analysis)"),  # counter reset: 1
+    ]
+    release = Release("c", "b", "RolledBack", "error-rate", "2.0", NOW, t(30))
+    assert [m.what.split(":")[0] for m in timeline(release, [], rows)] == ["revision c (model 2.0) applied; canary started",
+                                                                           "analysis", "analysis", "decision"]
