@@ -251,7 +251,14 @@ class Notifier:
         if self._queue is not None:
             await self._queue.join()
 
-    async def close(self) -> None:
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop the workers, first letting them deliver what is queued for up to `drain` seconds (a
+        rollback decided just before the operator stops is still told)."""
+        if drain and self._queue is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), drain)
+            except asyncio.TimeoutError:
+                log.warning("stopping with %d notification(s) not delivered after %gs", self._queue.qsize(), drain)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -352,6 +352,35 @@ def test_a_hanging_receiver_never_holds_the_caller_nor_the_other_receivers(kubec
     assert emitted == []
 
 
+def test_a_stopping_operator_still_delivers_what_is_queued(kubeconfig, receiver):
+    """A rollback decided just before the operator stops (an upgrade, a node drain) is still told: close()
+    lets the workers finish for up to `drain` seconds instead of cancelling them mid-delivery."""
+    def sent() -> float:
+        return metrics.REGISTRY.get_sample_value("modelrollout_notifications_total",
+                                                 {"provider": "webhook", "result": "sent"}) or 0.0
+
+    async def stop_right_after_notifying(drain: float) -> float:
+        kube = Kube(load_configuration(kubeconfig))
+        notifier = Notifier(kube, POLICY, backoff=0.01, timeout=5.0)
+        try:
+            await _put_secret(kube, {"hang": receiver.url("hang")})
+            before = sent()
+            receiver.release.clear()
+            threading.Timer(0.5, receiver.release.set).start()  # the receiver answers after 0.5 s
+            notifier.notify(NAMESPACE, "fraud", spec_with({"provider": "webhook", "secretRef": {"name": SECRET,
+                                                                                               "key": "hang"}}),
+                            BEFORE, AFTER, ROLLBACK_EVENTS, lambda *e: None)
+            await asyncio.sleep(0.1)
+            await notifier.close(drain=drain)
+            return sent() - before
+        finally:
+            await kube.close()
+
+    assert asyncio.run(stop_right_after_notifying(drain=5.0)) == 1
+    time.sleep(0.6)
+    assert asyncio.run(stop_right_after_notifying(drain=0.0)) == 0  # without a drain it was lost
+
+
 def test_a_full_queue_drops_and_counts(kubeconfig, receiver):
     dropped = metrics.REGISTRY.get_sample_value("modelrollout_notifications_dropped_total") or 0.0
     receiver.release.clear()
