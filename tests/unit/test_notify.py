@@ -10,6 +10,7 @@ import asyncio
 import base64
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -39,7 +40,9 @@ POLICY = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_
 FAILING = {"metric": "error-rate", "value": 0.052, "threshold": "<= 0.01", "verdict": "Fail", "samples": 2310.0,
            "query": 'sum(rate(http_requests_total{code=~"5.."}[30s]))', "at": "2026-01-01T00:00:30Z",
            "reason": "0.052 > 0.01"}
-BEFORE = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25})
+BEFORE = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25,
+                              "rolloutStartedAt": "2026-01-01T00:00:00Z"})
+DECIDED = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 AFTER = RolloutStatus.parse({"phase": "RolledBack", "abortedRevision": "abc123", "lastAnalysis": [FAILING],
                              "message": "rolled back: error-rate: 0.052 > 0.01 at step 1 (weight 25)"})
 ROLLBACK_EVENTS = (Event("Warning", "RolledBack", AFTER.message),)
@@ -220,7 +223,7 @@ def deliver(kubeconfig: str, secret: dict[str, str], notifications: list[dict[st
             await _put_secret(kube, secret)
             spec = spec_with(*notifications)
             started = time.perf_counter()
-            notifier.notify(NAMESPACE, "fraud", spec, before, after, events, lambda *e: emitted.append(e))
+            notifier.notify(NAMESPACE, "fraud", spec, before, after, events, lambda *e: emitted.append(e), DECIDED)
             took = time.perf_counter() - started
             await asyncio.wait_for(notifier.join(), 30)
             return took
@@ -287,7 +290,29 @@ def test_generic_webhook_gets_the_document(kubeconfig, receiver):
             [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}, "events": ["RolledBack"]}])
     body = receiver.requests[0]["json"]
     assert body["kind"] == "RolledBack" and body["rollout"] == {"namespace": "ml", "name": "fraud"}
+    assert body["link"] is None  # the platform named no --notification-link
     assert body["analysis"][0]["metric"] == "error-rate" and body["analysis"][0]["threshold"] == "<= 0.01"
+
+
+def test_the_platforms_link_is_filled_in_and_put_where_each_provider_shows_links(kubeconfig, receiver):
+    """--notification-link: the rollout, revision and the release's window (Grafana's Unix ms, 5 minutes
+    either side) in Slack's context, a Teams card action, PagerDuty's `links` and the webhook's `link`."""
+    template = ("https://grafana.example.com/d/modelrollout/modelrollout?var-namespace={namespace}&var-rollout={name}"
+                "&from={from}&to={to}&revision={revision}")
+    deliver(kubeconfig, {"slack": receiver.url("slack"), "teams": receiver.url("teams"), "pd": "R0UTINGKEY",
+                         "hook": receiver.url("hook")},
+            [{"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}},
+             {"provider": "msteams", "secretRef": {"name": SECRET, "key": "teams"}},
+             {"provider": "pagerduty", "secretRef": {"name": SECRET, "key": "pd"}, "address": receiver.url("v2/enqueue")},
+             {"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}], link_template=template)
+    link = ("https://grafana.example.com/d/modelrollout/modelrollout?var-namespace=ml&var-rollout=fraud"
+            "&from=1767225300000&to=1767225930000&revision=abc123")  # 2025-12-31T23:55:00Z to 2026-01-01T00:05:30Z
+    body = {r["path"]: r["json"] for r in receiver.requests}
+    assert body["/slack"]["blocks"][-1]["elements"][-1] == {"type": "mrkdwn", "text": f"<{link}|Details>"}
+    assert body["/teams"]["attachments"][0]["content"]["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Details", "url": link}]
+    assert body["/v2/enqueue"]["links"] == [{"href": link, "text": "Details"}]
+    assert body["/hook"]["link"] == link
 
 
 def test_only_the_events_asked_for_are_sent(kubeconfig, receiver):
