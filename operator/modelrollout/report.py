@@ -174,7 +174,10 @@ def timeline(release: Release, events: Sequence[Mapping[str, Any]], verdicts: Se
 
 
 def step_weights(release: Release, events: Sequence[Mapping[str, Any]]) -> list[tuple[datetime, int]]:
-    """The canary weight each step asked for, from the StepStarted events, ending at 0 on a rollback."""
+    """The canary weight each step asked for, from the StepStarted events, ending at 0 on a rollback;
+    none when no event of the release is left (events expire: an unknown weight is not a weight of 0)."""
+    if not any((at := event_time(event)) and release.started <= at <= release.finished for event in events):
+        return []
     points = [(release.started, 0)]
     for event in sorted(events, key=lambda e: event_time(e) or release.started):
         at = event_time(event)
@@ -356,6 +359,15 @@ def metric_series(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
     return found
 
 
+def weight_history(obj: Mapping[str, Any], release: Release, prometheus: Prometheus,
+                   step: float) -> list[tuple[datetime, float]]:
+    """The canary weight the operator recorded (its modelrollout_canary_weight), if Prometheus scrapes it."""
+    meta = obj["metadata"]
+    query = f'max(modelrollout_canary_weight{{namespace="{meta["namespace"]}", name="{meta["name"]}"}})'
+    return prometheus.series(query, release.started - timedelta(seconds=step),
+                             release.finished + timedelta(seconds=3 * step), step)  # the decision's weight, scraped
+
+
 def _value_query(rule: MetricRule) -> str | None:
     """The query of the value a rule bounds: its own, or for a proportion the rate of bad events (or successes)."""
     if rule.type is MetricType.THRESHOLD:
@@ -437,9 +449,10 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
 
 # ---------------------------------------------------------------- the chart
 
-def draw_png(path: str, release: Release, spec: RolloutSpec, weights: list[tuple[datetime, int]],
+def draw_png(path: str, release: Release, spec: RolloutSpec, weights: Sequence[tuple[datetime, float]],
              series: Mapping[str, list[tuple[datetime, float]]]) -> None:
-    """Step weights on top, then each metric with its threshold(s), the decision marked on all panels."""
+    """Step weights on top (a note when they are unknown), then each metric with its threshold(s), the
+    decision marked on all panels."""
     try:
         import matplotlib
 
@@ -455,7 +468,11 @@ def draw_png(path: str, release: Release, spec: RolloutSpec, weights: list[tuple
     top = axes[0][0]
     if weights:
         times, values = zip(*weights)
-        top.step(list(times) + [release.finished], list(values) + [values[-1]], where="post", color="tab:blue")
+        top.step(list(times) + [max(times[-1], release.finished)], list(values) + [values[-1]], where="post",
+                 color="tab:blue")
+    else:
+        top.text(0.5, 0.5, "weights unknown: the release's events expired and Prometheus does not scrape the operator",
+                 transform=top.transAxes, ha="center", va="center", color="grey")
     top.set_ylabel("canary weight %")
     top.set_ylim(-5, 105)
     top.set_title(f"{release.revision}: {release.result}")
@@ -500,6 +517,7 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
     verdict_query = None
     analyses: list[Moment] = []
     series: dict[str, list[tuple[datetime, float]]] = {}
+    weights: Sequence[tuple[datetime, float]] = []
     prometheus = Prometheus(address) if address else None
     try:
         if prometheus is None:
@@ -508,15 +526,19 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
         verdict_query, analyses = verdict_moments(spec, obj, release, prometheus)
         if png:
             series = metric_series(spec, obj, release, prometheus)
+            weights = weight_history(obj, release, prometheus, max(1.0, spec.analysis.interval / 2,
+                                                                   release.seconds / 5000))
     except ReportError as exc:
         counts = f"Not counted: {exc}."
     moments = timeline(release, events, analyses)
     chart, png_error = "Run with `--png FILE` for a chart of the step weights and each metric against its threshold.", None
     if png:
+        source = "the operator's modelrollout_canary_weight in Prometheus" if weights else "the StepStarted events"
+        weights = weights or step_weights(release, events)
         try:
-            draw_png(png, release, spec, step_weights(release, events), series)
-            chart = f"![timeline]({png}): step weights, then each metric (as one analysis interval sees it) " \
-                    "with its threshold; the dotted line is the decision."
+            draw_png(png, release, spec, weights, series)
+            chart = f"![timeline]({png}): step weights ({source if weights else 'unknown'}), then each metric " \
+                    "(as one analysis interval sees it) with its threshold; the dotted line is the decision."
         except ReportError as exc:
             chart, png_error = f"No chart: {exc}.", str(exc)
     return Built(markdown(obj, release, diff, (stable[1], canary[1]), moments, evidence, counts, verdict_query, chart),

@@ -105,6 +105,23 @@ def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
     lines = [run for run in np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1) if len(run)]
     assert len(lines) == len(METRICS) and rows.min() > PNG_SIZE[1], rows
     assert f"![timeline]({png})" in text
+    assert "step weights (the operator's modelrollout_canary_weight in Prometheus)" in text
+
+
+def test_the_chart_after_the_events_expired_still_has_the_step_weights(lab, rolled_back, tmp_path):
+    """After the fact: the rollout's events are gone (1 h by default), Prometheus still has the weights."""
+    for event in lab.core.list_namespaced_event("default").items:
+        lab.core.delete_namespaced_event(event.metadata.name, "default")
+    png = tmp_path / "later.png"
+    result = report(lab, "--prometheus-url", lab.prometheus.url, "--png", str(png))
+    assert result.exit_code == 0, result.output
+    assert "Normal StepStarted" not in result.output  # the events are gone indeed
+    assert "step weights (the operator's modelrollout_canary_weight in Prometheus)" in result.output
+    # The weights panel (the top one) draws the step: its line at two heights, 0 and the step's 20 %.
+    image = matplotlib.image.imread(str(png))[:PNG_SIZE[1]]
+    weight = np.array([0x1F, 0x77, 0xB4]) / 255  # matplotlib's tab:blue
+    rows = np.nonzero((np.all(np.abs(image[:, :, :3] - weight) < 0.06, axis=2)).sum(axis=1) > 50)[0]
+    assert len(np.split(rows, np.nonzero(np.diff(rows) > 3)[0] + 1)) == 2, rows
 
 
 def test_report_without_matplotlib_says_how_to_install_it(lab, rolled_back, tmp_path, monkeypatch):

@@ -73,6 +73,7 @@ def test_the_timeline_says_who_decided_and_keeps_to_the_release():
                                        "a person (kubectl modelrollout / annotation)"]
     assert step_weights(release, events) == [(release.started, 0), (NOW - timedelta(seconds=50), 10),
                                              (NOW - timedelta(seconds=20), 40), (NOW, 0)]
+    assert step_weights(release, events[:1]) == []  # the release's events expired: unknown, not a weight of 0
 
 
 def test_errors_are_the_numerator_of_an_error_ratio_or_a_proportions_bad_events():
