@@ -368,6 +368,17 @@ def weight_history(obj: Mapping[str, Any], release: Release, prometheus: Prometh
                              release.finished + timedelta(seconds=3 * step), step)  # the decision's weight, scraped
 
 
+def weight_changes(weights: Sequence[tuple[datetime, float]]) -> list[Moment]:
+    """A timeline row for each change of the recorded canary weight."""
+    changes, previous = [], None
+    for at, weight in weights:
+        if weight != previous:
+            changes.append(Moment(at, f"canary weight {weight:g}% (modelrollout_canary_weight, as Prometheus "
+                                      "scraped it)", "the operator"))
+        previous = weight
+    return changes
+
+
 def _value_query(rule: MetricRule) -> str | None:
     """The query of the value a rule bounds: its own, or for a proportion the rate of bad events (or successes)."""
     if rule.type is MetricType.THRESHOLD:
@@ -524,12 +535,13 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
             raise ReportError("no Prometheus address: pass --prometheus-url (e.g. after kubectl port-forward)")
         counts = impact(spec, obj, release, prometheus)
         verdict_query, analyses = verdict_moments(spec, obj, release, prometheus)
+        weights = weight_history(obj, release, prometheus, max(1.0, spec.analysis.interval / 2, release.seconds / 5000))
         if png:
             series = metric_series(spec, obj, release, prometheus)
-            weights = weight_history(obj, release, prometheus, max(1.0, spec.analysis.interval / 2,
-                                                                   release.seconds / 5000))
     except ReportError as exc:
         counts = f"Not counted: {exc}."
+    if not step_weights(release, events):  # the release's events expired: its steps from the weights Prometheus kept
+        analyses += weight_changes(weights)
     moments = timeline(release, events, analyses)
     chart, png_error = "Run with `--png FILE` for a chart of the step weights and each metric against its threshold.", None
     if png:

@@ -108,7 +108,7 @@ def test_report_of_a_rolled_back_release(lab, rolled_back, tmp_path):
     assert "step weights (the operator's modelrollout_canary_weight in Prometheus)" in text
 
 
-def test_the_chart_after_the_events_expired_still_has_the_step_weights(lab, rolled_back, tmp_path):
+def test_the_report_after_the_events_expired_still_has_the_step_weights(lab, rolled_back, tmp_path):
     """After the fact: the rollout's events are gone (1 h by default), Prometheus still has the weights."""
     for event in lab.core.list_namespaced_event("default").items:
         lab.core.delete_namespaced_event(event.metadata.name, "default")
@@ -116,6 +116,7 @@ def test_the_chart_after_the_events_expired_still_has_the_step_weights(lab, roll
     result = report(lab, "--prometheus-url", lab.prometheus.url, "--png", str(png))
     assert result.exit_code == 0, result.output
     assert "Normal StepStarted" not in result.output  # the events are gone indeed
+    assert "| canary weight 20% (modelrollout_canary_weight, as Prometheus scraped it) | the operator |" in result.output
     assert "step weights (the operator's modelrollout_canary_weight in Prometheus)" in result.output
     # The weights panel (the top one) draws the step: its line at two heights, 0 and the step's 20 %.
     image = matplotlib.image.imread(str(png))[:PNG_SIZE[1]]

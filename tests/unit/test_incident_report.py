@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from modelrollout.report import (Release, _bad_events_query, last_release, step_weights, template_diff, timeline,
-                                verdict_runs)
+                                verdict_runs, weight_changes)
 from modelrollout.spec import MetricRule
 from modelrollout.status import RolloutStatus
 
@@ -104,3 +104,11 @@ def test_every_verdict_is_a_row_and_repeats_are_one_row_with_their_count():
     release = Release("c", "b", "RolledBack", "error-rate", "2.0", NOW, t(30))
     assert [m.what.split(":")[0] for m in timeline(release, [], rows)] == ["revision c (model 2.0) applied; canary started",
                                                                            "analysis", "analysis", "decision"]
+
+
+def test_weight_changes_are_timeline_rows():
+    points = [(NOW, 0.0), (NOW + timedelta(seconds=5), 0.0), (NOW + timedelta(seconds=10), 20.0),
+              (NOW + timedelta(seconds=15), 20.0), (NOW + timedelta(seconds=20), 0.0)]
+    assert [(m.at, m.what.split(" (")[0]) for m in weight_changes(points)] == [
+        (NOW, "canary weight 0%"), (NOW + timedelta(seconds=10), "canary weight 20%"),
+        (NOW + timedelta(seconds=20), "canary weight 0%")]
