@@ -8,7 +8,8 @@ Like kubectl, `-n/--namespace`, `--context` and `--kubeconfig` are accepted anyw
 the line, and the namespace defaults to the kubeconfig context's namespace.
 
 Exit codes: 0 done; 1 error (API refused or unreachable, not found, bad kubeconfig);
-2 usage error; 3 with `get --exit-status`: the rollout is RolledBack or InvalidSpec.
+2 usage error; 3 with `get --exit-status`: the rollout is RolledBack or InvalidSpec; 4 with
+`get --watch --exit-status --timeout`: it had not settled when the timeout ran out.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from modelrollout.status import RolloutStatus
 
 PROG = "kubectl-modelrollout"
 EXIT_ROLLOUT_FAILED = 3
+EXIT_TIMED_OUT = 4
 FAILED_PHASES = ("RolledBack", "InvalidSpec")
 FINAL_PHASES = ("Succeeded", *FAILED_PHASES)
 OUTPUTS = ("table", "json", "yaml")
@@ -316,7 +318,8 @@ def main(ctx: click.Context) -> None:
     """Watch and steer ModelRollouts: list, get, promote, abort, retry, pause, resume, explain, report.
 
     -n/--namespace, --context and --kubeconfig go anywhere on the line. Exit codes: 0 done,
-    1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec.
+    1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec,
+    4 (get --watch --exit-status --timeout) not settled in time.
     """
     ctx.ensure_object(Target)
 
@@ -374,7 +377,8 @@ def _observe(target: Target, name: str) -> tuple[dict[str, Any], str]:
 @click.option("--timeout", type=int, default=0, help="With --watch: stop after this many seconds.")
 @click.option("--exit-status", is_flag=True,
               help=f"Exit {EXIT_ROLLOUT_FAILED} if the rollout is RolledBack or InvalidSpec; with --watch, "
-                   "stop once it is Succeeded, RolledBack or InvalidSpec.")
+                   f"stop once it is Succeeded, RolledBack or InvalidSpec (exit {EXIT_TIMED_OUT} if --timeout "
+                   "runs out first).")
 @click.pass_obj
 def get(target: Target, name: str, output: str, watching: bool, timeout: int, exit_status: bool) -> None:
     """The rollout as a tree: revisions, ready replicas, route weights, step, latest verdicts.
@@ -391,7 +395,14 @@ def get(target: Target, name: str, output: str, watching: bool, timeout: int, ex
             click.echo(text + ("\n" if watching else ""))
             last = text
         done = exit_status and settled(obj)
-        if not watching or done or (deadline and time.monotonic() > deadline):
+        if not watching or done:
+            break
+        if deadline and time.monotonic() > deadline:
+            if exit_status:  # a wait that ran out is no success (as kubectl wait)
+                meta = obj["metadata"]
+                click.echo(f"error: timed out after {timeout}s waiting for {meta['namespace']}/{meta['name']} to "
+                           f"settle ({rollout_status(obj).phase or 'Pending'})", err=True)
+                raise SystemExit(EXIT_TIMED_OUT)
             break
         time.sleep(1.0)
     if exit_status and rollout_status(obj).phase in FAILED_PHASES:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from lab_watch import start_stable
 from modelrollout_lab import scenarios
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.plugin import EXIT_ROLLOUT_FAILED
+from modelrollout.plugin import EXIT_ROLLOUT_FAILED, EXIT_TIMED_OUT
 from modelrollout.plugin import main as plugin
 
 pytestmark = pytest.mark.lab
@@ -55,6 +55,10 @@ def test_abort_then_retry(lab):
     v1 = start_stable(lab, "steer", rps=300, min_samples=100, replicas=4, steps=[{"weight": 25, "hold": "60s"}])
     lab.apply(scenarios.release(v1, "2.0.0"))
     lab.wait_for(lambda: lab.status("steer").get("canaryWeight") == 25, timeout=60, what="step 0")
+    # A deploy script waiting for the release: still holding when the wait times out is not a success.
+    waited = run(lab, "get", "steer", "--watch", "--exit-status", "--timeout", "2")
+    assert waited.exit_code == EXIT_TIMED_OUT, waited.output
+    assert "timed out after 2s waiting for default/steer to settle (Progressing)" in waited.output
     kubectl_modelrollout(lab, "abort", "steer")
     status = lab.wait_for_phase("steer", "RolledBack", timeout=20)
     assert "aborted by user" in status["message"] and status["canaryWeight"] == 0
