@@ -334,8 +334,9 @@ def verdict_moments(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
     """(the query, every verdict of the release) if Prometheus scrapes the operator's /metrics (else no
     verdicts). The deciding analysis is scraped after the decision: the range ends a little after it."""
     meta = obj["metadata"]
-    query = (f'sum by (metric, verdict) (modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", '
-             f'name="{meta["name"]}"}})')
+    # Each operator process's counters on their own: summed, a replaced pod's series ending would read as a reset.
+    query = f'modelrollout_analysis_verdicts_total{{namespace="{meta["namespace"]}", name="{meta["name"]}"}}'
+
     step = max(1.0, spec.analysis.interval / 2, release.seconds / 5000)
     start, end = release.started - timedelta(seconds=step), release.finished + timedelta(seconds=3 * step)
     return query, verdict_runs(prometheus.matrix(query, start, end, step), start)

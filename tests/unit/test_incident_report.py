@@ -101,6 +101,14 @@ def test_every_verdict_is_a_row_and_repeats_are_one_row_with_their_count():
         (t(10), f"analysis: error-rate Pass, latency Inconclusive (x2, the last at {at(20)})", "the operator (analysis)"),
         (t(30), "analysis: error-rate Fail, latency Inconclusive", "the operator (analysis)"),  # counter reset: 1
     ]
+    # Another operator process took over at 20 s (peering): its own series, born in the window; the old
+    # process's series ends. Neither is a reset.
+    handed_over = [
+        ({"metric": "error-rate", "verdict": "Pass", "pod": "a"}, [(t(0), 4.0), (t(10), 5.0), (t(15), 5.0)]),
+        ({"metric": "error-rate", "verdict": "Pass", "pod": "b"}, [(t(20), 1.0), (t(25), 1.0)]),
+    ]
+    assert [(m.at, m.what) for m in verdict_runs(handed_over, NOW)] == [
+        (t(10), f"analysis: error-rate Pass (x2, the last at {at(20)})")]
     release = Release("c", "b", "RolledBack", "error-rate", "2.0", NOW, t(30))
     assert [m.what.split(":")[0] for m in timeline(release, [], rows)] == ["revision c (model 2.0) applied; canary started",
                                                                            "analysis", "analysis", "decision"]
