@@ -236,7 +236,10 @@ def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
     """What each revision really gets: with a mesh router the canary's and stable's shares of the
     rollout's traffic (and the mirror) in its routing object; with no mesh the share of ready pods."""
     status = rollout_status(obj)
-    if route is not None:
+    routing = (obj.get("spec") or {}).get("trafficRouting") or {}
+    if any(router in routing for router in ROUTING_OBJECTS):
+        if route is None:
+            return {}  # the routing object is not there: the weights are unknown, not the pods' shares
         weight, mirror = canary_route_share(obj, route)
         shares = {status.stable_revision: None if weight is None else 100 - weight,
                   status.canary_revision: weight}

@@ -111,3 +111,9 @@ def test_gateway_tree_shows_the_route_weights_and_unknown_when_managed_rules_dis
 def test_replicas_tree_shows_the_share_of_ready_pods():
     lines = revision_lines(tree(rollout("replicas"), [deployment(STABLE, 15, 15), deployment(CANARY, 5, 5)], None))
     assert lines["stable"].endswith("route weight 75%") and lines["canary"].endswith("route weight 25%")
+
+
+@pytest.mark.parametrize("router", ["gatewayAPI", "istio", "kserve"])
+def test_a_missing_routing_object_shows_unknown_weights_not_the_pods_shares(router):
+    lines = revision_lines(tree(rollout(router), DEPLOYMENTS, None))
+    assert lines["stable"].endswith("route weight -") and lines["canary"].endswith("route weight -")
