@@ -26,6 +26,22 @@ def _selector(text: str | None) -> dict[str, str] | None:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+def _link_template(_ctx: click.Context, _param: click.Parameter, template: str | None) -> str | None:
+    """A --notification-link refused at start rather than at the first rollback: an http(s) URL whose
+    only placeholders are the ones filled in."""
+    if not template:
+        return None
+    from modelrollout.notify import LINK_PLACEHOLDERS
+
+    try:
+        filled = template.format_map(dict.fromkeys(LINK_PLACEHOLDERS, "x"))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise click.BadParameter(f"{exc}: the placeholders are {', '.join(f'{{{p}}}' for p in LINK_PLACEHOLDERS)}")
+    if not filled.startswith(("https://", "http://")):
+        raise click.BadParameter("not an http(s) URL")
+    return template
+
+
 @main.command()
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Path of a kubeconfig; in-cluster when unset.")
 @click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
@@ -45,6 +61,9 @@ def _selector(text: str | None) -> dict[str, str] | None:
               help="Glob pattern of URLs notifications may go to (repeatable; each part matched on its own: "
                    "scheme, host:port, path). Default: Slack, Teams and PagerDuty's public endpoints; "
                    "one empty value allows none.")
+@click.option("--notification-link", default=None, callback=_link_template,
+              help="URL put in every notification, with {namespace}, {name}, {revision}, {from} and {to} (Unix ms), "
+                   "e.g. the chart's Grafana dashboard for the rollout and the release's window.")
 @click.option("--gate-service-account", default=None,
               help="ServiceAccount of Job gates' pods (must exist in each rollout's namespace). "
                    "Default: the namespace's default ServiceAccount.")
@@ -60,7 +79,7 @@ def _selector(text: str | None) -> dict[str, str] | None:
 def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
         prometheus_token_file: str | None, prometheus_ca_file: str | None, allowed_prometheus_urls: tuple[str, ...],
         allowed_webhook_urls: tuple[str, ...], allowed_notification_urls: tuple[str, ...],
-        gate_service_account: str | None, gate_service_account_token: bool,
+        notification_link: str | None, gate_service_account: str | None, gate_service_account_token: bool,
         metrics_port: int | None, liveness: str | None, peering: bool, peering_name: str | None, log_format: str,
         log_level: str) -> None:
     """Run the operator."""
@@ -79,6 +98,7 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         allowed_webhook_urls=allowed_webhook_urls,
         allowed_notification_urls=tuple(u for u in allowed_notification_urls if u) if allowed_notification_urls
         else DEFAULT_NOTIFICATION_URLS,
+        notification_link=notification_link or None,
         gate_service_account=gate_service_account or None,
         gate_service_account_token=gate_service_account_token,
         namespaces=namespaces,

@@ -48,6 +48,7 @@ class Config:
     gate_service_account: str | None = None
     gate_service_account_token: bool = False
     allowed_notification_urls: tuple[str, ...] = DEFAULT_NOTIFICATION_URLS
+    notification_link: str | None = None  # a URL template put in every notification (docs/notifications.md)
     _token: SecretFile | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

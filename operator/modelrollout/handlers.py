@@ -26,6 +26,7 @@ from modelrollout.workloads import ObservedDeployment
 DAEMON_EXIT_TIMEOUT = 10.0
 DELETE_TIMEOUT = 300.0  # seconds of retries before a deletion goes ahead without handing traffic back
 DELETE_BACKOFF = 5.0
+NOTIFICATION_DRAIN = 10.0  # seconds a stopping operator still delivers queued notifications (pods get 30 s)
 
 
 def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -82,6 +83,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        await memo.runtime.notifier.close(drain=NOTIFICATION_DRAIN)
         await memo.runtime.kube.close()
 
     @kopf.index("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_run_for_a_rollout,

@@ -22,12 +22,15 @@ import base64
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from prometheus_client import Counter
 
+from modelrollout.core import parse_ts
 from modelrollout.kube import Kube, KubeError, path
 from modelrollout.metrics import REGISTRY
 from modelrollout.spec import Notification, PlatformPolicy, RolloutSpec
@@ -41,6 +44,8 @@ SEVERITY = {"RolledBack": "error", "NoData": "warning", "ManualGate": "info", "P
 TITLES = {"RolledBack": "rolled back", "Promoted": "promoted", "ManualGate": "waits for promote",
           "NoData": "stuck: no conclusive data"}
 RETRIED_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+LINK_PLACEHOLDERS = ("namespace", "name", "revision", "from", "to")
+LINK_MARGIN = timedelta(minutes=5)  # before the release started and after the moment, in a link's window
 
 SENT = Counter("modelrollout_notifications_total", "Notifications by provider and result (sent, failed, refused).",
                ["provider", "result"], registry=REGISTRY)
@@ -62,6 +67,7 @@ class Moment:
     weight: int | None = None
     analysis: tuple[MetricResult, ...] = ()  # status.lastAnalysis entries (failing ones for a rollback)
     command: str = ""  # what to run next
+    link: str = ""  # the platform's link for this rollout and release window (--notification-link), if any
 
     @property
     def severity(self) -> str:
@@ -90,7 +96,7 @@ class Moment:
             "step": self.step, "weight": self.weight,
             "analysis": [{key: getattr(result, key) for key in ("metric", "verdict", "value", "threshold", "samples",
                                                                 "query", "at")} for result in self.analysis],
-            "command": self.command,
+            "command": self.command, "link": self.link or None,
         }
 
 
@@ -105,9 +111,27 @@ def _condition_reason(status: RolloutStatus, kind: str) -> str | None:
     return condition.reason if condition is not None and condition.status == "True" else None
 
 
+def link(template: str, namespace: str, name: str, revision: str, started: datetime, now: datetime) -> str:
+    """The platform's URL template filled in: {namespace}, {name}, {revision}, and {from}/{to} in Unix
+    milliseconds (Grafana's), from 5 minutes before the release started to 5 minutes after `now`."""
+    values = {"namespace": namespace, "name": name, "revision": revision,
+              "from": int((started - LINK_MARGIN).timestamp() * 1000), "to": int((now + LINK_MARGIN).timestamp() * 1000)}
+    return template.format_map({key: quote(str(value), safe="") for key, value in values.items()})
+
+
 def moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus, after: RolloutStatus,
-            events: Sequence[Any]) -> list[Moment]:
-    """What in this pass (status `before` -> `after`, with the decision's events) deserves a notification."""
+            events: Sequence[Any], *, link_template: str | None = None, now: datetime | None = None) -> list[Moment]:
+    """What in this pass (status `before` -> `after`, with the decision's events, decided at `now`)
+    deserves a notification."""
+    found = _moments(namespace, name, spec, before, after, events)
+    if link_template and now is not None:
+        started = parse_ts(before.rollout_started_at or after.rollout_started_at) or now
+        found = [replace(m, link=link(link_template, namespace, name, m.revision, started, now)) for m in found]
+    return found
+
+
+def _moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus, after: RolloutStatus,
+             events: Sequence[Any]) -> list[Moment]:
     reasons = {event.reason: event.message for event in events}
     model = f"{spec.model.name or name} {after.canary_model_version or spec.model.version}".strip()
     report = f"kubectl modelrollout report {name} -n {namespace}"
@@ -119,14 +143,15 @@ def moments(namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus,
     if "Promoted" in reasons:
         found.append(Moment("Promoted", namespace, name, after.stable_revision or "", model,
                             reasons["Promoted"], command=report))
-    gate_before = _condition_reason(before, "Paused") == "ManualGate"
-    if _condition_reason(after, "Paused") == "ManualGate" and (
-            not gate_before or before.current_step != after.current_step):
+    # A gate is told in the pass whose weight the cluster confirmed, once per step entered: waiting again
+    # after a pause, a resume or a no-data pause at the same gate is no new gate.
+    if "WeightConfirmed" in reasons and _condition_reason(after, "Paused") == "ManualGate":
         found.append(Moment("ManualGate", namespace, name, after.canary_revision or "", model,
                             after.message or "", after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout promote {name} -n {namespace}"))
-    if "NoData" in reasons:
-        found.append(Moment("NoData", namespace, name, after.canary_revision or "", model, reasons["NoData"],
+    stuck = reasons.get("NoData") or reasons.get("Undecided")  # paused for want of data, or of enough of it
+    if stuck:
+        found.append(Moment("NoData", namespace, name, after.canary_revision or "", model, stuck,
                             after.current_step, after.canary_weight, after.last_analysis,
                             f"kubectl modelrollout explain {name} -n {namespace}"))
     return found
@@ -144,7 +169,10 @@ def _slack(moment: Moment) -> dict[str, Any]:
     ]
     blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": f"`{r.metric}` query:\n```{r.query}```"[:3000]}}
                for r in moment.analysis if r.query][:5]
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Next: `{moment.command}`"}]})
+    context = [{"type": "mrkdwn", "text": f"Next: `{moment.command}`"}]
+    if moment.link:
+        context.append({"type": "mrkdwn", "text": f"<{moment.link}|Details>"})
+    blocks.append({"type": "context", "elements": context})
     return {"text": f"{moment.title}: {moment.message}", "blocks": blocks}
 
 
@@ -159,15 +187,17 @@ def _msteams(moment: Moment) -> dict[str, Any]:
     body += [{"type": "TextBlock", "text": f"{r.metric}: {r.query}", "fontType": "Monospace",
               "wrap": True, "size": "Small"} for r in moment.analysis if r.query]
     body.append({"type": "TextBlock", "text": f"Next: {moment.command}", "fontType": "Monospace", "wrap": True})
-    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-            "version": "1.4", "body": body}
+    card: dict[str, Any] = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                            "version": "1.4", "body": body}
+    if moment.link:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Details", "url": moment.link}]
     return {"type": "message", "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
 
 
 def _pagerduty(moment: Moment, routing_key: str) -> dict[str, Any]:
     """PagerDuty Events API v2: a trigger event; one alert per rollout, revision and kind (dedup_key)."""
-    return {
+    event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": f"modelrollout/{moment.namespace}/{moment.name}/{moment.revision}/{moment.kind}",
@@ -182,6 +212,9 @@ def _pagerduty(moment: Moment, routing_key: str) -> dict[str, Any]:
         },
         "client": "modelrollout",
     }
+    if moment.link:
+        event["links"] = [{"href": moment.link, "text": "Details"}]
+    return event
 
 
 def render(notification: Notification, moment: Moment, secret: str) -> tuple[str, dict[str, Any]]:
@@ -214,6 +247,7 @@ class Notifier:
 
     kube: Kube
     policy: PlatformPolicy
+    link_template: str | None = None  # --notification-link
     capacity: int = 200
     workers: int = 4
     attempts: int = 4
@@ -225,11 +259,12 @@ class Notifier:
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def notify(self, namespace: str, name: str, spec: RolloutSpec, before: RolloutStatus,
-               after: RolloutStatus, events: Sequence[Any], emit: Emit) -> None:
-        """Enqueue the notifications this pass calls for; never waits (a full queue drops and counts)."""
+               after: RolloutStatus, events: Sequence[Any], emit: Emit, now: datetime | None = None) -> None:
+        """Enqueue the notifications this pass (decided at `now`) calls for; never waits (a full queue
+        drops and counts)."""
         if not spec.notifications:
             return
-        for moment in moments(namespace, name, spec, before, after, events):
+        for moment in moments(namespace, name, spec, before, after, events, link_template=self.link_template, now=now):
             for notification in spec.notifications:
                 if moment.kind in notification.events:
                     self._enqueue(Delivery(notification, moment, emit))
@@ -250,7 +285,14 @@ class Notifier:
         if self._queue is not None:
             await self._queue.join()
 
-    async def close(self) -> None:
+    async def close(self, drain: float = 0.0) -> None:
+        """Stop the workers, first letting them deliver what is queued for up to `drain` seconds (a
+        rollback decided just before the operator stops is still told)."""
+        if drain and self._queue is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), drain)
+            except asyncio.TimeoutError:
+                log.warning("stopping with %d notification(s) not delivered after %gs", self._queue.qsize(), drain)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

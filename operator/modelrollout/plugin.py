@@ -8,7 +8,8 @@ Like kubectl, `-n/--namespace`, `--context` and `--kubeconfig` are accepted anyw
 the line, and the namespace defaults to the kubeconfig context's namespace.
 
 Exit codes: 0 done; 1 error (API refused or unreachable, not found, bad kubeconfig);
-2 usage error; 3 with `get --exit-status`: the rollout is RolledBack or InvalidSpec.
+2 usage error; 3 with `get --exit-status`: the rollout is RolledBack or InvalidSpec; 4 with
+`get --watch --exit-status --timeout`: it had not settled when the timeout ran out.
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from modelrollout.manifests import service_name
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
-from modelrollout.routers.gateway_api import managed_rules
+from modelrollout.routers import RouteTarget, gateway_api, istio, kserve
+from modelrollout.spec import SpecError, parse_spec, reading_policy
 from modelrollout.status import RolloutStatus
 
 PROG = "kubectl-modelrollout"
 EXIT_ROLLOUT_FAILED = 3
+EXIT_TIMED_OUT = 4
 FAILED_PHASES = ("RolledBack", "InvalidSpec")
 FINAL_PHASES = ("Succeeded", *FAILED_PHASES)
 OUTPUTS = ("table", "json", "yaml")
@@ -194,21 +196,61 @@ def describe(obj: dict[str, Any]) -> str:
             f"weight {status.canary_weight or 0}%")
 
 
+# The routing object each mesh router edits: (group/version, plural, the spec field naming it).
+ROUTING_OBJECTS = {"gatewayAPI": (gateway_api.GROUP_VERSION, "httproutes", "httpRoute"),
+                   "istio": (istio.GROUP_VERSION, "virtualservices", "virtualService"),
+                   "kserve": (kserve.GROUP_VERSION, "inferenceservices", "inferenceService")}
+
+
+def _agreed(values: set[int]) -> int | None:
+    return values.pop() if len(values) == 1 else None
+
+
+def canary_route_share(obj: dict[str, Any], route: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(canary weight, mirror percent) as the rollout's router reads them back from its routing object
+    (HTTPRoute, VirtualService, InferenceService); None when unknown (managed parts disagree, the
+    spec does not parse)."""
+    meta, status = obj["metadata"], rollout_status(obj)
+    try:
+        spec = parse_spec(dict(obj.get("spec") or {}), reading_policy(obj.get("spec") or {}))
+    except SpecError:
+        return None, None
+    target = RouteTarget(meta["namespace"], meta["name"], meta.get("uid", ""), spec,
+                         stable_revision=status.stable_revision, canary_revision=status.canary_revision)
+    router = spec.traffic_routing.router
+    if router == "gatewayAPI":
+        rules = [route["spec"]["rules"][i] for i in gateway_api.managed_rules(route, target.name)]
+        return (_agreed({gateway_api.canary_share(rule.get("backendRefs") or [], target.namespace, target.name)
+                         for rule in rules}),
+                _agreed({gateway_api.mirror_share(rule, target.namespace, target.name) for rule in rules}))
+    if router == "istio":
+        routes = [route["spec"]["http"][i] for i in istio.managed_routes(route, target)]
+        return (_agreed({istio.canary_share(r, target) for r in routes}),
+                _agreed({istio.mirror_share(r, target) for r in routes}))
+    weight = kserve.raw_weight(route, target) if kserve.is_raw(route) else kserve.serverless_weight(route, target)
+    return weight, 0
+
+
 def _route_weights(obj: dict[str, Any], deployments: list[dict[str, Any]],
-                   route: dict[str, Any] | None) -> dict[str, int | None]:
-    """The share each revision really gets: the HTTPRoute's backend weights, or (no mesh) the share of ready pods."""
+                   route: dict[str, Any] | None) -> dict[str, str]:
+    """What each revision really gets: with a mesh router the canary's and stable's shares of the
+    rollout's traffic (and the mirror) in its routing object; with no mesh the share of ready pods."""
     status = rollout_status(obj)
-    name = obj["metadata"]["name"]
-    roles = {"stable": status.stable_revision, "canary": status.canary_revision}
-    if route is not None:
-        managed = managed_rules(route, name)  # the rules that reference the rollout's Services
-        refs = {ref.get("name"): int(ref.get("weight", 1))
-                for ref in (route["spec"]["rules"][managed[0]].get("backendRefs") or [] if managed else [])}
-        return {revision: refs.get(service_name(name, role)) for role, revision in roles.items() if revision}
+    routing = (obj.get("spec") or {}).get("trafficRouting") or {}
+    if any(router in routing for router in ROUTING_OBJECTS):
+        if route is None:
+            return {}  # the routing object is not there: the weights are unknown, not the pods' shares
+        weight, mirror = canary_route_share(obj, route)
+        shares = {status.stable_revision: None if weight is None else 100 - weight,
+                  status.canary_revision: weight}
+        shown = {revision: "-" if share is None else f"{share}%" for revision, share in shares.items() if revision}
+        if status.canary_revision and mirror:
+            shown[status.canary_revision] += f"  mirror {mirror}%"
+        return shown
     ready = {(d["metadata"].get("labels") or {}).get(LABEL_REVISION): int((d.get("status") or {}).get("readyReplicas") or 0)
              for d in deployments}
     total = sum(ready.values())
-    return {revision: round(100 * count / total) if total else None for revision, count in ready.items()}
+    return {revision: f"{round(100 * count / total)}%" if total else "-" for revision, count in ready.items()}
 
 
 def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str, Any] | None) -> str:
@@ -232,9 +274,8 @@ def tree(obj: dict[str, Any], deployments: list[dict[str, Any]], route: dict[str
         else:
             d_status = deployment.get("status") or {}
             pods = f"ready {int(d_status.get('readyReplicas') or 0)}/{int((deployment.get('spec') or {}).get('replicas') or 0)}"
-        weight = weights.get(revision)
         branches.append((f"revision {revision}  {roles.get(revision, 'old')}  {pods}  "
-                         f"route weight {'-' if weight is None else f'{weight}%'}", []))
+                         f"route weight {weights.get(revision, '-')}", []))
     verdicts = [f"{r.verdict:<12} {r.metric:<18} {r.reason}" for r in status.last_analysis]
     if verdicts:
         branches.append((f"analysis at {status.last_analysis_at or '-'}", verdicts))
@@ -280,7 +321,8 @@ def main(ctx: click.Context) -> None:
     """Watch and steer ModelRollouts: list, get, promote, abort, retry, pause, resume, explain, report.
 
     -n/--namespace, --context and --kubeconfig go anywhere on the line. Exit codes: 0 done,
-    1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec.
+    1 error (API, not found, kubeconfig), 2 usage, 3 (get --exit-status) rollout RolledBack or InvalidSpec,
+    4 (get --watch --exit-status --timeout) not settled in time.
     """
     ctx.ensure_object(Target)
 
@@ -309,17 +351,21 @@ def list_command(target: Target, all_namespaces: bool, output: str) -> None:
 
 
 def _observe(target: Target, name: str) -> tuple[dict[str, Any], str]:
-    """The rollout and its tree: its Deployments and, with Gateway API routing, its HTTPRoute."""
+    """The rollout and its tree: its Deployments and its routing object (HTTPRoute, VirtualService or
+    InferenceService) when a mesh router carries its traffic."""
     obj = _read(target, name)
     namespace = obj["metadata"]["namespace"]
     api_client = target.api_client()
     deployments = client.AppsV1Api(api_client).list_namespaced_deployment(namespace, label_selector=f"{LABEL_ROLLOUT}={name}")
-    gateway = ((obj.get("spec") or {}).get("trafficRouting") or {}).get("gatewayAPI")
+    routing = (obj.get("spec") or {}).get("trafficRouting") or {}
     route = None
-    if gateway and gateway.get("httpRoute"):
+    for router, (group_version, plural, field_name) in ROUTING_OBJECTS.items():
+        route_name = (routing.get(router) or {}).get(field_name)
+        if not route_name:
+            continue
+        group, version = group_version.split("/")
         try:
-            route = target.custom().get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace,
-                                                                 "httproutes", gateway["httpRoute"])
+            route = target.custom().get_namespaced_custom_object(group, version, namespace, plural, route_name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -334,7 +380,8 @@ def _observe(target: Target, name: str) -> tuple[dict[str, Any], str]:
 @click.option("--timeout", type=int, default=0, help="With --watch: stop after this many seconds.")
 @click.option("--exit-status", is_flag=True,
               help=f"Exit {EXIT_ROLLOUT_FAILED} if the rollout is RolledBack or InvalidSpec; with --watch, "
-                   "stop once it is Succeeded, RolledBack or InvalidSpec.")
+                   f"stop once it is Succeeded, RolledBack or InvalidSpec (exit {EXIT_TIMED_OUT} if --timeout "
+                   "runs out first).")
 @click.pass_obj
 def get(target: Target, name: str, output: str, watching: bool, timeout: int, exit_status: bool) -> None:
     """The rollout as a tree: revisions, ready replicas, route weights, step, latest verdicts.
@@ -351,7 +398,14 @@ def get(target: Target, name: str, output: str, watching: bool, timeout: int, ex
             click.echo(text + ("\n" if watching else ""))
             last = text
         done = exit_status and settled(obj)
-        if not watching or done or (deadline and time.monotonic() > deadline):
+        if not watching or done:
+            break
+        if deadline and time.monotonic() > deadline:
+            if exit_status:  # a wait that ran out is no success (as kubectl wait)
+                meta = obj["metadata"]
+                click.echo(f"error: timed out after {timeout}s waiting for {meta['namespace']}/{meta['name']} to "
+                           f"settle ({rollout_status(obj).phase or 'Pending'})", err=True)
+                raise SystemExit(EXIT_TIMED_OUT)
             break
         time.sleep(1.0)
     if exit_status and rollout_status(obj).phase in FAILED_PHASES:

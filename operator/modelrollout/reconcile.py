@@ -54,7 +54,7 @@ class Runtime:
     notifier: Notifier = field(init=False, repr=False)  # the rollouts' notifications (never waited for)
 
     def __post_init__(self) -> None:
-        self.notifier = Notifier(self.kube, self.config.policy)
+        self.notifier = Notifier(self.kube, self.config.policy, self.config.notification_link)
 
     def spec_of(self, obj: RolloutObject) -> RolloutSpec:
         """The typed spec of this generation (raises SpecError for an invalid one)."""
@@ -276,7 +276,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     # What was done is told even when its status cannot be written (then the next pass starts from it).
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
-    runtime.notifier.notify(obj.namespace, obj.name, spec, before, status, decision.events, emit)
+    runtime.notifier.notify(obj.namespace, obj.name, spec, before, status, decision.events, emit, now)
     _record_metrics(obj, before, decision, now, spec.analysis.interval)
     written = await write_status(runtime.kube, obj, status.dump())
 

@@ -24,12 +24,15 @@ from modelrollout.analysis import query_values
 from modelrollout.core import parse_ts, ts
 from modelrollout.names import LABEL_REVISION
 from modelrollout.providers import PROMETHEUS_ERROR_TYPES
-from modelrollout.spec import (DEFAULT_NOTIFICATION_URLS, MetricRule, MetricType, PlatformPolicy, RolloutSpec,
-                               SpecError, format_duration, parse_spec, render_query)
+from modelrollout.spec import (MetricRule, MetricType, RolloutSpec, SpecError, format_duration, parse_spec,
+                               reading_policy, render_query)
 from modelrollout.status import MetricResult, RolloutStatus
 
 PNG_SIZE = (1000, 250)  # pixels: width, height per panel (the weights panel plus one per metric)
 _STEP_EVENT = re.compile(r"step (\d+): canary weight (\d+)")
+
+
+Series = tuple[dict[str, str], list[tuple[datetime, float]]]
 
 
 class ReportError(RuntimeError):
@@ -154,10 +157,11 @@ def _who(text: str) -> str:
     return "the operator"
 
 
-def timeline(release: Release, events: Sequence[Mapping[str, Any]]) -> list[Moment]:
-    """The release's start (an applied template), every event of the rollout within its window, and the decision."""
+def timeline(release: Release, events: Sequence[Mapping[str, Any]], verdicts: Sequence[Moment] = ()) -> list[Moment]:
+    """The release's start (an applied template), every event of the rollout within its window, the
+    analyses' verdicts (see verdict_runs), and the decision."""
     moments = [Moment(release.started, f"revision {release.revision} (model {release.model_version}) applied; "
-                                       "canary started", "a spec change (kubectl apply / GitOps)")]
+                                       "canary started", "a spec change (kubectl apply / GitOps)"), *verdicts]
     posted = timedelta(seconds=2)  # kopf posts events just after the decision that made them
     for event in events:
         at = event_time(event)
@@ -171,7 +175,10 @@ def timeline(release: Release, events: Sequence[Mapping[str, Any]]) -> list[Mome
 
 
 def step_weights(release: Release, events: Sequence[Mapping[str, Any]]) -> list[tuple[datetime, int]]:
-    """The canary weight each step asked for, from the StepStarted events, ending at 0 on a rollback."""
+    """The canary weight each step asked for, from the StepStarted events, ending at 0 on a rollback;
+    none when no event of the release is left (events expire: an unknown weight is not a weight of 0)."""
+    if not any((at := event_time(event)) and release.started <= at <= release.finished for event in events):
+        return []
     points = [(release.started, 0)]
     for event in sorted(events, key=lambda e: event_time(e) or release.started):
         at = event_time(event)
@@ -220,25 +227,28 @@ class Prometheus:
         result = self.vector(query, at)
         return float(sum(value for _, value in result)) if result else None
 
-    def series(self, query: str, start: datetime, end: datetime, step: float) -> list[tuple[datetime, float]]:
+    def matrix(self, query: str, start: datetime, end: datetime, step: float) -> list[Series]:
+        """Every series over [start, end]: (labels, [(time, value), ...])."""
         result = self._get("query_range", {"query": query, "start": f"{start.timestamp():.3f}",
                                            "end": f"{end.timestamp():.3f}", "step": f"{step:g}"})
-        sums: dict[float, float] = {}
-        for series in result:
-            for t, v in series["values"]:
-                sums[float(t)] = sums.get(float(t), 0.0) + float(v)
-        return [(datetime.fromtimestamp(t, timezone.utc), v) for t, v in sorted(sums.items())]
+        return [(dict(series.get("metric") or {}),
+                 [(datetime.fromtimestamp(float(t), timezone.utc), float(v)) for t, v in series["values"]])
+                for series in result]
+
+    def series(self, query: str, start: datetime, end: datetime, step: float) -> list[tuple[datetime, float]]:
+        """The sum of every series over [start, end]."""
+        sums: dict[datetime, float] = {}
+        for _, points in self.matrix(query, start, end, step):
+            for t, v in points:
+                sums[t] = sums.get(t, 0.0) + v
+        return sorted(sums.items())
 
 
 def report_spec(obj: Mapping[str, Any], prometheus_url: str | None) -> RolloutSpec:
     """The spec with its preset's queries resolved; the report only reads, so any address is accepted."""
     spec = dict(obj.get("spec") or {})
-    address = ((spec.get("analysis") or {}).get("prometheus") or {}).get("address")
-    policy = PlatformPolicy(prometheus_url=address or prometheus_url or "http://prometheus.invalid",
-                            allowed_webhook_urls=("*",), allowed_notification_urls=DEFAULT_NOTIFICATION_URLS
-                            + ("http://*/*", "https://*/*"))
     try:
-        return parse_spec(spec, policy)
+        return parse_spec(spec, reading_policy(spec, prometheus_url))
     except SpecError as exc:
         raise ReportError(f"the spec does not parse ({exc.field}: {exc.message})") from None
 
@@ -300,20 +310,49 @@ def impact(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, promethe
     return result
 
 
-def verdicts_query(namespace: str, name: str, seconds: float) -> str:
-    """The operator's own count of its verdicts on one rollout, rendered like every query (render_query)."""
-    template = ('sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{namespace="{{ namespace }}", '
-                'name="{{ name }}"}[{{ window }}]))')
-    return render_query(template, {"namespace": namespace, "name": name, "window": format_duration(seconds)})
+def verdicts_query(namespace: str, name: str) -> str:
+    """The operator's own counters of its verdicts on one rollout, rendered like every query (render_query)."""
+    template = 'modelrollout_analysis_verdicts_total{namespace="{{ namespace }}", name="{{ name }}"}'
+    return render_query(template, {"namespace": namespace, "name": name})
 
 
-def verdict_counts(obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> tuple[str, str | None]:
-    """Every verdict the operator recorded in the window, by metric, if Prometheus scrapes the operator's /metrics."""
+def verdict_runs(matrix: Sequence[Series], start: datetime) -> list[Moment]:
+    """The analyses' verdicts from the operator's counters by metric and verdict, as Prometheus sampled
+    them from `start`: each sample where a counter rose is one analysis (its time: when Prometheus saw
+    it), and consecutive analyses with the same verdicts are one row ("x N, the last at ...")."""
+    seen: dict[datetime, dict[str, str]] = {}
+    for labels, points in matrix:
+        # A series first sampled after `start` was born in the window: it rose from 0.
+        previous = 0.0 if points and points[0][0] > start else None
+        for at, value in points:
+            if previous is not None and value != previous:
+                rose = value - previous if value > previous else value  # below: the operator restarted
+                seen.setdefault(at, {})[labels.get("metric", "")] = \
+                    labels.get("verdict", "") + (f" x{rose:.0f}" if round(rose) > 1 else "")
+            previous = value
+    runs: list[tuple[datetime, datetime, str, int]] = []
+    for at in sorted(seen):
+        what = ", ".join(f"{metric} {verdict}" for metric, verdict in sorted(seen[at].items()))
+        if runs and runs[-1][2] == what:
+            first, _, _, count = runs[-1]
+            runs[-1] = (first, at, what, count + 1)
+        else:
+            runs.append((at, at, what, 1))
+    return [Moment(first, f"analysis: {what}" + (f" (x{count}, the last at {ts(last)})" if count > 1 else ""),
+                   "the operator (analysis)") for first, last, what, count in runs]
+
+
+def verdict_moments(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
+                    prometheus: Prometheus) -> tuple[str, list[Moment]]:
+    """(the query, every verdict of the release) if Prometheus scrapes the operator's /metrics (else no
+    verdicts). The deciding analysis is scraped after the decision: the range ends a little after it."""
     meta = obj["metadata"]
-    query = verdicts_query(meta["namespace"], meta["name"], release.seconds)
-    found = sorted((labels.get("metric", ""), labels.get("verdict", ""), value)
-                   for labels, value in prometheus.vector(query, release.finished) if value > 0)
-    return query, "; ".join(f"{metric} {verdict} x{value:.0f}" for metric, verdict, value in found) or None
+    # Each operator process's counters on their own: summed, a replaced pod's series ending would read as a reset.
+    query = verdicts_query(meta["namespace"], meta["name"])
+
+    step = max(1.0, spec.analysis.interval / 2, release.seconds / 5000)
+    start, end = release.started - timedelta(seconds=step), release.finished + timedelta(seconds=3 * step)
+    return query, verdict_runs(prometheus.matrix(query, start, end, step), start)
 
 
 def metric_series(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
@@ -332,6 +371,26 @@ def metric_series(spec: RolloutSpec, obj: Mapping[str, Any], release: Release,
                                        release.finished + margin, step)
             found[rule.name] = [(t, v) for t, v in points if math.isfinite(v)]
     return found
+
+
+def weight_history(obj: Mapping[str, Any], release: Release, prometheus: Prometheus,
+                   step: float) -> list[tuple[datetime, float]]:
+    """The canary weight the operator recorded (its modelrollout_canary_weight), if Prometheus scrapes it."""
+    meta = obj["metadata"]
+    query = f'max(modelrollout_canary_weight{{namespace="{meta["namespace"]}", name="{meta["name"]}"}})'
+    return prometheus.series(query, release.started - timedelta(seconds=step),
+                             release.finished + timedelta(seconds=3 * step), step)  # the decision's weight, scraped
+
+
+def weight_changes(weights: Sequence[tuple[datetime, float]]) -> list[Moment]:
+    """A timeline row for each change of the recorded canary weight."""
+    changes, previous = [], None
+    for at, weight in weights:
+        if weight != previous:
+            changes.append(Moment(at, f"canary weight {weight:g}% (modelrollout_canary_weight, as Prometheus "
+                                      "scraped it)", "the operator"))
+        previous = weight
+    return changes
 
 
 def _value_query(rule: MetricRule) -> str | None:
@@ -360,7 +419,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str, str]] | None,
              sources: tuple[str, str], moments: list[Moment], evidence: Sequence[MetricResult],
-             counts: Impact | str, verdicts: tuple[str, str | None] | None, chart: str) -> str:
+             counts: Impact | str, verdict_query: str | None, chart: str) -> str:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     lines = [f"# Incident report: {namespace}/{name}, revision {release.revision}: {release.result}", "",
@@ -380,11 +439,11 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
     lines += ["", "## 2. Timeline", "", "Events expire (1 h by default); status.history and Prometheus stay.", ""]
     lines += _table(["Time (UTC)", "+s", "What", "By"],
                     [(ts(m.at), f"{(m.at - release.started).total_seconds():.1f}", m.what, m.by) for m in moments])
-    if verdicts is not None:
-        query, found = verdicts
-        lines += ["", f"Every verdict the operator recorded in the window (its /metrics, scraped by Prometheus): "
-                      f"{found or 'none in this Prometheus (is it scraping the operator?)'}",
-                  "", "```promql", query, "```"]
+    if verdict_query is not None:
+        analysed = any(m.by == "the operator (analysis)" for m in moments)
+        lines += ["", "The analysis rows are the operator's verdict counters (its /metrics) as Prometheus scraped them"
+                      + ("" if analysed else ": none in this Prometheus (is it scraping the operator?)") + ":",
+                  "", "```promql", verdict_query, "```"]
     lines += ["", "## 3. Evidence", "", "The last analysis (the one that decided), as status.lastAnalysis has it:", ""]
     if not evidence:
         lines.append("No analysis recorded.")
@@ -415,9 +474,10 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
 
 # ---------------------------------------------------------------- the chart
 
-def draw_png(path: str, release: Release, spec: RolloutSpec, weights: list[tuple[datetime, int]],
+def draw_png(path: str, release: Release, spec: RolloutSpec, weights: Sequence[tuple[datetime, float]],
              series: Mapping[str, list[tuple[datetime, float]]]) -> None:
-    """Step weights on top, then each metric with its threshold(s), the decision marked on all panels."""
+    """Step weights on top (a note when they are unknown), then each metric with its threshold(s), the
+    decision marked on all panels."""
     try:
         import matplotlib
 
@@ -433,7 +493,11 @@ def draw_png(path: str, release: Release, spec: RolloutSpec, weights: list[tuple
     top = axes[0][0]
     if weights:
         times, values = zip(*weights)
-        top.step(list(times) + [release.finished], list(values) + [values[-1]], where="post", color="tab:blue")
+        top.step(list(times) + [max(times[-1], release.finished)], list(values) + [values[-1]], where="post",
+                 color="tab:blue")
+    else:
+        top.text(0.5, 0.5, "weights unknown: the release's events expired and Prometheus does not scrape the operator",
+                 transform=top.transAxes, ha="center", va="center", color="grey")
     top.set_ylabel("canary weight %")
     top.set_ylim(-5, 105)
     top.set_title(f"{release.revision}: {release.result}")
@@ -479,30 +543,37 @@ def build(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]], even
     spec = report_spec(obj, prometheus_url)
     stable, canary = templates(obj, spec.revision, release, deployments)
     diff = template_diff(stable[0], canary[0]) if stable[0] is not None and canary[0] is not None else None
-    moments = timeline(release, events)
     evidence = status.last_analysis
     address = prometheus_url or accepted_address(obj, status, spec)
     counts: Impact | str
-    verdicts = None
+    verdict_query = None
+    analyses: list[Moment] = []
     series: dict[str, list[tuple[datetime, float]]] = {}
+    weights: Sequence[tuple[datetime, float]] = []
     prometheus = Prometheus(address) if address else None
     try:
         if prometheus is None:
             raise ReportError("no Prometheus address the operator accepted in the spec: pass --prometheus-url "
                               "(e.g. after kubectl port-forward)")
         counts = impact(spec, obj, release, prometheus)
-        verdicts = verdict_counts(obj, release, prometheus)
+        verdict_query, analyses = verdict_moments(spec, obj, release, prometheus)
+        weights = weight_history(obj, release, prometheus, max(1.0, spec.analysis.interval / 2, release.seconds / 5000))
         if png:
             series = metric_series(spec, obj, release, prometheus)
     except ReportError as exc:
         counts = f"Not counted: {exc}."
+    if not step_weights(release, events):  # the release's events expired: its steps from the weights Prometheus kept
+        analyses += weight_changes(weights)
+    moments = timeline(release, events, analyses)
     chart, png_error = "Run with `--png FILE` for a chart of the step weights and each metric against its threshold.", None
     if png:
+        source = "the operator's modelrollout_canary_weight in Prometheus" if weights else "the StepStarted events"
+        weights = weights or step_weights(release, events)
         try:
-            draw_png(png, release, spec, step_weights(release, events), series)
-            chart = f"![timeline]({png}): step weights, then each metric (as one analysis interval sees it) " \
-                    "with its threshold; the dotted line is the decision."
+            draw_png(png, release, spec, weights, series)
+            chart = f"![timeline]({png}): step weights ({source if weights else 'unknown'}), then each metric " \
+                    "(as one analysis interval sees it) with its threshold; the dotted line is the decision."
         except ReportError as exc:
             chart, png_error = f"No chart: {exc}.", str(exc)
-    return Built(markdown(obj, release, diff, (stable[1], canary[1]), moments, evidence, counts, verdicts, chart),
+    return Built(markdown(obj, release, diff, (stable[1], canary[1]), moments, evidence, counts, verdict_query, chart),
                  png_error)

@@ -789,6 +789,14 @@ DEFAULT_NOTIFICATION_URLS = (
 _PLAIN_NETLOC = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
+def reading_policy(raw_spec: Mapping[str, Any], prometheus_url: str | None = None) -> PlatformPolicy:
+    """A policy under which a spec's own addresses pass, for tools that only read a rollout (the
+    plugin's tree and report); the operator, which calls them, never uses it."""
+    address = ((raw_spec.get("analysis") or {}).get("prometheus") or {}).get("address")
+    return PlatformPolicy(prometheus_url=address or prometheus_url or "http://prometheus.invalid",
+                          allowed_webhook_urls=("*",), allowed_notification_urls=("*",))
+
+
 def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
     """Whether `url` matches a glob pattern part by part: scheme, host[:port] and path separately, so
     a `*` in the host never matches a path (`https://*.example.com/*` refuses

@@ -5,6 +5,7 @@ nothing (measured) and a final failure is a Warning event with the status code o
 from __future__ import annotations
 
 import base64
+import re
 import time
 from datetime import datetime
 
@@ -17,7 +18,8 @@ from lab_watch import apply_all, events_of
 
 pytestmark = pytest.mark.lab
 
-OPERATOR_ARGS = ("--allowed-notification-urls", "http://127.0.0.1:*/*")
+LINK = "https://grafana.example.com/d/modelrollout/modelrollout?var-namespace={namespace}&var-rollout={name}&from={from}&to={to}"
+OPERATOR_ARGS = ("--allowed-notification-urls", "http://127.0.0.1:*/*", "--notification-link", LINK)
 SECRET = "modelrollout-notifications"  # the one Secret name the chart lets the operator read (default values)
 SAMPLED = {"rps": 400, "min_samples": 300}
 ERRORS = [{"name": "error-rate", "max": 0.01, "critical": True}]
@@ -74,6 +76,13 @@ def test_a_rollback_is_told_to_slack_and_a_webhook_and_slow_receivers_delay_noth
     assert document["analysis"] == [{key: failing[key] for key in ("metric", "verdict", "value", "threshold",
                                                                    "samples", "query", "at")}]
     assert document["command"] == "kubectl modelrollout report told -n default"
+    # The platform's link: this rollout, from before the release started to after the rollback.
+    link = re.fullmatch(r"https://grafana\.example\.com/d/modelrollout/modelrollout\?var-namespace=default"
+                        r"&var-rollout=told&from=(\d+)&to=(\d+)", document["link"])
+    assert link, document["link"]
+    started, finished = (datetime.fromisoformat(rolled_back[key].replace("Z", "+00:00")).timestamp() * 1000
+                         for key in ("startedAt", "finishedAt"))
+    assert int(link.group(1)) < started and int(link.group(2)) > finished
 
     # Slow receivers delay nothing: the decision was taken in the pass that judged the failure, the hanging
     # receiver's request arrives only after the rollback is written (messages are queued after the status

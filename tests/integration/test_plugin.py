@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from lab_watch import start_stable
 from modelrollout_lab import scenarios
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.plugin import EXIT_ROLLOUT_FAILED
+from modelrollout.plugin import EXIT_ROLLOUT_FAILED, EXIT_TIMED_OUT
 from modelrollout.plugin import main as plugin
 
 pytestmark = pytest.mark.lab
@@ -55,6 +55,10 @@ def test_abort_then_retry(lab):
     v1 = start_stable(lab, "steer", rps=300, min_samples=100, replicas=4, steps=[{"weight": 25, "hold": "60s"}])
     lab.apply(scenarios.release(v1, "2.0.0"))
     lab.wait_for(lambda: lab.status("steer").get("canaryWeight") == 25, timeout=60, what="step 0")
+    # A deploy script waiting for the release: still holding when the wait times out is not a success.
+    waited = run(lab, "get", "steer", "--watch", "--exit-status", "--timeout", "2")
+    assert waited.exit_code == EXIT_TIMED_OUT, waited.output
+    assert "timed out after 2s waiting for default/steer to settle (Progressing)" in waited.output
     kubectl_modelrollout(lab, "abort", "steer")
     status = lab.wait_for_phase("steer", "RolledBack", timeout=20)
     assert "aborted by user" in status["message"] and status["canaryWeight"] == 0
@@ -68,14 +72,17 @@ def test_abort_then_retry(lab):
     assert "steer: Progressing" in out and "weight 25%" in out
 
 
-def test_get_shows_the_tree_of_revisions_as_the_cluster_has_them(lab):
-    v1 = start_stable(lab, "treed", router="gatewayAPI", rps=300, min_samples=100, steps=[{"weight": 30, "hold": "60s"}])
+@pytest.mark.parametrize("router", ["gatewayAPI", "istio", "kserve"])
+def test_get_shows_the_tree_of_revisions_as_the_cluster_has_them(lab, router):
+    """Route weights as the HTTPRoute, the VirtualService or the InferenceService carries them."""
+    name = f"treed-{router.lower()}"
+    v1 = start_stable(lab, name, router=router, rps=300, min_samples=100, steps=[{"weight": 30, "hold": "60s"}])
     lab.apply(scenarios.release(v1, "2.0.0"))
-    status = lab.wait_for(lambda: (s := lab.status("treed")).get("canaryWeight") == 30 and s.get("lastAnalysis") and s,
+    status = lab.wait_for(lambda: (s := lab.status(name)).get("canaryWeight") == 30 and s.get("lastAnalysis") and s,
                           timeout=60, what="step 0 with an analysis")
-    out = kubectl_modelrollout(lab, "get", "treed", "-n", "default")
+    out = kubectl_modelrollout(lab, "get", name, "-n", "default")
     deployments = {d.metadata.labels[LABEL_REVISION]: d for d in
-                   lab.apps.list_namespaced_deployment("default", label_selector=f"{LABEL_ROLLOUT}=treed").items}
+                   lab.apps.list_namespaced_deployment("default", label_selector=f"{LABEL_ROLLOUT}={name}").items}
     for role, weight in (("stable", 70), ("canary", 30)):
         revision = status[f"{role}Revision"]
         ready = deployments[revision].status.ready_replicas or 0

@@ -307,6 +307,19 @@ def test_notification_secrets_are_read_by_name_only(chart):
     assert not [r for r in none["rules"] if "secrets" in r["resources"]]
 
 
+def test_notification_link_is_passed_as_a_flag_the_operator_accepts(chart):
+    from modelrollout.cli import run
+
+    link = "https://grafana.example.com/d/modelrollout/modelrollout?var-namespace={namespace}&var-rollout={name}" \
+           "&from={from}&to={to}"
+    args = container(render(chart, {"notifications": {"link": link}}))["args"]
+    assert f"--notification-link={link}" in args
+    assert run.make_context("run", list(args)).params["notification_link"] == link  # the operator's own parser
+    assert not [a for a in container(render(chart, {}))["args"] if a.startswith("--notification-link")]
+    with pytest.raises(helm.HelmValuesError):
+        chart.render({"notifications": {"link": "grafana/{name}"}}, name=RELEASE, namespace=NAMESPACE)
+
+
 def test_notification_url_policy_is_passed_as_flags(chart):
     default = [a for a in container(render(chart, {}))["args"] if a.startswith("--allowed-notification-urls")]
     assert "--allowed-notification-urls=https://hooks.slack.com/services/*" in default

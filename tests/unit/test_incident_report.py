@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from modelrollout.report import (Prometheus, Release, ReportError, _bad_events_query, build, last_release, step_weights,
-                                 template_diff, timeline, verdicts_query)
+                                 template_diff, timeline, verdict_runs, verdicts_query, weight_changes)
 from modelrollout.spec import MetricRule
 from modelrollout.status import RolloutStatus
 
@@ -78,6 +78,7 @@ def test_the_timeline_says_who_decided_and_keeps_to_the_release():
                                        "a person (kubectl modelrollout / annotation)"]
     assert step_weights(release, events) == [(release.started, 0), (NOW - timedelta(seconds=50), 10),
                                              (NOW - timedelta(seconds=20), 40), (NOW, 0)]
+    assert step_weights(release, events[:1]) == []  # the release's events expired: unknown, not a weight of 0
 
 
 def test_errors_are_the_numerator_of_an_error_ratio_or_a_proportions_bad_events():
@@ -126,9 +127,8 @@ def test_the_report_says_how_prometheus_refused_never_what_it_answered(refusing,
 
 
 def test_the_verdicts_query_is_rendered_like_any_other():
-    query = verdicts_query("ml", 'x"} or vector(1) or up{a="', 120)
-    assert query == ('sum by (metric, verdict) (increase(modelrollout_analysis_verdicts_total{namespace="ml", '
-                     'name="x\\"} or vector(1) or up{a=\\""}[2m]))')
+    query = verdicts_query("ml", 'x"} or vector(1) or up{a="')
+    assert query == 'modelrollout_analysis_verdicts_total{namespace="ml", name="x\\"} or vector(1) or up{a=\\""}'
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -171,3 +171,39 @@ def test_the_report_asks_the_specs_prometheus_only_once_the_operator_accepted_it
     assert bool(_Recorder.heard) == asked
     if not asked:
         assert "--prometheus-url" in built.text
+
+
+def test_every_verdict_is_a_row_and_repeats_are_one_row_with_their_count():
+    """From the operator's counters as Prometheus sampled them (every 5 s from NOW): analyses every 10 s."""
+    def t(seconds: float) -> datetime:
+        return NOW + timedelta(seconds=seconds)
+
+    matrix = [
+        ({"metric": "error-rate", "verdict": "Pass"}, [(t(0), 4.0), (t(5), 4.0), (t(10), 5.0), (t(15), 5.0), (t(20), 6.0)]),
+        ({"metric": "error-rate", "verdict": "Fail"}, [(t(30), 1.0)]),  # born in the window: rose from 0
+        ({"metric": "latency", "verdict": "Inconclusive"}, [(t(0), 9.0), (t(10), 10.0), (t(20), 11.0), (t(30), 1.0)]),
+    ]
+    rows = verdict_runs(matrix, NOW)
+    assert [(m.at, m.what, m.by) for m in rows] == [
+        (t(10), f"analysis: error-rate Pass, latency Inconclusive (x2, the last at {at(20)})", "the operator (analysis)"),
+        (t(30), "analysis: error-rate Fail, latency Inconclusive", "the operator (analysis)"),  # counter reset: 1
+    ]
+    # Another operator process took over at 20 s (peering): its own series, born in the window; the old
+    # process's series ends. Neither is a reset.
+    handed_over = [
+        ({"metric": "error-rate", "verdict": "Pass", "pod": "a"}, [(t(0), 4.0), (t(10), 5.0), (t(15), 5.0)]),
+        ({"metric": "error-rate", "verdict": "Pass", "pod": "b"}, [(t(20), 1.0), (t(25), 1.0)]),
+    ]
+    assert [(m.at, m.what) for m in verdict_runs(handed_over, NOW)] == [
+        (t(10), f"analysis: error-rate Pass (x2, the last at {at(20)})")]
+    release = Release("c", "b", "RolledBack", "error-rate", "2.0", NOW, t(30))
+    assert [m.what.split(":")[0] for m in timeline(release, [], rows)] == ["revision c (model 2.0) applied; canary started",
+                                                                           "analysis", "analysis", "decision"]
+
+
+def test_weight_changes_are_timeline_rows():
+    points = [(NOW, 0.0), (NOW + timedelta(seconds=5), 0.0), (NOW + timedelta(seconds=10), 20.0),
+              (NOW + timedelta(seconds=15), 20.0), (NOW + timedelta(seconds=20), 0.0)]
+    assert [(m.at, m.what.split(" (")[0]) for m in weight_changes(points)] == [
+        (NOW, "canary weight 0%"), (NOW + timedelta(seconds=10), "canary weight 20%"),
+        (NOW + timedelta(seconds=20), "canary weight 0%")]

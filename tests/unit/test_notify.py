@@ -10,6 +10,7 @@ import asyncio
 import base64
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -39,7 +40,9 @@ POLICY = PlatformPolicy(prometheus_url="http://prom:9090", allowed_notification_
 FAILING = {"metric": "error-rate", "value": 0.052, "threshold": "<= 0.01", "verdict": "Fail", "samples": 2310.0,
            "query": 'sum(rate(http_requests_total{code=~"5.."}[30s]))', "at": "2026-01-01T00:00:30Z",
            "reason": "0.052 > 0.01"}
-BEFORE = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25})
+BEFORE = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc123", "currentStep": 1, "canaryWeight": 25,
+                              "rolloutStartedAt": "2026-01-01T00:00:00Z"})
+DECIDED = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 AFTER = RolloutStatus.parse({"phase": "RolledBack", "abortedRevision": "abc123", "lastAnalysis": [FAILING],
                              "message": "rolled back: error-rate: 0.052 > 0.01 at step 1 (weight 25)"})
 ROLLBACK_EVENTS = (Event("Warning", "RolledBack", AFTER.message),)
@@ -117,11 +120,42 @@ def test_a_manual_gate_is_told_once_per_step():
     waiting = RolloutStatus.parse({"phase": "Paused", "canaryRevision": "abc", "currentStep": 1, "conditions": [gate],
                                    "message": "step 1 (weight 50) waits for promote"})
     progressing = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0})
-    (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, ())
+    confirmed = (Event("Normal", "WeightConfirmed", "step 1: the cluster carries canary weight 50"),)
+    (first,) = moments(NAMESPACE, "fraud", spec, progressing, waiting, confirmed)
     assert first.kind == "ManualGate" and first.command == "kubectl modelrollout promote fraud -n ml"
     assert moments(NAMESPACE, "fraud", spec, waiting, waiting, ()) == []
-    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, waiting.replace(current_step=2), ())] == [
+    assert [m.kind for m in moments(NAMESPACE, "fraud", spec, waiting, waiting.replace(current_step=2), confirmed)] == [
         "ManualGate"]
+
+
+def test_a_manual_gate_is_told_once_even_when_paused_and_resumed_at_it():
+    """One page per gate: pausing and resuming a rollout that waits at a manual gate (decided by the
+    real core, pass by pass) does not tell the gate again."""
+    from datetime import datetime, timedelta, timezone
+
+    from modelrollout.core import Commands, Observations, Workload, decide, target_weight
+
+    def gated(image: str):
+        return parse_spec({**SPEC, "template": {**SPEC["template"], "spec": {"containers": [{"name": "s", "image": image}]}},
+                           "strategy": {"steps": [{"weight": 20}, {"weight": 100, "hold": "1m"}]},
+                           "notifications": [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}]},
+                          POLICY)
+
+    v1, v2 = gated("m:1"), gated("m:2")
+    status, now, told = RolloutStatus(), datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc), []
+    ready = {v1.revision: Workload(10, 10)}
+    for spec, paused in [(v1, False), (v2, False), (v2, False), (v2, False), (v2, False), (v2, True), (v2, True),
+                         (v2, False), (v2, False)]:
+        if spec is v2:
+            ready = {v1.revision: Workload(8, 8), v2.revision: Workload(2, 2)}
+        now += timedelta(seconds=5)
+        observed = Observations(workloads=ready, commands=Commands(paused=paused),
+                                traffic=target_weight(spec, status, ready))
+        decision = decide(spec, status, observed, now)
+        told += [m.kind for m in moments(NAMESPACE, "fraud", spec, status, decision.status, decision.events)]
+        status = RolloutStatus.parse(decision.status.dump())
+    assert status.condition("Paused").reason == "ManualGate"  # waiting at the gate again after the resume
+    assert told == ["ManualGate"]
 
 
 def test_promotion_and_no_data_come_from_their_events():
@@ -133,6 +167,18 @@ def test_promotion_and_no_data_come_from_their_events():
     stuck_at_step0 = RolloutStatus(canary_revision="abc", current_step=0)
     (stuck,) = moments(NAMESPACE, "f", spec, RolloutStatus(), stuck_at_step0, events)
     assert (stuck.kind, stuck.severity) == ("NoData", "warning")
+
+
+def test_a_step_paused_undecided_for_want_of_requests_is_told_as_stuck():
+    """A step still undecided `decideWithin` after its hold pauses for want of canary requests: the
+    release waits for a person exactly like a no-data pause, so the team is told the same way."""
+    spec = spec_with({"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}})
+    message = ("paused: step 0 (weight 10) undecided 60s after its hold: error-rate needs ~4,200 more canary "
+               "requests (~420s at 10/s); promote to go on, or wait")
+    stuck = RolloutStatus(canary_revision="abc", current_step=0, canary_weight=10, message=message)
+    (told,) = moments(NAMESPACE, "f", spec, RolloutStatus(), stuck, (Event("Warning", "Undecided", message),))
+    assert (told.kind, told.severity, told.message) == ("NoData", "warning", message)
+    assert told.command == "kubectl modelrollout explain f -n ml"
 
 
 # ---------------------------------------------------------------- delivery to local receivers
@@ -177,7 +223,7 @@ def deliver(kubeconfig: str, secret: dict[str, str], notifications: list[dict[st
             await _put_secret(kube, secret)
             spec = spec_with(*notifications)
             started = time.perf_counter()
-            notifier.notify(NAMESPACE, "fraud", spec, before, after, events, lambda *e: emitted.append(e))
+            notifier.notify(NAMESPACE, "fraud", spec, before, after, events, lambda *e: emitted.append(e), DECIDED)
             took = time.perf_counter() - started
             await asyncio.wait_for(notifier.join(), 30)
             return took
@@ -244,7 +290,29 @@ def test_generic_webhook_gets_the_document(kubeconfig, receiver):
             [{"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}, "events": ["RolledBack"]}])
     body = receiver.requests[0]["json"]
     assert body["kind"] == "RolledBack" and body["rollout"] == {"namespace": "ml", "name": "fraud"}
+    assert body["link"] is None  # the platform named no --notification-link
     assert body["analysis"][0]["metric"] == "error-rate" and body["analysis"][0]["threshold"] == "<= 0.01"
+
+
+def test_the_platforms_link_is_filled_in_and_put_where_each_provider_shows_links(kubeconfig, receiver):
+    """--notification-link: the rollout, revision and the release's window (Grafana's Unix ms, 5 minutes
+    either side) in Slack's context, a Teams card action, PagerDuty's `links` and the webhook's `link`."""
+    template = ("https://grafana.example.com/d/modelrollout/modelrollout?var-namespace={namespace}&var-rollout={name}"
+                "&from={from}&to={to}&revision={revision}")
+    deliver(kubeconfig, {"slack": receiver.url("slack"), "teams": receiver.url("teams"), "pd": "R0UTINGKEY",
+                         "hook": receiver.url("hook")},
+            [{"provider": "slack", "secretRef": {"name": SECRET, "key": "slack"}},
+             {"provider": "msteams", "secretRef": {"name": SECRET, "key": "teams"}},
+             {"provider": "pagerduty", "secretRef": {"name": SECRET, "key": "pd"}, "address": receiver.url("v2/enqueue")},
+             {"provider": "webhook", "secretRef": {"name": SECRET, "key": "hook"}}], link_template=template)
+    link = ("https://grafana.example.com/d/modelrollout/modelrollout?var-namespace=ml&var-rollout=fraud"
+            "&from=1767225300000&to=1767225930000&revision=abc123")  # 2025-12-31T23:55:00Z to 2026-01-01T00:05:30Z
+    body = {r["path"]: r["json"] for r in receiver.requests}
+    assert body["/slack"]["blocks"][-1]["elements"][-1] == {"type": "mrkdwn", "text": f"<{link}|Details>"}
+    assert body["/teams"]["attachments"][0]["content"]["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Details", "url": link}]
+    assert body["/v2/enqueue"]["links"] == [{"href": link, "text": "Details"}]
+    assert body["/hook"]["link"] == link
 
 
 def test_only_the_events_asked_for_are_sent(kubeconfig, receiver):
@@ -307,6 +375,35 @@ def test_a_hanging_receiver_never_holds_the_caller_nor_the_other_receivers(kubec
     slack = next(r for r in receiver.requests if r["path"] == "/slack")
     assert slack["at"] - started < 1.0  # not queued behind the hanging one
     assert emitted == []
+
+
+def test_a_stopping_operator_still_delivers_what_is_queued(kubeconfig, receiver):
+    """A rollback decided just before the operator stops (an upgrade, a node drain) is still told: close()
+    lets the workers finish for up to `drain` seconds instead of cancelling them mid-delivery."""
+    def sent() -> float:
+        return metrics.REGISTRY.get_sample_value("modelrollout_notifications_total",
+                                                 {"provider": "webhook", "result": "sent"}) or 0.0
+
+    async def stop_right_after_notifying(drain: float) -> float:
+        kube = Kube(load_configuration(kubeconfig))
+        notifier = Notifier(kube, POLICY, backoff=0.01, timeout=5.0)
+        try:
+            await _put_secret(kube, {"hang": receiver.url("hang")})
+            before = sent()
+            receiver.release.clear()
+            threading.Timer(0.5, receiver.release.set).start()  # the receiver answers after 0.5 s
+            notifier.notify(NAMESPACE, "fraud", spec_with({"provider": "webhook", "secretRef": {"name": SECRET,
+                                                                                               "key": "hang"}}),
+                            BEFORE, AFTER, ROLLBACK_EVENTS, lambda *e: None)
+            await asyncio.sleep(0.1)
+            await notifier.close(drain=drain)
+            return sent() - before
+        finally:
+            await kube.close()
+
+    assert asyncio.run(stop_right_after_notifying(drain=5.0)) == 1
+    time.sleep(0.6)
+    assert asyncio.run(stop_right_after_notifying(drain=0.0)) == 0  # without a drain it was lost
 
 
 def test_a_full_queue_drops_and_counts(kubeconfig, receiver):

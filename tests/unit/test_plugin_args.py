@@ -39,7 +39,7 @@ def test_the_last_namespace_wins_as_in_kubectl():
     assert target.namespace == "second"
 
 
-@pytest.mark.parametrize("command", ["list", "get", "promote", "abort", "retry", "pause", "resume", "explain"])
+@pytest.mark.parametrize("command", ["list", "get", "promote", "abort", "retry", "pause", "resume", "explain", "report"])
 def test_every_rollout_command_takes_the_kube_options_after_it(command):
     args = [command] if command == "list" else [command, "fraud"]
     target, name, _ = parsed(*args, "--kubeconfig", "/tmp/kc", "-n", "ml")
