@@ -294,19 +294,24 @@ class Impact:
 
 
 def impact(spec: RolloutSpec, obj: Mapping[str, Any], release: Release, prometheus: Prometheus) -> Impact:
-    """Canary requests and bad events over the release's whole window, at its end, as Prometheus counts them."""
-    values = canary_values(spec, obj, release, release.seconds)
-    result = Impact(release.finished, release.seconds)
+    """Canary requests and bad events over the release's whole window, as Prometheus counts them. A finished
+    release's window runs one analysis interval past the decision: the decision's last analysis was scraped
+    after it, and the canary served until the weight it decided reached the route."""
+    end = release.finished
+    if release.result != "InProgress":
+        end += timedelta(seconds=spec.analysis.interval)
+    window = (end - release.started).total_seconds()
+    values = canary_values(spec, obj, release, window)
+    result = Impact(end, window)
     samples = spec.analysis.samples.query
     if samples:
         query = render_query(samples, values)
-        result.counts.append(Count("canary requests served", prometheus.instant(query, release.finished), query))
+        result.counts.append(Count("canary requests served", prometheus.instant(query, end), query))
     for rule in spec.analysis.metrics:
         bad = _bad_events_query(rule)
         if bad:
             query = render_query(bad, values)
-            result.counts.append(Count(f"canary bad events ({rule.name})", prometheus.instant(query, release.finished),
-                                       query))
+            result.counts.append(Count(f"canary bad events ({rule.name})", prometheus.instant(query, end), query))
     return result
 
 
@@ -459,8 +464,8 @@ def markdown(obj: Mapping[str, Any], release: Release, diff: list[tuple[str, str
     if isinstance(counts, str):
         lines.append(counts)
     else:
-        lines += [f"Counted by Prometheus over the whole release ({format_duration(counts.window)}), "
-                  f"evaluated at {ts(counts.at)} (`time={counts.at.timestamp():.3f}`):", ""]
+        lines += [f"Counted by Prometheus over the whole release and one analysis interval past its decision "
+                  f"({format_duration(counts.window)}), evaluated at {ts(counts.at)} (`time={counts.at.timestamp():.3f}`):", ""]
         lines += _table(["What", "Count", "Query"], [(c.label, _number(c.value), f"`{c.query}`") for c in counts.counts])
     lines += ["", "## 5. Chart", "", chart, "",
               "## Worksheet", "",
