@@ -225,7 +225,7 @@ REAL_SETTINGS = (
     f"traffic multiplied by it: {specs.REAL_RPS:g} real rps ({specs.REAL_NOISY_RPS:g} for the noisy runs). "
     "**ours-default** = the `http` preset's default metrics (error-rate max 0.01, exact test, critical; latency "
     "p95 <= 0.3 s, failureLimit 2; its quality / prediction-drift metrics in those scenarios), every analysis "
-    f"default (alpha 0.01, pass powered, recentWindow 5 intervals, decideWithin 5m, noData 5m then rollback), "
+    f"default (alpha 0.01, pass powered, recentWindow 5 intervals, decideWithin 30m, noData 5m then rollback), "
     f"interval {specs.OURS_REAL_INTERVAL:g} s, steps {'/'.join(map(str, specs.OURS_REAL_STEPS))} % held "
     f"{specs.OURS_REAL_HOLD:g} s. **flagger** = Flagger as documented: interval 1m, threshold 5, stepWeight 10, "
     "maxWeight 50, request-success-rate >= 99 %, request-duration (p99) <= 500 ms over 1m (accuracy >= 0.85 "

@@ -173,7 +173,7 @@ def ours_default_rollout(name: str, behaviour: dict[str, str], version: str, qua
     """Ours at its recommended defaults, every duration compressed: the `http` preset's default metrics
     (error-rate max 0.01 as an exact test, critical; latency p95 <= 0.3 s, failureLimit 2; plus its
     quality and prediction-drift metrics where the scenario has them), samples.min, alpha, `pass:
-    powered`, recentWindow, decideWithin 5m, noData 5m then rollback, scaleDownDelay 30s all as
+    powered`, recentWindow, decideWithin 30m, noData 5m then rollback, scaleDownDelay 30s all as
     defaulted; analysis every 15 s; steps 10/25/50 % held at least 30 s."""
     body = ours_rollout(name, behaviour, version, quality=quality, drift=drift)
     spec = body["spec"]
@@ -181,7 +181,7 @@ def ours_default_rollout(name: str, behaviour: dict[str, str], version: str, qua
                         "steps": [{"weight": w, "hold": lab_duration(OURS_REAL_HOLD)} for w in OURS_REAL_STEPS]}
     names = ["error-rate", "latency-p95"] + ["quality"] * quality + ["prediction-drift"] * drift
     spec["analysis"] = {"interval": lab_duration(OURS_REAL_INTERVAL), "preset": "http",
-                        "decideWithin": lab_duration(300), "noData": {"hold": lab_duration(300), "then": "rollback"},
+                        "decideWithin": lab_duration(1800), "noData": {"hold": lab_duration(300), "then": "rollback"},
                         "metrics": [{"name": n} for n in names]}
     spec["rollback"] = {"scaleDownDelay": lab_duration(30)}
     return body

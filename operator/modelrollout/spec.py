@@ -348,7 +348,7 @@ class Analysis(_Frozen):
     # "proven" only once it is significantly within every limit (may need many more requests).
     pass_rule: Literal["powered", "proven"] = Field(default="powered", alias="pass")
     # A step still undecided this long after its hold pauses, saying how many more requests it needs.
-    decide_within: Duration = Field(default=300.0, alias="decideWithin")
+    decide_within: Duration = Field(default=1800.0, alias="decideWithin")
     # Rates from counts are also judged over the step's latest one to two blocks of this length, a
     # window that may only FAIL (a mid-step degradation is not diluted). Default 5 intervals; 0 turns it off.
     recent_window: Duration | None = Field(default=None, alias="recentWindow")
