@@ -9,8 +9,8 @@ import asyncio
 import math
 from datetime import datetime
 
-from modelrollout.core import analysis_window, recent_window
-from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
+from modelrollout.core import analysis_window, recent_window, release_window
+from modelrollout.evaluate import Buckets, MetricSample, RecentCounts, ReleaseCounts
 from modelrollout.manifests import service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
@@ -70,7 +70,7 @@ async def _counts(rule: MetricRule, provider: MetricsProvider, values: dict[str,
 
 async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
                        canary: dict[str, str], stable: dict[str, str],
-                       recent: tuple[float, int] | None) -> MetricSample:
+                       recent: tuple[float, int] | None, release: float | None) -> MetricSample:
     samples_query = rule.samples_query or spec.analysis.samples.query
     template = rule.query or rule.total_query or rule.histogram or ""
     try:
@@ -91,14 +91,19 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
             compare = rule.compares_with_stable  # a bound alone needs no stable counts
             canary_counts = await _counts(rule, provider, canary)
             stable_counts = await _counts(rule, provider, stable) if compare else None
-            latest = None
+            latest = whole = None
             if recent is not None:  # the step's latest blocks, judged so that they may only FAIL
                 seconds, index = recent
                 window = {"window": format_duration(seconds)}
                 latest = RecentCounts(seconds, index, await _counts(rule, provider, {**canary, **window}),
                                       await _counts(rule, provider, {**stable, **window}) if compare else None)
+            if release is not None:  # every step so far, judged so that it may only PASS
+                window = {"window": format_duration(release)}
+                whole = ReleaseCounts(release, await _counts(rule, provider, {**canary, **window}),
+                                      await _counts(rule, provider, {**stable, **window}) if compare else None)
             return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
-                                canary_counts=canary_counts, stable_counts=stable_counts, recent=latest)
+                                canary_counts=canary_counts, stable_counts=stable_counts, recent=latest,
+                                release=whole)
         buckets = histogram_query(rule.histogram or "")
         canary_buckets = await _buckets(provider, render_query(buckets, canary))
         stable_buckets = await _buckets(provider, render_query(buckets, stable))
@@ -113,6 +118,7 @@ async def measure(spec: RolloutSpec, namespace: str, name: str, status: RolloutS
     canary = query_values(spec, namespace, name, status, status.canary_revision or "", now)
     stable = query_values(spec, namespace, name, status, status.stable_revision or "", now)
     recent = recent_window(spec, status, now)
-    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent)
+    release = release_window(spec, status, now) if spec.analysis.pass_window == "release" else None
+    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent, release)
                                      for rule in spec.analysis.metrics))
     return tuple(results)
