@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable
 from datetime import datetime
 
 from modelrollout.core import analysis_window, recent_window, release_window
@@ -44,6 +45,10 @@ async def _scalar(provider: MetricsProvider, query: str) -> float | None:
     return float(sum(s.value for s in series))
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def _buckets(provider: MetricsProvider, query: str) -> Buckets:
     series = await provider.run_query(query)
     points = []
@@ -57,15 +62,22 @@ async def _buckets(provider: MetricsProvider, query: str) -> Buckets:
 
 async def _counts(rule: MetricRule, provider: MetricsProvider, values: dict[str, str]) -> tuple[float, float] | None:
     """A proportion's (bad events, total) for one revision, None when Prometheus has no total."""
-    total = await _scalar(provider, render_query(rule.total_query or "", values))
+    total, events = await asyncio.gather(_scalar(provider, render_query(rule.total_query or "", values)),
+                                         _scalar(provider, render_query(rule.success_query or rule.query or "", values)))
     if rule.success_query:
-        good = await _scalar(provider, render_query(rule.success_query, values))
-        bad = None if good is None or total is None else total - good
+        bad = None if events is None or total is None else total - events
     else:
-        bad = await _scalar(provider, render_query(rule.query or "", values))
-        if bad is None and total is not None:
-            bad = 0.0  # no error series yet: zero errors
+        bad = 0.0 if events is None and total is not None else events  # no error series yet: zero errors
     return None if total is None or bad is None else (bad, total)
+
+
+async def _window_counts(rule: MetricRule, provider: MetricsProvider, canary: dict[str, str],
+                         stable: dict[str, str] | None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """Canary's and (when given) stable's counts over the same window, asked at once."""
+    if stable is None:
+        return await _counts(rule, provider, canary), None
+    both = await asyncio.gather(_counts(rule, provider, canary), _counts(rule, provider, stable))
+    return both[0], both[1]
 
 
 async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
@@ -89,21 +101,19 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
             return MetricSample(rule.name, shown, value=value, samples=samples, stable_value=stable_value)
         if rule.type is MetricType.PROPORTION:
             compare = rule.compares_with_stable  # a bound alone needs no stable counts
-            canary_counts = await _counts(rule, provider, canary)
-            stable_counts = await _counts(rule, provider, stable) if compare else None
-            latest = whole = None
-            if recent is not None:  # the step's latest blocks, judged so that they may only FAIL
-                seconds, index = recent
-                window = {"window": format_duration(seconds)}
-                latest = RecentCounts(seconds, index, await _counts(rule, provider, {**canary, **window}),
-                                      await _counts(rule, provider, {**stable, **window}) if compare else None)
-            if release is not None:  # every step so far, judged so that it may only PASS
-                window = {"window": format_duration(release)}
-                whole = ReleaseCounts(release, await _counts(rule, provider, {**canary, **window}),
-                                      await _counts(rule, provider, {**stable, **window}) if compare else None)
+
+            def over(seconds: float | None) -> Awaitable[tuple[tuple[float, float] | None, ...]]:
+                window = {} if seconds is None else {"window": format_duration(seconds)}
+                return _window_counts(rule, provider, {**canary, **window}, {**stable, **window} if compare else None)
+
+            # The step's window; its latest blocks, which may only FAIL; every step so far, which may only PASS.
+            step, latest, whole = await asyncio.gather(
+                over(None), over(recent[0]) if recent else _nothing(), over(release) if release else _nothing())
+            canary_counts, stable_counts = step
             return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
-                                canary_counts=canary_counts, stable_counts=stable_counts, recent=latest,
-                                release=whole)
+                                canary_counts=canary_counts, stable_counts=stable_counts,
+                                recent=RecentCounts(recent[0], recent[1], *latest) if recent and latest else None,
+                                release=ReleaseCounts(release, *whole) if release and whole else None)
         buckets = histogram_query(rule.histogram or "")
         canary_buckets = await _buckets(provider, render_query(buckets, canary))
         stable_buckets = await _buckets(provider, render_query(buckets, stable))
