@@ -83,6 +83,15 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class HandedOver:
+    """A revision a deleted ModelRollout of the same name handed over (`onDelete: Handover`) and
+    that still serves its users: a re-created rollout adopts it as stable."""
+
+    revision: str
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
 class Observations:
     generation: int = 1
     workloads: Mapping[str, Workload] = field(default_factory=dict)
@@ -97,6 +106,8 @@ class Observations:
     # The percent of live requests the cluster copies to the canary (router read-back of a mirror);
     # None when unknown, or when the spec has no mirror step (nothing is read then).
     mirror: int | None = None
+    # Read only while the rollout has no stable revision: what a deleted namesake left serving.
+    handed_over: HandedOver | None = None
 
 
 @dataclass(frozen=True)
@@ -486,6 +497,14 @@ def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: dat
 
 
 def _initialize(b: _Builder, revision: str) -> Decision:
+    adopted = b.obs.handed_over
+    if adopted is not None and adopted.revision != revision:
+        # Users are served by what a deleted namesake handed over: it stays stable, and the new
+        # template is a canary like any other, never put in its place unjudged.
+        b.set(stable_revision=adopted.revision, model_version=adopted.model_version, canary_weight=0)
+        b.event("Normal", "Adopted", f"revision {adopted.revision}, handed over by a deleted ModelRollout of this "
+                                     f"name, is stable; revision {revision} is released as a canary")
+        return _start_canary(b, revision)
     workload = b.obs.workloads.get(revision)
     wanted = b.spec.replicas
     if workload is not None and workload.up_to_date and workload.ready >= wanted:

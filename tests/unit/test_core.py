@@ -64,13 +64,14 @@ class Run:
         self.spec, self.status, self.now = spec, status or RolloutStatus(), now
         self.decisions = []
 
-    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO):
+    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO,
+             handed_over=None):
         """`traffic` defaults to a cluster that carries at once whatever the last status asked for."""
         self.now += timedelta(seconds=after)
         if traffic is AUTO:
             traffic = target_weight(self.spec, self.status, workloads or {})
         obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
-                           samples=samples, traffic=traffic)
+                           samples=samples, traffic=traffic, handed_over=handed_over)
         decision = decide(self.spec, self.status, obs, self.now)
         self.status = RolloutStatus.parse(decision.status.dump())  # as the cluster stores it, and valid
         self.decisions.append(decision)
@@ -104,6 +105,24 @@ def test_first_revision_waits_for_replicas_then_becomes_stable():
     assert (d.action, d.status.phase, d.status.stable_revision) == (Action.INITIALIZE, "Succeeded", V1.revision)
     assert d.status.canary_revision is None
     assert d.status.history[0].result == "Initialized"
+
+
+def test_a_rollout_recreated_with_another_template_keeps_the_handed_over_revision_stable():
+    """Deleted with `onDelete: Handover`, re-created with v2: v1 still serves users, so it stays
+    stable and v2 is a canary judged step by step, never put in v1's place at once."""
+    run = Run(V2)
+    d = run.step(workloads={V2.revision: Workload(4, 4)}, handed_over=core.HandedOver(V1.revision, "v1"))
+    assert (d.action, d.status.phase) == (Action.START, "Progressing")
+    assert (d.status.stable_revision, d.status.canary_revision) == (V1.revision, V2.revision)
+    assert d.status.model_version == "v1" and d.status.canary_model_version == "v2"
+    desired = desired_state(V2, d.status, {V1.revision: Workload(4, 4)}, run.now)
+    assert desired.stable_revision == V1.revision and desired.replicas[V1.revision] == 4
+    assert desired.canary_weight == 0 and desired.replicas[V2.revision] == canary_replicas(V2, 10)
+
+
+def test_a_rollout_recreated_with_the_same_template_adopts_it_as_its_first_revision():
+    d = Run(V1).step(workloads=ready(V1), handed_over=core.HandedOver(V1.revision, "v1"))
+    assert (d.action, d.status.stable_revision, d.status.canary_revision) == (Action.INITIALIZE, V1.revision, None)
 
 
 def test_steady_state_stays_succeeded_and_is_ready_for_gitops():

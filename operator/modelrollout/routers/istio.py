@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from modelrollout import owned
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
 from modelrollout.routers import RouteProblem, RouteTarget, edit_entries, write_back
@@ -212,3 +214,6 @@ class IstioRouter:
             await self._edit(kube, target, lambda route: stable_only(route, target))
         except RouteProblem as exc:  # no VirtualService, or no route of ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
