@@ -158,6 +158,17 @@ def test_a_route_that_gives_the_rollout_nothing_keeps_summing_to_100():
     assert [d["weight"] for d in out["route"]] == [100, 0, 0]
 
 
+def test_a_canary_in_a_route_shared_with_a_user_destination_never_exceeds_the_step_weight():
+    """The route gives the rollout 10 of its 100: the canary gets at most the step's share of those
+    10 (1 at weight 15, never 2, which would be 20 % of the rollout's traffic)."""
+    route = {"name": "primary", "route": [{"destination": {"host": "legacy"}, "weight": 90},
+                                          {"destination": {"host": "part-stable"}, "weight": 10}]}
+    for weight in range(101):
+        legacy, stable, canary = [d["weight"] for d in weighted(route, _target("part"), weight)["route"]]
+        assert (legacy, stable + canary) == (90, 10)
+        assert canary * 100 <= weight * 10, f"weight {weight}: canary {canary} of 10"
+
+
 def _deployment(name, app, ready):
     return {"metadata": {"name": name, "namespace": "default"},
             "spec": {"template": {"metadata": {"labels": {"app": app}}}}, "status": {"readyReplicas": ready}}

@@ -90,7 +90,7 @@ def weighted(route: Route, target: RouteTarget, weight: int) -> Route:
     share = sum(_weight(d, alone) for d in ours)
     if not share and len(ours) == len(destinations):
         share = 100  # the route is ours alone: it must still sum to 100
-    canary_weight = round(share * weight / 100)
+    canary_weight = share * weight // 100  # rounded down: the canary never gets more than the step's weight
     out: list[dict[str, Any]] = []
     for d in destinations:
         if _is(d, target, stable):
