@@ -169,6 +169,11 @@ class KServeRouter:
             kserve = target.spec.traffic_routing.kserve
             assert kserve is not None
             raise RouteProblem("RouteNotFound", f"InferenceService {target.namespace}/{kserve.inference_service} not found")
+        owner = ((((isvc.get("spec") or {}).get("predictor") or {}).get("labels")) or {}).get(LABEL_ROLLOUT)
+        if owner not in (None, target.name):
+            raise RouteProblem("InferenceServiceInUse",
+                               f"InferenceService {target.namespace}/{isvc['metadata']['name']} runs the model of "
+                               f"ModelRollout {owner}: one InferenceService is released by one ModelRollout")
         return isvc
 
     async def _edit(self, kube: Kube, target: RouteTarget, raw: Callable[[Obj], Obj],
