@@ -11,7 +11,7 @@ import pytest
 
 from modelrollout.kube import load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
-from modelrollout.routers.istio import IstioRouter, weighted
+from modelrollout.routers.istio import IstioRouter, mirror_share, mirrored, weighted
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout_lab.scenarios import rollout, virtual_service
 from modelrollout_lab.traffic import resolve_mirrors, resolve_target
@@ -149,6 +149,18 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
         assert (await kube.get(f"{VS}/shadow"))["spec"]["http"][1]["mirror"] == {"host": "someone-else"}
 
     with_kube(api, scenario)
+
+
+def test_a_route_with_a_mirrors_list_of_its_own_is_never_given_a_mirror_too():
+    """Istio accepts `mirror` or `mirrors` on a route, not both: a route mirroring through `mirrors`
+    is another tool's mirror (MirrorInUse), and removing ours leaves that list as it was."""
+    route = {"name": "primary", "mirrors": [{"destination": {"host": "audit-svc"}, "percentage": {"value": 5.0}}],
+             "route": [{"destination": {"host": "m-stable"}, "weight": 100}]}
+    with pytest.raises(RouteProblem) as info:
+        mirrored(route, _target("m"), 100)
+    assert info.value.reason == "MirrorInUse" and "audit-svc" in str(info.value)
+    assert mirrored(route, _target("m"), 0) == route
+    assert mirror_share(route, _target("m")) == 0
 
 
 def test_a_route_that_gives_the_rollout_nothing_keeps_summing_to_100():

@@ -116,10 +116,16 @@ def _mirror_is_ours(route: Route, target: RouteTarget) -> bool:
 
 
 def mirrored(route: Route, target: RouteTarget, percent: int) -> Route:
-    """`route` copying `percent` of its requests to the canary (none: our mirror removed)."""
+    """`route` copying `percent` of its requests to the canary (none: our mirror removed). Istio takes
+    `mirror` or `mirrors` on a route, not both: a `mirrors` list is another tool's mirror."""
     if not _mirror_is_ours(route, target):
         raise RouteProblem("MirrorInUse", f"route {route.get('name') or '(unnamed)'} already mirrors to "
                                           f"{route['mirror'].get('host')}: the rollout never replaces another mirror")
+    if percent and route.get("mirrors"):
+        hosts = ", ".join(str((m.get("destination") or {}).get("host")) for m in route["mirrors"])
+        raise RouteProblem("MirrorInUse", f"route {route.get('name') or '(unnamed)'} already mirrors to {hosts} "
+                                          f"(mirrors): Istio takes mirror or mirrors, and the rollout never "
+                                          f"replaces another mirror")
     out = {k: v for k, v in route.items() if k not in ("mirror", "mirrorPercentage")}
     if percent:
         stable, canary = _services(target)
