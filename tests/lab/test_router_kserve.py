@@ -14,6 +14,7 @@ from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.kserve import KServeRouter, canary_name
 from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
 from modelrollout_lab.scenarios import inference_service, rollout
+from modelrollout_lab.traffic import resolve_target
 
 from lab_kube import with_kube
 
@@ -177,3 +178,19 @@ def test_a_second_rollout_on_the_same_inference_service_is_refused_and_writes_no
         assert (await kube.get(f"{ISVCS}/{isvc}"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
     with_kube(api, scenario)
+
+
+def test_traffic_simulator_routes_by_the_split_kserve_reports():
+    """The lab routes an InferenceService's requests by status.components.predictor.traffic; a
+    revision without a Ready pod gets nothing (its share is unrouted), as Knative would not serve it."""
+    isvc = {"status": {"components": {"predictor": {"traffic": [
+        {"revisionName": "sim-predictor-00001", "percent": 70, "latestRevision": False},
+        {"revisionName": "sim-predictor-00002", "percent": 30, "latestRevision": True}]}}}}
+    deployments = {("default", name): {"metadata": {"name": name}, "status": {"readyReplicas": ready}}
+                   for name, ready in (("sim-predictor-00001", 2), ("sim-predictor-00002", 1))}
+    kwargs = dict(routes={}, services={}, inference_services={("default", "sim"): isvc})
+    assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
+        ("default", "sim-predictor-00001"): 0.7, ("default", "sim-predictor-00002"): 0.3}
+    deployments[("default", "sim-predictor-00002")]["status"]["readyReplicas"] = 0
+    assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
+        ("default", "sim-predictor-00001"): 0.7}
