@@ -24,12 +24,13 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
-from modelrollout.analysis import measure
+from modelrollout.analysis import measure, query_values
 from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
 from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
-from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, PLACEHOLDERS
+from modelrollout.manifests import deployment_name
+from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, render_query, PLACEHOLDERS
 from modelrollout.stats import Verdict
 from modelrollout.status import RolloutStatus
 
@@ -198,7 +199,7 @@ def test_preset_is_complete(preset: str) -> None:
         assert rule.min is not None or rule.max is not None
     for text in texts:
         assert placeholders(text) <= PLACEHOLDERS
-        assert "{{ revision }}" in text and "{{ window }}" in text, text
+        assert ("{{ revision }}" in text or "{{ workload }}" in text) and "{{ window }}" in text, text
 
 
 async def _verdicts(prometheus: PrometheusServer, spec) -> dict[str, dict[str, tuple[Verdict, str]]]:
@@ -242,3 +243,16 @@ async def test_input_missing_rate_is_a_rate_per_feature_value_with_several_featu
     assert verdict is Verdict.PASS, why
     verdict, why = verdicts[BAD]["input-missing-rate"]
     assert verdict is Verdict.FAIL and "0.6" in why, why
+
+
+def test_the_istio_preset_selects_the_revisions_deployment_whatever_the_rollouts_name() -> None:
+    """Istio names the workload after the Deployment, `<rollout>-<revision>` only while that fits: a
+    long rollout name gets a hashed Deployment name, and the queries must select that one."""
+    long_name = "fraud-detector-for-the-european-card-payments-team-v2ab"
+    spec = _spec("istio", ["error-rate"])
+    status = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": BAD, "stableRevision": GOOD})
+    for name in (NAME, long_name):
+        for revision in (BAD, GOOD):
+            values = query_values(spec, NAMESPACE, name, status, revision, datetime.now(UTC))
+            rendered = render_query(spec.analysis.samples.query or "", values)
+            assert f'destination_workload="{deployment_name(name, revision)}"' in rendered, rendered
