@@ -139,6 +139,11 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
         assert json.dumps(admin) == json.dumps(before["spec"]["http"][0])
         await router.set_mirror(kube, target, 0)
         assert "mirror" not in (await kube.get(f"{VS}/shadow"))["spec"]["http"][1]
+        await router.set_mirror(kube, target, 100)
+        await router.finalize(kube, target)  # deletion mid-mirror: our mirror goes with the canary
+        after = (await kube.get(f"{VS}/shadow"))["spec"]["http"]
+        assert "mirror" not in after[1] and "mirrorPercentage" not in after[1]
+        assert json.dumps(after[0]) == json.dumps(before["spec"]["http"][0])  # the user's mirror stays
 
         taken = copy.deepcopy(await kube.get(f"{VS}/shadow"))
         taken["spec"]["http"][1]["mirror"] = {"host": "someone-else"}
