@@ -49,8 +49,9 @@ async def create_or_adopt(kube: Kube, collection: str, body: dict[str, Any], rol
 async def handed_over(kube: Kube, namespace: str, rollout: str, uid: str) -> HandedOver | None:
     """The revision whose Deployment a deleted rollout of this name handed over and this one does
     not own yet (the one with the most Ready pods, should there be several)."""
-    deployments = await kube.list(path("apps/v1", "deployments", namespace), label_selector=f"{LABEL_ROLLOUT}={rollout}")
-    left = [d for d in deployments if manifests.adoptable(d, rollout, uid) and (d["metadata"].get("labels") or {}).get(LABEL_REVISION)
+    deployments = await kube.list(path("apps/v1", "deployments", namespace),
+                                  label_selector=f"{LABEL_ROLLOUT}={rollout},{LABEL_REVISION}")
+    left = [d for d in deployments if manifests.adoptable(d, rollout, uid)
             and not any(ref.get("uid") == uid for ref in d["metadata"].get("ownerReferences") or [])]
     if not left:
         return None
