@@ -492,8 +492,20 @@ def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: dat
             b.history(canary, "Superseded", f"template changed to revision {revision}", status.rollout_started_at)
             b.schedule_scale_down(canary)
             b.event("Normal", "Superseded", f"canary {canary} superseded by revision {revision}; traffic back to stable first")
+        elif obs.traffic != 0:
+            return _await_stable_alone(b, revision)
         return _start_canary(b, revision)
     return _progress(b, revision)
+
+
+def _await_stable_alone(b: _Builder, revision: str) -> Decision:
+    """A canary starts only once the cluster carries the stable revision alone: a platform still
+    moving traffic to a promoted revision (KServe) would split the canary against an older model."""
+    shown = "unknown" if b.obs.traffic is None else str(b.obs.traffic)
+    b.wake_in(CONFIRM_POLL)
+    return b.finish(Action.WAIT, Phase.PROGRESSING, "WaitingForStable",
+                    f"revision {revision} starts as canary once the cluster carries stable "
+                    f"{b.status.stable_revision} alone (canary weight carried: {shown})")
 
 
 def _initialize(b: _Builder, revision: str) -> Decision:

@@ -225,6 +225,21 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert [e.revision for e in d.status.scale_downs] == [V1.revision]
 
 
+def test_a_new_template_waits_until_the_cluster_carries_the_promoted_revision_alone():
+    """KServe takes a while to route every request to a promoted revision (read back as unknown
+    until then). A canary started meanwhile would be split against the older model still serving,
+    and its rollback would go back to that one, not to the promoted stable."""
+    run = stable_on_v1()
+    run.spec = V2
+    d = run.step(after=1, workloads=ready(V1), traffic=None)
+    assert (d.action, d.status.canary_revision) == (Action.WAIT, None)
+    assert d.status.phase == "Progressing" and "unknown" in d.status.message and d.requeue_after <= 1
+    d = run.step(after=1, workloads=ready(V1), traffic=20)  # an older split still carried
+    assert (d.action, d.status.canary_revision) == (Action.WAIT, None) and "20" in d.status.message
+    d = run.step(after=1, workloads=ready(V1), traffic=0)
+    assert (d.action, d.status.canary_revision) == (Action.START, V2.revision)
+
+
 def test_hold_elapsed_without_analysis_does_not_advance():
     run = canary_in_step0()
     d = run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 1)})
