@@ -355,14 +355,16 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult,
                                     "the cluster carries the decided state", generation, now)
         if before is not None and before.status == "False":
             events.append(Event("Normal", "Applied", "acting works again: the cluster carries the decided state"))
-    converged = (result.confirmed_weight is None or result.confirmed_weight == result.target_weight) and \
+    # A weight that cannot be read back (unknown, e.g. KServe still moving traffic) is not carried.
+    converged = result.confirmed_weight == result.target_weight and \
         (result.confirmed_mirror is None or result.confirmed_mirror == result.target_mirror)
     if result.failure_reason or not converged:
         ready = next((c for c in conditions if c.type == "Ready"), None)
         if ready is not None and ready.status == "True":
             why = result.failure_reason or "Converging"
+            carried = "unknown" if result.confirmed_weight is None else result.confirmed_weight
             text = result.failure_message if result.failure_reason else \
-                f"canary weight {result.confirmed_weight} carried, {result.target_weight} decided"
+                f"canary weight {carried} carried, {result.target_weight} decided"
             conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
     return status.replace(conditions=conditions, **changes), tuple(events), backoff
 
