@@ -12,7 +12,7 @@ from datetime import datetime
 
 from modelrollout.core import analysis_window, recent_window, release_window
 from modelrollout.evaluate import Buckets, MetricSample, RecentCounts, ReleaseCounts
-from modelrollout.manifests import service_name
+from modelrollout.manifests import deployment_name, service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
                                histogram_query, render_query)
@@ -26,6 +26,7 @@ def query_values(spec: RolloutSpec, namespace: str, name: str, status: RolloutSt
         "namespace": namespace,
         "name": name,
         "revision": revision,
+        "workload": deployment_name(name, revision) if revision else "",  # its Deployment, as Istio names it
         "canary.revision": status.canary_revision or "",
         "stable.revision": status.stable_revision or "",
         "canary.service": service_name(name, "canary"),

@@ -83,6 +83,15 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class HandedOver:
+    """A revision a deleted ModelRollout of the same name handed over (`onDelete: Handover`) and
+    that still serves its users: a re-created rollout adopts it as stable."""
+
+    revision: str
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
 class Observations:
     generation: int = 1
     workloads: Mapping[str, Workload] = field(default_factory=dict)
@@ -97,6 +106,8 @@ class Observations:
     # The percent of live requests the cluster copies to the canary (router read-back of a mirror);
     # None when unknown, or when the spec has no mirror step (nothing is read then).
     mirror: int | None = None
+    # Read only while the rollout has no stable revision: what a deleted namesake left serving.
+    handed_over: HandedOver | None = None
 
 
 @dataclass(frozen=True)
@@ -344,14 +355,16 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult,
                                     "the cluster carries the decided state", generation, now)
         if before is not None and before.status == "False":
             events.append(Event("Normal", "Applied", "acting works again: the cluster carries the decided state"))
-    converged = (result.confirmed_weight is None or result.confirmed_weight == result.target_weight) and \
+    # A weight that cannot be read back (unknown, e.g. KServe still moving traffic) is not carried.
+    converged = result.confirmed_weight == result.target_weight and \
         (result.confirmed_mirror is None or result.confirmed_mirror == result.target_mirror)
     if result.failure_reason or not converged:
         ready = next((c for c in conditions if c.type == "Ready"), None)
         if ready is not None and ready.status == "True":
             why = result.failure_reason or "Converging"
+            carried = "unknown" if result.confirmed_weight is None else result.confirmed_weight
             text = result.failure_message if result.failure_reason else \
-                f"canary weight {result.confirmed_weight} carried, {result.target_weight} decided"
+                f"canary weight {carried} carried, {result.target_weight} decided"
             conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
     return status.replace(conditions=conditions, **changes), tuple(events), backoff
 
@@ -481,11 +494,31 @@ def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: dat
             b.history(canary, "Superseded", f"template changed to revision {revision}", status.rollout_started_at)
             b.schedule_scale_down(canary)
             b.event("Normal", "Superseded", f"canary {canary} superseded by revision {revision}; traffic back to stable first")
+        elif obs.traffic != 0:
+            return _await_stable_alone(b, revision)
         return _start_canary(b, revision)
     return _progress(b, revision)
 
 
+def _await_stable_alone(b: _Builder, revision: str) -> Decision:
+    """A canary starts only once the cluster carries the stable revision alone: a platform still
+    moving traffic to a promoted revision (KServe) would split the canary against an older model."""
+    shown = "unknown" if b.obs.traffic is None else str(b.obs.traffic)
+    b.wake_in(CONFIRM_POLL)
+    return b.finish(Action.WAIT, Phase.PROGRESSING, "WaitingForStable",
+                    f"revision {revision} starts as canary once the cluster carries stable "
+                    f"{b.status.stable_revision} alone (canary weight carried: {shown})")
+
+
 def _initialize(b: _Builder, revision: str) -> Decision:
+    adopted = b.obs.handed_over
+    if adopted is not None and adopted.revision != revision:
+        # Users are served by what a deleted namesake handed over: it stays stable, and the new
+        # template is a canary like any other, never put in its place unjudged.
+        b.set(stable_revision=adopted.revision, model_version=adopted.model_version, canary_weight=0)
+        b.event("Normal", "Adopted", f"revision {adopted.revision}, handed over by a deleted ModelRollout of this "
+                                     f"name, is stable; revision {revision} is released as a canary")
+        return _start_canary(b, revision)
     workload = b.obs.workloads.get(revision)
     wanted = b.spec.replicas
     if workload is not None and workload.up_to_date and workload.ready >= wanted:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout import manifests
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, KubeError, path
-from modelrollout.names import LABEL_ROLLOUT
+from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 
 
 def _describe(obj: dict[str, Any]) -> str:
@@ -43,6 +44,20 @@ async def create_or_adopt(kube: Kube, collection: str, body: dict[str, Any], rol
     if current is None:  # deleted meanwhile: the next reconcile creates it
         return {}
     return await adopt(kube, object_path, {"kind": body.get("kind"), **current}, rollout, uid)
+
+
+async def handed_over(kube: Kube, namespace: str, rollout: str, uid: str) -> HandedOver | None:
+    """The revision whose Deployment a deleted rollout of this name handed over and this one does
+    not own yet (the one with the most Ready pods, should there be several)."""
+    deployments = await kube.list(path("apps/v1", "deployments", namespace),
+                                  label_selector=f"{LABEL_ROLLOUT}={rollout},{LABEL_REVISION}")
+    left = [d for d in deployments if manifests.adoptable(d, rollout, uid)
+            and not any(ref.get("uid") == uid for ref in d["metadata"].get("ownerReferences") or [])]
+    if not left:
+        return None
+    serving = max(left, key=lambda d: (int((d.get("status") or {}).get("readyReplicas") or 0), d["metadata"]["name"]))
+    pod_labels = ((((serving.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")) or {}
+    return HandedOver(serving["metadata"]["labels"][LABEL_REVISION], pod_labels.get(LABEL_MODEL_VERSION))
 
 
 async def release(kube: Kube, object_path: str, current: dict[str, Any], uid: str) -> None:

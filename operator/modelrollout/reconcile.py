@@ -238,7 +238,10 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     traffic: int | None = None
     mirror: int | None = None
     reads_mirror = spec.strategy.mirrors or bool(before.canary_mirror)
+    handed_over = None
     try:
+        if not before.stable_revision:  # a deleted namesake may have left a revision serving users
+            handed_over = await router.handed_over(runtime.kube, target)
         traffic = await router.get_weight(runtime.kube, target)
         if reads_mirror:
             mirror = await router.get_mirror(runtime.kube, target)
@@ -252,7 +255,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     if before.gating and before.canary_revision == spec.revision:
         gates = await run_gates(runtime.kube, spec, before.gating, obj.namespace, obj.name, obj.uid, before)
     observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic, mirror=mirror,
-                                commands=commands_from(obj.annotations), samples=samples, gates=gates)
+                                commands=commands_from(obj.annotations), samples=samples, gates=gates,
+                                handed_over=handed_over)
     now = clock()
     decision = core.decide(spec, before, observations, now)
     desired = core.desired_state(spec, decision.status, workloads, now)

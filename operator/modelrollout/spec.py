@@ -495,7 +495,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 PLACEHOLDERS = frozenset({
-    "namespace", "name", "revision", "canary.revision", "stable.revision", "canary.service",
+    "namespace", "name", "revision", "workload", "canary.revision", "stable.revision", "canary.service",
     "stable.service", "model.name", "model.version", "interval", "window",
 })
 DURATION_PLACEHOLDERS = frozenset({"interval", "window"})  # PromQL durations, written outside quotes
@@ -692,6 +692,7 @@ _VALUE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "canary.service": (_DNS_SUBDOMAIN, "a DNS subdomain"),
     "stable.service": (_DNS_SUBDOMAIN, "a DNS subdomain"),
     "revision": (_DNS_LABEL, "a DNS label"),
+    "workload": (_DNS_SUBDOMAIN, "a DNS subdomain"),
     "canary.revision": (_DNS_LABEL, "a DNS label"),
     "stable.revision": (_DNS_LABEL, "a DNS label"),
     "model.name": (_MODEL_TEXT, "letters, digits and . _ : / + -"),
@@ -701,7 +702,8 @@ _VALUE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
 }
 # What a query is checked with when the spec is parsed (the real values exist only at run time).
 _EXAMPLE_VALUES = {
-    "namespace": "ml", "name": "model", "revision": "0a1b2c3d4e", "canary.revision": "0a1b2c3d4e",
+    "namespace": "ml", "name": "model", "revision": "0a1b2c3d4e", "workload": "model-0a1b2c3d4e",
+    "canary.revision": "0a1b2c3d4e",
     "stable.revision": "5f6a7b8c9d", "canary.service": "model-canary", "stable.service": "model-stable",
     "model.name": "model", "model.version": "1.0.0", "interval": "30s", "window": "5m",
 }

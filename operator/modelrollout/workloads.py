@@ -36,10 +36,21 @@ async def scale_up(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, 
                 # already there (409): the watch had not told us yet, or a handed-over one to adopt
                 await owned.create_or_adopt(kube, collection, manifests.deployment(spec, namespace, rollout, uid, replicas),
                                             rollout, uid)
-            else:
-                log.warning("%s/%s: revision %s has no Deployment and its template is gone", namespace, rollout, revision)
+            else:  # a Deployment handed over by a deleted rollout of this name, adopted as stable
+                await _adopt(kube, namespace, rollout, uid, revision, replicas)
         elif current.replicas < replicas:
             await kube.merge_patch(path("apps/v1", "deployments", namespace, current.name), {"spec": {"replicas": replicas}})
+
+
+async def _adopt(kube: Kube, namespace: str, rollout: str, uid: str, revision: str, replicas: int) -> None:
+    deployment_path = path("apps/v1", "deployments", namespace, manifests.deployment_name(rollout, revision))
+    current = await kube.get(deployment_path)
+    if current is None:
+        log.warning("%s/%s: revision %s has no Deployment and its template is gone", namespace, rollout, revision)
+        return
+    adopted = await owned.adopt(kube, deployment_path, {"kind": "Deployment", **current}, rollout, uid)
+    if int((adopted.get("spec") or {}).get("replicas") or 0) < replicas:
+        await kube.merge_patch(deployment_path, {"spec": {"replicas": replicas}})
 
 
 async def scale_down(kube: Kube, namespace: str, desired: Desired,

@@ -153,12 +153,11 @@ class KServeSimulator:
             wanted, traffic = raw_plan(isvc)
             for deployment in wanted:
                 self._apply(existing.get(deployment["metadata"]["name"]), deployment)
-            for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:
+            self._write_status(isvc, {"traffic": traffic})
+            for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:  # no longer routed to: deleted
                 self._delete(isvc, gone)
-            predictor_status: Obj = {"traffic": traffic}
         else:
-            predictor_status = self._serverless(isvc, existing)
-        self._write_status(isvc, predictor_status)
+            self._write_status(isvc, self._serverless(isvc, existing))
 
     def _serverless(self, isvc: Obj, existing: dict[str, Obj]) -> Obj:
         name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}

@@ -68,3 +68,17 @@ def start_stable(lab, name, **kwargs):
     apply_all(lab, docs)
     lab.wait_for_phase(name, "Succeeded", timeout=60)
     return docs[-1]
+
+
+def recreate_with_a_bad_model(lab, manifest, stable):
+    """Re-create a deleted rollout with another template, one that fails its analysis: the revision
+    the deletion handed over is adopted as stable and keeps serving, the new template is a canary,
+    judged and rolled back, never put in its place unjudged. Returns the status."""
+    name = manifest["metadata"]["name"]
+    lab.apply(scenarios.release(manifest, "3.0.0", {"error-rate": "0.2"}))
+    canary = lab.wait_for(lambda: lab.status(name).get("canaryRevision"), timeout=20, what="the canary")
+    assert lab.status(name)["stableRevision"] == stable and canary != stable
+    status = lab.wait_for_phase(name, "RolledBack", timeout=60)
+    assert status["stableRevision"] == stable and "error-rate" in status["message"]
+    assert status["history"][0]["revision"] == canary
+    return status

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lab_watch import Recorder, start_stable
+from lab_watch import Recorder, recreate_with_a_bad_model, start_stable
 from modelrollout.manifests import service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout_lab import scenarios
@@ -51,7 +51,8 @@ def test_good_model_promoted_bad_one_rolled_back_and_the_other_route_untouched(l
         promoted = lab.wait_for(lambda: (s := lab.status("mesh")).get("phase") == "Succeeded"
                                 and (s.get("history") or [{}])[0].get("result") == "Promoted" and s,
                                 timeout=90, what="promotion")
-        lab.wait_for(lambda: _canary_weight(lab, "mesh") == 0, timeout=10, what="all traffic on the new stable")
+        lab.wait_for(lambda: weights.values[-1:] == [0] and 50 in weights.values, timeout=10,
+                     what="all traffic on the new stable")
         assert weights.values == [0, 20, 50, 0]  # read back from the VirtualService, in order
 
         lab.apply(scenarios.release(v2, "3.0.0", {"error-rate": "0.2"}))
@@ -79,6 +80,13 @@ def test_deleting_the_rollout_keeps_traffic_served(lab):
         "mesh-gone-stable.default.svc.cluster.local"]  # the canary destination is gone with its Service
     assert _unrouted(lab, "mesh-gone") == unrouted  # not one request unrouted
     assert _served(lab, deployment) > served  # the handed-over stable revision still serves
+
+    recreate_with_a_bad_model(lab, v1, stable)
+    uid = lab.rollout("mesh-gone")["metadata"]["uid"]
+    owners = lab.apps.read_namespaced_deployment(deployment, "default").metadata.owner_references
+    assert [o.uid for o in owners] == [uid]  # the handed-over Deployment, adopted
+    assert _primary_weights(lab, "mesh-gone") == (100, 0)
+    assert _unrouted(lab, "mesh-gone") == unrouted
 
 
 DRIFT = [{"name": "prediction-drift", "max": 0.1, "minSamples": 200},

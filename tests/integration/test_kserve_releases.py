@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab_watch import Recorder, start_stable
+from lab_watch import Recorder, recreate_with_a_bad_model, start_stable
 from modelrollout.names import LABEL_REVISION
 from modelrollout_lab import scenarios
 
@@ -95,5 +95,10 @@ def test_deleting_the_rollout_keeps_the_inference_service_serving(lab, mode):
     lab.wait_for(lambda: not lab.status(name), timeout=30, what="the rollout to go")
     lab.wait_for(lambda: _canary_percent(lab, name) in (0, None), timeout=10, what="the canary's share gone")
     unrouted = lab.traffic.unrouted().get(f"default/{name}-traffic", 0)
+    _keeps_serving(lab, name, stable)
+    assert lab.traffic.unrouted().get(f"default/{name}-traffic", 0) == unrouted
+
+    recreate_with_a_bad_model(lab, v1, stable)
+    lab.wait_for(lambda: _canary_percent(lab, name) in (0, None), timeout=10, what="all traffic on the adopted model")
     _keeps_serving(lab, name, stable)
     assert lab.traffic.unrouted().get(f"default/{name}-traffic", 0) == unrouted

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from lab_watch import Recorder, apply_all, events_of, route_canary_weight, start_stable
+from lab_watch import Recorder, apply_all, events_of, recreate_with_a_bad_model, route_canary_weight, start_stable
 from modelrollout.manifests import service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout_lab import scenarios
@@ -162,6 +162,13 @@ def test_deleting_a_rollout_hands_the_stable_revision_over_and_no_request_goes_u
     if router == "gatewayAPI":
         refs = _route(lab, name)["spec"]["rules"][0]["backendRefs"]
         assert [(r["name"], r["weight"]) for r in refs] == [(service_name(name, "stable"), 100)]
+        # Re-created with another template: what was handed over stays stable, the new one is judged.
+        recreate_with_a_bad_model(lab, v1, stable["stableRevision"])
+        uid = lab.rollout(name)["metadata"]["uid"]
+        lab.wait_for(lambda: [(d.metadata.name, [o.uid for o in d.metadata.owner_references or []])
+                              for d in _deployments(lab, name)] == [(deployment, [uid])],
+                     timeout=20, what="the handed-over Deployment adopted, the rolled-back canary gone")
+        assert route_canary_weight(lab, name) == 0 and _unrouted(lab, name) == unrouted
         return
     # Re-created with the same template: it adopts what was handed over, with no new revision.
     lab.apply(scenarios.release(v1, "2.0.0"))
@@ -189,6 +196,14 @@ def test_deleting_mid_release_with_the_replicas_router_gives_stable_back_its_pod
     kept = lab.apps.read_namespaced_deployment(deployment.metadata.name, "default")
     assert kept.spec.replicas == v1["spec"]["replicas"] and not kept.metadata.owner_references
     lab.traffic.wait_ticks(10)
+    assert _unrouted(lab, "midway") == unrouted
+
+    # Re-created with another template: the handed-over pods stay stable, the new ones a judged canary.
+    recreate_with_a_bad_model(lab, v1, stable)
+    uid = lab.rollout("midway")["metadata"]["uid"]
+    lab.wait_for(lambda: [(d.metadata.name, d.spec.replicas, [o.uid for o in d.metadata.owner_references or []])
+                          for d in _deployments(lab, "midway")] == [(deployment.metadata.name, v1["spec"]["replicas"], [uid])],
+                 timeout=20, what="the handed-over Deployment adopted at full size, the rolled-back canary gone")
     assert _unrouted(lab, "midway") == unrouted
 
 

@@ -114,7 +114,8 @@ def _templates(preset: str) -> dict[str, str]:
 def _rendered(template: str) -> list[str]:
     queries = []
     for namespace, name, revision, window in itertools.product(NAMESPACES, ROLLOUTS, REVISIONS, WINDOWS):
-        values = {"namespace": namespace, "name": name, "revision": revision, "canary.revision": revision,
+        values = {"namespace": namespace, "name": name, "revision": revision, "workload": f"{name}-{revision}",
+                  "canary.revision": revision,
                   "stable.revision": REVISIONS[0], "canary.service": f"{name}-canary",
                   "stable.service": f"{name}-stable", "model.name": name, "model.version": "2",
                   "interval": "10s", "window": window}

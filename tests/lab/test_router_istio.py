@@ -11,7 +11,7 @@ import pytest
 
 from modelrollout.kube import load_configuration, path
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
-from modelrollout.routers.istio import IstioRouter, weighted
+from modelrollout.routers.istio import IstioRouter, mirror_share, mirrored, weighted
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout_lab.scenarios import rollout, virtual_service
 from modelrollout_lab.traffic import resolve_mirrors, resolve_target
@@ -139,6 +139,11 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
         assert json.dumps(admin) == json.dumps(before["spec"]["http"][0])
         await router.set_mirror(kube, target, 0)
         assert "mirror" not in (await kube.get(f"{VS}/shadow"))["spec"]["http"][1]
+        await router.set_mirror(kube, target, 100)
+        await router.finalize(kube, target)  # deletion mid-mirror: our mirror goes with the canary
+        after = (await kube.get(f"{VS}/shadow"))["spec"]["http"]
+        assert "mirror" not in after[1] and "mirrorPercentage" not in after[1]
+        assert json.dumps(after[0]) == json.dumps(before["spec"]["http"][0])  # the user's mirror stays
 
         taken = copy.deepcopy(await kube.get(f"{VS}/shadow"))
         taken["spec"]["http"][1]["mirror"] = {"host": "someone-else"}
@@ -151,11 +156,34 @@ def test_mirror_is_set_only_on_our_route_and_never_replaces_another(api):
     with_kube(api, scenario)
 
 
+def test_a_route_with_a_mirrors_list_of_its_own_is_never_given_a_mirror_too():
+    """Istio accepts `mirror` or `mirrors` on a route, not both: a route mirroring through `mirrors`
+    is another tool's mirror (MirrorInUse), and removing ours leaves that list as it was."""
+    route = {"name": "primary", "mirrors": [{"destination": {"host": "audit-svc"}, "percentage": {"value": 5.0}}],
+             "route": [{"destination": {"host": "m-stable"}, "weight": 100}]}
+    with pytest.raises(RouteProblem) as info:
+        mirrored(route, _target("m"), 100)
+    assert info.value.reason == "MirrorInUse" and "audit-svc" in str(info.value)
+    assert mirrored(route, _target("m"), 0) == route
+    assert mirror_share(route, _target("m")) == 0
+
+
 def test_a_route_that_gives_the_rollout_nothing_keeps_summing_to_100():
     route = {"name": "primary", "route": [{"destination": {"host": "legacy"}, "weight": 100},
                                           {"destination": {"host": "zero-stable"}, "weight": 0}]}
     out = weighted(route, _target("zero"), 30)
     assert [d["weight"] for d in out["route"]] == [100, 0, 0]
+
+
+def test_a_canary_in_a_route_shared_with_a_user_destination_never_exceeds_the_step_weight():
+    """The route gives the rollout 10 of its 100: the canary gets at most the step's share of those
+    10 (1 at weight 15, never 2, which would be 20 % of the rollout's traffic)."""
+    route = {"name": "primary", "route": [{"destination": {"host": "legacy"}, "weight": 90},
+                                          {"destination": {"host": "part-stable"}, "weight": 10}]}
+    for weight in range(101):
+        legacy, stable, canary = [d["weight"] for d in weighted(route, _target("part"), weight)["route"]]
+        assert (legacy, stable + canary) == (90, 10)
+        assert canary * 100 <= weight * 10, f"weight {weight}: canary {canary} of 10"
 
 
 def _deployment(name, app, ready):

@@ -14,6 +14,7 @@ from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.kserve import KServeRouter, canary_name
 from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
 from modelrollout_lab.scenarios import inference_service, rollout
+from modelrollout_lab.traffic import resolve_target
 
 from lab_kube import with_kube
 
@@ -144,3 +145,52 @@ def test_a_missing_inference_service_is_reported(api):
         assert info.value.reason == "RouteNotFound"
 
     with_kube(api, scenario)
+
+
+
+def _on(isvc, name, version):
+    """A target of rollout `name` whose trafficRouting names InferenceService `isvc`."""
+    raw = rollout(name, router="kserve", version=version)
+    raw["spec"]["trafficRouting"] = {"kserve": {"inferenceService": isvc}}
+    spec = parse_spec(raw["spec"], POLICY)
+    return RouteTarget("default", name, f"uid-{name}", spec, stable_revision=spec.revision)
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
+def test_a_second_rollout_on_the_same_inference_service_is_refused_and_writes_nothing(api, mode):
+    """The predictor runs rollout `first`'s model: rollout `second` naming the same InferenceService
+    must not replace it, move its traffic or pin it at deletion."""
+    isvc = f"shared-{mode.lower()}"
+
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service(isvc, "default", mode))
+        router = KServeRouter()
+        await router.reconcile(kube, _on(isvc, "first", "1.0.0"))
+        before = await kube.get(f"{ISVCS}/{isvc}")
+        second = _on(isvc, "second", "2.0.0")
+        second = replace(second, canary_revision=second.spec.revision)
+        for act in (router.reconcile(kube, second), router.set_weight(kube, second, 30), router.get_weight(kube, second)):
+            with pytest.raises(RouteProblem) as info:
+                await act
+            assert info.value.reason == "InferenceServiceInUse" and "first" in str(info.value)
+        await router.finalize(kube, second)
+        assert await router.handed_over(kube, second) is None
+        assert (await kube.get(f"{ISVCS}/{isvc}"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    with_kube(api, scenario)
+
+
+def test_traffic_simulator_routes_by_the_split_kserve_reports():
+    """The lab routes an InferenceService's requests by status.components.predictor.traffic; a
+    revision without a Ready pod gets nothing (its share is unrouted), as Knative would not serve it."""
+    isvc = {"status": {"components": {"predictor": {"traffic": [
+        {"revisionName": "sim-predictor-00001", "percent": 70, "latestRevision": False},
+        {"revisionName": "sim-predictor-00002", "percent": 30, "latestRevision": True}]}}}}
+    deployments = {("default", name): {"metadata": {"name": name}, "status": {"readyReplicas": ready}}
+                   for name, ready in (("sim-predictor-00001", 2), ("sim-predictor-00002", 1))}
+    kwargs = dict(routes={}, services={}, inference_services={("default", "sim"): isvc})
+    assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
+        ("default", "sim-predictor-00001"): 0.7, ("default", "sim-predictor-00002"): 0.3}
+    deployments[("default", "sim-predictor-00002")]["status"]["readyReplicas"] = 0
+    assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
+        ("default", "sim-predictor-00001"): 0.7}

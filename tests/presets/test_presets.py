@@ -24,12 +24,13 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
-from modelrollout.analysis import measure
+from modelrollout.analysis import measure, query_values
 from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
 from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
-from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, PLACEHOLDERS
+from modelrollout.manifests import deployment_name
+from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, render_query, PLACEHOLDERS
 from modelrollout.stats import Verdict
 from modelrollout.status import RolloutStatus
 
@@ -43,9 +44,11 @@ RPS = 200.0
 
 # What each revision does: error fraction, and per latency a value in seconds.
 BEHAVIOUR = {
-    GOOD: {"errors": 0.001, "latency": 0.02, "queue": 0.001, "ttft": 0.08, "e2e": 1.5},
-    BAD: {"errors": 0.10, "latency": 3.0, "queue": 1.0, "ttft": 4.0, "e2e": 45.0},
+    GOOD: {"errors": 0.001, "latency": 0.02, "queue": 0.001, "ttft": 0.08, "e2e": 1.5, "missing": 0.4},
+    BAD: {"errors": 0.10, "latency": 3.0, "queue": 1.0, "ttft": 4.0, "e2e": 45.0, "missing": 0.6},
 }
+INPUT_FEATURES = ("amount", "country", "merchant")
+INPUT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MILLIS = tuple(b * 1000 for b in SECONDS)
 
@@ -148,6 +151,14 @@ def exposition(elapsed: float) -> str:
         lines += _histogram("seldon_model_infer_api_seconds",
                             {**pod, "server": "mlserver", "server_replica": "0", "method": "rest", "code": "200"},
                             n, b["latency"], SECONDS)
+
+        # Input-side gates (http preset): three features, each missing in a share of the rows, so
+        # the missing values outnumber the rows.
+        rows = {**pod, "rollout": NAME}
+        lines.append(_counter("model_input_rows_total", rows, n))
+        for feature in INPUT_FEATURES:
+            lines.append(_counter("model_input_feature_missing_total", {**rows, "feature": feature}, n * b["missing"]))
+            lines += _histogram("model_input_feature_value", {**rows, "feature": feature}, n, 0.5, INPUT_BUCKETS)
     return "\n".join(lines) + "\n"
 
 
@@ -188,13 +199,11 @@ def test_preset_is_complete(preset: str) -> None:
         assert rule.min is not None or rule.max is not None
     for text in texts:
         assert placeholders(text) <= PLACEHOLDERS
-        assert "{{ revision }}" in text and "{{ window }}" in text, text
+        assert ("{{ revision }}" in text or "{{ workload }}" in text) and "{{ window }}" in text, text
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: PrometheusServer, preset: str) -> None:
-    metrics = list(load_preset(preset)["metrics"])
-    spec = _spec(preset, metrics)
+async def _verdicts(prometheus: PrometheusServer, spec) -> dict[str, dict[str, tuple[Verdict, str]]]:
+    """Each metric's verdict (and why) of GOOD as canary against BAD as stable, and the reverse."""
     provider = PrometheusProvider(prometheus.url, timeout=5)
     now = datetime.now(UTC)
     started = ts(now - timedelta(seconds=10))
@@ -212,8 +221,38 @@ async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: Prometh
                 verdicts[canary][sample.metric] = (judgement.verdict, f"{judgement.reason} | {sample}")
     finally:
         provider.close()
+    return verdicts
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: PrometheusServer, preset: str) -> None:
+    metrics = list(load_preset(preset)["metrics"])
+    verdicts = await _verdicts(prometheus, _spec(preset, metrics))
     for metric in metrics:
         verdict, why = verdicts[GOOD][metric]
         assert verdict is Verdict.PASS, f"{preset} {metric} (good revision): {why}"
         verdict, why = verdicts[BAD][metric]
         assert verdict is Verdict.FAIL, f"{preset} {metric} (bad revision): {why}"
+
+
+async def test_input_missing_rate_is_a_rate_per_feature_value_with_several_features(prometheus: PrometheusServer) -> None:
+    """Three features each missing in 40 % of the good revision's rows and 60 % of the bad one's: the
+    share of missing feature values is 0.4 and 0.6, never the 1.2 missing values per row it adds up to."""
+    verdicts = await _verdicts(prometheus, _spec("http", ["input-missing-rate"]))
+    verdict, why = verdicts[GOOD]["input-missing-rate"]
+    assert verdict is Verdict.PASS, why
+    verdict, why = verdicts[BAD]["input-missing-rate"]
+    assert verdict is Verdict.FAIL and "0.6" in why, why
+
+
+def test_the_istio_preset_selects_the_revisions_deployment_whatever_the_rollouts_name() -> None:
+    """Istio names the workload after the Deployment, `<rollout>-<revision>` only while that fits: a
+    long rollout name gets a hashed Deployment name, and the queries must select that one."""
+    long_name = "fraud-detector-for-the-european-card-payments-team-v2ab"
+    spec = _spec("istio", ["error-rate"])
+    status = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": BAD, "stableRevision": GOOD})
+    for name in (NAME, long_name):
+        for revision in (BAD, GOOD):
+            values = query_values(spec, NAMESPACE, name, status, revision, datetime.now(UTC))
+            rendered = render_query(spec.analysis.samples.query or "", values)
+            assert f'destination_workload="{deployment_name(name, revision)}"' in rendered, rendered

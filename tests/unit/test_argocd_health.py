@@ -120,6 +120,15 @@ def test_succeeded_but_not_yet_carried_is_progressing():
     assert argo_health(converging)[0] == "Progressing"
 
 
+def test_succeeded_while_the_weight_cannot_be_confirmed_is_not_ready():
+    """KServe has not yet routed every request to a promoted model (the weight reads as unknown):
+    the desired state is not carried, so Ready is not True."""
+    status = stable_on_v1().status
+    unconfirmed, _, _ = core.record_act(status, 1, core.ActResult(None, 0), core.parse_ts("2026-11-21T12:05:00Z"))
+    assert {c.type: c.status for c in unconfirmed.conditions}["Ready"] == "False"
+    assert argo_health(unconfirmed)[0] == "Progressing"
+
+
 def test_the_argocd_cm_snippet_in_the_docs_carries_this_script():
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (DOCS / "gitops.md").read_text(), re.S)]
     snippet = next(b for b in blocks if b.get("kind") == "ConfigMap" and b["metadata"]["name"] == "argocd-cm")

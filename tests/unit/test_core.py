@@ -64,13 +64,14 @@ class Run:
         self.spec, self.status, self.now = spec, status or RolloutStatus(), now
         self.decisions = []
 
-    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO):
+    def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO,
+             handed_over=None):
         """`traffic` defaults to a cluster that carries at once whatever the last status asked for."""
         self.now += timedelta(seconds=after)
         if traffic is AUTO:
             traffic = target_weight(self.spec, self.status, workloads or {})
         obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
-                           samples=samples, traffic=traffic)
+                           samples=samples, traffic=traffic, handed_over=handed_over)
         decision = decide(self.spec, self.status, obs, self.now)
         self.status = RolloutStatus.parse(decision.status.dump())  # as the cluster stores it, and valid
         self.decisions.append(decision)
@@ -104,6 +105,24 @@ def test_first_revision_waits_for_replicas_then_becomes_stable():
     assert (d.action, d.status.phase, d.status.stable_revision) == (Action.INITIALIZE, "Succeeded", V1.revision)
     assert d.status.canary_revision is None
     assert d.status.history[0].result == "Initialized"
+
+
+def test_a_rollout_recreated_with_another_template_keeps_the_handed_over_revision_stable():
+    """Deleted with `onDelete: Handover`, re-created with v2: v1 still serves users, so it stays
+    stable and v2 is a canary judged step by step, never put in v1's place at once."""
+    run = Run(V2)
+    d = run.step(workloads={V2.revision: Workload(4, 4)}, handed_over=core.HandedOver(V1.revision, "v1"))
+    assert (d.action, d.status.phase) == (Action.START, "Progressing")
+    assert (d.status.stable_revision, d.status.canary_revision) == (V1.revision, V2.revision)
+    assert d.status.model_version == "v1" and d.status.canary_model_version == "v2"
+    desired = desired_state(V2, d.status, {V1.revision: Workload(4, 4)}, run.now)
+    assert desired.stable_revision == V1.revision and desired.replicas[V1.revision] == 4
+    assert desired.canary_weight == 0 and desired.replicas[V2.revision] == canary_replicas(V2, 10)
+
+
+def test_a_rollout_recreated_with_the_same_template_adopts_it_as_its_first_revision():
+    d = Run(V1).step(workloads=ready(V1), handed_over=core.HandedOver(V1.revision, "v1"))
+    assert (d.action, d.status.stable_revision, d.status.canary_revision) == (Action.INITIALIZE, V1.revision, None)
 
 
 def test_steady_state_stays_succeeded_and_is_ready_for_gitops():
@@ -204,6 +223,21 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert d.status.history[0].result == "Promoted"
     assert d.status.history[0].reason == "step 1 held 30s with passing analysis"  # not a scaling message
     assert [e.revision for e in d.status.scale_downs] == [V1.revision]
+
+
+def test_a_new_template_waits_until_the_cluster_carries_the_promoted_revision_alone():
+    """KServe takes a while to route every request to a promoted revision (read back as unknown
+    until then). A canary started meanwhile would be split against the older model still serving,
+    and its rollback would go back to that one, not to the promoted stable."""
+    run = stable_on_v1()
+    run.spec = V2
+    d = run.step(after=1, workloads=ready(V1), traffic=None)
+    assert (d.action, d.status.canary_revision) == (Action.WAIT, None)
+    assert d.status.phase == "Progressing" and "unknown" in d.status.message and d.requeue_after <= 1
+    d = run.step(after=1, workloads=ready(V1), traffic=20)  # an older split still carried
+    assert (d.action, d.status.canary_revision) == (Action.WAIT, None) and "20" in d.status.message
+    d = run.step(after=1, workloads=ready(V1), traffic=0)
+    assert (d.action, d.status.canary_revision) == (Action.START, V2.revision)
 
 
 def test_hold_elapsed_without_analysis_does_not_advance():

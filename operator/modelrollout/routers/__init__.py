@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, KubeError
 from modelrollout.spec import RolloutSpec
 
@@ -107,6 +108,10 @@ class Router(Protocol):
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
         """All traffic to stable, before the rollout goes."""
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        """The revision a deleted rollout of this name left serving users (finalize, `onDelete:
+        Handover`), which a re-created one adopts as stable; None when there is none."""
 
 
 def router_for(spec: RolloutSpec) -> Router:

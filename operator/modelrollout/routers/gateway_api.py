@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from modelrollout import owned
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
 from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, write_back
@@ -185,3 +187,6 @@ class GatewayApiRouter:
             await self._edit(kube, target, lambda refs: stable_only(refs, target))
         except RouteProblem as exc:  # no route, or none of its rules ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        return await owned.handed_over(kube, target.namespace, target.name, target.uid)

@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from modelrollout import owned
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
 from modelrollout.routers import RouteProblem, RouteTarget, edit_entries, write_back
@@ -88,7 +90,7 @@ def weighted(route: Route, target: RouteTarget, weight: int) -> Route:
     share = sum(_weight(d, alone) for d in ours)
     if not share and len(ours) == len(destinations):
         share = 100  # the route is ours alone: it must still sum to 100
-    canary_weight = round(share * weight / 100)
+    canary_weight = share * weight // 100  # rounded down: the canary never gets more than the step's weight
     out: list[dict[str, Any]] = []
     for d in destinations:
         if _is(d, target, stable):
@@ -114,10 +116,16 @@ def _mirror_is_ours(route: Route, target: RouteTarget) -> bool:
 
 
 def mirrored(route: Route, target: RouteTarget, percent: int) -> Route:
-    """`route` copying `percent` of its requests to the canary (none: our mirror removed)."""
+    """`route` copying `percent` of its requests to the canary (none: our mirror removed). Istio takes
+    `mirror` or `mirrors` on a route, not both: a `mirrors` list is another tool's mirror."""
     if not _mirror_is_ours(route, target):
         raise RouteProblem("MirrorInUse", f"route {route.get('name') or '(unnamed)'} already mirrors to "
                                           f"{route['mirror'].get('host')}: the rollout never replaces another mirror")
+    if percent and route.get("mirrors"):
+        hosts = ", ".join(str((m.get("destination") or {}).get("host")) for m in route["mirrors"])
+        raise RouteProblem("MirrorInUse", f"route {route.get('name') or '(unnamed)'} already mirrors to {hosts} "
+                                          f"(mirrors): Istio takes mirror or mirrors, and the rollout never "
+                                          f"replaces another mirror")
     out = {k: v for k, v in route.items() if k not in ("mirror", "mirrorPercentage")}
     if percent:
         stable, canary = _services(target)
@@ -212,3 +220,6 @@ class IstioRouter:
             await self._edit(kube, target, lambda route: stable_only(route, target))
         except RouteProblem as exc:  # no VirtualService, or no route of ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        return await owned.handed_over(kube, target.namespace, target.name, target.uid)

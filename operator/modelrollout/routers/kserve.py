@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.routers import RouteProblem, RouteTarget, write_back
@@ -168,6 +169,11 @@ class KServeRouter:
             kserve = target.spec.traffic_routing.kserve
             assert kserve is not None
             raise RouteProblem("RouteNotFound", f"InferenceService {target.namespace}/{kserve.inference_service} not found")
+        owner = ((((isvc.get("spec") or {}).get("predictor") or {}).get("labels")) or {}).get(LABEL_ROLLOUT)
+        if owner not in (None, target.name):
+            raise RouteProblem("InferenceServiceInUse",
+                               f"InferenceService {target.namespace}/{isvc['metadata']['name']} runs the model of "
+                               f"ModelRollout {owner}: one InferenceService is released by one ModelRollout")
         return isvc
 
     async def _edit(self, kube: Kube, target: RouteTarget, raw: Callable[[Obj], Obj],
@@ -216,3 +222,19 @@ class KServeRouter:
             await self._edit(kube, target, raw, serverless)
         except RouteProblem as exc:
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        """The model of this rollout the InferenceService still serves: RawDeployment's
+        `spec.predictor`; in Serverless mode the predictor once rolled out, else (a split pinned at
+        0 % by the deletion) the revision KServe still runs with Ready pods."""
+        isvc = await kube.get(_isvc_path(target))
+        predictor = ((isvc or {}).get("spec") or {}).get("predictor")
+        revision = revision_of(predictor, target.name)
+        if revision is None:
+            return None
+        if not is_raw(isvc or {}) and "canaryTrafficPercent" in (predictor or {}):
+            serving = {rev: ready for rev, ready in target.ready.items() if rev != revision and ready > 0}
+            if not serving:
+                return None
+            return HandedOver(max(serving, key=lambda rev: (serving[rev], rev)))
+        return HandedOver(revision, ((predictor or {}).get("labels") or {}).get(LABEL_MODEL_VERSION))

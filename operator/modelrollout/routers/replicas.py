@@ -7,6 +7,7 @@ convergence sets; this router owns the shared Service and reads the share back.
 from __future__ import annotations
 
 from modelrollout import manifests, owned
+from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.routers import RouteProblem, RouteTarget
@@ -55,3 +56,6 @@ class ReplicasRouter:
             if wanted != replicas:
                 await kube.merge_patch(path("apps/v1", "deployments", target.namespace, deployment["metadata"]["name"]),
                                        {"spec": {"replicas": wanted}})
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
