@@ -4,8 +4,7 @@ and the false-rollback rate over hundreds of healthy rollouts.
 
 The error-rate rule is parsed from the benchmark's own spec, exactly as the operator parses it, and
 judged by `modelrollout.evaluate` on the step's cumulative counts after every interval, with the
-recent windows the operator cuts (`core.recent_window`) and, from the second step, the release's
-counts (`core.release_window`). Errors are exact Bernoulli counts.
+recent windows the operator cuts (`core.recent_window`). Errors are exact Bernoulli counts.
 Only the error rate is simulated (the latency gate of a healthy canary is far from its bound).
 """
 
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import specs
-from modelrollout.evaluate import MetricSample, RecentCounts, ReleaseCounts, evaluate
+from modelrollout.evaluate import MetricSample, RecentCounts, evaluate
 from modelrollout.spec import MetricRule, PlatformPolicy, RolloutSpec, parse_spec
 from modelrollout.stats import Verdict
 
@@ -69,17 +68,13 @@ class StepOutcome:
     looks: int
     canary_requests: int
     paused: bool              # undecided past hold + decideWithin at some look
-    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # the step's canary (bad, total), stable (bad, total)
 
 
 def run_step(rng: random.Random, spec: RolloutSpec, *, p_canary: float, p_stable: float, canary_per_look: int,
-             stable_per_look: int, max_looks: int, before: tuple[int, int, int, int] = (0, 0, 0, 0),
-             seconds_before: float = 0.0) -> StepOutcome:
+             stable_per_look: int, max_looks: int) -> StepOutcome:
     """One step looked at every interval, as the core runs it: a FAIL rolls back, a PASS ends the
-    step once its hold has passed, an undecided step pauses after hold + decideWithin and goes on.
-    `before`: the counts of the release's earlier steps, which may PASS it (passWindow: release)."""
+    step once its hold has passed, an undecided step pauses after hold + decideWithin and goes on."""
     rule, analysis = error_rule(spec), spec.analysis
-    carry = analysis.pass_window == "release" and before[1] > 0
     interval = analysis.interval
     hold = spec.strategy.steps[0].hold or 0.0
     block = round(analysis.recent_block / interval) if analysis.recent_block > 0 else 0
@@ -99,19 +94,13 @@ def run_step(rng: random.Random, spec: RolloutSpec, *, p_canary: float, p_stable
                 recent = RecentCounts(len(tail) * interval, blocks - 1,
                                       (sum(c for c, _ in tail), len(tail) * canary_per_look),
                                       (sum(s for _, s in tail), len(tail) * stable_per_look))
-        release = None
-        if carry:
-            release = ReleaseCounts(seconds_before + look * interval, (before[0] + canary[0], before[1] + nc),
-                                    (before[2] + stable[0], before[3] + ns))
-        sample = MetricSample(rule.name, "q", samples=nc, canary_counts=canary, stable_counts=stable, recent=recent,
-                              release=release)
+        sample = MetricSample(rule.name, "q", samples=nc, canary_counts=canary, stable_counts=stable, recent=recent)
         verdict = evaluate(rule, sample, analysis.samples.min, analysis.pass_rule, bool(block)).verdict
         held = look * interval
-        counts = (canary[0], nc, stable[0], ns)
         if verdict is Verdict.FAIL or (verdict is Verdict.PASS and held >= hold):
-            return StepOutcome(verdict, look, nc, paused, counts)
+            return StepOutcome(verdict, look, nc, paused)
         paused = paused or held >= hold + analysis.decide_within
-    return StepOutcome(None, max_looks, max_looks * canary_per_look, paused, counts)
+    return StepOutcome(None, max_looks, max_looks * canary_per_look, paused)
 
 
 def requests_to_catch(runs: int = 200, p_stable: float = 0.001, p_canary: float = 0.05, canary_per_look: int = 10,
@@ -150,16 +139,12 @@ def healthy_rollouts(runs: int = 400, rps: float = specs.REAL_NOISY_RPS, p_error
     to_promote = []
     for _ in range(runs):
         elapsed, was_paused, verdict = 0.0, False, None
-        before, seconds_before = (0, 0, 0, 0), 0.0
         for weight in specs.OURS_REAL_STEPS:
             per_look = rps * interval_real
             left = max(1, int((real_cap - elapsed) // interval_real))
             out = run_step(rng, spec, p_canary=p_error, p_stable=p_error,
                            canary_per_look=round(per_look * weight / 100),
-                           stable_per_look=round(per_look * (100 - weight) / 100), max_looks=left,
-                           before=before, seconds_before=seconds_before)
-            before = tuple(a + b for a, b in zip(before, out.counts))  # type: ignore[assignment]
-            seconds_before += out.looks * spec.analysis.interval
+                           stable_per_look=round(per_look * (100 - weight) / 100), max_looks=left)
             elapsed += out.looks * interval_real
             was_paused = was_paused or out.paused
             verdict = out.verdict

@@ -10,8 +10,8 @@ import math
 from collections.abc import Awaitable
 from datetime import datetime
 
-from modelrollout.core import analysis_window, recent_window, release_window
-from modelrollout.evaluate import Buckets, MetricSample, RecentCounts, ReleaseCounts
+from modelrollout.core import analysis_window, recent_window
+from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
 from modelrollout.manifests import deployment_name, service_name
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
@@ -83,7 +83,7 @@ async def _window_counts(rule: MetricRule, provider: MetricsProvider, canary: di
 
 async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsProvider,
                        canary: dict[str, str], stable: dict[str, str],
-                       recent: tuple[float, int] | None, release: float | None) -> MetricSample:
+                       recent: tuple[float, int] | None) -> MetricSample:
     samples_query = rule.samples_query or spec.analysis.samples.query
     template = rule.query or rule.total_query or rule.histogram or ""
     try:
@@ -107,14 +107,12 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
                 window = {} if seconds is None else {"window": format_duration(seconds)}
                 return _window_counts(rule, provider, {**canary, **window}, {**stable, **window} if compare else None)
 
-            # The step's window; its latest blocks, which may only FAIL; every step so far, which may only PASS.
-            step, latest, whole = await asyncio.gather(
-                over(None), over(recent[0]) if recent else _nothing(), over(release) if release else _nothing())
+            # The step's window, and its latest blocks, which may only FAIL.
+            step, latest = await asyncio.gather(over(None), over(recent[0]) if recent else _nothing())
             canary_counts, stable_counts = step
             return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
                                 canary_counts=canary_counts, stable_counts=stable_counts,
-                                recent=RecentCounts(recent[0], recent[1], *latest) if recent and latest else None,
-                                release=ReleaseCounts(release, *whole) if release and whole else None)
+                                recent=RecentCounts(recent[0], recent[1], *latest) if recent and latest else None)
         buckets = histogram_query(rule.histogram or "")
         canary_buckets = await _buckets(provider, render_query(buckets, canary))
         stable_buckets = await _buckets(provider, render_query(buckets, stable))
@@ -129,7 +127,6 @@ async def measure(spec: RolloutSpec, namespace: str, name: str, status: RolloutS
     canary = query_values(spec, namespace, name, status, status.canary_revision or "", now)
     stable = query_values(spec, namespace, name, status, status.stable_revision or "", now)
     recent = recent_window(spec, status, now)
-    release = release_window(spec, status, now) if spec.analysis.pass_window == "release" else None
-    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent, release)
+    results = await asyncio.gather(*(_measure_one(rule, spec, provider, canary, stable, recent)
                                      for rule in spec.analysis.metrics))
     return tuple(results)

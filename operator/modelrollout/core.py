@@ -674,7 +674,7 @@ def _undecided(b: _Builder, step_index: int, overdue: float) -> Decision:
         needed, seen = result.evidence.get("samples_needed"), result.evidence.get("canary_total")
         if result.verdict == Verdict.PASS.value or needed is None or not seen:
             continue
-        rate = seen / float(result.evidence.get("window_seconds") or window)
+        rate = seen / window
         more = max(0.0, needed - seen)
         needs.append(f"{result.metric} needs ~{more:,.0f} more canary requests "
                      f"(~{more / rate:,.0f}s at {rate:.3g}/s)")
@@ -802,10 +802,7 @@ def analysis_window_start(spec: RolloutSpec, status: RolloutStatus, now: datetim
     starts = [t for t in (parse_ts(status.serving_since), parse_ts(status.step_started_at)) if t]
     if not starts:
         return None
-    return _after_warmup(spec, status, now, max(starts))
-
-
-def _after_warmup(spec: RolloutSpec, status: RolloutStatus, now: datetime, start: datetime) -> datetime:
+    start = max(starts)
     until = _warm_until(spec, status)
     if until is not None and now >= until:
         start = max(start, until)
@@ -838,21 +835,6 @@ def analysis_window(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> 
     start = analysis_window_start(spec, status, now)
     elapsed = (now - start).total_seconds() if start else 0.0
     return max(spec.analysis.interval, min(elapsed, spec.analysis.window_cap))
-
-
-def release_window(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> float | None:
-    """Seconds of the release's evidence that may PASS a rate from counts: every request the canary
-    answered since it began to serve (after the warm-up skip), across its steps, at most maxWindow;
-    None while that is the step's own window. A canary's error rate is its own at any weight, so a
-    later step need not prove again what the earlier ones proved; its own window may still FAIL it."""
-    since = parse_ts(status.serving_since)
-    step = analysis_window_start(spec, status, now)
-    if since is None or step is None:
-        return None
-    start = _after_warmup(spec, status, now, since)
-    if start >= step:
-        return None
-    return max(spec.analysis.interval, min((now - start).total_seconds(), spec.analysis.window_cap))
 
 
 def recent_window(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> tuple[float, int] | None:

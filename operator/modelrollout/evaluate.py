@@ -37,16 +37,6 @@ class RecentCounts:
 
 
 @dataclass(frozen=True)
-class ReleaseCounts:
-    """A proportion's counts over every step of the release so far (`core.release_window`), which may
-    only PASS it: the step's own window may still FAIL it."""
-
-    seconds: float
-    canary_counts: tuple[float, float] | None  # (bad, total)
-    stable_counts: tuple[float, float] | None
-
-
-@dataclass(frozen=True)
 class MetricSample:
     """What was measured for one metric in one analysis. Which fields are set depends on its type."""
 
@@ -60,7 +50,6 @@ class MetricSample:
     canary_buckets: Buckets | None = None
     stable_buckets: Buckets | None = None
     recent: RecentCounts | None = None
-    release: ReleaseCounts | None = None
     error: str | None = None
 
 
@@ -121,27 +110,6 @@ def _judge_rate_windows(rule: MetricRule, sample: MetricSample, min_samples: int
                      f"in the last {recent.seconds:.0f}s: {latest.reason}", evidence)
 
 
-def _judge_rate_release(rule: MetricRule, sample: MetricSample, min_samples: int, pass_rule: PassRule,
-                        recent_windows: bool) -> Judgement:
-    """The step's windows may FAIL; the release's, when the step is not the first, is what may PASS
-    (at the same alpha the step's window would have had: it replaces it, never adds a chance)."""
-    step = _judge_rate_windows(rule, sample, min_samples, pass_rule, recent_windows)
-    release = sample.release
-    if step.verdict is Verdict.FAIL or release is None or release.canary_counts is None:
-        return step
-    share = RECENT_ALPHA_SHARE if recent_windows else 0.0
-    whole = _judge_rate(rule, release.canary_counts, release.stable_counts, min_samples=min_samples,
-                        pass_rule=pass_rule, alpha=rule.alpha * (1 - share))
-    evidence = {**whole.evidence, "window": "release", "window_seconds": release.seconds}
-    if whole.verdict is Verdict.PASS:
-        return Judgement(Verdict.PASS, whole.value, whole.samples,
-                         f"over the release's {release.seconds:.0f}s: {whole.reason}", evidence)
-    return Judgement(Verdict.INCONCLUSIVE, whole.value, whole.samples,
-                     f"over the release's {release.seconds:.0f}s: {whole.reason}"
-                     + ("" if whole.verdict is Verdict.INCONCLUSIVE else " (the step's own window is not failing)"),
-                     evidence)
-
-
 def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 0,
              pass_rule: PassRule = "powered", recent_windows: bool = False) -> Judgement:
     if sample.error:
@@ -163,7 +131,7 @@ def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 
     if rule.type is MetricType.PROPORTION:
         if sample.canary_counts is None:
             return Judgement(Verdict.INCONCLUSIVE, None, None, "no data: no counts", {})
-        return _judge_rate_release(rule, sample, min_samples, pass_rule, recent_windows)
+        return _judge_rate_windows(rule, sample, min_samples, pass_rule, recent_windows)
 
     if rule.type is MetricType.QUANTILE:
         if not sample.canary_buckets:

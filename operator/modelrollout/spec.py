@@ -347,10 +347,6 @@ class Analysis(_Frozen):
     # canary minDetectableEffect beyond its limit with the metric's power (or once proven, if sooner);
     # "proven" only once it is significantly within every limit (may need many more requests).
     pass_rule: Literal["powered", "proven"] = Field(default="powered", alias="pass")
-    # What a rate from counts may PASS on after the first step: "release", every step's requests so far
-    # (a canary's error rate is its own at any weight), or "step", the step's own only. Either way the
-    # step's own window (and its recent windows) may FAIL it.
-    pass_window: Literal["release", "step"] = Field(default="release", alias="passWindow")
     # A step still undecided this long after its hold pauses, saying how many more requests it needs.
     decide_within: Duration = Field(default=1800.0, alias="decideWithin")
     # Rates from counts are also judged over the step's latest one to two blocks of this length, a

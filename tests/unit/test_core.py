@@ -9,7 +9,7 @@ import pytest
 from modelrollout import core
 from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
                                decide, desired_state, invalid, target_weight)
-from modelrollout.evaluate import MetricSample, ReleaseCounts
+from modelrollout.evaluate import MetricSample
 from modelrollout.reconcile import status_patch
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout.status import RolloutStatus
@@ -661,57 +661,6 @@ def test_a_step_undecided_past_its_hold_and_decide_within_pauses_saying_what_it_
     assert core.analysis_due(spec, d.status, run.now + timedelta(seconds=10))  # still analysing
     d = run.step(after=10, workloads=w, samples=_counts(2, 5000))  # the evidence arrives: it goes on
     assert d.action is Action.ADVANCE and d.status.current_step == 1
-
-
-def _release_counts(step, release, seconds=60.0):
-    """A proportion sample whose step window holds `step` (bad, total) and the release's `release`."""
-    def counts(bad_total):
-        bad, total = bad_total
-        return (float(bad), float(total))
-    return (MetricSample("errors", "q", samples=float(step[1]), canary_counts=counts(step),
-                         stable_counts=(0.0, 10.0 * step[1]),
-                         release=ReleaseCounts(seconds, counts(release), (0.0, 10.0 * release[1]))),)
-
-
-def test_a_later_step_passes_on_the_release_evidence_and_is_still_failed_by_its_own():
-    """Step 1 (weight 50) of a canary that has shown 3 errors in 3,000 requests: its own 40 requests
-    prove nothing, the release's do, so it advances when its hold ends (passWindow: release, the
-    default); with passWindow: step it waits for its own evidence; and errors in its own window fail
-    it whatever the release's past says."""
-    metrics = [{**RATE[0], "minDetectableEffect": 0.05}]
-    for pass_window, advances in (("release", True), ("step", False)):
-        spec = make_spec("model:v2", metrics=metrics, passWindow=pass_window)
-        run, w = _rate_canary(spec)
-        d = run.step(after=31, workloads=w, samples=_counts(3, 3000))
-        assert (d.action, d.status.current_step) == (Action.ADVANCE, 1)
-        w = {**ready(V1), spec.revision: Workload(2, 2)}
-        run.step(after=1, workloads=w)  # the cluster carries weight 50: its hold starts
-        assert core.release_window(spec, run.status, run.now) is not None
-        samples = _release_counts((0, 40), (3, 3040)) if pass_window == "release" else _counts(0, 40)
-        d = run.step(after=31, workloads=w, samples=samples)
-        assert (d.action is Action.PROMOTE) == advances, d.status.message  # step 1 is the last
-        if advances:
-            assert d.status.last_analysis[0].reason.startswith("over the release's 60s:")
-    spec = make_spec("model:v2", metrics=metrics)
-    run, w = _rate_canary(spec)
-    run.step(after=31, workloads=w, samples=_counts(3, 3000))
-    w = {**ready(V1), spec.revision: Workload(2, 2)}
-    run.step(after=1, workloads=w)
-    d = run.step(after=10, workloads=w, samples=_release_counts((30, 100), (33, 3100)))
-    assert (d.action, d.status.phase) == (Action.ROLLBACK, "RolledBack")
-
-
-def test_the_release_window_opens_with_the_second_step_and_starts_when_the_canary_began_to_serve():
-    spec = make_spec("model:v2")
-    run = canary_in_step0()
-    assert core.release_window(spec, run.status, run.now + timedelta(seconds=20)) is None  # the step's own
-    serving = datetime.fromisoformat(run.status.serving_since.replace("Z", "+00:00"))
-    run.step(after=31, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good())
-    run.step(after=1, workloads={**ready(V1), V2.revision: Workload(2, 2)})
-    assert run.status.current_step == 1
-    later = run.now + timedelta(seconds=5)
-    warm_until = core._warm_until(spec, run.status)
-    assert core.release_window(spec, run.status, later) == (later - max(serving, warm_until)).total_seconds()
 
 
 @pytest.mark.parametrize(("elapsed", "spec_args", "expected"), [
