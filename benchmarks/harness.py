@@ -334,7 +334,7 @@ def _requests_by(before: dict[tuple[str, str, str], int], after: dict[tuple[str,
                  per: float) -> dict[str, float]:
     """The requests served between two counts, per `per` (an interval), as "client verb resource"."""
     counts = {k: (after.get(k, 0) - before.get(k, 0)) / per for k in after}
-    return {" ".join(k): round(v, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v > 0}
+    return {" ".join(k): round(v, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
 def _peek(lab: Lab, *fields: str) -> dict[str, tuple[Any, ...]]:

@@ -229,7 +229,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "API requests per interval by client, verb and resource:", ""]
         for r in scale:
             if r.get("complete"):
-                kinds = "; ".join(f"{k} {_fmt(v, 0)}" for k, v in r["api_requests_by_kind_per_interval"].items())
+                kinds = "; ".join(f"{k} {_fmt(v, 0)}" for k, v in r["api_requests_by_kind_per_interval"].items() if v >= 0.5)
                 threads = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r.get("lab_threads_cpu_cores", {}).items())
                 lines.append(f"* {r['rollouts']}: {kinds}. Lab process threads (cores): {threads}; "
                              f"Prometheus {_fmt(r.get('prometheus_cpu_cores'), 2)} cores")
