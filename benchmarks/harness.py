@@ -390,22 +390,28 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress: Any = None,
               setup_timeout: float = 600.0, interval: float = specs.SCALE_INTERVAL,
-              api_server: str = "process") -> dict[str, Any]:
+              api_server: str = "process", rps: float = 0.0) -> dict[str, Any]:
     """n ModelRollouts on one operator, all in analysis (one error-rate metric every `interval`).
 
     The API server runs in a process of its own by default, as kube-apiserver does (`api_server="thread"`:
-    in the benchmark's process, sharing its GIL with the simulators and this harness)."""
+    in the benchmark's process, sharing its GIL with the simulators and this harness). With `rps`, each
+    rollout's Service gets that traffic from the simulator (scraped by Prometheus every second), so
+    every analysis judges data; without, every analysis finds none."""
     from datetime import datetime
 
     say = progress or (lambda *_: None)
     result: dict[str, Any] = {"rollouts": n, "interval_s": interval, "window_s": window, "complete": False,
-                              "api_server": api_server, "load_average_start": list(os.getloadavg())}
+                              "api_server": api_server, "rps": rps, "load_average_start": list(os.getloadavg())}
     with Lab(workdir, seed=7, api_server=api_server) as lab:
         proc = lab.start_operator("--log-level", "warning")
         t0 = time.time()
         bodies = [specs.scale_rollout(f"r{i:04d}", "1", interval=interval) for i in range(n)]
-        for body in bodies:
+        for i, body in enumerate(bodies):
             lab.custom.create_namespaced_custom_object(GROUP, VERSION, specs.NAMESPACE, PLURAL, body)
+            if rps:
+                name = body["metadata"]["name"]
+                lab.core.create_namespaced_config_map(
+                    specs.NAMESPACE, specs.traffic_configmap(name, f"service/{service_name(name, 'shared')}", rps, i))
         result["create_seconds"] = round(time.time() - t0, 1)
         deadline = time.time() + setup_timeout
         initialized = 0
@@ -499,6 +505,9 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
             "prometheus_queries_per_interval": round((prom1 - prom0) / intervals, 1),
             "prometheus_queries_per_rollout_interval": round((prom1 - prom0) / intervals / n, 3),
         })
+        result["rollouts_with_data"] = sum(  # their last analysis counted requests
+            1 for (analysis,) in _peek(lab, "lastAnalysis").values()
+            if any((entry.get("samples") or 0) > 0 for entry in analysis or []))
         if lab.operator is None or lab.operator.poll() is not None:
             result["operator_died"] = True
     return result

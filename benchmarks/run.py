@@ -219,7 +219,7 @@ def markdown(data: dict[str, Any]) -> str:
                 lines.append(f"| {r['rollouts']} | {r.get('api_server', '')} | incomplete: {r.get('error', '')} | | | | | | | | | | | | |")
                 continue
             rr = r["release_reaction_s"]
-            lines.append(f"| {r['rollouts']} | {r.get('api_server', 'thread')} | {r['analyses']}/{r['analyses_expected']} | {_fmt(r['lag_s']['p50'], 2)} | "
+            lines.append(f"| {r['rollouts']}{' at ' + _fmt(r['rps'], 0) + ' rps' if r.get('rps') else ''} | {r.get('api_server', 'thread')} | {r['analyses']}/{r['analyses_expected']} | {_fmt(r['lag_s']['p50'], 2)} | "
                          f"{_fmt(r['lag_s']['p99'], 2)} | {_fmt(r['lag_p99_over_interval'], 2)} | "
                          f"{_fmt(rr['p50'])}/{_fmt(rr['p99'])} | {_fmt(r['operator_peak_rss_mib'], 0)} | "
                          f"{_fmt(r['operator_cpu_share_of_one_core'], 2)} | {_fmt(r['cpu_ms_per_rollout_interval'], 2)} | "
@@ -231,8 +231,9 @@ def markdown(data: dict[str, Any]) -> str:
             if r.get("complete"):
                 kinds = "; ".join(f"{k} {_fmt(v, 0)}" for k, v in r["api_requests_by_kind_per_interval"].items() if v >= 0.5)
                 threads = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r.get("lab_threads_cpu_cores", {}).items())
-                lines.append(f"* {r['rollouts']}: {kinds}. Lab process threads (cores): {threads}; "
-                             f"Prometheus {_fmt(r.get('prometheus_cpu_cores'), 2)} cores")
+                lines.append(f"* {r['rollouts']}{' at ' + _fmt(r['rps'], 0) + ' rps' if r.get('rps') else ''}: {kinds}. "
+                             f"Lab process threads (cores): {threads}; Prometheus {_fmt(r.get('prometheus_cpu_cores'), 2)} "
+                             f"cores; {r.get('rollouts_with_data', '–')} rollouts judged data in their last analysis")
     return "\n".join(lines) + "\n"
 
 
@@ -267,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-interval", type=float, default=specs.SCALE_INTERVAL, help="analysis interval of the scale runs")
     p.add_argument("--scale-api-server", choices=("process", "thread"), default="process",
                    help="the scale runs' emulated API server: its own process (default) or a thread of the benchmark's")
+    p.add_argument("--scale-rps", type=float, default=0.0,
+                   help="simulated requests a second to each scale rollout (default 0: analyses find no data)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"scale: {n} ModelRollouts, analysis every {args.scale_interval:g} s")
         try:
             scale.append(harness.run_scale(n, window=window, progress=say, interval=args.scale_interval,
-                                           api_server=args.scale_api_server))
+                                           api_server=args.scale_api_server, rps=args.scale_rps))
         except Exception as exc:  # noqa: BLE001  (report what was measured and why it stopped)
             scale.append({"rollouts": n, "complete": False, "error": repr(exc)[:300]})
     if scale:
