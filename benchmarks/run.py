@@ -230,7 +230,7 @@ def markdown(data: dict[str, Any]) -> str:
         for r in scale:
             if r.get("complete"):
                 kinds = "; ".join(f"{k} {_fmt(v, 0)}" for k, v in r["api_requests_by_kind_per_interval"].items() if v >= 0.5)
-                threads = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r.get("lab_threads_cpu_cores", {}).items())
+                threads = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r.get("lab_threads_cpu_cores", {}).items()) or "–"
                 lines.append(f"* {r['rollouts']}{' at ' + _fmt(r['rps'], 0) + ' rps' if r.get('rps') else ''}: {kinds}. "
                              f"Lab process threads (cores): {threads}; Prometheus {_fmt(r.get('prometheus_cpu_cores'), 2)} "
                              f"cores; {r.get('rollouts_with_data', '–')} rollouts judged data in their last analysis")
