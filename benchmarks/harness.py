@@ -343,7 +343,7 @@ def _peek(lab: Lab, *fields: str) -> dict[str, tuple[Any, ...]]:
 
 
 def _thread_cpu() -> dict[str, float]:
-    """CPU seconds of this process's threads, summed by name (informers by their collection's kind)."""
+    """CPU seconds of this process's threads, summed by thread name."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     out: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
