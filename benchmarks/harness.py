@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -326,30 +327,45 @@ def _finalize(subject: _Subject) -> None:
 
 # ---------------------------------------------------------------- scale
 
-def _api_requests(lab: Lab) -> int:
-    return int(lab.api.server.emulator._lab.requests)
+def _api_requests(lab: Lab) -> dict[tuple[str, str, str], int]:
+    """Requests the API server served, by (client, verb, resource)."""
+    return lab.api.request_counts()  # type: ignore[no-any-return]
 
 
-def _peek(lab: Lab) -> dict[str, tuple[str | None, str | None]]:
-    """(lastAnalysisAt, canaryRevision) of every ModelRollout, read inside the API server's loop (no HTTP)."""
-    emulator = lab.api.server.emulator
-
-    async def peek() -> dict[str, tuple[str | None, str | None]]:
-        rdef = emulator.find_def(f"{GROUP}/{VERSION}", PLURAL)
-        store = emulator._lab.store.get(rdef.gp, {}) if rdef else {}
-        return {key[1]: ((obj.get("status") or {}).get("lastAnalysisAt"), (obj.get("status") or {}).get("canaryRevision"))
-                for key, obj in store.items()}
-
-    return lab.api.call(peek())
+def _requests_by(before: dict[tuple[str, str, str], int], after: dict[tuple[str, str, str], int],
+                 per: float) -> dict[str, float]:
+    """The requests served between two counts, per `per` (an interval), as "client verb resource"."""
+    counts = {k: (after.get(k, 0) - before.get(k, 0)) / per for k in after}
+    return {" ".join(k): round(v, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v >= 0.05}
 
 
-def _proc(pid: int) -> tuple[float, float]:
-    """(CPU seconds, peak RSS MiB) of a process."""
-    with open(f"/proc/{pid}/stat") as f:
+def _peek(lab: Lab, *fields: str) -> dict[str, tuple[Any, ...]]:
+    """Status fields of every ModelRollout by name, read inside the API server (no request that would load it)."""
+    return {key[1]: values for key, values in lab.api.status_fields(f"{GROUP}/{VERSION}", PLURAL, fields).items()}
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads, summed by thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            cpu, _ = _proc(int(tid), f"/proc/self/task/{tid}")
+        except OSError:  # ended meanwhile
+            continue
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def _proc(pid: int, root: str | None = None) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB) of a process (or of a thread: root /proc/PID/task/TID)."""
+    root = root or f"/proc/{pid}"
+    with open(f"{root}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     hwm = 0.0
-    with open(f"/proc/{pid}/status") as f:
+    with open(f"{root}/status") as f:
         for line in f:
             if line.startswith("VmHWM"):
                 hwm = int(line.split()[1]) / 1024
@@ -375,25 +391,34 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress: Any = None,
-              setup_timeout: float = 600.0, interval: float = specs.SCALE_INTERVAL) -> dict[str, Any]:
-    """n ModelRollouts on one operator, all in analysis (one error-rate metric every `interval`)."""
+              setup_timeout: float = 600.0, interval: float = specs.SCALE_INTERVAL,
+              api_server: str = "process", rps: float = 0.0) -> dict[str, Any]:
+    """n ModelRollouts on one operator, all in analysis (one error-rate metric every `interval`).
+
+    The API server runs in a process of its own by default, as kube-apiserver does (`api_server="thread"`:
+    in the benchmark's process, sharing its GIL with the simulators and this harness). With `rps`, each
+    rollout's Service gets that traffic from the simulator (scraped by Prometheus every second), so
+    every analysis judges data; without, every analysis finds none."""
     from datetime import datetime
 
     say = progress or (lambda *_: None)
-    result: dict[str, Any] = {"rollouts": n, "interval_s": interval, "window_s": window, "complete": False}
-    with Lab(workdir, seed=7) as lab:
+    result: dict[str, Any] = {"rollouts": n, "interval_s": interval, "window_s": window, "complete": False,
+                              "api_server": api_server, "rps": rps, "load_average_start": list(os.getloadavg())}
+    with Lab(workdir, seed=7, api_server=api_server) as lab:
         proc = lab.start_operator("--log-level", "warning")
         t0 = time.time()
         bodies = [specs.scale_rollout(f"r{i:04d}", "1", interval=interval) for i in range(n)]
-        for body in bodies:
+        for i, body in enumerate(bodies):
             lab.custom.create_namespaced_custom_object(GROUP, VERSION, specs.NAMESPACE, PLURAL, body)
+            if rps:
+                name = body["metadata"]["name"]
+                lab.core.create_namespaced_config_map(
+                    specs.NAMESPACE, specs.traffic_configmap(name, f"service/{service_name(name, 'shared')}", rps, i))
         result["create_seconds"] = round(time.time() - t0, 1)
         deadline = time.time() + setup_timeout
+        initialized = 0
         while time.time() < deadline:
-            peek = _peek(lab)
-            initialized = sum(1 for name in peek if name)  # presence only; phase below
-            statuses = _ours_statuses(lab)
-            initialized = sum(1 for s in statuses.values() if s.get("phase") == "Succeeded")
+            initialized = sum(1 for (phase,) in _peek(lab, "phase").values() if phase == "Succeeded")
             if initialized >= n:
                 break
             time.sleep(2.0)
@@ -414,7 +439,7 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
         deadline = time.time() + setup_timeout
         while len(reacted) < n and time.time() < deadline:
             now = time.time()
-            for name, (_, canary) in _peek(lab).items():
+            for name, (canary,) in _peek(lab, "canaryRevision").items():
                 if canary and name not in reacted and name in patched_at:
                     reacted[name] = now - patched_at[name]
             time.sleep(0.5)
@@ -424,18 +449,25 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
         say(f"scale {n}: {len(reacted)}/{n} canaries started; reaction p50 {_pct(lags, 0.5)}")
         time.sleep(2 * interval)  # canaries become ready and analysis starts
         # Steady state: measure analysis gaps, CPU, API requests and Prometheus queries over the window.
+        api_pid = getattr(getattr(lab.api, "process", None), "pid", None)
         cpu0, _ = _proc(proc.pid)
+        api_cpu0 = _proc(api_pid)[0] if api_pid else None
+        lab_cpu0, threads0 = _proc(os.getpid())[0], _thread_cpu()
+        prom_cpu0 = _proc(lab.prometheus.pid)[0]  # type: ignore[union-attr]
         api0 = _api_requests(lab)
         prom0 = _prom_queries(lab.prometheus.url)  # type: ignore[union-attr]
         start = time.time()
         seen: dict[str, list[str]] = {}
         while time.time() - start < window:
-            for name, (at, _) in _peek(lab).items():
+            for name, (at,) in _peek(lab, "lastAnalysisAt").items():
                 if at and (not seen.get(name) or seen[name][-1] != at):
                     seen.setdefault(name, []).append(at)
             time.sleep(0.5)
         elapsed = time.time() - start
         cpu1, hwm = _proc(proc.pid)
+        api_cpu1 = _proc(api_pid)[0] if api_pid else None
+        lab_cpu1, threads1 = _proc(os.getpid())[0], _thread_cpu()
+        prom_cpu1 = _proc(lab.prometheus.pid)[0]  # type: ignore[union-attr]
         api1 = _api_requests(lab)
         prom1 = _prom_queries(lab.prometheus.url)  # type: ignore[union-attr]
         gaps = []
@@ -445,9 +477,12 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
         lag = [max(0.0, g - interval) for g in gaps]
         intervals = elapsed / interval
         analyses = sum(max(0, len(v) - 1) for v in seen.values())
+        api_total = sum(api1.values()) - sum(api0.values())
+        operator_requests = sum(v - api0.get(k, 0) for k, v in api1.items() if k[0] in ("modelrollout", "kopf"))
         result.update({
             "complete": True,
             "measured_seconds": round(elapsed, 1),
+            "load_average_end": list(os.getloadavg()),
             "rollouts_analysing": len(seen),
             "analyses": analyses,
             "analyses_expected": round(n * intervals),
@@ -457,11 +492,24 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
             "operator_cpu_seconds": round(cpu1 - cpu0, 2),
             "operator_cpu_share_of_one_core": round((cpu1 - cpu0) / elapsed, 3),
             "cpu_ms_per_rollout_interval": round(1000 * (cpu1 - cpu0) / max(1.0, n * intervals), 3),
-            "api_requests_per_interval": round((api1 - api0) / intervals, 1),
-            "api_requests_per_rollout_interval": round((api1 - api0) / intervals / n, 3),
+            # Where the rest of the machine's CPU went (cores): the API server, the lab's own process
+            # (simulators and this harness, by thread) and Prometheus.
+            "api_server_cpu_cores": round((api_cpu1 - api_cpu0) / elapsed, 3) if api_pid else None,  # type: ignore[operator]
+            "lab_process_cpu_cores": round((lab_cpu1 - lab_cpu0) / elapsed, 3),
+            "lab_threads_cpu_cores": {k: round((v - threads0.get(k, 0.0)) / elapsed, 3)
+                                      for k, v in sorted(threads1.items(), key=lambda kv: -(kv[1] - threads0.get(kv[0], 0.0)))
+                                      if v - threads0.get(k, 0.0) > 0.005 * elapsed},
+            "prometheus_cpu_cores": round((prom_cpu1 - prom_cpu0) / elapsed, 3),
+            "api_requests_per_interval": round(api_total / intervals, 1),
+            "api_requests_per_rollout_interval": round(api_total / intervals / n, 3),
+            "api_requests_by_kind_per_interval": _requests_by(api0, api1, intervals),
+            "operator_api_requests_per_analysis": round(operator_requests / analyses, 2) if analyses else None,
             "prometheus_queries_per_interval": round((prom1 - prom0) / intervals, 1),
             "prometheus_queries_per_rollout_interval": round((prom1 - prom0) / intervals / n, 3),
         })
+        result["rollouts_with_data"] = sum(  # their last analysis counted requests
+            1 for (analysis,) in _peek(lab, "lastAnalysis").values()
+            if any((entry.get("samples") or 0) > 0 for entry in analysis or []))
         if lab.operator is None or lab.operator.poll() is not None:
             result["operator_died"] = True
     return result

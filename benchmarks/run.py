@@ -146,21 +146,29 @@ def target_rows(items: list[dict[str, Any]]) -> list[list[str]]:
     return [[t["target"], {True: "met", False: "not met", None: "–"}[t["met"]], t["numbers"]] for t in items]
 
 
+def _cpu_split(r: dict[str, Any]) -> str:
+    """API server process / lab process (simulators and harness) CPU, in cores."""
+    api = r.get("api_server_cpu_cores")
+    return f"{'in lab' if api is None else _fmt(api, 2)} / {_fmt(r.get('lab_process_cpu_cores'), 2)}"
+
+
 def scale_table(results: list[dict[str, Any]]) -> Table:
     t = Table(title="Scale: one operator, N ModelRollouts in analysis (one error-rate metric each)")
     for col in ("N", "analyses/expected", "lag p50 s", "lag p99 s", "p99/interval", "release reaction p50/p99 s",
-                "peak RSS MiB", "CPU (cores)", "CPU ms/rollout-interval", "API req/interval", "Prom queries/interval"):
+                "peak RSS MiB", "CPU (cores)", "CPU ms/rollout-interval", "API req/interval",
+                "operator API req/analysis", "API server / lab CPU cores", "Prom queries/interval"):
         t.add_column(col, justify="right")
     for r in results:
         if not r.get("complete"):
-            t.add_row(str(r["rollouts"]), "incomplete: " + str(r.get("error", ""))[:60], *[""] * 9)
+            t.add_row(str(r["rollouts"]), "incomplete: " + str(r.get("error", ""))[:60], *[""] * 11)
             continue
         rr = r["release_reaction_s"]
         t.add_row(str(r["rollouts"]), f"{r['analyses']}/{r['analyses_expected']}", _fmt(r["lag_s"]["p50"], 2),
                   _fmt(r["lag_s"]["p99"], 2), _fmt(r["lag_p99_over_interval"], 2),
                   f"{_fmt(rr['p50'], 1)}/{_fmt(rr['p99'], 1)}", _fmt(r["operator_peak_rss_mib"], 0),
                   _fmt(r["operator_cpu_share_of_one_core"], 2), _fmt(r["cpu_ms_per_rollout_interval"], 2),
-                  _fmt(r["api_requests_per_interval"], 0), _fmt(r["prometheus_queries_per_interval"], 0))
+                  _fmt(r["api_requests_per_interval"], 0), _fmt(r.get("operator_api_requests_per_analysis"), 2),
+                  _cpu_split(r), _fmt(r["prometheus_queries_per_interval"], 0))
     return t
 
 
@@ -204,18 +212,28 @@ def markdown(data: dict[str, Any]) -> str:
     scale = data.get("scale") or []
     if scale:
         lines += ["", "## Scale", "",
-                  "| N | analyses/expected | lag p50 s | lag p99 s | p99/interval | release reaction p50/p99 s | peak RSS MiB | CPU cores | CPU ms/rollout-interval | API req/interval | Prom queries/interval |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| N | API server | analyses/expected | lag p50 s | lag p99 s | p99/interval | release reaction p50/p99 s | peak RSS MiB | CPU cores | CPU ms/rollout-interval | API req/interval | operator API req/analysis | API server / lab CPU cores | Prom queries/interval | load average |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in scale:
             if not r.get("complete"):
-                lines.append(f"| {r['rollouts']} | incomplete: {r.get('error', '')} | | | | | | | | | |")
+                lines.append(f"| {r['rollouts']} | {r.get('api_server', '')} | incomplete: {r.get('error', '')} | | | | | | | | | | | | |")
                 continue
             rr = r["release_reaction_s"]
-            lines.append(f"| {r['rollouts']} | {r['analyses']}/{r['analyses_expected']} | {_fmt(r['lag_s']['p50'], 2)} | "
+            lines.append(f"| {r['rollouts']}{' at ' + _fmt(r['rps'], 0) + ' rps' if r.get('rps') else ''} | {r.get('api_server', 'thread')} | {r['analyses']}/{r['analyses_expected']} | {_fmt(r['lag_s']['p50'], 2)} | "
                          f"{_fmt(r['lag_s']['p99'], 2)} | {_fmt(r['lag_p99_over_interval'], 2)} | "
                          f"{_fmt(rr['p50'])}/{_fmt(rr['p99'])} | {_fmt(r['operator_peak_rss_mib'], 0)} | "
                          f"{_fmt(r['operator_cpu_share_of_one_core'], 2)} | {_fmt(r['cpu_ms_per_rollout_interval'], 2)} | "
-                         f"{_fmt(r['api_requests_per_interval'], 0)} | {_fmt(r['prometheus_queries_per_interval'], 0)} |")
+                         f"{_fmt(r['api_requests_per_interval'], 0)} | {_fmt(r.get('operator_api_requests_per_analysis'), 2)} | "
+                         f"{_cpu_split(r)} | {_fmt(r['prometheus_queries_per_interval'], 0)} | "
+                         f"{_fmt((r.get('load_average_end') or [None])[0], 1)} |")
+        lines += ["", "API requests per interval by client, verb and resource:", ""]
+        for r in scale:
+            if r.get("complete"):
+                kinds = "; ".join(f"{k} {_fmt(v, 0)}" for k, v in r["api_requests_by_kind_per_interval"].items() if v >= 0.5)
+                threads = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in r.get("lab_threads_cpu_cores", {}).items()) or "–"
+                lines.append(f"* {r['rollouts']}{' at ' + _fmt(r['rps'], 0) + ' rps' if r.get('rps') else ''}: {kinds}. "
+                             f"Lab process threads (cores): {threads}; Prometheus {_fmt(r.get('prometheus_cpu_cores'), 2)} "
+                             f"cores; {r.get('rollouts_with_data', '–')} rollouts judged data in their last analysis")
     return "\n".join(lines) + "\n"
 
 
@@ -248,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default=None, help="comma list of N (default 100,500,1000,2000; 'none' to skip)")
     p.add_argument("--scale-window", type=float, default=None, help="seconds of steady state measured (default 60)")
     p.add_argument("--scale-interval", type=float, default=specs.SCALE_INTERVAL, help="analysis interval of the scale runs")
+    p.add_argument("--scale-api-server", choices=("process", "thread"), default="process",
+                   help="the scale runs' emulated API server: its own process (default) or a thread of the benchmark's")
+    p.add_argument("--scale-rps", type=float, default=0.0,
+                   help="simulated requests a second to each scale rollout (default 0: analyses find no data)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -325,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in scale_ns:
         say(f"scale: {n} ModelRollouts, analysis every {args.scale_interval:g} s")
         try:
-            scale.append(harness.run_scale(n, window=window, progress=say, interval=args.scale_interval))
+            scale.append(harness.run_scale(n, window=window, progress=say, interval=args.scale_interval,
+                                           api_server=args.scale_api_server, rps=args.scale_rps))
         except Exception as exc:  # noqa: BLE001  (report what was measured and why it stopped)
             scale.append({"rollouts": n, "complete": False, "error": repr(exc)[:300]})
     if scale:

@@ -233,7 +233,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     router = router_for(spec)
     target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
                          ready={rev: d.ready for rev, d in deployments.items()},
-                         stable_revision=before.stable_revision or spec.revision)
+                         stable_revision=before.stable_revision or spec.revision,
+                         canary_revision=before.canary_revision)
     failure: tuple[str, str] | None = None
     traffic: int | None = None
     mirror: int | None = None

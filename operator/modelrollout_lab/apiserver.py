@@ -43,7 +43,13 @@ Public API
     the handle has ``.url``, ``.port``, ``.server`` (the EmulatedApiServer), ``.loop``,
     ``.kubeconfig`` (Path or None), ``write_kubeconfig(path)``, ``call(coro) -> result``
     (runs a coroutine on the server's loop), ``open_watches(api_version, plural)`` (as above, read on
-    the server's loop), ``stop()``; also a (sync) context manager.
+    the server's loop), ``request_counts()`` (requests served by (client, verb, resource)),
+    ``status_fields(api_version, plural, fields)`` (a few status fields of every object, by
+    (namespace, name), read without a request), ``stop()``; also a (sync) context manager.
+``ProcessApiServer(start_timeout=30.0)``
+    the same server in a process of its own (as kube-apiserver is; the scale benchmark uses it),
+    with the handle's methods that need no live object: ``.url``, ``.port``, ``write_kubeconfig``,
+    ``issue_token``, ``rotate_token``, ``open_watches``, ``request_counts``, ``status_fields``, ``stop()``.
 ``LabKubernetesEmulator``
     the kmock handler itself (a ``kmock.KubernetesEmulator`` subclass); ``.objects`` is kmock's store.
 ``python -m modelrollout_lab.apiserver --port 0 --kubeconfig PATH``
@@ -57,10 +63,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import copy
 import json
 import logging
+import multiprocessing
 import pathlib
 import random
 import re
@@ -96,6 +104,7 @@ from modelrollout_lab.rbac import RBAC_GROUP, AccessControl, Authorizer
 __all__ = [
     'EmulatedApiServer',
     'ThreadedApiServer',
+    'ProcessApiServer',
     'LabKubernetesEmulator',
     'ResourceDef',
     'start_in_thread',
@@ -152,6 +161,7 @@ class LabKubernetesEmulator(AccessControlLayer, lab_faults.FaultInjection, Watch
         super().__init__(**kwargs)
         self.faults = lab_faults.Faults()  # injected on purpose by tests (modelrollout_lab.faults)
         self.requests_served = 0
+        self.requests_by_kind: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._init_storage(history)
         self._init_registry()
         self._init_deletion()
@@ -176,11 +186,6 @@ class LabKubernetesEmulator(AccessControlLayer, lab_faults.FaultInjection, Watch
             headers={'Content-Type': 'text/plain; charset=utf-8'}, payload=b'ok')
         self.fallback[K8sCriteria(action=None)] << self._serve_unsupported
 
-    @property
-    def _lab(self) -> _Counters:
-        """What benchmarks/harness.py reads: the request count and the objects by (group, plural)."""
-        return _Counters(self)
-
     # ---------------------------------------------------------------------------------- request handling
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """kmock's entry point, except for the requests kmock 0.8 cannot parse (docs/lab-apiserver.md)."""
@@ -202,6 +207,7 @@ class LabKubernetesEmulator(AccessControlLayer, lab_faults.FaultInjection, Watch
             for reaction in self._payloads:
                 del reaction._requests[:-KEPT_REQUESTS]
         request = _with_kube_path(request)
+        self.requests_by_kind[_kind_of(request)] += 1
         try:
             return await super()._handle(request)
         except ApiError as e:
@@ -487,22 +493,6 @@ class LabKubernetesEmulator(AccessControlLayer, lab_faults.FaultInjection, Watch
 
 
 
-class _Counters:
-    """The request count and a read-only view of the objects (what benchmarks/harness.py reads)."""
-
-    def __init__(self, emulator: LabKubernetesEmulator) -> None:
-        self.requests = emulator.requests_served
-        self.store = _StoreView(emulator)
-
-
-class _StoreView:
-    def __init__(self, emulator: LabKubernetesEmulator) -> None:
-        self._emulator = emulator
-
-    def get(self, gp: tuple[str, str], default: Any = None) -> dict[tuple[str | None, str], dict[str, Any]]:
-        return dict(self._emulator.objects_of(*gp)) or default
-
-
 # --------------------------------------------------------------------------------------------------
 # Small helpers.
 # --------------------------------------------------------------------------------------------------
@@ -515,6 +505,18 @@ def _kmock_parses(path: str, body: bytes, charset: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _kind_of(request: Request) -> tuple[str, str, str]:
+    """(client, verb, resource[/subresource]) of a request, as an audit log would group it; the client is
+    the first word of its User-Agent (modelrollout, kopf, kubectl; OpenAPI-Generator: the lab's own)."""
+    client = (request.headers.get('User-Agent') or request.headers.get('user-agent') or '-').split('/')[0]
+    verb = request.method.value.lower()
+    if verb == 'get':
+        verb = 'watch' if request.params.get('watch') == 'true' else 'get' if request.name else 'list'
+    plural = request.resource.plural if request.resource is not None else None
+    resource = (plural or request.url.path) + (f'/{request.subresource}' if request.subresource else '')
+    return client, verb, resource
 
 
 def _with_kube_path(request: Request) -> Request:
@@ -671,6 +673,20 @@ class EmulatedApiServer:
             return []
         return self.emulator.open_watches(rdef)
 
+    def request_counts(self) -> dict[tuple[str, str, str], int]:
+        """Requests served by (client, verb, resource), as an audit log would count them."""
+        return dict(self.emulator.requests_by_kind)
+
+    def status_fields(self, api_version: str, plural: str, fields: tuple[str, ...]
+                      ) -> dict[tuple[str | None, str], tuple[Any, ...]]:
+        """A few top-level status fields of every object, by (namespace, name): what a benchmark
+        polls, read without a request (which would load the server it measures)."""
+        rdef = self.emulator.find_def(api_version, plural)
+        if rdef is None:
+            return {}
+        return {key: tuple((obj.get('status') or {}).get(f) for f in fields)
+                for key, obj in self.emulator.objects_of(rdef.group, rdef.plural)}
+
 
 def write_kubeconfig(path: str | pathlib.Path, url: str, ca_pem: bytes, credentials: dict[str, str], *,
                      context: str = 'modelrollout-lab', namespace: str = 'default') -> pathlib.Path:
@@ -729,6 +745,17 @@ class ThreadedApiServer:
             return self.server.open_watches(api_version, plural)
         return self.call(read())  # type: ignore[no-any-return]
 
+    def request_counts(self) -> dict[tuple[str, str, str], int]:
+        async def read() -> dict[tuple[str, str, str], int]:
+            return self.server.request_counts()
+        return self.call(read())  # type: ignore[no-any-return]
+
+    def status_fields(self, api_version: str, plural: str, fields: tuple[str, ...]
+                      ) -> dict[tuple[str | None, str], tuple[Any, ...]]:
+        async def read() -> dict[tuple[str | None, str], tuple[Any, ...]]:
+            return self.server.status_fields(api_version, plural, fields)
+        return self.call(read())  # type: ignore[no-any-return]
+
     def stop(self) -> None:
         if not self.loop.is_closed() and self.thread.is_alive():
             with contextlib.suppress(Exception):
@@ -776,6 +803,93 @@ def start_in_thread(*, host: str = '127.0.0.1', port: int = 0, kubeconfig: str |
         raise failure[0]
     path = server.write_kubeconfig(kubeconfig) if kubeconfig else None
     return ThreadedApiServer(server, loop, thread, path)
+
+
+class ProcessApiServer:
+    """The emulated API server in a process of its own, as kube-apiserver is: clients never wait on
+    the GIL of the process that started it. The handle offers ThreadedApiServer's methods that need
+    no live object (kubeconfigs, tokens, request counts, status fields, open watches), through a pipe;
+    faults and coroutines need the in-thread server."""
+
+    def __init__(self, start_timeout: float = 30.0) -> None:
+        context = multiprocessing.get_context('spawn')  # never fork a process that runs threads
+        self._pipe, child = context.Pipe()
+        self._lock = threading.Lock()
+        self.process = context.Process(target=_serve_in_process, args=(child,), name='emulated-apiserver',
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        if not self._pipe.poll(start_timeout):
+            self.process.kill()
+            raise RuntimeError(f'the emulated API server did not start within {start_timeout:g}s')
+        self.url: str = self._pipe.recv()
+        self.port = int(self.url.rsplit(':', 1)[1])
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self._pipe.send((method, args, kwargs))
+            ok, value = self._pipe.recv()
+        if not ok:
+            raise RuntimeError(f'emulated API server: {method} failed: {value}')
+        return value
+
+    def write_kubeconfig(self, path: str | pathlib.Path, **kwargs: Any) -> pathlib.Path:
+        return self._call('write_kubeconfig', path, **kwargs)  # type: ignore[no-any-return]
+
+    def issue_token(self, user: str | UserInfo, groups: tuple[str, ...] | list[str] = (), *,
+                    ttl: float | None = None) -> str:
+        return self._call('issue_token', user, groups, ttl=ttl)  # type: ignore[no-any-return]
+
+    def rotate_token(self, token: str) -> str:
+        return self._call('rotate_token', token)  # type: ignore[no-any-return]
+
+    def open_watches(self, api_version: str, plural: str) -> list[dict[str, str]]:
+        return self._call('open_watches', api_version, plural)  # type: ignore[no-any-return]
+
+    def request_counts(self) -> dict[tuple[str, str, str], int]:
+        return self._call('request_counts')  # type: ignore[no-any-return]
+
+    def status_fields(self, api_version: str, plural: str, fields: tuple[str, ...]
+                      ) -> dict[tuple[str | None, str], tuple[Any, ...]]:
+        return self._call('status_fields', api_version, plural, fields)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self._call('stop')
+            self.process.join(timeout=15)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout=5)
+        self._pipe.close()
+
+    def __enter__(self) -> ProcessApiServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _serve_in_process(pipe: Any) -> None:
+    """The child of ProcessApiServer: the server on its own thread, calls answered from the pipe."""
+    api = start_in_thread()
+    pipe.send(api.url)
+    try:
+        while True:
+            try:
+                method, args, kwargs = pipe.recv()
+            except EOFError:  # the parent went away
+                return
+            if method == 'stop':
+                api.stop()
+                pipe.send((True, None))
+                return
+            try:
+                pipe.send((True, getattr(api, method)(*args, **kwargs)))
+            except Exception as e:  # noqa: BLE001 - told to the caller, which raises it
+                pipe.send((False, repr(e)))
+    finally:
+        api.stop()
 
 
 async def _amain(port: int, kubeconfig: str | None, host: str) -> None:

@@ -12,7 +12,10 @@ the simulators and kubectl; the operator runs as the chart's ServiceAccount
 `operator_credential` picks how the operator authenticates: "certificate" (a client certificate
 for the ServiceAccount's user), "token" (a bearer token in the kubeconfig), or "token-file" (a
 `tokenFile` that `rotate_operator_token()` rewrites, as the kubelet does with a projected token).
-The operator is a real process: tests SIGKILL it and start it again.
+The operator is a real process: tests SIGKILL it and start it again. The API server runs in a
+thread of the lab's process (`api_server="thread"`, the default: tests inject faults into it), or
+in a process of its own (`"process"`, as kube-apiserver is: the scale benchmark, whose simulators
+and polling would otherwise make every API call wait on one GIL).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import kubernetes
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.apiserver import ProcessApiServer, start_in_thread
 from modelrollout_lab.faults import FaultRule, Faults
 from modelrollout_lab.rbac import RELEASE_NAMESPACE, chart_rbac, operator_identity
 from modelrollout_lab.prometheus import PrometheusServer, spawn
@@ -45,6 +48,7 @@ from modelrollout.names import GROUP, PLURAL, VERSION
 
 APPLY_ATTEMPTS = 5  # reads and PUTs of `Lab.apply` before a run of 409 Conflicts is raised
 OPERATOR_CREDENTIALS = ("certificate", "token", "token-file")
+API_SERVER_MODES = ("thread", "process")
 
 
 # Without an authenticated identity, the operator's requests are told apart by what they are not: the lab's
@@ -61,9 +65,12 @@ def crd_manifest() -> dict[str, Any]:
 class Lab:
     def __init__(self, workdir: str | None = None, *, seed: int = 0, scrape_interval: str = "1s",
                  traffic_tick: float = 0.2, operator_credential: str = "certificate",
-                 rbac: list[dict[str, Any]] | None = None) -> None:
+                 rbac: list[dict[str, Any]] | None = None, api_server: str = "thread") -> None:
         if operator_credential not in OPERATOR_CREDENTIALS:
             raise ValueError(f"operator_credential: {operator_credential!r} is not one of {OPERATOR_CREDENTIALS}")
+        if api_server not in API_SERVER_MODES:
+            raise ValueError(f"api_server: {api_server!r} is not one of {API_SERVER_MODES}")
+        self.api_server = api_server
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="modelrollout-lab-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +95,7 @@ class Lab:
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> Lab:
-        self.api = start_in_thread()
+        self.api = start_in_thread() if self.api_server == "thread" else ProcessApiServer()
         self.api.write_kubeconfig(self.kubeconfig)
         self._api_client = config.new_client_from_config(config_file=self.kubeconfig)
         self.apply(crd_manifest())
@@ -189,6 +196,8 @@ class Lab:
     @property
     def faults(self) -> Faults:
         """The API server's fault injector (modelrollout_lab.faults): rules for any client."""
+        if self.api_server != "thread":
+            raise RuntimeError('faults are injected into the in-thread API server: Lab(api_server="thread")')
         return self.api.server.faults  # type: ignore[no-any-return]
 
     def inject_faults(self, **rule: Any) -> FaultRule:

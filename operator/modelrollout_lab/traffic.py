@@ -85,6 +85,31 @@ def _template_annotations(deployment: Obj) -> dict[str, str]:
     return ((((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations")) or {}
 
 
+class DeploymentIndex:
+    """Deployments by namespace and by template label, built once a tick: a Service's pods are
+    looked for among the Deployments carrying one of its selector's labels, not among every
+    Deployment of the namespace (1000 rollouts in one namespace: a tick scanned 2000 Deployments
+    per Service, 1.5 s of CPU per 0.2 s tick)."""
+
+    def __init__(self, deployments: Mapping[Key, Obj]) -> None:
+        self._by_ns: dict[str, dict[Key, Obj]] = {}
+        self._by_label: dict[tuple[str, str, str], dict[Key, Obj]] = {}
+        for key, d in deployments.items():
+            self._by_ns.setdefault(key[0], {})[key] = d
+            for label in _template_labels(d).items():
+                self._by_label.setdefault((key[0], *label), {})[key] = d
+
+    def in_namespace(self, namespace: str) -> Mapping[Key, Obj]:
+        return self._by_ns.get(namespace, {})
+
+    def behind(self, namespace: str, service: Obj) -> Mapping[Key, Obj]:
+        """The Deployments that may match the Service's selector (service_shares checks every label)."""
+        selector = (service.get("spec") or {}).get("selector") or {}
+        if not selector:
+            return {}
+        return min((self._by_label.get((namespace, *label), {}) for label in selector.items()), key=len)
+
+
 def service_shares(namespace: str, service: Obj, deployments: Mapping[Key, Obj]) -> dict[Key, float]:
     """Deployments behind a Service, weighted by ready replicas (sums to 1, or empty)."""
     selector = (service.get("spec") or {}).get("selector") or {}
@@ -192,7 +217,7 @@ def mirror_backends(kind: str, obj: Obj, rule_key: str | None) -> list[tuple[str
 
 
 def _spread(namespace: str, backends: list[tuple[str, str, float]], total: float, services: Mapping[Key, Obj],
-            in_ns: Any) -> dict[Key, float]:
+            index: DeploymentIndex) -> dict[Key, float]:
     """Fractions per Deployment when `backends` get weight/total of the traffic each."""
     out: dict[Key, float] = {}
     if total <= 0:
@@ -203,18 +228,15 @@ def _spread(namespace: str, backends: list[tuple[str, str, float]], total: float
         svc = services.get((ns or namespace, svc_name))
         if not svc:
             continue
-        for dkey, share in service_shares(ns or namespace, svc, in_ns(ns or namespace)).items():
+        for dkey, share in service_shares(ns or namespace, svc, index.behind(ns or namespace, svc)).items():
             out[dkey] = out.get(dkey, 0.0) + (w / total) * share
     return out
 
 
 def resolve_mirrors(namespace: str, target: str, *, routes: Mapping[Key, Obj], services: Mapping[Key, Obj],
                     deployments: Mapping[Key, Obj], virtual_services: Mapping[Key, Obj] | None = None,
-                    deployments_by_ns: Mapping[str, Mapping[Key, Obj]] | None = None) -> dict[Key, float]:
+                    index: DeploymentIndex | None = None) -> dict[Key, float]:
     """Copies per request of an entry point that each Deployment receives through mirrors."""
-    def in_ns(ns: str) -> Mapping[Key, Obj]:
-        return deployments_by_ns.get(ns, {}) if deployments_by_ns is not None else deployments
-
     kind, _, name = (target or "").strip().partition("/")
     name, _, rule_key = name.partition("#")
     kind = {"vs": "virtualservice"}.get(kind.lower(), kind.lower().removesuffix("s"))
@@ -222,7 +244,8 @@ def resolve_mirrors(namespace: str, target: str, *, routes: Mapping[Key, Obj], s
     obj = objects.get((namespace, name)) if objects is not None else None
     if not obj:
         return {}
-    return _spread(namespace, mirror_backends(kind, obj, rule_key or None), 100.0, services, in_ns)
+    return _spread(namespace, mirror_backends(kind, obj, rule_key or None), 100.0, services,
+                   index or DeploymentIndex(deployments))
 
 
 def isvc_shares(namespace: str, isvc: Obj, deployments: Mapping[Key, Obj]) -> dict[Key, float]:
@@ -241,17 +264,14 @@ def isvc_shares(namespace: str, isvc: Obj, deployments: Mapping[Key, Obj]) -> di
 def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], services: Mapping[Key, Obj],
                    deployments: Mapping[Key, Obj], virtual_services: Mapping[Key, Obj] | None = None,
                    inference_services: Mapping[Key, Obj] | None = None,
-                   deployments_by_ns: Mapping[str, Mapping[Key, Obj]] | None = None) -> dict[Key, float]:
+                   index: DeploymentIndex | None = None) -> dict[Key, float]:
     """Fraction of an entry point's traffic that each Deployment receives.
 
     The fractions sum to at most 1; the rest is unrouted (no ready pods, a missing Service,
-    zero weights, an unknown target). ``deployments_by_ns`` is an optional index of
-    ``deployments`` by namespace (the simulator passes one, so a tick stays linear).
+    zero weights, an unknown target). ``index`` is ``deployments`` indexed (the simulator builds
+    one a tick and passes it to every entry point, so a tick stays linear).
     """
-
-    def in_ns(ns: str) -> Mapping[Key, Obj]:
-        return deployments_by_ns.get(ns, {}) if deployments_by_ns is not None else deployments
-
+    index = index or DeploymentIndex(deployments)
     kind, _, name = (target or "").strip().partition("/")
     name, _, rule_path = name.partition("#")
     kind = kind.lower()
@@ -259,21 +279,21 @@ def resolve_target(namespace: str, target: str, *, routes: Mapping[Key, Obj], se
         return {}
     if kind in ("service", "svc", "services"):
         svc = services.get((namespace, name))
-        return service_shares(namespace, svc, in_ns(namespace)) if svc else {}
+        return service_shares(namespace, svc, index.behind(namespace, svc)) if svc else {}
     if kind in ("deployment", "deploy", "deployments"):
         d = deployments.get((namespace, name))
         return {(namespace, name): 1.0} if d and int((d.get("status") or {}).get("readyReplicas") or 0) > 0 else {}
     if kind in ("httproute", "httproutes"):
         route = routes.get((namespace, name))
         backends = route_backends(route, rule_path or None) if route else []
-        return _spread(namespace, backends, sum(w for _, _, w in backends), services, in_ns)
+        return _spread(namespace, backends, sum(w for _, _, w in backends), services, index)
     if kind in ("virtualservice", "virtualservices", "vs"):
         vs = (virtual_services or {}).get((namespace, name))
         backends = vs_backends(vs, rule_path or None) if vs else []
-        return _spread(namespace, backends, sum(w for _, _, w in backends), services, in_ns)
+        return _spread(namespace, backends, sum(w for _, _, w in backends), services, index)
     if kind in ("inferenceservice", "inferenceservices", "isvc"):
         isvc = (inference_services or {}).get((namespace, name))
-        return isvc_shares(namespace, isvc, in_ns(namespace)) if isvc else {}
+        return isvc_shares(namespace, isvc, index.in_namespace(namespace)) if isvc else {}
     return {}
 
 
@@ -658,9 +678,7 @@ class TrafficSimulator:
         routes = st.get("httproutes", {})
         virtual_services = st.get("virtualservices", {})
         inference_services = st.get("inferenceservices", {})
-        deps_by_ns: dict[str, dict[Key, Obj]] = {}
-        for dkey, d in deployments.items():
-            deps_by_ns.setdefault(dkey[0], {})[dkey] = d
+        index = DeploymentIndex(deployments)
         with self._lock:
             self._record_route_weights(routes)
             fractions_now: dict[Key, dict[Key, float]] = {}
@@ -671,10 +689,10 @@ class TrafficSimulator:
                 data = cm.get("data") or {}
                 fr = resolve_target(cm_key[0], data.get("target", ""), routes=routes, services=services,
                                     deployments=deployments, virtual_services=virtual_services,
-                                    inference_services=inference_services, deployments_by_ns=deps_by_ns)
+                                    inference_services=inference_services, index=index)
                 copies = resolve_mirrors(cm_key[0], data.get("target", ""), routes=routes, services=services,
                                          deployments=deployments, virtual_services=virtual_services,
-                                         deployments_by_ns=deps_by_ns)
+                                         index=index)
                 fractions_now[cm_key] = fr
                 rps = _float(data, "rps", DEFAULT_RPS)
                 rng = self._entry_rng(cm_key, str(data.get("seed", "")))

@@ -92,3 +92,24 @@ def test_watch_1_is_a_watch_as_in_kube(apiserver, core):
     with urllib.request.urlopen(request, context=apiserver.authority.client_ssl_context(), timeout=10) as answer:
         events = [json.loads(line) for line in answer.read().splitlines() if line.strip()]
     assert [(event['type'], event['object']['metadata']['name']) for event in events] == [('ADDED', 'watched')]
+
+
+def test_the_server_in_a_process_of_its_own_serves_counts_and_stops(tmp_path):
+    """The scale benchmark's layout: the server in its own process (so no client waits on the
+    benchmark's GIL), with kubeconfigs, the requests it served by client, verb and resource, and a
+    few status fields read without a request; stopping it ends the process."""
+    from modelrollout_lab.apiserver import ProcessApiServer
+
+    with ProcessApiServer() as server:
+        kubeconfig = server.write_kubeconfig(tmp_path / 'kubeconfig')
+        with kubernetes.config.new_client_from_config(str(kubeconfig)) as client:
+            api = kubernetes.client.CoreV1Api(client)
+            api.create_namespace({'metadata': {'name': 'apart'}})
+            api.list_namespaced_config_map('apart')
+            api.read_namespace_status('apart')
+        counts = server.request_counts()
+        agent = 'OpenAPI-Generator'  # the kubernetes client's User-Agent
+        assert counts[(agent, 'post', 'namespaces')] == 1 and counts[(agent, 'list', 'configmaps')] == 1
+        assert counts[(agent, 'get', 'namespaces/status')] == 1
+        assert server.status_fields('v1', 'namespaces', ('phase',))[(None, 'apart')] == ('Active',)
+    assert not server.process.is_alive()

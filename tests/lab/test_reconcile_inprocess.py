@@ -219,3 +219,40 @@ def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pas
     status = run.rollout()["status"]
     assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
     run.close()
+
+
+def test_an_analysis_with_the_replicas_router_costs_one_api_request_and_records_the_ready_share(cluster):
+    """At 1000 rollouts every request of a pass is a load on the API server: a pass in analysis
+    writes its status and reads nothing back (the canary's share is the Ready pods the Deployment
+    watch reports), and the weight it records is still that share, never the step's plan."""
+    api, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    docs = scenarios.manifests("shared", replicas=2, steps=[{"weight": 50, "hold": "1h"}], interval="10s",
+                               no_data={"hold": "1h", "then": "pause"})
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, docs[-1])
+    run = Pass(kubeconfig, api_client, "shared", "http://127.0.0.1:9")
+    run.until(lambda s: s.get("phase") == "Succeeded")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "shared",
+                                          {"spec": scenarios.release(docs[-1], "2.0.0")["spec"]})
+    status = run.until(lambda s: s.get("stepStartedAt") and s.get("canaryWeight") == 50)
+    later = core.parse_ts(status.get("lastAnalysisAt") or status["stepStartedAt"])
+
+    def operator_requests() -> int:
+        return sum(n for (agent, _, _), n in api.request_counts().items() if agent == "modelrollout")
+
+    def analyse() -> int:
+        """One pass with the clock an interval on (a due analysis); the operator's requests in it."""
+        nonlocal later
+        later += timedelta(seconds=10)
+        before = operator_requests()
+        run.run(clock=lambda: later)
+        return operator_requests() - before
+
+    costs = [analyse() for _ in range(8)]  # the first passes may still scale (the stable gives up a pod)
+    assert costs[-3:] == [1, 1, 1], costs
+    status = run.rollout()["status"]
+    assert status.get("lastAnalysisAt") == core.ts(later) and status["canaryWeight"] == 50, status
+    canary = client.AppsV1Api(api_client).read_namespaced_deployment(
+        f"shared-{status['canaryRevision']}", NS)  # the share recorded is what the cluster reports
+    assert canary.status.ready_replicas == 1
+    run.close()

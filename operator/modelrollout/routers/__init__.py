@@ -27,7 +27,8 @@ class RouteTarget:
     # revision's Ready pod is canary traffic (a rolled-back canary serves until it is gone).
     ready: Mapping[str, int] = field(default_factory=dict)
     stable_revision: str | None = None
-    # The canary revision the decided state wants (None: no canary, e.g. after a rollback).
+    # The canary revision of the state acted on: the pass's status before deciding, then the
+    # decided one (None: no canary, e.g. after a rollback).
     canary_revision: str | None = None
 
 

@@ -1,7 +1,10 @@
 """No mesh: one Service (`<rollout>`) selects both revisions; weight = canary share of ready pods.
 
 The weight is carried by replica counts (see core.canary_replicas), which the workload
-convergence sets; this router owns the shared Service and reads the share back.
+convergence sets; this router owns the shared Service and reads the share back from the
+Deployments' `readyReplicas` as the operator's watch last delivered them (`RouteTarget.ready`),
+not with a list per pass: a replica write changes no pod's readiness at once, so a list right
+after it would read the same counts, and a change of readiness wakes the next pass.
 """
 
 from __future__ import annotations
@@ -23,16 +26,11 @@ class ReplicasRouter:
         """Nothing to write: the replica counts are the weight."""
 
     async def get_weight(self, kube: Kube, target: RouteTarget) -> int | None:
-        deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
-                                      label_selector=f"{LABEL_ROLLOUT}={target.name}")
-        status = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
-        canary = ((status or {}).get("status") or {}).get("canaryRevision")
-        ready = {d["metadata"]["labels"].get(LABEL_REVISION): (d.get("status") or {}).get("readyReplicas") or 0
-                 for d in deployments}
-        total = sum(ready.values())
+        total = sum(target.ready.values())
         if total == 0:
             return None
-        return round(100 * ready.get(canary, 0) / total) if canary else 0
+        canary = target.canary_revision
+        return round(100 * target.ready.get(canary, 0) / total) if canary else 0
 
     async def set_mirror(self, kube: Kube, target: RouteTarget, percent: int) -> None:
         if percent:  # spec validation refuses mirror steps with this router
