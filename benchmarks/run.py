@@ -241,7 +241,7 @@ REAL_SETTINGS = (
     f"Real cadence: every duration divided by {specs.COMPRESSION:g} (1 real minute = "
     f"{specs.lab_seconds(60):g} lab s; Prometheus scrapes every lab second = {specs.COMPRESSION:g} real s), "
     f"traffic multiplied by it: {specs.REAL_RPS:g} real rps ({specs.REAL_NOISY_RPS:g} for the noisy runs). "
-    "**ours-default** = the `http` preset's default metrics (error-rate max 0.01, exact test, critical; latency "
+    "**ours-default** = the `http` preset's default metrics (error-rate max 0.01 and stable + 0.01, exact tests, critical; latency "
     "p95 <= 0.3 s, failureLimit 2; its quality / prediction-drift metrics in those scenarios), every analysis "
     f"default (alpha 0.01, pass powered, recentWindow 5 intervals, decideWithin 30m, noData 5m then rollback), "
     f"interval {specs.OURS_REAL_INTERVAL:g} s, steps {'/'.join(map(str, specs.OURS_REAL_STEPS))} % held "
