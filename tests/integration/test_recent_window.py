@@ -21,18 +21,18 @@ def test_a_mid_step_degradation_is_rolled_back_from_the_recent_window(lab):
     """Two rollouts in one lab, the same release turning bad after 30 s of serving: with a recent
     window (2 s blocks) and without (the step's window alone). Both see the same machine load, so
     the comparison does not depend on how fast the analyses run."""
-    bad = {}
+    releases = {}
     for name, recent in (("midstep", "2s"), ("stepwindow", "0s")):
         v1 = start_stable(lab, name, router="gatewayAPI", rps=800, interval="1s", min_samples=100,
                           steps=[{"weight": 20, "hold": "5m"}, {"weight": 50, "hold": "5m"}],
                           metrics=[{"name": "error-rate", "max": 0.01, "critical": True}])
         release = scenarios.release(v1, "2.0.0", {"degrade-after-seconds": "30", "degraded-error-rate": "0.05"})
         release["spec"]["analysis"]["recentWindow"] = recent
-        bad[name] = release
-    for release in bad.values():
+        releases[name] = release
+    for release in releases.values():
         lab.apply(release)
     served = {}
-    for name in bad:
+    for name in releases:
         status = lab.wait_for_phase(name, "RolledBack", timeout=120)
         canary = lab.traffic.snapshot()[f"default/{name}-{status['history'][0]['revision']}"]
         served[name] = (canary["requests"] - canary["degraded_requests"], canary["degraded_requests"], status["message"])
