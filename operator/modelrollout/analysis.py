@@ -93,12 +93,15 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
     try:
         check_query_values(canary)
         check_query_values(stable)
-        samples = await _scalar(provider, render_query(samples_query, canary)) if samples_query else None
+
+        def ask_samples() -> Awaitable[float | None]:
+            return _scalar(provider, render_query(samples_query, canary)) if samples_query else _nothing()
+
+        # Every query of a metric is asked at once: one after another, an analysis took their sum.
         if rule.type is MetricType.THRESHOLD:
-            value = await _scalar(provider, render_query(rule.query or "", canary))
-            stable_value = None
-            if rule.compare_to_stable is not None:
-                stable_value = await _scalar(provider, render_query(rule.query or "", stable))
+            samples, value, stable_value = await asyncio.gather(
+                ask_samples(), _scalar(provider, render_query(rule.query or "", canary)),
+                _scalar(provider, render_query(rule.query or "", stable)) if rule.compare_to_stable else _nothing())
             return MetricSample(rule.name, shown, value=value, samples=samples, stable_value=stable_value)
         if rule.type is MetricType.PROPORTION:
             compare = rule.compares_with_stable  # a bound alone needs no stable counts
@@ -110,12 +113,13 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
             # The step's window, and its latest blocks, which may only FAIL.
             step, latest = await asyncio.gather(over(None), over(recent[0]) if recent else _nothing())
             canary_counts, stable_counts = step
-            return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else samples,
+            return MetricSample(rule.name, shown, samples=canary_counts[1] if canary_counts else await ask_samples(),
                                 canary_counts=canary_counts, stable_counts=stable_counts,
                                 recent=RecentCounts(recent[0], recent[1], *latest) if recent and latest else None)
         buckets = histogram_query(rule.histogram or "")
-        canary_buckets = await _buckets(provider, render_query(buckets, canary))
-        stable_buckets = await _buckets(provider, render_query(buckets, stable))
+        samples, canary_buckets, stable_buckets = await asyncio.gather(
+            ask_samples(), _buckets(provider, render_query(buckets, canary)),
+            _buckets(provider, render_query(buckets, stable)))
         return MetricSample(rule.name, shown, samples=samples, canary_buckets=canary_buckets,
                             stable_buckets=stable_buckets)
     except (ProviderError, QueryError) as exc:  # QueryError: a value that would change the query's shape
