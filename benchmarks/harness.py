@@ -517,9 +517,13 @@ def run_scale(n: int, window: float = 60.0, workdir: str | None = None, progress
 
 # ---------------------------------------------------------------- summaries
 
-def _median(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.median(vals) if vals else None
+def _median(values: list[float | None], missing_is_never: bool = False) -> float | None:
+    """The median of the values; with `missing_is_never`, a run without one (a bad canary never taken
+    to weight 0) counts as never, so failed runs cannot improve the median. None for no value or never."""
+    vals = [math.inf if v is None and missing_is_never else v for v in values]
+    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    median = statistics.median(vals) if vals else None
+    return median if median is not None and math.isfinite(median) else None
 
 
 def summarize(records: list[Record]) -> list[dict[str, Any]]:
@@ -530,8 +534,8 @@ def summarize(records: list[Record]) -> list[dict[str, Any]]:
     for scenario, policy in keys:
         rs = [r for r in records if r.scenario == scenario and r.policy == policy]
         scale = rs[0].time_scale
-        to_weight0 = _median([r.seconds_to_weight0 for r in rs])
-        to_promote = _median([r.seconds_to_promote for r in rs])
+        to_weight0 = _median([r.seconds_to_weight0 for r in rs], missing_is_never=rs[0].expected == "rollback")
+        to_promote = _median([r.seconds_to_promote for r in rs], missing_is_never=rs[0].expected == "promote")
         rows.append({
             "scenario": scenario, "policy": policy, "runs": len(rs),
             "expected": rs[0].expected,

@@ -134,11 +134,12 @@ def targets(real_rows: list[dict[str, Any]], noisy: dict[str, Any] | None, sim: 
             f"point {noisy['paused']} within {specs.lab_seconds(specs.ARGO_EXAMPLE_SECONDS + 300) * specs.COMPRESSION:.0f}"
             f" real s; median real s to promote {_fmt(noisy['real_seconds_to_promote'], 0)}")
     healthy = sim["healthy"]
-    add(f"false-rollback rate over {healthy['runs']} simulated healthy rollouts <= alpha",
-        healthy["false_rollback_rate"] <= healthy["alpha"],
-        f"{healthy['rolled_back']}/{healthy['runs']} = {healthy['false_rollback_rate']:.4f} (alpha {healthy['alpha']:g}; "
-        f"{healthy['p_error']:g} errors on both sides, {healthy['rps']:g} rps, every step); "
-        f"promoted {healthy['promoted']}, paused {healthy['paused']}")
+    if healthy:
+        add(f"false-rollback rate over {healthy['runs']} simulated healthy rollouts <= alpha",
+            healthy["false_rollback_rate"] <= healthy["alpha"],
+            f"{healthy['rolled_back']}/{healthy['runs']} = {healthy['false_rollback_rate']:.4f} (alpha "
+            f"{healthy['alpha']:g}; {healthy['p_error']:g} errors on both sides, {healthy['rps']:g} rps, every step); "
+            f"promoted {healthy['promoted']}, paused {healthy['paused']}")
     return out
 
 
@@ -262,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="same clock (ours vs baseline), real cadence (ours-default vs Flagger and Argo), or both")
     p.add_argument("--runs", type=int, default=None, help="noisy-healthy runs per policy at the same clock (default 20)")
     p.add_argument("--real-runs", type=int, default=None, help="noisy-healthy runs of ours at real cadence (default 100)")
+    p.add_argument("--bad-runs", type=int, default=None,
+                   help="runs of each scenario and policy at real cadence, medians reported (default 5)")
     p.add_argument("--sim-runs", type=int, default=400, help="simulated healthy rollouts for the false-rollback target")
     p.add_argument("--scale", default=None, help="comma list of N (default 100,500,1000,2000; 'none' to skip)")
     p.add_argument("--scale-window", type=float, default=None, help="seconds of steady state measured (default 60)")
@@ -278,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda text: console.log(text)  # noqa: E731
     runs = args.runs or (5 if args.quick else 20)
     real_runs = args.real_runs or (10 if args.quick else 100)
+    bad_runs = args.bad_runs or (2 if args.quick else 5)
     default_scale = "100" if args.quick else "100,500,1000,2000"
     scale_ns = [] if args.scale == "none" else [int(x) for x in (args.scale or default_scale).split(",") if x]
     window = args.scale_window or (30.0 if args.quick else 60.0)
@@ -314,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cadence in ("real", "both"):
         real_records: list[harness.Record] = []
         if main_set:
-            say(f"real cadence: scenarios {[s.name for s in main_set]} (ours-default, flagger, argo in one lab)")
+            say(f"real cadence: scenarios {[s.name for s in main_set]}, {bad_runs} runs each "
+                "(ours-default, flagger, argo in one lab)")
             real_records += harness.run_behaviour([(specs.real_cadence(s), harness.REAL_CADENCE) for s in main_set],
-                                                  seed=args.seed + 3, progress=say)
+                                                  runs=bad_runs, seed=args.seed + 3, progress=say)
         if "noisy-healthy" in chosen:
             noisy = specs.real_cadence(specs.NOISY, specs.REAL_NOISY_RPS)
             for first in range(0, real_runs, REAL_BATCH):
@@ -331,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         real_ratios = [r for baseline in ("flagger", "argo")
                        for r in harness.ratios(real_rows, ours="ours-default", baseline=baseline)]
         say(f"simulation: requests to catch 0.1 % -> 5 %, and {args.sim_runs} healthy rollouts")
-        sim = {"catch": simulate.requests_to_catch(), "healthy": simulate.healthy_rollouts(runs=args.sim_runs)}
+        sim = {"catch": simulate.requests_to_catch(),
+               "healthy": simulate.healthy_rollouts(runs=args.sim_runs) if args.sim_runs > 0 else None}
         noisy_row = next((r for r in real_rows if r["scenario"] == "noisy-healthy"), None)
         target_list = targets(real_rows, noisy_row, sim)
         real = {"settings": REAL_SETTINGS, "scenarios": real_rows, "ratios": real_ratios, "simulation": sim,

@@ -543,6 +543,7 @@ class TrafficSimulator:
         self._lock = threading.RLock()
         self._tick_cond = threading.Condition()
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._exporting: set[Key] = set()  # Deployments whose series exist (from their first Ready replica)
         self._unrouted: dict[Key, int] = {}
         self._versions: dict[Key, _Version] = {}
         self._entry_rngs: dict[tuple[Key, str], random.Random] = {}
@@ -681,6 +682,7 @@ class TrafficSimulator:
         index = DeploymentIndex(deployments)
         with self._lock:
             self._record_route_weights(routes)
+            self._export_ready_servers(deployments)
             fractions_now: dict[Key, dict[Key, float]] = {}
             for cm_key, cm in sorted(cms.items()):
                 labels = (cm.get("metadata") or {}).get("labels") or {}
@@ -718,6 +720,15 @@ class TrafficSimulator:
         with self._tick_cond:
             self.tick_count += 1
             self._tick_cond.notify_all()
+
+    def _export_ready_servers(self, deployments: Mapping[Key, Obj]) -> None:
+        """A model server exports its counters at 0 from the moment it is up, before its first request,
+        as Prometheus' instrumentation practice asks ("avoid missing metrics") and prometheus_client does
+        for every counter without labels: a rate over its first scrapes then counts its first requests."""
+        for key, deployment in deployments.items():
+            if key not in self._exporting and int((deployment.get("status") or {}).get("readyReplicas") or 0) > 0:
+                self._exporting.add(key)
+                self._series.setdefault(series_labels(deployment), _Series())
 
     def _record_route_weights(self, routes: Mapping[Key, Obj]) -> None:
         for key, route in routes.items():

@@ -227,6 +227,23 @@ def test_rps_zero_sends_nothing_and_unrouted_is_counted():
     assert sim.unrouted()[f"{NS}/traffic"] == pytest.approx(500, rel=0.2)
 
 
+def test_a_server_exports_its_counters_at_zero_once_ready_before_any_request():
+    """As prometheus_client does for a counter without labels (and Prometheus' instrumentation practice
+    asks of every series): a canary's series exist at 0 from its first Ready replica, so the scrape after
+    its first requests already gives a rate, instead of a lone first sample that `increase()` cannot use."""
+    sim = TrafficSimulator(None, seed=1)
+    state = _state(rps=0)
+    state["deployments"][(NS, "starting")] = deployment("starting", ready=0, revision="r3")
+    _run(sim, state, 1.0)
+    for text in (sim.render_metrics().decode(), generate_latest(sim.registry).decode()):
+        exported = {}
+        for line in text.splitlines():
+            if line.startswith(("model_feedback_total{", "http_requests_total{")):
+                deployment_name = line.split('deployment="')[1].split('"')[0]
+                exported.setdefault(deployment_name, []).append(float(line.split()[-1]))
+        assert exported == {"bad": [0.0, 0.0, 0.0], "good": [0.0, 0.0, 0.0]}  # not the one still loading
+
+
 def test_degradation_label_delay_and_exposition():
     extra = {"lab.modelrollout.io/degrade-after-seconds": "5", "lab.modelrollout.io/degraded-error-rate": "1.0",
              "lab.modelrollout.io/label-delay-seconds": "3", "lab.modelrollout.io/label-fraction": "1"}
