@@ -212,6 +212,16 @@ class Strategy(_Frozen):
         return self
 
 
+def _uncommented_query(query: str | None) -> str | None:
+    """A query as the operator keeps it: without comments (see without_comments)."""
+    if query is None:
+        return None
+    kept = without_comments(query)
+    if query.strip() and not kept.strip():
+        raise ValueError("holds only a comment: no PromQL to ask")
+    return kept
+
+
 class MetricType(str, Enum):
     THRESHOLD = "threshold"
     PROPORTION = "proportion"
@@ -247,6 +257,9 @@ class MetricRule(_Frozen):
     alpha: float = Field(default=0.01, gt=0, le=0.5)
     # proportion: the chance of catching a canary `minDetectableEffect` beyond its limit (analysis.pass: powered)
     power: float = Field(default=0.8, gt=0, le=0.999)
+
+    _uncommented = field_validator("query", "samples_query", "histogram", "success_query", "total_query")(
+        _uncommented_query)
 
     @model_validator(mode="after")
     def _complete(self) -> MetricRule:
@@ -317,6 +330,8 @@ class MetricRule(_Frozen):
 class Samples(_Frozen):
     query: str | None = None
     min: int = Field(default=0, ge=0)
+
+    _uncommented = field_validator("query")(_uncommented_query)
 
 
 class NoDataPolicy(_Frozen):
@@ -516,34 +531,37 @@ def placeholders(query: str) -> set[str]:
 @dataclass(frozen=True)
 class _Slot:
     name: str
-    quote: str | None  # '"', "'", '`', or None outside any string literal (a comment counts as outside)
+    quote: str | None  # '"', "'", '`', or None outside any string literal
 
 
 @functools.lru_cache(maxsize=4096)
 def _slots(query: str) -> tuple[str | _Slot, ...]:
-    """The query as literal text and placeholders, each placeholder with the quote it sits in.
+    """The query as literal text and placeholders, each placeholder with the quote it sits in, without
+    its comments.
 
     A small PromQL lexer: strings in double or single quotes (with backslash escapes), raw strings
-    in backticks, and comments from # to the end of the line.
+    in backticks, and comments from # to the end of the line (a placeholder there is comment text too).
     """
     parts: list[str | _Slot] = []
     quote: str | None = None
-    in_comment = False
     start = i = 0
     while i < len(query):
+        char = query[i]
+        if quote is None and char == "#":
+            parts.append(query[start:i])
+            while i < len(query) and query[i] not in "\r\n":  # where promql-parser and Prometheus end it
+                i += 1
+            start = i
+            continue
         match = _PLACEHOLDER.match(query, i)
         if match:
             parts.append(query[start:i])
-            parts.append(_Slot(match.group(1), None if in_comment else quote))
+            parts.append(_Slot(match.group(1), quote))
             start = i = match.end()
             continue
-        char = query[i]
-        if in_comment:
-            in_comment = char != "\n"
-        elif quote is None:
+        if quote is None:
             if char in "\"'`":
                 quote = char
-            in_comment = char == "#"
         elif char == "\\":
             i += 1  # the escaped character cannot end the string (promql-parser does this in backticks too)
         elif char == quote:
@@ -551,6 +569,12 @@ def _slots(query: str) -> tuple[str | _Slot, ...]:
         i += 1
     parts.append(query[start:])
     return tuple(part for part in parts if part != "")
+
+
+def without_comments(query: str) -> str:
+    """The query with its `# comments` removed, placeholders kept: what the operator builds bigger queries
+    from (a comment would swallow the rest of the line they are built on)."""
+    return "".join(part if isinstance(part, str) else f"{{{{ {part.name} }}}}" for part in _slots(query))
 
 
 def _escape(value: str, quote: str | None, name: str) -> str:
