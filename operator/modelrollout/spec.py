@@ -3,7 +3,7 @@
 `parse_spec(raw, policy)` either returns a `RolloutSpec` or raises `SpecError` naming the field
 (`spec.strategy.steps[2].weight`), which the operator turns into the InvalidSpec condition.
 The platform's policy (`PlatformPolicy`, docs/security.md) says which Prometheus addresses and
-webhooks a spec may name and which identity Job gates run with.
+webhooks a spec may name, how long it may let their calls take, and which identity Job gates run with.
 Preset queries are resolved here, so the rest of the code sees complete metric rules.
 """
 
@@ -21,12 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import promql_parser
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -67,6 +68,24 @@ Duration = float  # seconds, parsed from strings by the validators below
 
 def _duration_field(value: Any) -> float:
     return parse_duration(value)
+
+
+DEFAULT_MAX_CALL_TIMEOUT = 60.0  # seconds; the platform sets its own with --max-call-timeout
+CALL_TIMEOUT_CEILING = 600.0  # the CRD's bound on every call timeout (its x-kubernetes-validations), and the flag's
+
+
+def _call_timeout(value: Any, info: ValidationInfo) -> float:
+    """The timeout of a call the operator makes for the rollout, within the platform's maximum (the
+    policy parse_spec validates under): a hung server holds the rollout's step for that long each try."""
+    seconds = parse_duration(value)
+    limit = ((info.context or {}).get("policy") or PlatformPolicy()).max_call_timeout
+    if seconds > limit:
+        raise ValueError(f"{value} is longer than this platform lets one call take: at most {limit:g}s "
+                         "(the operator's --max-call-timeout)")
+    return seconds
+
+
+CallTimeout = Annotated[float, BeforeValidator(_call_timeout)]  # seconds
 
 
 class ModelInfo(_Frozen):
@@ -168,10 +187,8 @@ class WebhookGate(_Frozen):
     """An HTTP POST naming rollout, revisions and step; a 2xx answer passes."""
 
     url: str = Field(pattern=r"^https?://")
-    timeout: Duration = 10.0
+    timeout: CallTimeout = 10.0
     retries: int = Field(default=2, ge=0, le=10)
-
-    _parse = field_validator("timeout", mode="before")(_duration_field)
 
 
 class Gate(_Frozen):
@@ -343,9 +360,7 @@ class NoDataPolicy(_Frozen):
 
 class PrometheusSpec(_Frozen):
     address: str = Field(pattern=r"^https?://")
-    timeout: Duration = 10.0
-
-    _parse = field_validator("timeout", mode="before")(_duration_field)
+    timeout: CallTimeout = 10.0
 
 
 class Analysis(_Frozen):
@@ -786,6 +801,7 @@ class PlatformPolicy:
     gate_service_account_token: bool = False  # may a Job gate's pod mount its ServiceAccount token
     # Glob patterns of the URLs notifications may be sent to (see DEFAULT_NOTIFICATION_URLS).
     allowed_notification_urls: tuple[str, ...] = ()
+    max_call_timeout: float = DEFAULT_MAX_CALL_TIMEOUT  # seconds a spec may let one webhook or Prometheus call take
 
     def prometheus_allowed(self, address: str) -> bool:
         allowed = {_normal_url(url) for url in (self.prometheus_url, *self.allowed_prometheus_urls) if url}
@@ -820,7 +836,7 @@ def reading_policy(raw_spec: Mapping[str, Any], prometheus_url: str | None = Non
     plugin's tree and report); the operator, which calls them, never uses it."""
     address = ((raw_spec.get("analysis") or {}).get("prometheus") or {}).get("address")
     return PlatformPolicy(prometheus_url=address or prometheus_url or "http://prometheus.invalid",
-                          allowed_webhook_urls=("*",), allowed_notification_urls=("*",))
+                          allowed_webhook_urls=("*",), allowed_notification_urls=("*",), max_call_timeout=math.inf)
 
 
 def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
@@ -1095,7 +1111,7 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
     if isinstance(data.get("analysis"), dict):
         data["analysis"] = _apply_preset(data["analysis"])
     try:
-        spec = RolloutSpec.model_validate(data)
+        spec = RolloutSpec.model_validate(data, context={"policy": policy})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function"))
