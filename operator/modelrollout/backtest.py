@@ -14,6 +14,7 @@ hold) are promoted as soon as the last analysis passed, as a watchful human woul
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -242,10 +243,11 @@ def _load(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _local_policy(raw: dict[str, Any], prometheus_url: str | None) -> PlatformPolicy:
     """A backtest runs on the user's machine with their own access: the spec's Prometheus is allowed
-    (it gets no token), and webhooks, which a backtest never calls, do not make the spec invalid."""
+    (it gets no token), and webhooks, which a backtest never calls, do not make the spec invalid; nor do
+    timeouts the platform's operator may allow."""
     named = ((raw.get("analysis") or {}).get("prometheus") or {}).get("address")
     return PlatformPolicy(prometheus_url=prometheus_url, allowed_prometheus_urls=(named,) if named else (),
-                          allowed_webhook_urls=("*",))
+                          allowed_webhook_urls=("*",), max_call_timeout=math.inf)
 
 
 @click.command("backtest")

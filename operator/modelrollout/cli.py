@@ -9,7 +9,7 @@ import os
 import click
 
 from modelrollout.config import Config
-from modelrollout.spec import DEFAULT_NOTIFICATION_URLS
+from modelrollout.spec import CALL_TIMEOUT_CEILING, DEFAULT_MAX_CALL_TIMEOUT, DEFAULT_NOTIFICATION_URLS, parse_duration
 
 
 @click.group()
@@ -42,6 +42,16 @@ def _link_template(_ctx: click.Context, _param: click.Parameter, template: str |
     return template
 
 
+def _call_timeout_limit(_ctx: click.Context, _param: click.Parameter, text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not 0 < seconds <= CALL_TIMEOUT_CEILING:
+        raise click.BadParameter(f"must be above 0 and at most {CALL_TIMEOUT_CEILING:g}s (the CRD's bound)")
+    return seconds
+
+
 @main.command()
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Path of a kubeconfig; in-cluster when unset.")
 @click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
@@ -64,6 +74,10 @@ def _link_template(_ctx: click.Context, _param: click.Parameter, template: str |
 @click.option("--notification-link", default=None, callback=_link_template,
               help="URL put in every notification, with {namespace}, {name}, {revision}, {from} and {to} (Unix ms), "
                    "e.g. the chart's Grafana dashboard for the rollout and the release's window.")
+@click.option("--max-call-timeout", default=f"{DEFAULT_MAX_CALL_TIMEOUT:g}s", show_default=True,
+              callback=_call_timeout_limit,
+              help="The longest timeout a ModelRollout may set for one call the operator makes for it "
+                   f"(a webhook gate's, analysis.prometheus.timeout); at most {CALL_TIMEOUT_CEILING:g}s.")
 @click.option("--gate-service-account", default=None,
               help="ServiceAccount of Job gates' pods (must exist in each rollout's namespace). "
                    "Default: the namespace's default ServiceAccount.")
@@ -79,9 +93,9 @@ def _link_template(_ctx: click.Context, _param: click.Parameter, template: str |
 def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | None, prometheus_url: str | None,
         prometheus_token_file: str | None, prometheus_ca_file: str | None, allowed_prometheus_urls: tuple[str, ...],
         allowed_webhook_urls: tuple[str, ...], allowed_notification_urls: tuple[str, ...],
-        notification_link: str | None, gate_service_account: str | None, gate_service_account_token: bool,
-        metrics_port: int | None, liveness: str | None, peering: bool, peering_name: str | None, log_format: str,
-        log_level: str) -> None:
+        notification_link: str | None, max_call_timeout: float, gate_service_account: str | None,
+        gate_service_account_token: bool, metrics_port: int | None, liveness: str | None, peering: bool,
+        peering_name: str | None, log_format: str, log_level: str) -> None:
     """Run the operator."""
     import kopf
 
@@ -99,6 +113,7 @@ def run(kubeconfig: str | None, namespaces: tuple[str, ...], selector: str | Non
         allowed_notification_urls=tuple(u for u in allowed_notification_urls if u) if allowed_notification_urls
         else DEFAULT_NOTIFICATION_URLS,
         notification_link=notification_link or None,
+        max_call_timeout=max_call_timeout,
         gate_service_account=gate_service_account or None,
         gate_service_account_token=gate_service_account_token,
         namespaces=namespaces,

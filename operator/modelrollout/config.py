@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelrollout.spec import DEFAULT_NOTIFICATION_URLS, PlatformPolicy
+from modelrollout.spec import DEFAULT_MAX_CALL_TIMEOUT, DEFAULT_NOTIFICATION_URLS, PlatformPolicy
 
 
 class SecretFile:
@@ -48,6 +48,7 @@ class Config:
     gate_service_account: str | None = None
     gate_service_account_token: bool = False
     allowed_notification_urls: tuple[str, ...] = DEFAULT_NOTIFICATION_URLS
+    max_call_timeout: float = DEFAULT_MAX_CALL_TIMEOUT
     notification_link: str | None = None  # a URL template put in every notification (docs/notifications.md)
     _token: SecretFile | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -68,4 +69,5 @@ class Config:
             gate_service_account=self.gate_service_account,
             gate_service_account_token=self.gate_service_account_token,
             allowed_notification_urls=self.allowed_notification_urls,
+            max_call_timeout=self.max_call_timeout,
         )

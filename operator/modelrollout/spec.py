@@ -3,7 +3,7 @@
 `parse_spec(raw, policy)` either returns a `RolloutSpec` or raises `SpecError` naming the field
 (`spec.strategy.steps[2].weight`), which the operator turns into the InvalidSpec condition.
 The platform's policy (`PlatformPolicy`, docs/security.md) says which Prometheus addresses and
-webhooks a spec may name and which identity Job gates run with.
+webhooks a spec may name, how long it may let their calls take, and which identity Job gates run with.
 Preset queries are resolved here, so the rest of the code sees complete metric rules.
 """
 
@@ -21,12 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import promql_parser
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -67,6 +68,24 @@ Duration = float  # seconds, parsed from strings by the validators below
 
 def _duration_field(value: Any) -> float:
     return parse_duration(value)
+
+
+DEFAULT_MAX_CALL_TIMEOUT = 60.0  # seconds; the platform sets its own with --max-call-timeout
+CALL_TIMEOUT_CEILING = 600.0  # the CRD's bound on every call timeout (its x-kubernetes-validations), and the flag's
+
+
+def _call_timeout(value: Any, info: ValidationInfo) -> float:
+    """The timeout of a call the operator makes for the rollout, within the platform's maximum (the
+    policy parse_spec validates under): a hung server holds the rollout's step for that long each try."""
+    seconds = parse_duration(value)
+    limit = ((info.context or {}).get("policy") or PlatformPolicy()).max_call_timeout
+    if seconds > limit:
+        raise ValueError(f"{value} is longer than this platform lets one call take: at most {limit:g}s "
+                         "(the operator's --max-call-timeout)")
+    return seconds
+
+
+CallTimeout = Annotated[float, BeforeValidator(_call_timeout)]  # seconds
 
 
 class ModelInfo(_Frozen):
@@ -168,10 +187,8 @@ class WebhookGate(_Frozen):
     """An HTTP POST naming rollout, revisions and step; a 2xx answer passes."""
 
     url: str = Field(pattern=r"^https?://")
-    timeout: Duration = 10.0
+    timeout: CallTimeout = 10.0
     retries: int = Field(default=2, ge=0, le=10)
-
-    _parse = field_validator("timeout", mode="before")(_duration_field)
 
 
 class Gate(_Frozen):
@@ -212,6 +229,16 @@ class Strategy(_Frozen):
         return self
 
 
+def _uncommented_query(query: str | None) -> str | None:
+    """A query as the operator keeps it: without comments (see without_comments)."""
+    if query is None:
+        return None
+    kept = without_comments(query)
+    if query.strip() and not kept.strip():
+        raise ValueError("holds only a comment: no PromQL to ask")
+    return kept
+
+
 class MetricType(str, Enum):
     THRESHOLD = "threshold"
     PROPORTION = "proportion"
@@ -247,6 +274,9 @@ class MetricRule(_Frozen):
     alpha: float = Field(default=0.01, gt=0, le=0.5)
     # proportion: the chance of catching a canary `minDetectableEffect` beyond its limit (analysis.pass: powered)
     power: float = Field(default=0.8, gt=0, le=0.999)
+
+    _uncommented = field_validator("query", "samples_query", "histogram", "success_query", "total_query")(
+        _uncommented_query)
 
     @model_validator(mode="after")
     def _complete(self) -> MetricRule:
@@ -318,6 +348,8 @@ class Samples(_Frozen):
     query: str | None = None
     min: int = Field(default=0, ge=0)
 
+    _uncommented = field_validator("query")(_uncommented_query)
+
 
 class NoDataPolicy(_Frozen):
     hold: Duration = 300.0
@@ -328,9 +360,7 @@ class NoDataPolicy(_Frozen):
 
 class PrometheusSpec(_Frozen):
     address: str = Field(pattern=r"^https?://")
-    timeout: Duration = 10.0
-
-    _parse = field_validator("timeout", mode="before")(_duration_field)
+    timeout: CallTimeout = 10.0
 
 
 class Analysis(_Frozen):
@@ -516,34 +546,37 @@ def placeholders(query: str) -> set[str]:
 @dataclass(frozen=True)
 class _Slot:
     name: str
-    quote: str | None  # '"', "'", '`', or None outside any string literal (a comment counts as outside)
+    quote: str | None  # '"', "'", '`', or None outside any string literal
 
 
 @functools.lru_cache(maxsize=4096)
 def _slots(query: str) -> tuple[str | _Slot, ...]:
-    """The query as literal text and placeholders, each placeholder with the quote it sits in.
+    """The query as literal text and placeholders, each placeholder with the quote it sits in, without
+    its comments.
 
     A small PromQL lexer: strings in double or single quotes (with backslash escapes), raw strings
-    in backticks, and comments from # to the end of the line.
+    in backticks, and comments from # to the end of the line (a placeholder there is comment text too).
     """
     parts: list[str | _Slot] = []
     quote: str | None = None
-    in_comment = False
     start = i = 0
     while i < len(query):
+        char = query[i]
+        if quote is None and char == "#":
+            parts.append(query[start:i])
+            while i < len(query) and query[i] not in "\r\n":  # where promql-parser and Prometheus end it
+                i += 1
+            start = i
+            continue
         match = _PLACEHOLDER.match(query, i)
         if match:
             parts.append(query[start:i])
-            parts.append(_Slot(match.group(1), None if in_comment else quote))
+            parts.append(_Slot(match.group(1), quote))
             start = i = match.end()
             continue
-        char = query[i]
-        if in_comment:
-            in_comment = char != "\n"
-        elif quote is None:
+        if quote is None:
             if char in "\"'`":
                 quote = char
-            in_comment = char == "#"
         elif char == "\\":
             i += 1  # the escaped character cannot end the string (promql-parser does this in backticks too)
         elif char == quote:
@@ -551,6 +584,12 @@ def _slots(query: str) -> tuple[str | _Slot, ...]:
         i += 1
     parts.append(query[start:])
     return tuple(part for part in parts if part != "")
+
+
+def without_comments(query: str) -> str:
+    """The query with its `# comments` removed, placeholders kept: what the operator builds bigger queries
+    from (a comment would swallow the rest of the line they are built on)."""
+    return "".join(part if isinstance(part, str) else f"{{{{ {part.name} }}}}" for part in _slots(query))
 
 
 def _escape(value: str, quote: str | None, name: str) -> str:
@@ -762,6 +801,7 @@ class PlatformPolicy:
     gate_service_account_token: bool = False  # may a Job gate's pod mount its ServiceAccount token
     # Glob patterns of the URLs notifications may be sent to (see DEFAULT_NOTIFICATION_URLS).
     allowed_notification_urls: tuple[str, ...] = ()
+    max_call_timeout: float = DEFAULT_MAX_CALL_TIMEOUT  # seconds a spec may let one webhook or Prometheus call take
 
     def prometheus_allowed(self, address: str) -> bool:
         allowed = {_normal_url(url) for url in (self.prometheus_url, *self.allowed_prometheus_urls) if url}
@@ -796,7 +836,7 @@ def reading_policy(raw_spec: Mapping[str, Any], prometheus_url: str | None = Non
     plugin's tree and report); the operator, which calls them, never uses it."""
     address = ((raw_spec.get("analysis") or {}).get("prometheus") or {}).get("address")
     return PlatformPolicy(prometheus_url=address or prometheus_url or "http://prometheus.invalid",
-                          allowed_webhook_urls=("*",), allowed_notification_urls=("*",))
+                          allowed_webhook_urls=("*",), allowed_notification_urls=("*",), max_call_timeout=math.inf)
 
 
 def url_matches(url: str, patterns: tuple[str, ...]) -> bool:
@@ -1071,7 +1111,7 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
     if isinstance(data.get("analysis"), dict):
         data["analysis"] = _apply_preset(data["analysis"])
     try:
-        spec = RolloutSpec.model_validate(data)
+        spec = RolloutSpec.model_validate(data, context={"policy": policy})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function"))

@@ -163,6 +163,18 @@ def test_a_webhook_the_platform_does_not_allow_is_invalid_and_never_called(platf
     assert platform.forbidden.requests == []
 
 
+def test_a_webhook_gate_may_not_wait_longer_than_the_platform_allows(platform):
+    """A hung webhook would hold the rollout's step (and its analysis, abort and rollback) for its timeout,
+    every retry: 5m is within the CRD's bound but above the operator's default --max-call-timeout."""
+    docs = scenarios.manifests("slow-hook")
+    docs[-1]["spec"]["strategy"]["gates"] = {
+        "beforePromotion": [{"name": "approval", "webhook": {"url": f"{platform.allowed.url}/hook-slow", "timeout": "5m"}}]}
+    apply_all(platform.lab, docs)
+    status = invalid_because(platform.lab, "slow-hook", "spec.strategy.gates.beforePromotion[0].webhook.timeout")
+    assert "5m" in status["message"] and "60s" in status["message"], status["message"]
+    assert not [path for _, path, _ in platform.allowed.requests if path == "/hook-slow"]
+
+
 def test_a_webhooks_refusal_is_a_status_code_never_its_body(platform):
     lab = platform.lab
     v1 = start_stable(lab, "hook403", **FAST, steps=[{"weight": 50, "hold": "3s"}])

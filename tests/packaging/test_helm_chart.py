@@ -320,6 +320,18 @@ def test_notification_link_is_passed_as_a_flag_the_operator_accepts(chart):
         chart.render({"notifications": {"link": "grafana/{name}"}}, name=RELEASE, namespace=NAMESPACE)
 
 
+def test_the_longest_call_a_spec_may_set_is_passed_as_a_flag_the_operator_accepts(chart):
+    from modelrollout.cli import run
+
+    for values, flag, seconds in (({}, "--max-call-timeout=60s", 60.0),
+                                  ({"maxCallTimeout": "2m"}, "--max-call-timeout=2m", 120.0)):
+        args = container(render(chart, values))["args"]
+        assert [a for a in args if a.startswith("--max-call-timeout")] == [flag]
+        assert run.make_context("run", list(args)).params["max_call_timeout"] == seconds  # the operator's own parser
+    with pytest.raises(helm.HelmValuesError):
+        chart.render({"maxCallTimeout": "two minutes"}, name=RELEASE, namespace=NAMESPACE)
+
+
 def test_notification_url_policy_is_passed_as_flags(chart):
     default = [a for a in container(render(chart, {}))["args"] if a.startswith("--allowed-notification-urls")]
     assert "--allowed-notification-urls=https://hooks.slack.com/services/*" in default
