@@ -76,6 +76,7 @@ class _Subject:
     canary_revision: str             # the `revision` label of the canary's series
     baseline: BaselineSubject | None = None
     seen_traffic: bool = False
+    released: bool = False
     done: bool = False
     last: dict[str, Any] = field(default_factory=dict)
 
@@ -133,16 +134,14 @@ def run_behaviour(cases: list[tuple[Scenario, tuple[str, ...]]], runs: int = 1, 
         controller.start()
         time.sleep(8.0)  # Prometheus' first scrape comes ~5 s after start; some stable history
         release_at = time.time()
-        for subject in subjects:
-            _release(lab, controller, subject)
-            subject.record.t_release = release_at
-        say(f"released {len(subjects)} canaries")
+        releaser = _Releaser(lab, controller, subjects)
+        say(f"releasing {len(subjects)} canaries")
         timeout = max(s.scenario.timeout for s in subjects)
         outage_state = _Outage(lab, release_at) if outage else None
-        deadline = time.time() + timeout
         last_status = 0.0
         statuses: dict[str, dict[str, Any]] = {}
-        while time.time() < deadline and not all(s.done for s in subjects):
+        while not all(s.done for s in subjects):
+            releaser.check(deadline=release_at + timeout)
             now = time.time()
             if outage_state is not None:
                 outage_state.tick(now, subjects)
@@ -151,7 +150,7 @@ def run_behaviour(cases: list[tuple[Scenario, tuple[str, ...]]], runs: int = 1, 
                 last_status = now
             snap = lab.traffic.snapshot()  # type: ignore[union-attr]
             for subject in subjects:
-                if not subject.done:
+                if subject.released and not subject.done:
                     _observe(subject, snap, statuses, now)
                     if now - subject.record.t_release > subject.scenario.timeout:
                         subject.done = True
@@ -162,6 +161,33 @@ def run_behaviour(cases: list[tuple[Scenario, tuple[str, ...]]], runs: int = 1, 
     for subject in subjects:
         _finalize(subject)
     return [s.record for s in subjects]
+
+
+class _Releaser:
+    """Releases the canaries one after another in a thread, each stamped with its own release time,
+    while the caller already observes the first ones. Released before anyone looked, the last of 105
+    canaries went out 8 lab s (two real minutes) after the first: the first were decided, or already
+    serving, unseen, and their time to weight 0 was lost or counted from the wrong moment."""
+
+    def __init__(self, lab: Lab, controller: BaselineController, subjects: list[_Subject]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(lab, controller, subjects), daemon=True)
+        self.thread.start()
+
+    def _run(self, lab: Lab, controller: BaselineController, subjects: list[_Subject]) -> None:
+        try:
+            for subject in subjects:
+                subject.record.t_release = time.time()
+                _release(lab, controller, subject)
+                subject.released = True
+        except BaseException as exc:  # noqa: BLE001  (raised in the observing thread by check)
+            self.error = exc
+
+    def check(self, deadline: float) -> None:
+        if self.error is not None:
+            raise RuntimeError("releasing the canaries failed") from self.error
+        if self.thread.is_alive() and time.time() > deadline:
+            raise TimeoutError("releasing the canaries took longer than the scenarios' timeout")
 
 
 class _Outage:
