@@ -15,6 +15,8 @@ which the traffic simulator routes by (``inferenceservice/<name>``).
 * RawDeployment / Standard (annotation ``serving.kserve.io/deploymentMode``; KServe v0.20): the
   predictor is ``<isvc>-predictor`` (``<isvc>-<name>-predictor`` when named), each ``spec.canary[]``
   entry ``<isvc>-<predictor.name>-predictor`` with its ``trafficPercent``; the predictor gets the rest.
+
+The ``Ready`` condition is True once a revision the split routes to has a Ready pod.
 """
 
 from __future__ import annotations
@@ -153,11 +155,11 @@ class KServeSimulator:
             wanted, traffic = raw_plan(isvc)
             for deployment in wanted:
                 self._apply(existing.get(deployment["metadata"]["name"]), deployment)
-            self._write_status(isvc, {"traffic": traffic})
+            self._write_status(isvc, {"traffic": traffic}, existing)
             for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:  # no longer routed to: deleted
                 self._delete(isvc, gone)
         else:
-            self._write_status(isvc, self._serverless(isvc, existing))
+            self._write_status(isvc, self._serverless(isvc, existing), existing)
 
     def _serverless(self, isvc: Obj, existing: dict[str, Obj]) -> Obj:
         name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}
@@ -196,12 +198,17 @@ class KServeSimulator:
             if exc.status != 404:
                 raise
 
-    def _write_status(self, isvc: Obj, predictor_status: Obj) -> None:
+    def _write_status(self, isvc: Obj, predictor_status: Obj, deployments: dict[str, Obj]) -> None:
+        """Ready, as KServe says it, once a revision the split routes to has a Ready pod."""
         meta = isvc["metadata"]
         old = isvc.get("status") or {}
+        ready = any(int(t.get("percent") or 0) > 0 and _ready(deployments.get(t["revisionName"]))
+                    for t in predictor_status.get("traffic") or [])
+        condition = {"type": "Ready", "status": "True" if ready else "False"}
         new = {"observedGeneration": meta.get("generation"), "components": {"predictor": predictor_status},
-               "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()}]}
-        if old.get("observedGeneration") == new["observedGeneration"] and old.get("components") == new["components"]:
+               "conditions": [{**condition, "lastTransitionTime": now_rfc3339()}]}
+        if old.get("observedGeneration") == new["observedGeneration"] and old.get("components") == new["components"] \
+                and [{k: c.get(k) for k in condition} for c in old.get("conditions") or []] == [condition]:
             return
         self.kube.patch(f"{ISVCS.replace('/inferenceservices', '')}/namespaces/{meta['namespace']}"  # type: ignore[union-attr]
                         f"/inferenceservices/{meta['name']}/status", {"status": new})

@@ -256,3 +256,23 @@ def test_an_analysis_with_the_replicas_router_costs_one_api_request_and_records_
         f"shared-{status['canaryRevision']}", NS)  # the share recorded is what the cluster reports
     assert canary.status.ready_replicas == 1
     run.close()
+
+
+def test_an_inference_service_that_cannot_be_taken_over_is_refused_on_the_resource(cluster):
+    """The InferenceService runs a canary of the user's own: the rollout writes nothing to it and
+    says why in its Applied condition and a Warning event."""
+    _, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    isvc_api = ("serving.kserve.io", "v1beta1", NS, "inferenceservices")
+    _, isvc, rollout = scenarios.manifests("inproc-split", router="kserve")
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    created = custom.create_namespaced_custom_object(*isvc_api, isvc)
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, rollout)
+    run = Pass(kubeconfig, api_client, "inproc-split", "http://127.0.0.1:9")
+    status = run.until(lambda s: any(c["type"] == "Applied" for c in s.get("conditions") or []))
+    run.close()
+    assert applied(status)["status"] == "False" and applied(status)["reason"] == "InferenceServiceInCanary"
+    assert "canaryTrafficPercent: 10" in applied(status)["message"] and not status.get("stableRevision")
+    assert ("Warning", "InferenceServiceInCanary") in [(t, r) for t, r, _ in run.events]
+    after = custom.get_namespaced_custom_object(*isvc_api, "inproc-split")
+    assert after["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
