@@ -11,7 +11,9 @@ which the traffic simulator routes by (``inferenceservice/<name>``).
 * Serverless (default): a changed predictor (``canaryTrafficPercent`` aside) is a new revision,
   Deployment ``<isvc>-predictor-0000N``. With ``canaryTrafficPercent: p`` the latest Ready revision
   gets p % and the last rolled-out one the rest; without it the latest Ready revision gets 100 % and
-  becomes the rolled-out one. Revisions with no traffic are scaled to zero.
+  becomes the rolled-out one. Revisions with no traffic are scaled to zero. With
+  ``serving.kserve.io/enable-tag-routing: "true"`` each entry has Knative's tag (``latest``,
+  ``prev``) and its URL ``http://<tag>-<isvc>-predictor.<namespace>.example.com``.
 * RawDeployment / Standard (annotation ``serving.kserve.io/deploymentMode``; KServe v0.20): the
   predictor is ``<isvc>-predictor`` (``<isvc>-<name>-predictor`` when named), each ``spec.canary[]``
   entry ``<isvc>-<predictor.name>-predictor`` with its ``trafficPercent``; the predictor gets the rest.
@@ -37,6 +39,7 @@ ISVC_LABEL = "serving.kserve.io/inferenceservice"
 DEPLOYMENT_LABEL = "lab.modelrollout.io/kserve-deployment"
 HASH_ANNOTATION = "lab.modelrollout.io/predictor-hash"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 # Fields of a predictor that are KServe's, not the pod's.
 COMPONENT_FIELDS = ("minReplicas", "maxReplicas", "labels", "annotations", "canaryTrafficPercent", "name",
                     "scaleTarget", "scaleMetric", "model")
@@ -72,6 +75,12 @@ def _replicas(predictor: Obj) -> int:
 
 def _ready(deployment: Obj | None) -> bool:
     return bool(deployment) and int((deployment.get("status") or {}).get("readyReplicas") or 0) > 0
+
+
+def _tagged(entry: Obj, domain: str) -> Obj:
+    """A split entry with Knative's tag and the URL that reaches its revision alone."""
+    tag = "latest" if entry["latestRevision"] else "prev"
+    return {**entry, "tag": tag, "url": f"http://{tag}-{domain}"}
 
 
 def raw_plan(isvc: Obj) -> tuple[list[Obj], list[Obj]]:
@@ -182,6 +191,9 @@ class KServeSimulator:
         else:
             traffic = [{"revisionName": rolled, "percent": 100 - int(percent), "latestRevision": False},
                        {"revisionName": latest, "percent": int(percent), "latestRevision": True}]
+        if (isvc["metadata"].get("annotations") or {}).get(TAG_ROUTING_ANNOTATION) == "true":
+            domain = f"{name}-predictor.{isvc['metadata']['namespace']}.example.com"
+            traffic = [_tagged(entry, domain) for entry in traffic]
         serving = {t["revisionName"] for t in traffic} | {latest}
         for revision, deployment in existing.items():  # Knative scales unrouted revisions to zero
             if revision not in serving and deployment["spec"].get("replicas"):

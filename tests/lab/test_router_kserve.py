@@ -292,6 +292,29 @@ def test_a_serverless_canary_of_the_users_own_is_refused_and_left_alone(api):
     with_kube(api, scenario)
 
 
+def test_gate_addresses_wait_for_the_canarys_tagged_url(api):
+    """Serverless with tag routing: until KServe reports the canary's own URL there is nothing to
+    hand a gate (None: the Job is not created yet, rather than created without CANARY_SERVICE)."""
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("tagged", "default"))
+        router, v1 = KServeRouter(), _on("tagged", "tagged", "1.0.0")
+        canary = replace(_on("tagged", "tagged", "2.0.0"), stable_revision=v1.spec.revision)
+        canary = replace(canary, canary_revision=canary.spec.revision)
+        await router.reconcile(kube, canary)
+        generation = (await kube.get(f"{ISVCS}/tagged"))["metadata"]["generation"]
+        prev = {"revisionName": "tagged-predictor-00001", "percent": 100, "latestRevision": False, "tag": "prev",
+                "url": "http://prev-tagged-predictor.default.example.com"}
+        latest = {"revisionName": "tagged-predictor-00002", "percent": 0, "latestRevision": True, "tag": "latest",
+                  "url": "http://latest-tagged-predictor.default.example.com"}
+        for traffic, wanted in (([prev], None), ([prev, latest], {"stable": "prev-tagged-predictor.default.example.com",
+                                                                  "canary": "latest-tagged-predictor.default.example.com"})):
+            await kube.merge_patch(f"{ISVCS}/tagged/status", {"status": {
+                "observedGeneration": generation, "components": {"predictor": {"traffic": traffic}}}})
+            assert await router.addresses(kube, canary) == wanted
+
+    with_kube(api, scenario)
+
+
 def test_traffic_simulator_routes_by_the_split_kserve_reports():
     """The lab routes an InferenceService's requests by status.components.predictor.traffic; a
     revision without a Ready pod gets nothing (its share is unrouted), as Knative would not serve it."""

@@ -26,6 +26,7 @@ import copy
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
@@ -275,6 +276,27 @@ class KServeRouter:
             await self._edit(kube, target, raw, serverless)
         except RouteProblem as exc:
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
+
+    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str] | None:
+        """The revisions' own URLs KServe reports in its Serverless split with tag routing
+        (`serving.kserve.io/enable-tag-routing`: Knative's `latest` and `prev`); no Service of ours
+        exists, and no name is guessed. None until KServe reports the canary's revision."""
+        isvc = await self._read(kube, target)
+        if is_raw(isvc):
+            return {}  # a RawDeployment split reports no address per predictor
+        if not _applied(isvc):
+            return None
+        predictor = (isvc.get("spec") or {}).get("predictor")
+        canary_runs = target.canary_revision is not None and revision_of(predictor, target.name) == target.canary_revision
+        found: dict[str, str] = {}
+        for entry in _traffic(isvc):
+            address = urlsplit(str(entry.get("url") or "")).netloc
+            role = "canary" if entry.get("latestRevision") else "stable"
+            if address and (role == "stable" or canary_runs):
+                found[role] = address
+        if canary_runs and found and "canary" not in found:
+            return None  # tagged URLs are reported, the canary's revision not yet
+        return found
 
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
         """The model the InferenceService serves before this rollout has a stable revision: its own
