@@ -84,11 +84,13 @@ class GateResult:
 
 @dataclass(frozen=True)
 class HandedOver:
-    """A revision a deleted ModelRollout of the same name handed over (`onDelete: Handover`) and
-    that still serves its users: a re-created rollout adopts it as stable."""
+    """A revision that serves users before the rollout has a stable one: handed over by a deleted
+    ModelRollout of the same name (`onDelete: Handover`), or the model an InferenceService served
+    before its first rollout. The rollout adopts it as stable."""
 
     revision: str
     model_version: str | None = None
+    origin: str = "handed over by a deleted ModelRollout of this name"
 
 
 @dataclass(frozen=True)
@@ -513,11 +515,11 @@ def _await_stable_alone(b: _Builder, revision: str) -> Decision:
 def _initialize(b: _Builder, revision: str) -> Decision:
     adopted = b.obs.handed_over
     if adopted is not None and adopted.revision != revision:
-        # Users are served by what a deleted namesake handed over: it stays stable, and the new
+        # Users are served by what was there before this rollout: it stays stable, and the new
         # template is a canary like any other, never put in its place unjudged.
         b.set(stable_revision=adopted.revision, model_version=adopted.model_version, canary_weight=0)
-        b.event("Normal", "Adopted", f"revision {adopted.revision}, handed over by a deleted ModelRollout of this "
-                                     f"name, is stable; revision {revision} is released as a canary")
+        b.event("Normal", "Adopted", f"revision {adopted.revision}, {adopted.origin}, is stable; "
+                                     f"revision {revision} is released as a canary")
         return _start_canary(b, revision)
     workload = b.obs.workloads.get(revision)
     wanted = b.spec.replicas

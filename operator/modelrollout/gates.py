@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -19,14 +20,19 @@ from modelrollout.spec import Gate, RolloutSpec
 from modelrollout.status import RolloutStatus
 
 
+# Where the router says each revision is reached (role -> host[:port]), None while not known yet;
+# asked only when a Job is to be created.
+Addresses = Callable[[], Awaitable[Mapping[str, str] | None]]
+
+
 def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
-                 status: RolloutStatus) -> dict[str, Any]:
+                 status: RolloutStatus, addresses: Mapping[str, str]) -> dict[str, Any]:
+    """The gate's Job; CANARY_SERVICE / STABLE_SERVICE only for the revisions with an address."""
     assert gate.job is not None
     revision = status.canary_revision or ""
     template = copy.deepcopy(gate.job.template)
-    env = [
-        {"name": "CANARY_SERVICE", "value": f"{manifests.service_name(rollout, 'canary')}.{namespace}.svc:{spec.service.port}"},
-        {"name": "STABLE_SERVICE", "value": f"{manifests.service_name(rollout, 'stable')}.{namespace}.svc:{spec.service.port}"},
+    env = [{"name": f"{role.upper()}_SERVICE", "value": addresses[role]} for role in ("canary", "stable")
+           if role in addresses] + [
         {"name": "CANARY_REVISION", "value": revision},
         {"name": "STABLE_REVISION", "value": status.stable_revision or ""},
         {"name": "MODEL_VERSION", "value": spec.model.version},
@@ -46,25 +52,28 @@ def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, ui
 
 
 async def _run_job(kube: Kube, spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, uid: str,
-                   status: RolloutStatus) -> GateResult:
-    wanted = job_manifest(spec, gate, namespace, rollout, uid, status)
-    target = path("batch/v1", "jobs", namespace, wanted["metadata"]["name"])
-    job = await kube.get(target)
+                   status: RolloutStatus, addresses: Addresses) -> GateResult:
+    name = manifests.gate_job_name(rollout, status.canary_revision or "", gate.name)
+    job = await kube.get(path("batch/v1", "jobs", namespace, name))
     if job is None:
-        await kube.create(path("batch/v1", "jobs", namespace), wanted)
+        reached = await addresses()
+        if reached is None:
+            return GateResult("Pending", "waiting for the platform to report where the revisions are reached")
+        await kube.create(path("batch/v1", "jobs", namespace),
+                          job_manifest(spec, gate, namespace, rollout, uid, status, reached))
         return GateResult("Pending", "evaluation Job started")
     if not manifests.controlled_by(job, uid):  # created by someone else: its verdict is not the gate's
-        return GateResult("Failed", f"Job {wanted['metadata']['name']} exists and is not this rollout's: "
+        return GateResult("Failed", f"Job {name} exists and is not this rollout's: "
                                     "its result is not trusted (delete it to run the gate)")
     job_status = job.get("status") or {}
     if job_status.get("succeeded"):
-        return GateResult("Passed", f"Job {wanted['metadata']['name']} succeeded")
+        return GateResult("Passed", f"Job {name} succeeded")
     for condition in job_status.get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             why = condition.get("message") or condition.get("reason") or "failed"
-            return GateResult("Failed", f"Job {wanted['metadata']['name']} failed: {why}")
+            return GateResult("Failed", f"Job {name} failed: {why}")
     if job_status.get("failed", 0) > gate.job.backoff_limit:  # type: ignore[union-attr]
-        return GateResult("Failed", f"Job {wanted['metadata']['name']} failed")
+        return GateResult("Failed", f"Job {name} failed")
     return GateResult("Pending", "evaluation Job running")
 
 
@@ -92,14 +101,14 @@ async def _call_webhook(gate: Gate, payload: dict[str, Any]) -> GateResult:
 
 
 async def run_gates(kube: Kube, spec: RolloutSpec, stage: str, namespace: str, rollout: str, uid: str,
-                    status: RolloutStatus) -> dict[str, GateResult]:
+                    status: RolloutStatus, addresses: Addresses) -> dict[str, GateResult]:
     """Results of the stage's gates that have none recorded in status yet."""
     results: dict[str, GateResult] = {}
     for gate in spec.strategy.gates.stage(stage):
         if f"{stage}/{gate.name}" in status.gates:
             continue
         if gate.job is not None:
-            results[gate.name] = await _run_job(kube, spec, gate, namespace, rollout, uid, status)
+            results[gate.name] = await _run_job(kube, spec, gate, namespace, rollout, uid, status, addresses)
         else:
             payload = {"rollout": rollout, "namespace": namespace, "stage": stage, "gate": gate.name,
                        "canaryRevision": status.canary_revision, "stableRevision": status.stable_revision,

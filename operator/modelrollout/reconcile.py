@@ -254,7 +254,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         samples = await _measure_in_time(runtime, spec, obj, before, started)
     gates = {}
     if before.gating and before.canary_revision == spec.revision:
-        gates = await run_gates(runtime.kube, spec, before.gating, obj.namespace, obj.name, obj.uid, before)
+        gates = await run_gates(runtime.kube, spec, before.gating, obj.namespace, obj.name, obj.uid, before,
+                                lambda: router.addresses(runtime.kube, target))
     observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic, mirror=mirror,
                                 commands=commands_from(obj.annotations), samples=samples, gates=gates,
                                 handed_over=handed_over)

@@ -11,10 +11,14 @@ which the traffic simulator routes by (``inferenceservice/<name>``).
 * Serverless (default): a changed predictor (``canaryTrafficPercent`` aside) is a new revision,
   Deployment ``<isvc>-predictor-0000N``. With ``canaryTrafficPercent: p`` the latest Ready revision
   gets p % and the last rolled-out one the rest; without it the latest Ready revision gets 100 % and
-  becomes the rolled-out one. Revisions with no traffic are scaled to zero.
+  becomes the rolled-out one. Revisions with no traffic are scaled to zero. With
+  ``serving.kserve.io/enable-tag-routing: "true"`` each entry has Knative's tag (``latest``,
+  ``prev``) and its URL ``http://<tag>-<isvc>-predictor.<namespace>.example.com``.
 * RawDeployment / Standard (annotation ``serving.kserve.io/deploymentMode``; KServe v0.20): the
   predictor is ``<isvc>-predictor`` (``<isvc>-<name>-predictor`` when named), each ``spec.canary[]``
   entry ``<isvc>-<predictor.name>-predictor`` with its ``trafficPercent``; the predictor gets the rest.
+
+The ``Ready`` condition is True once a revision the split routes to has a Ready pod.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ ISVC_LABEL = "serving.kserve.io/inferenceservice"
 DEPLOYMENT_LABEL = "lab.modelrollout.io/kserve-deployment"
 HASH_ANNOTATION = "lab.modelrollout.io/predictor-hash"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 # Fields of a predictor that are KServe's, not the pod's.
 COMPONENT_FIELDS = ("minReplicas", "maxReplicas", "labels", "annotations", "canaryTrafficPercent", "name",
                     "scaleTarget", "scaleMetric", "model")
@@ -70,6 +75,12 @@ def _replicas(predictor: Obj) -> int:
 
 def _ready(deployment: Obj | None) -> bool:
     return bool(deployment) and int((deployment.get("status") or {}).get("readyReplicas") or 0) > 0
+
+
+def _tagged(entry: Obj, domain: str) -> Obj:
+    """A split entry with Knative's tag and the URL that reaches its revision alone."""
+    tag = "latest" if entry["latestRevision"] else "prev"
+    return {**entry, "tag": tag, "url": f"http://{tag}-{domain}"}
 
 
 def raw_plan(isvc: Obj) -> tuple[list[Obj], list[Obj]]:
@@ -153,11 +164,11 @@ class KServeSimulator:
             wanted, traffic = raw_plan(isvc)
             for deployment in wanted:
                 self._apply(existing.get(deployment["metadata"]["name"]), deployment)
-            self._write_status(isvc, {"traffic": traffic})
+            self._write_status(isvc, {"traffic": traffic}, existing)
             for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:  # no longer routed to: deleted
                 self._delete(isvc, gone)
         else:
-            self._write_status(isvc, self._serverless(isvc, existing))
+            self._write_status(isvc, self._serverless(isvc, existing), existing)
 
     def _serverless(self, isvc: Obj, existing: dict[str, Obj]) -> Obj:
         name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}
@@ -180,6 +191,9 @@ class KServeSimulator:
         else:
             traffic = [{"revisionName": rolled, "percent": 100 - int(percent), "latestRevision": False},
                        {"revisionName": latest, "percent": int(percent), "latestRevision": True}]
+        if (isvc["metadata"].get("annotations") or {}).get(TAG_ROUTING_ANNOTATION) == "true":
+            domain = f"{name}-predictor.{isvc['metadata']['namespace']}.example.com"
+            traffic = [_tagged(entry, domain) for entry in traffic]
         serving = {t["revisionName"] for t in traffic} | {latest}
         for revision, deployment in existing.items():  # Knative scales unrouted revisions to zero
             if revision not in serving and deployment["spec"].get("replicas"):
@@ -196,12 +210,17 @@ class KServeSimulator:
             if exc.status != 404:
                 raise
 
-    def _write_status(self, isvc: Obj, predictor_status: Obj) -> None:
+    def _write_status(self, isvc: Obj, predictor_status: Obj, deployments: dict[str, Obj]) -> None:
+        """Ready, as KServe says it, once a revision the split routes to has a Ready pod."""
         meta = isvc["metadata"]
         old = isvc.get("status") or {}
+        ready = any(int(t.get("percent") or 0) > 0 and _ready(deployments.get(t["revisionName"]))
+                    for t in predictor_status.get("traffic") or [])
+        condition = {"type": "Ready", "status": "True" if ready else "False"}
         new = {"observedGeneration": meta.get("generation"), "components": {"predictor": predictor_status},
-               "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now_rfc3339()}]}
-        if old.get("observedGeneration") == new["observedGeneration"] and old.get("components") == new["components"]:
+               "conditions": [{**condition, "lastTransitionTime": now_rfc3339()}]}
+        if old.get("observedGeneration") == new["observedGeneration"] and old.get("components") == new["components"] \
+                and [{k: c.get(k) for k in condition} for c in old.get("conditions") or []] == [condition]:
             return
         self.kube.patch(f"{ISVCS.replace('/inferenceservices', '')}/namespaces/{meta['namespace']}"  # type: ignore[union-attr]
                         f"/inferenceservices/{meta['name']}/status", {"status": new})

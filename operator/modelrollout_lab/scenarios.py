@@ -54,14 +54,16 @@ def virtual_service(name: str, namespace: str, port: int = 8080) -> dict[str, An
     }
 
 
-def inference_service(name: str, namespace: str, mode: str = "Serverless") -> dict[str, Any]:
-    """An existing InferenceService serving an older model; the kserve router writes its predictor."""
+def inference_service(name: str, namespace: str, mode: str = "Serverless", *, serving: bool = True) -> dict[str, Any]:
+    """An existing InferenceService with a model of its own, which the first rollout adopts once it
+    serves; `serving=False`: its model never loads (nothing to adopt: the template replaces it)."""
     annotations = {"serving.kserve.io/deploymentMode": mode} if mode != "Serverless" else {}
+    behaviour = {**GOOD, "load-seconds": GOOD["load-seconds"] if serving else "inf"}
     return {
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": name, "namespace": namespace, "annotations": annotations, "labels": {"team": "ml"}},
         "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": f"example/{name}:0.9.0"}],
-                               "annotations": {f"lab.modelrollout.io/{k}": v for k, v in GOOD.items()}},
+                               "annotations": {f"lab.modelrollout.io/{k}": v for k, v in behaviour.items()}},
                  "transformer": {"containers": [{"name": "transformer", "image": "example/feature-transformer:3"}]}},
     }
 
@@ -109,13 +111,15 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
 
 
 def manifests(name: str, *, namespace: str = "default", router: str = "replicas", rps: float = 60,
-              seed: int = 0, kserve_mode: str = "Serverless", **kwargs: Any) -> list[dict[str, Any]]:
-    """Everything one lab release needs, in apply order."""
+              seed: int = 0, kserve_mode: str = "Serverless", kserve_serving: bool = False,
+              **kwargs: Any) -> list[dict[str, Any]]:
+    """Everything one lab release needs, in apply order. The InferenceService (router kserve) is
+    created with the rollout, so its own model is not serving yet unless `kserve_serving`."""
     target = {"gatewayAPI": f"httproute/{name}", "istio": f"virtualservice/{name}#primary",
               "kserve": f"inferenceservice/{name}"}.get(router, f"service/{service_name(name, 'shared')}")
     docs = [traffic_entry(name, namespace, target, rps, seed)]
     if router == "kserve":
-        docs.append(inference_service(name, namespace, kserve_mode))
+        docs.append(inference_service(name, namespace, kserve_mode, serving=kserve_serving))
     if router == "gatewayAPI":
         docs.append(http_route(name, namespace))
     if router == "istio":

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from lab_watch import Recorder, recreate_with_a_bad_model, start_stable
+from lab_watch import Recorder, apply_all, events_of, recreate_with_a_bad_model, start_stable
 from modelrollout.names import LABEL_REVISION
+from modelrollout.spec import template_revision
 from modelrollout_lab import scenarios
 
 pytestmark = pytest.mark.lab
@@ -102,3 +103,58 @@ def test_deleting_the_rollout_keeps_the_inference_service_serving(lab, mode):
     lab.wait_for(lambda: _canary_percent(lab, name) in (0, None), timeout=10, what="all traffic on the adopted model")
     _keeps_serving(lab, name, stable)
     assert lab.traffic.unrouted().get(f"default/{name}-traffic", 0) == unrouted
+
+
+def _share_of(lab, predicate):
+    """The current share of the users' requests of the Deployments `predicate` picks."""
+    return sum(t.get("fraction") or 0.0 for t in lab.traffic.snapshot().values() if predicate(t))
+
+
+def _served_by_deployment(lab, deployment):
+    return (lab.traffic.snapshot().get(f"default/{deployment}") or {}).get("requests", 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_first_rollout_on_a_serving_inference_service_releases_its_template_as_a_canary(lab, mode):
+    """An InferenceService the user created serves model X; a ModelRollout whose template is Y is
+    applied. Before, Y replaced X at once for every user, never judged. Now X is adopted as stable,
+    a bad Y is judged at the first step's weight and rolled back while X keeps serving, and a good
+    Z then goes through the steps and is promoted the way KServe promotes."""
+    name = f"isvc-own-{mode.lower()}"
+    entry, isvc, manifest = scenarios.manifests(name, router="kserve", kserve_mode=mode, kserve_serving=True,
+                                                   **SAMPLED)
+    apply_all(lab, [entry, isvc])
+    users_model = lab.wait_for(lambda: next((t["deployment"] for t in lab.traffic.snapshot().values()
+                                             if t["deployment"].startswith(name) and t.get("fraction") == 1.0), None),
+                               timeout=30, what="the InferenceService to serve its own model")
+    transformer, labels = isvc["spec"]["transformer"], isvc["metadata"]["labels"]
+
+    bad = scenarios.release(manifest, "2.0.0", {"error-rate": "0.2"})
+    bad_revision = template_revision(bad["spec"]["template"])
+    with Recorder(lambda: round(_share_of(lab, lambda t: t.get("revision") == bad_revision), 2)) as bad_shares:
+        lab.apply(bad)
+        status = lab.wait_for(lambda: (s := lab.status(name)).get("phase") in ("RolledBack", "Succeeded") and s,
+                              timeout=90, what="a verdict on the bad model")
+    assert max(bad_shares.values) <= 0.2, f"the bad model served shares {bad_shares.values} (the first step is 20 %)"
+    assert status["phase"] == "RolledBack" and "error-rate" in status["message"]
+    lab.wait_for(lambda: _share_of(lab, lambda t: t.get("revision") == bad_revision) == 0, timeout=15,
+                 what="no traffic to the bad model")
+    adopted = status["stableRevision"]
+    assert adopted != bad_revision and status["history"][0]["revision"] == bad_revision
+    assert any(e.message and adopted in e.message for e in events_of(lab, name, "Adopted"))
+    served = _served_by_deployment(lab, users_model)
+    lab.wait_for(lambda: _served_by_deployment(lab, users_model) > served + 50, timeout=30,
+                 what="the users' model to keep serving")
+
+    with Recorder(lambda: _canary_percent(lab, name)) as percents:
+        good = scenarios.release(manifest, "3.0.0")
+        lab.apply(good)
+        promoted = lab.wait_for(lambda: (s := lab.status(name)).get("phase") == "Succeeded"
+                                and (s.get("history") or [{}])[0].get("result") == "Promoted" and s,
+                                timeout=90, what="promotion")
+    assert promoted["stableRevision"] == template_revision(good["spec"]["template"])
+    assert [p for p in percents.values if p] == [20, 50]  # the steps, as KServe's traffic field
+    lab.wait_for(lambda: _share_of(lab, lambda t: t.get("revision") == promoted["stableRevision"]) == 1.0,
+                 timeout=30, what="the promoted model to serve every request")
+    after = _isvc(lab, name)
+    assert after["spec"]["transformer"] == transformer and after["metadata"]["labels"] == labels

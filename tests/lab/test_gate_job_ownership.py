@@ -27,13 +27,17 @@ STATUS = RolloutStatus.model_validate({"stableRevision": "aaaa", "canaryRevision
 GATE = SPEC.strategy.gates.stage("beforeTraffic")[0]
 
 
+async def _no_addresses():
+    return {}
+
+
 def _succeeded(kube, job_path):
     return kube.merge_patch(f"{job_path}/status", {"status": {"succeeded": 1}})
 
 
 @pytest.mark.parametrize("namespace, planted", [("planted", True), ("own", False)])
 def test_a_succeeded_job_passes_the_gate_only_when_the_operator_started_it(api, namespace, planted):
-    job = job_manifest(SPEC, GATE, namespace, "m", UID, STATUS)
+    job = job_manifest(SPEC, GATE, namespace, "m", UID, STATUS, {})
     job_path = path("batch/v1", "jobs", namespace, job["metadata"]["name"])
 
     async def scenario(kube):
@@ -43,10 +47,10 @@ def test_a_succeeded_job_passes_the_gate_only_when_the_operator_started_it(api, 
             del job["metadata"]["ownerReferences"]
             await kube.create(path("batch/v1", "jobs", namespace), job)
         else:
-            first = await run_gates(kube, SPEC, "beforeTraffic", namespace, "m", UID, STATUS)
+            first = await run_gates(kube, SPEC, "beforeTraffic", namespace, "m", UID, STATUS, _no_addresses)
             assert first["offline-eval"].state == "Pending"
         await _succeeded(kube, job_path)
-        results = await run_gates(kube, SPEC, "beforeTraffic", namespace, "m", UID, STATUS)
+        results = await run_gates(kube, SPEC, "beforeTraffic", namespace, "m", UID, STATUS, _no_addresses)
         verdict = results["offline-eval"]
         if planted:
             assert verdict.state == "Failed" and "is not this rollout's" in verdict.reason

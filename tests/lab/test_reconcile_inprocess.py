@@ -21,6 +21,7 @@ from modelrollout.reconcile import RolloutMemory, Runtime, run_pass
 from modelrollout.workloads import ObservedDeployment
 from modelrollout_lab import scenarios
 from modelrollout_lab.apiserver import start_in_thread
+from modelrollout_lab.kserve import KServeSimulator
 from modelrollout_lab.lab import crd_manifest
 from modelrollout_lab.workloads import WorkloadSimulator
 
@@ -62,8 +63,8 @@ class Pass:
         selector = f"{LABEL_ROLLOUT}={self.name}"
         deployments = {
             d.metadata.labels[LABEL_REVISION]: ObservedDeployment(
-                d.metadata.name, d.spec.replicas or 0, d.status.ready_replicas or 0,
-                (d.status.observed_generation or 0) >= (d.metadata.generation or 0))
+                d.metadata.name, d.spec.replicas or 0, (d.status and d.status.ready_replicas) or 0,
+                ((d.status and d.status.observed_generation) or 0) >= (d.metadata.generation or 0))
             for d in client.AppsV1Api(self.api_client).list_namespaced_deployment(NS, label_selector=selector).items}
         services = {s.metadata.name: dict(s.spec.selector or {})
                     for s in client.CoreV1Api(self.api_client).list_namespaced_service(NS, label_selector=selector).items}
@@ -256,3 +257,88 @@ def test_an_analysis_with_the_replicas_router_costs_one_api_request_and_records_
         f"shared-{status['canaryRevision']}", NS)  # the share recorded is what the cluster reports
     assert canary.status.ready_replicas == 1
     run.close()
+
+
+def test_an_inference_service_that_cannot_be_taken_over_is_refused_on_the_resource(cluster):
+    """The InferenceService runs a canary of the user's own: the rollout writes nothing to it and
+    says why in its Applied condition and a Warning event."""
+    _, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    isvc_api = ("serving.kserve.io", "v1beta1", NS, "inferenceservices")
+    _, isvc, rollout = scenarios.manifests("inproc-split", router="kserve")
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    created = custom.create_namespaced_custom_object(*isvc_api, isvc)
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, rollout)
+    run = Pass(kubeconfig, api_client, "inproc-split", "http://127.0.0.1:9")
+    status = run.until(lambda s: any(c["type"] == "Applied" for c in s.get("conditions") or []))
+    run.close()
+    assert applied(status)["status"] == "False" and applied(status)["reason"] == "InferenceServiceInCanary"
+    assert "canaryTrafficPercent: 10" in applied(status)["message"] and not status.get("stableRevision")
+    assert ("Warning", "InferenceServiceInCanary") in [(t, r) for t, r, _ in run.events]
+    after = custom.get_namespaced_custom_object(*isvc_api, "inproc-split")
+    assert after["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+GATE = {"beforeTraffic": [{"name": "eval", "job": {"template": {
+    "spec": {"containers": [{"name": "eval", "image": "example/eval:1"}]}}}}]}
+
+
+def first_gate_job(cluster, name: str, routed: dict, rollout: dict) -> tuple[dict, dict]:
+    """Create the routing object and the rollout (with a beforeTraffic Job gate), release 2.0.0 and
+    run passes until the gate's Job exists: (the Job's env, the rollout's status)."""
+    _, kubeconfig, api_client = cluster
+    custom, batch = client.CustomObjectsApi(api_client), client.BatchV1Api(api_client)
+    group, version, plural = routed.pop("_api")
+    custom.create_namespaced_custom_object(group, version, NS, plural, routed)
+    rollout["spec"]["strategy"]["gates"] = GATE
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, rollout)
+    run = Pass(kubeconfig, api_client, name, "http://127.0.0.1:9")
+    jobs = lambda: batch.list_namespaced_job(NS, label_selector=f"{LABEL_ROLLOUT}={name}").items  # noqa: E731
+    try:
+        run.until(lambda s: s.get("phase") == "Succeeded")
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name,
+                                              {"spec": scenarios.release(rollout, "2.0.0")["spec"]})
+        status = run.until(lambda s: jobs())
+    finally:
+        run.close()
+    return {e.name: e.value for e in jobs()[0].spec.template.spec.containers[0].env}, status
+
+
+def test_a_job_gate_reaches_the_revisions_through_the_rollouts_own_services(cluster):
+    _, _, api_client = cluster
+    _, route, rollout = scenarios.manifests("inproc-gate-route", router="gatewayAPI")
+    env, status = first_gate_job(cluster, "inproc-gate-route",
+                                 {**route, "_api": ("gateway.networking.k8s.io", "v1", "httproutes")}, rollout)
+    for role in ("canary", "stable"):
+        host, port = env[f"{role.upper()}_SERVICE"].split(":")
+        service = client.CoreV1Api(api_client).read_namespaced_service(host.split(".")[0], NS)
+        assert host == f"{service.metadata.name}.{NS}.svc" and port == "8080"
+        assert service.spec.selector[LABEL_REVISION] == status[f"{role}Revision"]
+
+
+@pytest.mark.parametrize("tag_routing", [True, False])
+def test_a_kserve_job_gate_is_handed_what_kserve_reports_never_services_that_do_not_exist(cluster, tag_routing):
+    """The operator creates no Services for a kserve rollout. Before, a Job gate's CANARY_SERVICE
+    and STABLE_SERVICE named `<name>-canary` and `<name>-stable` all the same: names that resolve
+    to nothing. Now they are the revisions' own addresses KServe reports (Serverless with tag
+    routing: Knative's `latest` and `prev` URLs), or absent when KServe reports none."""
+    _, kubeconfig, api_client = cluster
+    name = f"inproc-gate-{str(tag_routing).lower()}"
+    _, isvc, rollout = scenarios.manifests(name, router="kserve")
+    if tag_routing:
+        isvc["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] = "true"
+    kserve = KServeSimulator(kubeconfig).start()
+    try:
+        env, status = first_gate_job(cluster, name, {**isvc, "_api": ("serving.kserve.io", "v1beta1", "inferenceservices")},
+                                     rollout)
+    finally:
+        kserve.stop()
+    services = {s.metadata.name for s in client.CoreV1Api(api_client).list_namespaced_service(NS).items}
+    named = {key: env[key] for key in ("CANARY_SERVICE", "STABLE_SERVICE") if key in env}
+    assert not any(value.split(".")[0] in {f"{name}-canary", f"{name}-stable"} - services for value in named.values()), named
+    if tag_routing:
+        assert named == {"CANARY_SERVICE": f"latest-{name}-predictor.{NS}.example.com",
+                         "STABLE_SERVICE": f"prev-{name}-predictor.{NS}.example.com"}
+    else:
+        assert named == {}
+    assert env["CANARY_REVISION"] == status["canaryRevision"]

@@ -12,7 +12,7 @@ from modelrollout.kube import path
 from modelrollout.names import LABEL_REVISION
 from modelrollout.routers import RouteProblem, RouteTarget, router_for
 from modelrollout.routers.kserve import KServeRouter, canary_name
-from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
+from modelrollout.spec import PlatformPolicy, SpecError, parse_spec, template_revision
 from modelrollout_lab.scenarios import inference_service, rollout
 from modelrollout_lab.traffic import resolve_target
 
@@ -169,13 +169,148 @@ def test_a_second_rollout_on_the_same_inference_service_is_refused_and_writes_no
         before = await kube.get(f"{ISVCS}/{isvc}")
         second = _on(isvc, "second", "2.0.0")
         second = replace(second, canary_revision=second.spec.revision)
-        for act in (router.reconcile(kube, second), router.set_weight(kube, second, 30), router.get_weight(kube, second)):
+        for act in (router.reconcile(kube, second), router.set_weight(kube, second, 30), router.get_weight(kube, second),
+                    router.handed_over(kube, second)):
             with pytest.raises(RouteProblem) as info:
                 await act
             assert info.value.reason == "InferenceServiceInUse" and "first" in str(info.value)
         await router.finalize(kube, second)
-        assert await router.handed_over(kube, second) is None
         assert (await kube.get(f"{ISVCS}/{isvc}"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    with_kube(api, scenario)
+
+
+async def _kserve_reports_ready(kube, name):
+    """KServe's status for the InferenceService's current spec: Ready, its model serving users."""
+    isvc = await kube.get(f"{ISVCS}/{name}")
+    await kube.merge_patch(f"{ISVCS}/{name}/status", {"status": {
+        "observedGeneration": isvc["metadata"]["generation"], "conditions": [{"type": "Ready", "status": "True"}]}})
+    return await kube.get(f"{ISVCS}/{name}")
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
+def test_the_model_an_inference_service_serves_is_adopted_and_never_replaced_unjudged(api, mode):
+    """The InferenceService serves a model of its own (a predictor no rollout wrote). Before, the
+    first rollout's template replaced it at once; now it is the stable revision the first rollout
+    adopts, and the router refuses to put the template in its place other than as a canary."""
+    name = f"own-{mode.lower()}"
+
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service(name, "default", mode))
+        router, first = KServeRouter(), _on(name, name, "1.0.0")
+        assert await router.handed_over(kube, first) is None  # not serving yet: nobody to keep serving
+        users_model = (await _kserve_reports_ready(kube, name))["spec"]["predictor"]
+        adopted = await router.handed_over(kube, first)
+        assert adopted is not None and adopted.revision == template_revision(users_model)
+        assert f"InferenceService default/{name}" in adopted.origin
+
+        before = await kube.get(f"{ISVCS}/{name}")
+        with pytest.raises(RouteProblem) as info:  # the template as stable, in the model's place: refused
+            await router.reconcile(kube, first)
+        assert info.value.reason == "InferenceServiceNotAdopted"
+        assert (await kube.get(f"{ISVCS}/{name}"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+        canary = replace(first, stable_revision=adopted.revision, canary_revision=first.spec.revision)
+        await router.reconcile(kube, canary)
+        await router.set_weight(kube, canary, 20)
+        spec = (await kube.get(f"{ISVCS}/{name}"))["spec"]
+        if mode == "RawDeployment":  # the model keeps serving from spec.predictor, the template is a canary entry
+            assert spec["predictor"] == users_model
+            assert [e["trafficPercent"] for e in spec["canary"]] == [20]
+        else:  # KServe splits between the rolled-out model and the canary predictor
+            assert spec["predictor"]["labels"][LABEL_REVISION] == first.spec.revision
+            assert spec["predictor"]["canaryTrafficPercent"] == 20
+        assert spec["transformer"] == before["spec"]["transformer"]
+
+    with_kube(api, scenario)
+
+
+def test_a_recreated_rollout_adopts_the_users_model_a_pinned_split_still_serves(api):
+    """Serverless: a rollout that adopted the users' model was deleted during its canary, which left
+    its template pinned at 0 % and the users' model (KServe's rolled-out revision, no rollout's)
+    serving. Before, re-created with the same template it found nothing to adopt, so its template
+    became stable and the pin was removed: every user on a model never judged."""
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("pinned", "default"))
+        users_model = (await _kserve_reports_ready(kube, "pinned"))["spec"]["predictor"]
+        router, target = KServeRouter(), _on("pinned", "pinned", "2.0.0")
+        canary = replace(target, stable_revision=template_revision(users_model), canary_revision=target.spec.revision)
+        await router.reconcile(kube, canary)
+        await router.finalize(kube, canary)  # deleted: the split pinned at 0 %
+        isvc = await kube.get(f"{ISVCS}/pinned")
+        assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+        await kube.merge_patch(f"{ISVCS}/pinned/status", {"status": {
+            "observedGeneration": isvc["metadata"]["generation"],
+            "components": {"predictor": {"traffic": [
+                {"revisionName": "pinned-predictor-00001", "percent": 100, "latestRevision": False},
+                {"revisionName": "pinned-predictor-00002", "percent": 0, "latestRevision": True}]}}}})
+        recreated = replace(target, ready={target.spec.revision: 2})  # the pinned template's pods are Ready
+        adopted = await router.handed_over(kube, recreated)
+        assert adopted is not None and adopted.revision == "pinned-predictor-00001"
+        assert "InferenceService default/pinned" in adopted.origin
+
+    with_kube(api, scenario)
+
+
+def test_a_canary_entry_of_another_rollout_claims_the_inference_service(api):
+    """RawDeployment keeps the users' model in spec.predictor while a rollout's canary runs as an
+    entry: a second rollout naming the same InferenceService must not adopt it and add its own."""
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("claimed", "default", "RawDeployment"))
+        await _kserve_reports_ready(kube, "claimed")
+        router, first = KServeRouter(), _on("claimed", "first", "1.0.0")
+        adopted = await router.handed_over(kube, first)
+        await router.reconcile(kube, replace(first, stable_revision=adopted.revision,
+                                             canary_revision=first.spec.revision))
+        before = await kube.get(f"{ISVCS}/claimed")
+        second = _on("claimed", "second", "2.0.0")
+        for act in (router.handed_over(kube, second), router.reconcile(kube, second), router.get_weight(kube, second)):
+            with pytest.raises(RouteProblem) as info:
+                await act
+            assert info.value.reason == "InferenceServiceInUse" and "first" in str(info.value)
+        assert (await kube.get(f"{ISVCS}/claimed"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    with_kube(api, scenario)
+
+
+def test_a_serverless_canary_of_the_users_own_is_refused_and_left_alone(api):
+    """The user splits traffic themselves (`canaryTrafficPercent` on their predictor): which model is
+    stable is theirs to settle; the rollout writes nothing and says why."""
+    async def scenario(kube):
+        isvc = inference_service("split", "default")
+        isvc["spec"]["predictor"]["canaryTrafficPercent"] = 10
+        await kube.create(ISVCS, isvc)
+        before = await _kserve_reports_ready(kube, "split")
+        router, target = KServeRouter(), _on("split", "split", "1.0.0")
+        for act in (router.handed_over(kube, target), router.reconcile(kube, target), router.set_weight(kube, target, 0)):
+            with pytest.raises(RouteProblem) as info:
+                await act
+            assert info.value.reason == "InferenceServiceInCanary" and "canaryTrafficPercent: 10" in str(info.value)
+        await router.finalize(kube, target)
+        assert (await kube.get(f"{ISVCS}/split"))["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    with_kube(api, scenario)
+
+
+def test_gate_addresses_wait_for_the_canarys_tagged_url(api):
+    """Serverless with tag routing: until KServe reports the canary's own URL there is nothing to
+    hand a gate (None: the Job is not created yet, rather than created without CANARY_SERVICE)."""
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service("tagged", "default"))
+        router, v1 = KServeRouter(), _on("tagged", "tagged", "1.0.0")
+        canary = replace(_on("tagged", "tagged", "2.0.0"), stable_revision=v1.spec.revision)
+        canary = replace(canary, canary_revision=canary.spec.revision)
+        await router.reconcile(kube, canary)
+        generation = (await kube.get(f"{ISVCS}/tagged"))["metadata"]["generation"]
+        prev = {"revisionName": "tagged-predictor-00001", "percent": 100, "latestRevision": False, "tag": "prev",
+                "url": "http://prev-tagged-predictor.default.example.com"}
+        latest = {"revisionName": "tagged-predictor-00002", "percent": 0, "latestRevision": True, "tag": "latest",
+                  "url": "http://latest-tagged-predictor.default.example.com"}
+        for traffic, wanted in (([prev], None), ([prev, latest], {"stable": "prev-tagged-predictor.default.example.com",
+                                                                  "canary": "latest-tagged-predictor.default.example.com"})):
+            await kube.merge_patch(f"{ISVCS}/tagged/status", {"status": {
+                "observedGeneration": generation, "components": {"predictor": {"traffic": traffic}}}})
+            assert await router.addresses(kube, canary) == wanted
 
     with_kube(api, scenario)
 

@@ -74,7 +74,7 @@ def test_two_job_gates_of_a_long_rollout_get_their_own_jobs():
     raw["strategy"]["gates"] = {"beforeTraffic": [{"name": "passes", "job": job}, {"name": "fails", "job": job}]}
     spec = parse_spec(raw, POLICY)
     status = RolloutStatus(canary_revision=spec.revision, stable_revision=REV)
-    names = {job_manifest(spec, gate, "default", LONG, "uid", status)["metadata"]["name"]
+    names = {job_manifest(spec, gate, "default", LONG, "uid", status, {})["metadata"]["name"]
              for gate in spec.strategy.gates.before_traffic}
     assert len(names) == 2 and all(len(n) <= 63 for n in names)
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, KubeError
+from modelrollout.manifests import service_name
 from modelrollout.spec import RolloutSpec
 
 
@@ -113,6 +114,17 @@ class Router(Protocol):
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
         """The revision a deleted rollout of this name left serving users (finalize, `onDelete:
         Handover`), which a re-created one adopts as stable; None when there is none."""
+
+    async def addresses(self, kube: Kube, target: RouteTarget) -> Mapping[str, str] | None:
+        """Where a gate reaches each revision directly, as host[:port] by role ("canary",
+        "stable"); a role with no address of its own is left out. None: not known yet."""
+
+
+def service_addresses(target: RouteTarget) -> dict[str, str]:
+    """The rollout's own `<name>-canary` and `<name>-stable` Services, which select one revision
+    each (routers whose revisions run in the operator's Deployments)."""
+    return {role: f"{service_name(target.name, role)}.{target.namespace}.svc:{target.spec.service.port}"
+            for role in ("canary", "stable")}
 
 
 def router_for(spec: RolloutSpec) -> Router:

@@ -23,7 +23,7 @@ from modelrollout import owned
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
-from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, write_back
+from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, service_addresses, write_back
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -190,3 +190,6 @@ class GatewayApiRouter:
 
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
         return await owned.handed_over(kube, target.namespace, target.name, target.uid)
+
+    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
+        return service_addresses(target)

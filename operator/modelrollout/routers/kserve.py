@@ -26,11 +26,13 @@ import copy
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.routers import RouteProblem, RouteTarget, write_back
+from modelrollout.spec import template_revision
 
 GROUP_VERSION = "serving.kserve.io/v1beta1"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -41,10 +43,14 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
-def _isvc_path(target: RouteTarget) -> str:
+def _isvc_name(target: RouteTarget) -> str:
     kserve = target.spec.traffic_routing.kserve
     assert kserve is not None
-    return path(GROUP_VERSION, "inferenceservices", target.namespace, kserve.inference_service)
+    return kserve.inference_service
+
+
+def _isvc_path(target: RouteTarget) -> str:
+    return path(GROUP_VERSION, "inferenceservices", target.namespace, _isvc_name(target))
 
 
 def is_raw(isvc: Obj) -> bool:
@@ -83,6 +89,37 @@ def _applied(isvc: Obj) -> bool:
     """KServe has acted on the current spec (its status is of this generation)."""
     status = isvc.get("status") or {}
     return int(status.get("observedGeneration") or 0) >= int((isvc.get("metadata") or {}).get("generation") or 0)
+
+
+def _traffic(isvc: Obj) -> list[Obj]:
+    """KServe's split: [{revisionName, percent, latestRevision}]."""
+    return ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
+
+
+def serves(isvc: Obj) -> bool:
+    """KServe reports the InferenceService Ready for its current spec: its model serves users."""
+    conditions = (isvc.get("status") or {}).get("conditions") or []
+    return _applied(isvc) and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _own_model(isvc: Obj) -> Obj | None:
+    """The predictor no rollout wrote that the InferenceService serves users with alone (not split
+    by a `canaryTrafficPercent` of the user's), if any."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    if not serves(isvc) or LABEL_ROLLOUT in (predictor.get("labels") or {}) or "canaryTrafficPercent" in predictor:
+        return None
+    return predictor
+
+
+def _replaces_unjudged(isvc: Obj, wanted: Obj) -> bool:
+    """`wanted` puts a rollout's model in place of the InferenceService's own serving model without
+    a canary: only a split starting at 0 % (Serverless) or a promoted canary entry (RawDeployment)
+    may take its place."""
+    own, new = _own_model(isvc), wanted.get("predictor") or {}
+    if own is None or new == own:
+        return False
+    was_canary = any(entry.get("predictor") == new for entry in (isvc.get("spec") or {}).get("canary") or [])
+    return not was_canary and "canaryTrafficPercent" not in new
 
 
 # ---------------------------------------------------------------- the two modes, as pure edits
@@ -155,25 +192,37 @@ def serverless_weight(isvc: Obj, target: RouteTarget) -> int | None:
     an older model may still be serving, and a promotion is not confirmed (None)."""
     if not _applied(isvc):
         return None
-    traffic = ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
-    latest = [int(t.get("percent") or 0) for t in traffic if t.get("latestRevision")]
+    latest = [int(t.get("percent") or 0) for t in _traffic(isvc) if t.get("latestRevision")]
     if revision_of((isvc.get("spec") or {}).get("predictor"), target.name) == target.stable_revision:
         return 0 if latest == [100] else None
     return latest[0] if latest else None
+
+
+def _refuse_if_taken(isvc: Obj, target: RouteTarget) -> None:
+    """RouteProblem when the InferenceService cannot be released by this rollout: a model of
+    another ModelRollout runs in it, or it runs a Serverless canary of the user's own."""
+    spec = isvc.get("spec") or {}
+    predictor = spec.get("predictor") or {}
+    described = f"InferenceService {target.namespace}/{_isvc_name(target)}"
+    predictors = [predictor] + [entry.get("predictor") or {} for entry in spec.get("canary") or []]
+    owners = {(p.get("labels") or {}).get(LABEL_ROLLOUT) for p in predictors} - {None, target.name}
+    if owners:
+        raise RouteProblem("InferenceServiceInUse",
+                           f"{described} runs the model of ModelRollout {', '.join(sorted(owners))}: one "
+                           f"InferenceService is released by one ModelRollout")
+    if not is_raw(isvc) and revision_of(predictor, target.name) is None and "canaryTrafficPercent" in predictor:
+        raise RouteProblem("InferenceServiceInCanary",
+                           f"{described} runs a canary of its own (canaryTrafficPercent: "
+                           f"{predictor['canaryTrafficPercent']}): promote or roll it back first; the model it "
+                           f"then serves becomes this rollout's stable revision")
 
 
 class KServeRouter:
     async def _read(self, kube: Kube, target: RouteTarget) -> Obj:
         isvc = await kube.get(_isvc_path(target))
         if isvc is None:
-            kserve = target.spec.traffic_routing.kserve
-            assert kserve is not None
-            raise RouteProblem("RouteNotFound", f"InferenceService {target.namespace}/{kserve.inference_service} not found")
-        owner = ((((isvc.get("spec") or {}).get("predictor") or {}).get("labels")) or {}).get(LABEL_ROLLOUT)
-        if owner not in (None, target.name):
-            raise RouteProblem("InferenceServiceInUse",
-                               f"InferenceService {target.namespace}/{isvc['metadata']['name']} runs the model of "
-                               f"ModelRollout {owner}: one InferenceService is released by one ModelRollout")
+            raise RouteProblem("RouteNotFound", f"InferenceService {target.namespace}/{_isvc_name(target)} not found")
+        _refuse_if_taken(isvc, target)
         return isvc
 
     async def _edit(self, kube: Kube, target: RouteTarget, raw: Callable[[Obj], Obj],
@@ -181,6 +230,11 @@ class KServeRouter:
         def change(isvc: Obj) -> Obj | None:
             spec = isvc.get("spec") or {}
             wanted = (raw if is_raw(isvc) else serverless)(spec)
+            if _replaces_unjudged(isvc, wanted):  # its model was not adopted (yet): never replaced unjudged
+                raise RouteProblem("InferenceServiceNotAdopted",
+                                   f"InferenceService {target.namespace}/{_isvc_name(target)} serves a model "
+                                   f"of its own that this rollout has not adopted as stable: it is replaced only "
+                                   f"by a canary that passes the steps")
             return None if wanted == spec else {**isvc, "spec": wanted}
 
         await write_back(kube, _isvc_path(target), lambda: self._read(kube, target), change)
@@ -223,18 +277,51 @@ class KServeRouter:
         except RouteProblem as exc:
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
 
+    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str] | None:
+        """The revisions' own URLs KServe reports in its Serverless split with tag routing
+        (`serving.kserve.io/enable-tag-routing`: Knative's `latest` and `prev`); no Service of ours
+        exists, and no name is guessed. None until KServe reports the canary's revision."""
+        isvc = await self._read(kube, target)
+        if is_raw(isvc):
+            return {}  # a RawDeployment split reports no address per predictor
+        if not _applied(isvc):
+            return None
+        predictor = (isvc.get("spec") or {}).get("predictor")
+        canary_runs = target.canary_revision is not None and revision_of(predictor, target.name) == target.canary_revision
+        found: dict[str, str] = {}
+        for entry in _traffic(isvc):
+            address = urlsplit(str(entry.get("url") or "")).netloc
+            role = "canary" if entry.get("latestRevision") else "stable"
+            if address and (role == "stable" or canary_runs):
+                found[role] = address
+        if canary_runs and found and "canary" not in found:
+            return None  # tagged URLs are reported, the canary's revision not yet
+        return found
+
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
-        """The model of this rollout the InferenceService still serves: RawDeployment's
-        `spec.predictor`; in Serverless mode the predictor once rolled out, else (a split pinned at
-        0 % by the deletion) the revision KServe still runs with Ready pods."""
+        """The model the InferenceService serves before this rollout has a stable revision: its own
+        predictor, written by no rollout, once KServe reports it Ready (the first rollout on it);
+        else the model of this rollout it still serves: RawDeployment's `spec.predictor`; in
+        Serverless mode the predictor once rolled out, else (a split pinned at 0 % by the deletion)
+        the revision KServe still runs with Ready pods, or, none of this rollout's, the revision
+        KServe rolled out before it (named as KServe names it)."""
         isvc = await kube.get(_isvc_path(target))
+        if isvc is not None:
+            _refuse_if_taken(isvc, target)
+        users_model = f"the model InferenceService {target.namespace}/{_isvc_name(target)} served before this rollout"
+        own = _own_model(isvc or {})
+        if own is not None:
+            return HandedOver(template_revision(own), (own.get("labels") or {}).get(LABEL_MODEL_VERSION), users_model)
         predictor = ((isvc or {}).get("spec") or {}).get("predictor")
         revision = revision_of(predictor, target.name)
         if revision is None:
             return None
         if not is_raw(isvc or {}) and "canaryTrafficPercent" in (predictor or {}):
             serving = {rev: ready for rev, ready in target.ready.items() if rev != revision and ready > 0}
-            if not serving:
-                return None
-            return HandedOver(max(serving, key=lambda rev: (serving[rev], rev)))
+            if serving:
+                return HandedOver(max(serving, key=lambda rev: (serving[rev], rev)))
+            # None of this rollout's: what KServe rolled out before it, the users' own model.
+            rolled_out = [t["revisionName"] for t in _traffic(isvc or {})
+                          if not t.get("latestRevision") and int(t.get("percent") or 0) > 0 and t.get("revisionName")]
+            return HandedOver(rolled_out[0], None, users_model) if rolled_out and serves(isvc or {}) else None
         return HandedOver(revision, ((predictor or {}).get("labels") or {}).get(LABEL_MODEL_VERSION))

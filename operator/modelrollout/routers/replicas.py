@@ -13,7 +13,7 @@ from modelrollout import manifests, owned
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.routers import RouteProblem, RouteTarget
+from modelrollout.routers import RouteProblem, RouteTarget, service_addresses
 
 
 class ReplicasRouter:
@@ -57,3 +57,6 @@ class ReplicasRouter:
 
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
         return await owned.handed_over(kube, target.namespace, target.name, target.uid)
+
+    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
+        return service_addresses(target)
