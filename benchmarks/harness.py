@@ -602,5 +602,5 @@ def ratios(rows: list[dict[str, Any]], ours: str = "ours", baseline: str = "base
                     "fewer_bad_x": ratio("bad_requests"),
                     "promote_speed_x": ratio("seconds_to_promote"),
                     "false_rollbacks_ours": o["false_rollbacks"], "false_rollbacks_baseline": b["false_rollbacks"],
-                    "runs": o["runs"]})
+                    "runs": o["runs"], "baseline_runs": b["runs"]})
     return out
