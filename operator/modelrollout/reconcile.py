@@ -215,7 +215,7 @@ async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObje
 async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[str, ObservedDeployment],
                     services: Mapping[str, dict[str, str]], emit: Emit,
                     clock: Clock = utc_now) -> tuple[float, dict[str, Any] | None]:
-    """One pass: observe -> decide -> act -> read back -> write status once.
+    """One pass: observe -> decide -> (write a rerouting decision first) -> act -> read back -> write status.
 
     Returns (seconds until the next pass, the object as written or None when nothing was written).
     Decisions are taken with the time after observing (a slow Prometheus never makes a due
