@@ -360,15 +360,49 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult,
     # A weight that cannot be read back (unknown, e.g. KServe still moving traffic) is not carried.
     converged = result.confirmed_weight == result.target_weight and \
         (result.confirmed_mirror is None or result.confirmed_mirror == result.target_mirror)
-    if result.failure_reason or not converged:
-        ready = next((c for c in conditions if c.type == "Ready"), None)
-        if ready is not None and ready.status == "True":
-            why = result.failure_reason or "Converging"
-            carried = "unknown" if result.confirmed_weight is None else result.confirmed_weight
-            text = result.failure_message if result.failure_reason else \
-                f"canary weight {carried} carried, {result.target_weight} decided"
-            conditions = _set_condition(conditions, "Ready", False, why, text, generation, now)
+    if result.failure_reason:
+        conditions = _withhold_ready(conditions, result.failure_reason, result.failure_message, generation, now)
+    elif not converged:
+        conditions = _withhold_ready(conditions, "Converging", _carried_text(result.confirmed_weight,
+                                                                             result.target_weight), generation, now)
     return status.replace(conditions=conditions, **changes), tuple(events), backoff
+
+
+def _withhold_ready(conditions: tuple[Condition, ...], reason: str, message: str, generation: int,
+                    now: datetime) -> tuple[Condition, ...]:
+    """Ready False, if it was True: the cluster does not carry the decided state."""
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    if ready is None or ready.status != "True":
+        return conditions
+    return _set_condition(conditions, "Ready", False, reason, message, generation, now)
+
+
+def _carried_text(carried: int | None, target: int) -> str:
+    return f"canary weight {'unknown' if carried is None else carried} carried, {target} decided"
+
+
+def _routing(desired: Desired) -> tuple[str | None, str | None, int, int]:
+    return desired.stable_revision, desired.canary_revision, desired.canary_weight, desired.canary_mirror
+
+
+def write_before_acting(spec: RolloutSpec, stored: RolloutStatus, decided: RolloutStatus,
+                        workloads: Mapping[str, Workload], now: datetime) -> bool:
+    """Whether a decided status routes users otherwise than the status stored on the cluster does
+    (another stable or canary revision, weight or mirror). Such a decision is written before it is
+    acted on: an operator restarted after acting, before a later write, would start from the stored
+    status and route traffic back (re-open a rolled-back canary, repeat a step)."""
+    return _routing(desired_state(spec, stored, workloads, now)) != \
+        _routing(desired_state(spec, decided, workloads, now))
+
+
+def intent(status: RolloutStatus, generation: int, carried: int | None, target: int,
+           now: datetime) -> RolloutStatus:
+    """A decided status as written before acting on it: the weight carried so far, and Ready False
+    until the cluster carries the decided one (the write after acting records that)."""
+    if carried == target:
+        return status
+    return status.replace(conditions=_withhold_ready(status.conditions, "Converging", _carried_text(carried, target),
+                                                     generation, now))
 
 
 # ---------------------------------------------------------------- the decision

@@ -1,11 +1,13 @@
 """One reconcile of one ModelRollout: observe -> decide (pure) -> act -> read back -> write status.
 
-Status is written once, after acting, with the weight the cluster confirms and an `Applied`
-condition saying whether acting worked. A crash before the write is harmless: the next pass
-(after a restart, from the last written status) decides again and repeats the same absolute
-writes. A write that fails after acting is retried briefly; if it still fails, the daemon keeps
-the decided status in memory and the next pass starts from it (`RolloutMemory`), never from the
-older status on the cluster, which would undo what was done (re-open a rolled-back canary).
+Status is written after acting, with the weight the cluster confirms and an `Applied` condition
+saying whether acting worked. A decision that routes users otherwise than the stored status
+(a rollback, a promotion, a step, a new canary) is written before acting too, so that a restart
+after acting resumes from it rather than route traffic back (re-open a rolled-back canary). Any
+other crash before the write is harmless: the next pass decides again and repeats the same
+absolute writes. A write that fails after acting is retried briefly; if it still fails, the daemon
+keeps the decided status in memory and the next pass starts from it (`RolloutMemory`), never from
+the older status on the cluster.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def _transient(exc: Exception) -> bool:
     return not isinstance(exc, KubeError) or exc.status in (409, 429) or exc.status >= 500
 
 
-async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -> dict[str, Any] | None:
+async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any],
+                       attempts: int = STATUS_WRITE_ATTEMPTS) -> dict[str, Any] | None:
     """Merge-patch the status (absolute: repeating it is harmless), retried briefly on conflicts,
     throttling, server and connection errors; StatusNotWritten carries `new` when it still fails."""
     stored = obj.stored_status if obj.stored_status is not None else obj.status
@@ -160,7 +163,7 @@ async def write_status(kube: Kube, obj: RolloutObject, new: Mapping[str, Any]) -
             if isinstance(exc, KubeError) and exc.status == 404:
                 return None  # deleted meanwhile
             failed += 1
-            if not _transient(exc) or failed == STATUS_WRITE_ATTEMPTS:
+            if not _transient(exc) or failed == attempts:
                 raise StatusNotWritten(new, exc) from exc
         await asyncio.sleep(STATUS_WRITE_RETRY * 2 ** (failed - 1))
 
@@ -212,7 +215,7 @@ async def _measure_in_time(runtime: Runtime, spec: RolloutSpec, obj: RolloutObje
 async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[str, ObservedDeployment],
                     services: Mapping[str, dict[str, str]], emit: Emit,
                     clock: Clock = utc_now) -> tuple[float, dict[str, Any] | None]:
-    """One pass: observe -> decide -> act -> read back -> write status once.
+    """One pass: observe -> decide -> (write a rerouting decision first) -> act -> read back -> write status.
 
     Returns (seconds until the next pass, the object as written or None when nothing was written).
     Decisions are taken with the time after observing (a slow Prometheus never makes a due
@@ -262,6 +265,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     now = clock()
     decision = core.decide(spec, before, observations, now)
     desired = core.desired_state(spec, decision.status, workloads, now)
+    obj, written_first = await _write_intent(runtime.kube, obj, spec, before, decision.status, workloads, traffic,
+                                             desired, now)
 
     confirmed, confirmed_mirror = traffic, mirror
     try:
@@ -284,7 +289,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         emit(event.type, event.reason, event.message)
     runtime.notifier.notify(obj.namespace, obj.name, spec, before, status, decision.events, emit, now)
     _record_metrics(obj, before, decision, now, spec.analysis.interval)
-    written = await write_status(runtime.kube, obj, status.dump())
+    written = await write_status(runtime.kube, obj, status.dump()) or written_first
 
     requeue = decision.requeue_after
     if backoff is not None:
@@ -292,6 +297,25 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
+
+
+async def _write_intent(kube: Kube, obj: RolloutObject, spec: RolloutSpec, before: RolloutStatus,
+                        decided: RolloutStatus, workloads: Mapping[str, Workload], carried: int | None,
+                        desired: core.Desired, now: datetime) -> tuple[RolloutObject, dict[str, Any] | None]:
+    """Write a decision that routes users otherwise than the stored status before acting on it
+    (core.write_before_acting). Returns the rollout with it as the stored status, and the object as
+    written (None when nothing was). One attempt: a failing API never delays taking traffic away;
+    acting goes on, and the write after acting is retried."""
+    stored = before if obj.stored_status is None else RolloutStatus.parse_lenient(obj.stored_status)[0]
+    if not core.write_before_acting(spec, stored, decided, workloads, now):
+        return obj, None
+    status = core.intent(decided, obj.generation, carried, desired.canary_weight, now).dump()
+    try:
+        written = await write_status(kube, obj, status, attempts=1)
+    except StatusNotWritten as exc:
+        log.warning("%s/%s: the decision could not be written before acting: %s", obj.namespace, obj.name, exc)
+        return obj, None
+    return replace(obj, stored_status=status), written
 
 
 @dataclass

@@ -9,9 +9,10 @@ from a busy or flaky kube-apiserver:
 * ``gone_watch``: a watch from a resourceVersion gets the ERROR event ``410 Expired`` (too old
   resource version) and is closed, so the client must list again.
 
-Each rule can be limited to requests whose authenticated identity or User-Agent matches a regular
-expression, to some verbs (get, list, watch, create, update, patch, delete, deletecollection) and
-to some resources (``deployments``, ``modelrollouts/status``, ``httproutes.gateway.networking.k8s.io``).
+Each rule can be limited to requests whose authenticated identity, User-Agent or body matches a
+regular expression, to some verbs (get, list, watch, create, update, patch, delete, deletecollection)
+and to some resources (``deployments``, ``modelrollouts/status``, ``httproutes.gateway.networking.k8s.io``):
+``body=r'"canaryWeight": 0\b'`` fails only the status writes that record a weight of 0.
 Draws come from one seeded generator: the same requests in the same order meet the same faults.
 ``counts`` says how many of each were injected.
 
@@ -54,11 +55,12 @@ class FaultRule:
     retry_after: int = 1
     identity: str | None = None  # a regex searched in the authenticated user name
     user_agent: str | None = None  # a regex searched in the User-Agent header
+    body: str | None = None  # a regex searched in the request body (a write's object or patch)
     verbs: frozenset[str] | None = None
     resources: frozenset[str] | None = None
 
     def applies(self, verb: str, rdef: _Resource, subresource: str | None, user_agent: str,
-                identity: Callable[[], str | None]) -> bool:
+                identity: Callable[[], str | None], body: bytes) -> bool:
         if self.verbs is not None and verb not in self.verbs:
             return False
         if self.resources is not None:
@@ -67,6 +69,8 @@ class FaultRule:
             if not names & self.resources:
                 return False
         if self.user_agent is not None and not re.search(self.user_agent, user_agent):
+            return False
+        if self.body is not None and not re.search(self.body, body.decode(errors='replace')):
             return False
         if self.identity is not None and not re.search(self.identity, identity() or ''):
             return False
@@ -96,26 +100,27 @@ class Faults:
 
     def set(self, *, conflict: float = 0.0, error: float = 0.0, throttle: float = 0.0,
             slow: tuple[float, float] | None = None, gone_watch: float = 0.0, retry_after: int = 1,
-            identity: str | None = None, user_agent: str | None = None, verbs: Collection[str] | None = None,
-            resources: Collection[str] | None = None, seed: int | None = None) -> FaultRule:
+            identity: str | None = None, user_agent: str | None = None, body: str | None = None,
+            verbs: Collection[str] | None = None, resources: Collection[str] | None = None,
+            seed: int | None = None) -> FaultRule:
         """Replace the rules with this one (``add`` keeps the others); reseed when ``seed`` is given."""
         with self._lock:
             self._rules = []
             if seed is not None:
                 self._rng.seed(seed)
         return self.add(conflict=conflict, error=error, throttle=throttle, slow=slow, gone_watch=gone_watch,
-                        retry_after=retry_after, identity=identity, user_agent=user_agent, verbs=verbs,
+                        retry_after=retry_after, identity=identity, user_agent=user_agent, body=body, verbs=verbs,
                         resources=resources)
 
     def add(self, *, conflict: float = 0.0, error: float = 0.0, throttle: float = 0.0,
             slow: tuple[float, float] | None = None, gone_watch: float = 0.0, retry_after: int = 1,
-            identity: str | None = None, user_agent: str | None = None, verbs: Collection[str] | None = None,
-            resources: Collection[str] | None = None) -> FaultRule:
+            identity: str | None = None, user_agent: str | None = None, body: str | None = None,
+            verbs: Collection[str] | None = None, resources: Collection[str] | None = None) -> FaultRule:
         for rate in (conflict, error, throttle, gone_watch, *(slow[:1] if slow else ())):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f'a fault rate is a probability in [0, 1], not {rate}')
         rule = FaultRule(conflict=conflict, error=error, throttle=throttle, slow=slow, gone_watch=gone_watch,
-                         retry_after=retry_after, identity=identity, user_agent=user_agent,
+                         retry_after=retry_after, identity=identity, user_agent=user_agent, body=body,
                          verbs=frozenset(verbs) if verbs is not None else None,
                          resources=frozenset(resources) if resources is not None else None)
         with self._lock:
@@ -132,12 +137,13 @@ class Faults:
             return list(self._rules)
 
     def draw(self, verb: str, rdef: _Resource, subresource: str | None, user_agent: str,
-             identity: Callable[[], str | None], *, has_resource_version: bool) -> tuple[float, str | None, int]:
+             identity: Callable[[], str | None], body: bytes, *,
+             has_resource_version: bool) -> tuple[float, str | None, int]:
         """(delay in seconds, the fault to answer with or None, its Retry-After) for one request."""
         delay, fault, retry_after = 0.0, None, 1
         with self._lock:
             for rule in self._rules:
-                if not rule.applies(verb, rdef, subresource, user_agent, identity):
+                if not rule.applies(verb, rdef, subresource, user_agent, identity, body):
                     continue
                 if rule.slow and self._rng.random() < rule.slow[0]:
                     delay = max(delay, rule.slow[1])
@@ -158,13 +164,13 @@ class Faults:
 
     async def intercept(self, method: str, rdef: _Resource, name: str | None, subresource: str | None,
                         params: Mapping[str, str], headers: Mapping[str, str],
-                        identity: Callable[[], str | None]) -> aiohttp.web.StreamResponse | None:
+                        identity: Callable[[], str | None], body: bytes) -> aiohttp.web.StreamResponse | None:
         """The server's hook: sleeps for a slow answer; returns the faulty answer, or None to serve."""
         if not self._rules:
             return None
         verb = kube_verb(method, name, params)
         rv = params.get('resourceVersion') or ''
-        delay, fault, retry_after = self.draw(verb, rdef, subresource, headers.get('User-Agent', ''), identity,
+        delay, fault, retry_after = self.draw(verb, rdef, subresource, headers.get('User-Agent', ''), identity, body,
                                               has_resource_version=rv not in ('', '0'))
         if delay:
             await asyncio.sleep(delay)
@@ -220,7 +226,8 @@ class FaultInjection:
         if rdef is not None and raw is not None:
             injected = await self.faults.intercept(
                 request.method.value, rdef, request.name, request.subresource, request.params, raw.headers,
-                lambda: authenticated_name(self.access_control, raw))  # type: ignore[attr-defined]
+                lambda: authenticated_name(self.access_control, raw),  # type: ignore[attr-defined]
+                request.body)
             if injected is not None:
                 return injected
         return await super()._handle(request)  # type: ignore[misc, no-any-return]

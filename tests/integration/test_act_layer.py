@@ -50,7 +50,9 @@ def test_the_route_never_carries_more_than_ready_canary_pods_can(lab):
 
     def weight_and_ready():
         weight = route_canary_weight(lab, "capacity")  # read the route first: readiness only grows after
-        canary = lab.status("capacity").get("canaryRevision")
+        # The revision the route's canary backend reaches (a promotion is in the status before the route moves).
+        canary = lab.core.read_namespaced_service("capacity-canary", "default").spec.selector.get(
+            "modelrollout.io/revision")
         ready = sum((d.status.ready_replicas or 0) for d in lab.apps.list_namespaced_deployment("default").items
                     if canary and (d.metadata.labels or {}).get("modelrollout.io/revision") == canary)
         return weight, ready

@@ -6,11 +6,14 @@ watches on the operator's requests only; the traffic simulator reports every rou
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from modelrollout_lab import scenarios
 
-from lab_watch import start_stable
+from lab_watch import events_of, start_stable
 
 pytestmark = pytest.mark.lab
 
@@ -71,3 +74,42 @@ def test_releases_under_api_faults_finish_as_planned_with_every_weight_on_the_pl
     every_weight = {w for states in lab.traffic.route_weights_seen().values() for rules in states
                     for backend, w in (rules[0] if rules else {}).items() if backend.endswith("-canary")}
     assert every_weight <= {0, *PLANNED}
+
+
+def test_a_rollback_acted_on_but_not_written_stays_rolled_back_after_the_operator_restarts(lab):
+    """The operator rolls a bad canary back (route weight 0), then its status write fails and it dies before
+    retrying; the next operator cannot judge the canary (Prometheus is down) and must not re-open it."""
+    lab.faults.clear()
+    name = "restarted"
+    v1 = start_stable(lab, name, router="gatewayAPI", steps=[{"weight": 20, "hold": "60s"}],
+                      metrics=[{"name": "error-rate", "max": 0.01, "critical": True}],
+                      no_data={"hold": "5m", "then": "rollback"}, **SAMPLED)
+    since = current_route_state(lab, name)
+    failed_before = lab.faults.counts["error"]
+    # Every status write that records canary weight 0 (the rollback, carried by the cluster) fails.
+    lab.inject_faults(error=1.0, verbs=["patch"], resources=["modelrollouts/status"], body=r'"canaryWeight":\s*0\b')
+    lab.apply(scenarios.release(v1, "2.0.0", {"error-rate": "0.05"}))
+    lab.wait_for(lambda: canary_weights(lab, name, since) == [0, 20, 0] and lab.faults.counts["error"] > failed_before,
+                 timeout=60, what="the rollback acted on and its status write refused")
+    lab.wait_for(lambda: events_of(lab, name, "RolledBack") and [
+        e for e in events_of(lab, name, "ApplyFailed") if "reconcile failed" in e.message],
+        timeout=10, what="events: RolledBack, and why its status was not written")
+    lab.kill_operator(signal.SIGKILL)  # before its next try
+    killed = current_route_state(lab, name)
+    lab.prometheus.stop(keep_data=True)  # the next operator cannot judge the canary again
+    lab.faults.clear()
+    try:
+        lab.start_operator()
+        lab.wait_for(lambda: max(canary_weights(lab, name, killed)) > 0 or (
+            (s := lab.status(name)).get("phase") == "RolledBack" and s.get("canaryWeight") == 0),
+            timeout=40, what="the restarted operator's first pass")
+        time.sleep(6)  # three analysis intervals: time enough to re-open the canary, had it forgotten the rollback
+        assert canary_weights(lab, name, killed) == [0]  # the rolled-back canary never served users again
+        status = lab.status(name)
+        assert status["phase"] == "RolledBack" and "error-rate" in status["message"] and "step 0" in status["message"]
+        assert status["history"][0]["result"] == "RolledBack" and "canaryRevision" not in status
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Stalled"]["status"] == "True" and conditions["Applied"]["status"] == "True"
+        assert [e.type for e in events_of(lab, name, "RolledBack")] == ["Warning"]  # told once, not repeated
+    finally:
+        lab.prometheus.start()

@@ -54,6 +54,16 @@ def test_conflict_on_writes_only(core, faults):
     assert core.read_namespaced_config_map('target', NS).data == {'k': 'v'}  # the refused write changed nothing
 
 
+def test_a_rule_can_pick_the_writes_whose_body_matches(core, faults):
+    faults.set(error=1.0, body=r'"k": "x"')
+    core.patch_namespaced_config_map('target', NS, {'data': {'k': 'w'}})  # another body: served
+    with pytest.raises(ApiException) as caught:
+        core.patch_namespaced_config_map('target', NS, {'data': {'k': 'x'}})
+    assert caught.value.status == 500
+    assert core.read_namespaced_config_map('target', NS).data == {'k': 'w'}
+    core.patch_namespaced_config_map('target', NS, {'data': {'k': 'v'}})
+
+
 def test_internal_error(core, faults):
     faults.set(error=1.0)
     with pytest.raises(ApiException) as caught:

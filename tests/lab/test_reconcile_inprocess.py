@@ -222,6 +222,34 @@ def test_a_rollback_whose_status_cannot_be_written_is_not_undone_by_the_next_pas
     run.close()
 
 
+def test_a_rollback_acted_on_but_not_written_is_not_undone_by_a_restarted_operator(cluster, silent_prometheus):
+    """As above, but the operator restarts before its next pass (a new process: no memory). The
+    rollback is written before the route changes, so the restarted operator starts from it."""
+    api, kubeconfig, api_client = cluster
+    run = release_at_30_percent_without_data(cluster, "restarted", silent_prometheus)
+    run.run()  # an analysis with no answer: the no-data clock starts
+    later = core.parse_ts(run.rollout()["status"]["noDataSince"]) + timedelta(seconds=31)
+
+    # The status write that records what acting achieved (weight 0 carried) fails; the others land.
+    api.server.faults.set(error=1.0, verbs=["patch"], resources=["modelrollouts/status"], body=r'"canaryWeight":\s*0\b')
+    try:
+        run.run(clock=lambda: later)  # overdue: roll back
+    finally:
+        api.server.faults.clear()
+    assert canary_route_weight(api_client, "restarted") == 0
+    assert any(t == "Warning" and "reconcile failed" in m for t, _, m in run.events)
+    run.close()
+
+    restarted = Pass(kubeconfig, api_client, "restarted", silent_prometheus)
+    for _ in range(3):  # Prometheus still says nothing: the older status alone would resume the step at 30 %
+        restarted.run()
+        assert canary_route_weight(api_client, "restarted") == 0
+    status = restarted.rollout()["status"]
+    assert status["phase"] == "RolledBack" and "no conclusive data" in status["message"]
+    assert status["canaryWeight"] == 0 and applied(status)["status"] == "True"
+    restarted.close()
+
+
 def test_an_analysis_with_the_replicas_router_costs_one_api_request_and_records_the_ready_share(cluster):
     """At 1000 rollouts every request of a pass is a load on the API server: a pass in analysis
     writes its status and reads nothing back (the canary's share is the Ready pods the Deployment

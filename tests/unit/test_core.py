@@ -468,6 +468,55 @@ def test_weights_always_follow_the_plan():
     assert run.status.stable_revision == V2.revision
 
 
+def _written_first(run, **step):
+    """Whether the next decision of `run` is written before it is acted on (see reconcile)."""
+    stored = run.status
+    d = run.step(**step)
+    return d.action, core.write_before_acting(run.spec, stored, d.status, step.get("workloads") or {}, run.now)
+
+
+def test_decisions_that_route_users_otherwise_are_written_before_acting_the_others_are_not():
+    """A restart between acting and writing would start from the stored status: only decisions whose
+    routing that status would undo (revisions, weight) need the write before acting."""
+    run = stable_on_v1()
+    run.spec = V2
+    assert _written_first(run, after=1, workloads=ready(V1)) == (Action.START, True)  # a new canary revision
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    assert _written_first(run, after=1, workloads=w) == (Action.ADVANCE, True)  # weight 0 -> 10
+    assert _written_first(run, workloads=w) == (Action.HOLD, False)  # the cluster carries 10: its hold starts
+    assert _written_first(run, after=10, workloads=w, samples=good()) == (Action.HOLD, False)  # judged: same routing
+    w[V2.revision] = Workload(2, 2)
+    assert _written_first(run, after=20, workloads=w, samples=good()) == (Action.ADVANCE, True)  # 10 -> 50
+    run.step(after=10, workloads=w, samples=good())
+    assert _written_first(run, after=30, workloads=w, samples=good()) == (Action.PROMOTE, False)  # still 50
+    assert _written_first(run, after=1, workloads={**ready(V1), **ready(V2)}) == (Action.PROMOTED, True)
+
+
+@pytest.mark.parametrize("samples,commands,action", [
+    (good(**{"error-rate": 0.05}), None, Action.ROLLBACK),
+    (None, Commands(abort="a"), Action.ROLLBACK),
+    (good(latency=0.9), None, Action.HOLD),  # a first non-critical failure holds
+])
+def test_a_rollback_is_written_before_traffic_leaves_the_canary(samples, commands, action):
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    assert _written_first(run, after=10, workloads=w, samples=samples, commands=commands) == \
+        (action, action is Action.ROLLBACK)
+
+
+def test_a_decision_written_before_acting_is_not_ready_until_the_cluster_carries_it():
+    """GitOps health stays true while the decision waits for acting: a promotion is not Ready before
+    its traffic moved, and once carried, the written status says what the decision says."""
+    run = canary_in_step0()
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50)
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=50)
+    assert d.action is Action.PROMOTED and d.status.condition("Ready").status == "True"
+    written = core.intent(d.status, 1, 50, 0, run.now)
+    assert written.condition("Ready").status == "False" and written.condition("Ready").reason == "Converging"
+    assert written.phase == "Succeeded" and written.stable_revision == V2.revision
+    assert core.intent(d.status, 1, 0, 0, run.now) == d.status
+
+
 # ------------------------------------------------------------------ invalid spec and routing arithmetic
 
 def test_invalid_spec_keeps_traffic_and_warns_once():
