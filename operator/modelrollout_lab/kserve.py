@@ -123,10 +123,16 @@ class KServeSimulator:
     def _loop(self) -> None:
         while not self._stop.wait(self.tick):
             try:
-                for isvc in self.kube.get(ISVCS).get("items") or []:  # type: ignore[union-attr]
-                    self.sync(isvc)
+                items = self.kube.get(ISVCS).get("items") or []  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - a lab controller keeps going, like a real one
-                log.exception("kserve sync failed")
+                log.exception("kserve: listing InferenceServices failed")
+                continue
+            for isvc in items:
+                try:
+                    self.sync(isvc)
+                except Exception:  # noqa: BLE001 - one that fails never holds back the others, as in KServe
+                    log.exception("kserve: syncing %s/%s failed", isvc["metadata"].get("namespace"),
+                                  isvc["metadata"].get("name"))
 
     # ---------------------------------------------------------------- one InferenceService
     def _deployments(self, isvc: Obj) -> dict[str, Obj]:

@@ -4,6 +4,7 @@ canary entry are written; everything else in the InferenceService stays as read.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import replace
 
 import pytest
@@ -329,3 +330,34 @@ def test_traffic_simulator_routes_by_the_split_kserve_reports():
     deployments[("default", "sim-predictor-00002")]["status"]["readyReplicas"] = 0
     assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
         ("default", "sim-predictor-00001"): 0.7}
+
+
+def test_one_inference_service_the_lab_cannot_sync_never_holds_back_the_others(api):
+    """The lab's KServe reconciles each InferenceService on its own, as a real controller does: one
+    it fails on (here a malformed minReplicas, listed first) no longer stops it syncing the rest
+    every tick, which left a rollout on a later one waiting for a status that never came."""
+    from modelrollout_lab.kserve import KServeSimulator
+
+    broken = inference_service("a-unsyncable", "default", "RawDeployment")
+    broken["spec"]["predictor"]["minReplicas"] = "two"
+    good = inference_service("b-synced", "default", "RawDeployment")
+
+    async def create(kube):
+        for isvc in (broken, good):
+            await kube.create(ISVCS, isvc)
+
+    with_kube(api, create)
+    simulator = KServeSimulator(api, tick=0.05).start()
+    seen = []
+
+    async def read_status(kube):
+        seen.append((await kube.get(f"{ISVCS}/b-synced")).get("status"))
+
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (seen and seen[-1]):
+            with_kube(api, read_status)
+            time.sleep(0.1)
+        assert seen and seen[-1], "the lab's KServe never synced the second InferenceService"
+    finally:
+        simulator.stop()
