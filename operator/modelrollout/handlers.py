@@ -74,12 +74,12 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
+        if config.metrics_port:  # first: what the self-check finds missing is a metric as soon as it is logged
+            metrics.start_metrics_server(config.metrics_port)
         memo.runtime = Runtime(config=config, kube=Kube(load_configuration(config.kubeconfig)))
         await access.self_check(memo.runtime.kube, config.namespaces)
         memo.wakeups = {}
         memo.seen = {}
-        if config.metrics_port:
-            metrics.start_metrics_server(config.metrics_port)
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: kopf.Memo, **_: Any) -> None:
