@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from modelrollout import owned
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, KubeError
 from modelrollout.manifests import service_name
@@ -120,11 +121,16 @@ class Router(Protocol):
         "stable"); a role with no address of its own is left out. None: not known yet."""
 
 
-def service_addresses(target: RouteTarget) -> dict[str, str]:
-    """The rollout's own `<name>-canary` and `<name>-stable` Services, which select one revision
-    each (routers whose revisions run in the operator's Deployments)."""
-    return {role: f"{service_name(target.name, role)}.{target.namespace}.svc:{target.spec.service.port}"
-            for role in ("canary", "stable")}
+class RevisionsInOwnDeployments:
+    """What the routers whose revisions run in the rollout's own Deployments, each selected by one of
+    its own Services, share: a deleted namesake hands Deployments over, and gates reach the Services."""
+
+    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
+        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
+
+    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
+        return {role: f"{service_name(target.name, role)}.{target.namespace}.svc:{target.spec.service.port}"
+                for role in ("canary", "stable")}
 
 
 def router_for(spec: RolloutSpec) -> Router:

@@ -19,11 +19,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout import owned
-from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
-from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, service_addresses, write_back
+from modelrollout.routers import RouteNotManaged, RouteProblem, RouteTarget, edit_entries, RevisionsInOwnDeployments, write_back
 
 GROUP_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -130,7 +128,7 @@ def canary_share(refs: Refs, namespace: str, rollout: str) -> int:
     return round(100 * weight_of(canary) / total) if total else 0
 
 
-class GatewayApiRouter:
+class GatewayApiRouter(RevisionsInOwnDeployments):
     async def _route(self, kube: Kube, target: RouteTarget) -> tuple[dict[str, Any], list[int]]:
         """The route and its managed rules (RouteProblem: RouteNotFound, RouteNotManaged)."""
         gateway = target.spec.traffic_routing.gateway_api
@@ -187,9 +185,3 @@ class GatewayApiRouter:
             await self._edit(kube, target, lambda refs: stable_only(refs, target))
         except RouteProblem as exc:  # no route, or none of its rules ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
-
-    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
-        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
-
-    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
-        return service_addresses(target)

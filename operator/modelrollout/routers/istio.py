@@ -21,11 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelrollout import owned
-from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.manifests import service_name
-from modelrollout.routers import RouteProblem, RouteTarget, edit_entries, service_addresses, write_back
+from modelrollout.routers import RouteProblem, RouteTarget, edit_entries, RevisionsInOwnDeployments, write_back
 
 GROUP_VERSION = "networking.istio.io/v1"
 
@@ -166,7 +164,7 @@ def mirror_share(route: Route, target: RouteTarget) -> int:
     return round(float((route.get("mirrorPercentage") or {}).get("value", 100.0)))
 
 
-class IstioRouter:
+class IstioRouter(RevisionsInOwnDeployments):
     async def _virtual_service(self, kube: Kube, target: RouteTarget) -> tuple[dict[str, Any], list[int]]:
         """The VirtualService and its managed routes (RouteProblem: RouteNotFound, RouteNotManaged)."""
         istio = target.spec.traffic_routing.istio
@@ -220,9 +218,3 @@ class IstioRouter:
             await self._edit(kube, target, lambda route: stable_only(route, target))
         except RouteProblem as exc:  # no VirtualService, or no route of ours: nothing to restore
             log.info("%s/%s deleted: %s", target.namespace, target.name, exc)
-
-    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
-        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
-
-    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
-        return service_addresses(target)

@@ -10,13 +10,12 @@ after it would read the same counts, and a change of readiness wakes the next pa
 from __future__ import annotations
 
 from modelrollout import manifests, owned
-from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.routers import RouteProblem, RouteTarget, service_addresses
+from modelrollout.routers import RouteProblem, RouteTarget, RevisionsInOwnDeployments
 
 
-class ReplicasRouter:
+class ReplicasRouter(RevisionsInOwnDeployments):
     async def reconcile(self, kube: Kube, target: RouteTarget) -> None:
         wanted = manifests.service(target.spec, target.namespace, target.name, target.uid, "shared", None)
         await owned.ensure_service(kube, wanted, target.service_selectors.get(wanted["metadata"]["name"]),
@@ -54,9 +53,3 @@ class ReplicasRouter:
             if wanted != replicas:
                 await kube.merge_patch(path("apps/v1", "deployments", target.namespace, deployment["metadata"]["name"]),
                                        {"spec": {"replicas": wanted}})
-
-    async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
-        return await owned.handed_over(kube, target.namespace, target.name, target.uid)
-
-    async def addresses(self, kube: Kube, target: RouteTarget) -> dict[str, str]:
-        return service_addresses(target)
