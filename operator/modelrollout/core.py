@@ -226,6 +226,8 @@ def target_weight(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[s
     workload = workloads.get(canary)
     capacity = carried_weight(spec, workload.ready if workload else 0)
     planned = [step.weight for step in spec.strategy.steps[:_step_index(spec, status) + 1]]
+    if status.phase == Phase.PROMOTING.value and status.watching_since:
+        planned.append(100)  # the promotion watch: all traffic, while the stable stands by
     # The highest weight of the plan so far that the Ready canary pods carry: traffic only ever
     # takes the plan's weights, and moves to the step's once its capacity is Ready.
     return max([0] + [weight for weight in planned if weight <= capacity])
@@ -486,7 +488,8 @@ def _clear_canary(b: _Builder) -> None:
     b.set(canary_revision=None, canary_model_version=None, current_step=None, step_weight=None, step_mirror=None,
           canary_ready_at=None, step_entered_at=None, step_started_at=None, serving_since=None,
           last_analysis_at=None, no_data_since=None, no_data_reason=None, no_data_paused=None, paused_at=None,
-          rollout_started_at=None, gating=None, gates={}, promotion_reason=None, failures={}, passed_checks=0)
+          rollout_started_at=None, gating=None, gates={}, promotion_reason=None, watching_since=None, failures={},
+          passed_checks=0)
 
 
 def _start_canary(b: _Builder, revision: str) -> Decision:
@@ -503,7 +506,12 @@ def _rollback(b: _Builder, reason: str, message: str) -> Decision:
     canary = b.status.canary_revision
     step = b.status.current_step
     weight = b.status.canary_weight
-    full = f"rolled back: {message} at step {step} (weight {weight})" if step is not None else f"rolled back: {message}"
+    if b.status.watching_since:
+        full = f"rolled back: {message} while watched at full traffic before promotion (weight {weight})"
+    elif step is not None:
+        full = f"rolled back: {message} at step {step} (weight {weight})"
+    else:
+        full = f"rolled back: {message}"
     b.history(canary, "RolledBack", message, b.status.rollout_started_at)
     b.schedule_scale_down(canary)
     _clear_canary(b)
@@ -806,8 +814,15 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
     if workload is None or not workload.up_to_date or workload.ready < b.spec.replicas:
         ready = workload.ready if workload else 0
         b.wake_in(WARMUP_POLL)
+        _schedule_analysis(b)
         return b.finish(Action.WAIT, Phase.PROMOTING, "Promoting",
                         f"promoting {revision}: {ready}/{b.spec.replicas} replicas ready")
+    if b.command("promote_full"):
+        b.event("Normal", "WatchSkipped", f"promotion of {revision} completed by user, without its watch")
+    else:
+        watching = _watch(b, revision)
+        if watching is not None:
+            return watching
     old_stable = b.status.stable_revision
     b.history(revision, "Promoted", b.status.promotion_reason or "all steps passed", b.status.rollout_started_at)
     _clear_canary(b)
@@ -816,6 +831,31 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
     b.event("Normal", "Promoted", f"revision {revision} promoted to stable; {old_stable} scaled down after "
                                   f"{b.spec.rollback.scale_down_delay:g}s")
     return b.finish(Action.PROMOTED, Phase.SUCCEEDED, "Promoted", f"revision {revision} promoted and stable")
+
+
+def _watch(b: _Builder, revision: str) -> Decision | None:
+    """The promotion watch: the canary serves all traffic, still judged, while the stable stands by,
+    Ready, for a rollback in one write. The analysis a step passed on lags what Prometheus has not
+    scraped yet; a canary that turned bad in that lag is caught here, before it becomes stable.
+    Its window starts afresh at full traffic. None once the watch is over (or there is none)."""
+    watch = b.spec.promotion_watch
+    if not watch:
+        return None
+    if not b.status.watching_since:
+        b.set(watching_since=ts(b.now), step_started_at=ts(b.now))
+        b.event("Normal", "Watching", f"canary {revision} serves all traffic for {watch:g}s, still judged; a failing "
+                                      f"metric routes everyone back to stable {b.status.stable_revision}")
+        action = Action.ADVANCE
+    else:
+        action = Action.HOLD
+    watched = _since(b.status.watching_since, b.now) or 0.0
+    if watched >= watch:
+        return None
+    b.wake_in(watch - watched)
+    _schedule_analysis(b)
+    return b.finish(action, Phase.PROMOTING, "Watching",
+                    f"promoting {revision}: serving all traffic, watched {watched:.0f}s of {watch:g}s before it "
+                    f"becomes stable; {_analysis_summary(b)}")
 
 
 # ---------------------------------------------------------------- analysis
@@ -855,10 +895,10 @@ def _serving(status: RolloutStatus) -> bool:
 
 def analysis_due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """Whether the reconciler should run the queries before calling decide(): every interval
-    while the canary serves anyone."""
+    while the canary serves anyone, until it is stable."""
     if not spec.analysis.metrics or not _serving(status):
         return False
-    if status.phase not in (Phase.PROGRESSING.value, Phase.PAUSED.value):
+    if status.phase not in (Phase.PROGRESSING.value, Phase.PAUSED.value, Phase.PROMOTING.value):
         return False
     if analysis_window_start(spec, status, now) is None:
         return False
@@ -955,7 +995,9 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         b.set(**judged)
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
-    if not warming:  # warm-up samples prove nothing either way (only a critical breach counts)
+    # Warm-up samples prove nothing either way (only a critical breach counts); nor do a promotion's,
+    # which may only fail (its steps passed; compared with a stable that serves no one, most are undecided).
+    if not warming and b.status.phase != Phase.PROMOTING.value:
         lacking = [f"{name}: {j.reason}" for name, j in inconclusive
                    if _lacks_data(rules[name], j, spec.analysis.samples.min)]
         if lacking:

@@ -211,10 +211,28 @@ class Gates(_Frozen):
         return {"beforeTraffic": self.before_traffic, "beforePromotion": self.before_promotion}[name]
 
 
+# Routers whose stable revision keeps all its Ready pods while the canary takes all traffic, so that
+# routing back to it is one write: the promotion watch needs them.
+ROUTERS_WITH_STANDBY_STABLE = frozenset({"gatewayAPI", "istio"})
+DEFAULT_PROMOTION_WATCH = 60.0
+
+
+class Promotion(_Frozen):
+    """After the last step passes and the canary has all its replicas Ready, it serves all traffic for
+    `watch` while analysis goes on; a failing metric then routes everyone back to the stable revision,
+    still running. Only then does the canary become stable. None: DEFAULT_PROMOTION_WATCH where the
+    router keeps the stable on standby (ROUTERS_WITH_STANDBY_STABLE), else 0 (no watch)."""
+
+    watch: Duration | None = None
+
+    _parse = field_validator("watch", mode="before")(lambda v: None if v is None else _duration_field(v))
+
+
 class Strategy(_Frozen):
     warmup: Warmup = Warmup()
     steps: tuple[Step, ...] = Field(min_length=1)
     gates: Gates = Gates()
+    promotion: Promotion = Promotion()
 
     @property
     def mirrors(self) -> bool:
@@ -466,6 +484,14 @@ class RolloutSpec(_Frozen):
     def revision(self) -> str:
         """The template's revision: a short hash, stable across restarts and processes."""
         return template_revision(self.template)
+
+    @property
+    def promotion_watch(self) -> float:
+        """Seconds the canary serves all traffic, still judged, before it becomes stable (0: none)."""
+        watch = self.strategy.promotion.watch
+        if watch is not None:
+            return watch
+        return DEFAULT_PROMOTION_WATCH if self.traffic_routing.router in ROUTERS_WITH_STANDBY_STABLE else 0.0
 
 
 def template_revision(template: dict[str, Any]) -> str:
@@ -907,6 +933,17 @@ def _check_replicas_router(spec: RolloutSpec) -> None:
                                                                  "make the readiness probe wait for the warm-up instead")
 
 
+def _check_promotion_watch(spec: RolloutSpec) -> None:
+    """A watch needs a stable that stays Ready outside the traffic, to route back to in one write."""
+    router = spec.traffic_routing.router
+    if spec.promotion_watch and router not in ROUTERS_WITH_STANDBY_STABLE:
+        why = {"replicas": "the replicas router shares traffic by pods, so the stable has none left when the "
+                           "canary serves everyone",
+               "kserve": "KServe, not the operator, keeps the previous model's pods"}.get(router, "")
+        raise SpecError("spec.strategy.promotion.watch", f"the {router} router cannot watch a canary at full traffic: "
+                                                          f"{why}; set 0s, or use the gatewayAPI or istio router")
+
+
 def _check_kserve_router(spec: RolloutSpec) -> None:
     """KServe splits traffic between its revisions but has no mirror."""
     if spec.traffic_routing.router != "kserve":
@@ -1132,5 +1169,6 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
         raise SpecError("spec.analysis.metrics", f"metric names must be unique, repeated: {duplicates}")
     _check_replicas_router(spec)
     _check_kserve_router(spec)
+    _check_promotion_watch(spec)
     _check_notifications(spec, policy)
     return _check_gates(spec, policy)

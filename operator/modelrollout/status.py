@@ -95,6 +95,8 @@ class RolloutStatus(_Frozen):
     gates: dict[str, GateRecord] = Field(default_factory=dict)
     paused_at: Timestamp | None = Field(default=None, alias="pausedAt")
     promotion_reason: str | None = Field(default=None, alias="promotionReason")
+    # When the promoting canary began to serve all traffic, watched (spec.strategy.promotion.watch).
+    watching_since: Timestamp | None = Field(default=None, alias="watchingSince")
     aborted_revision: str | None = Field(default=None, alias="abortedRevision")
     failures: dict[str, int] = Field(default_factory=dict)
     passed_checks: int | None = Field(default=None, alias="passedChecks")

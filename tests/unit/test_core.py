@@ -218,11 +218,87 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert d.action is Action.PROMOTE and d.status.phase == "Promoting"
     assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == 4
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
+    assert (d.action, d.status.phase) == (Action.ADVANCE, "Promoting")  # all traffic, watched
+    d = run.step(after=60, workloads={**ready(V1), **ready(V2)})
     assert d.action is Action.PROMOTED
     assert d.status.stable_revision == V2.revision and d.status.canary_revision is None
     assert d.status.history[0].result == "Promoted"
     assert d.status.history[0].reason == "step 1 held 30s with passing analysis"  # not a scaling message
     assert [e.revision for e in d.status.scale_downs] == [V1.revision]
+
+
+# ------------------------------------------------------------------ the promotion watch
+
+def watched_at_full_traffic():
+    """v2 passed every step, has all its replicas and serves all traffic, watched; v1 stands by."""
+    run = canary_in_step0()
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50)
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=50)
+    assert (d.action, d.status.phase, d.status.watching_since) == (Action.ADVANCE, "Promoting", core.ts(run.now))
+    assert [e.reason for e in d.events] == ["Watching"]
+    desired = desired_state(V2, d.status, {**ready(V1), **ready(V2)}, run.now)
+    assert (desired.canary_weight, desired.stable_revision, desired.replicas[V1.revision]) == (100, V1.revision, 4)
+    return run
+
+
+def test_a_canary_that_fails_while_watched_at_full_traffic_goes_back_to_the_stable_still_ready():
+    """A step passes on what Prometheus had scraped: a canary that turned bad in its last seconds
+    was promoted unjudged. Watched at full traffic, it is rolled back, and v1 never stopped serving."""
+    run = watched_at_full_traffic()
+    full = {**ready(V1), **ready(V2)}
+    assert analysis_due(V2, run.status, run.now + timedelta(seconds=10))
+    d = run.step(after=10, workloads=full, samples=good(**{"error-rate": 0.08}))
+    assert (d.action, d.status.phase) == (Action.ROLLBACK, "RolledBack")
+    assert d.status.stable_revision == V1.revision and d.status.aborted_revision == V2.revision
+    assert "while watched at full traffic" in d.status.message and "error-rate" in d.status.message
+    assert d.status.history[0].result == "RolledBack"
+    desired = desired_state(V2, d.status, full, run.now)
+    assert (desired.canary_weight, desired.stable_revision, desired.replicas[V1.revision]) == (0, V1.revision, 4)
+
+
+def test_a_watched_canary_becomes_stable_once_its_watch_passes_undecided_or_without_data():
+    """The watch may only fail: its stable serves no one, so comparisons are undecided, and a missing
+    analysis is no reason to pause or roll back a canary whose steps all passed."""
+    run = watched_at_full_traffic()
+    full = {**ready(V1), **ready(V2)}
+    no_data = tuple(MetricSample(name, "q", error="Prometheus down") for name in ("error-rate", "latency"))
+    for samples in (no_data, good(latency=None), None, no_data, no_data):
+        d = run.step(after=10, workloads=full, samples=samples)
+        assert (d.action, d.status.phase, d.status.no_data_since) == (Action.HOLD, "Promoting", None), d.status.message
+        assert "watched" in d.status.message and d.requeue_after <= 10
+    d = run.step(after=10, workloads=full)
+    assert (d.action, d.status.stable_revision, d.status.watching_since) == (Action.PROMOTED, V2.revision, None)
+    assert [e.revision for e in d.status.scale_downs] == [V1.revision]
+
+
+def test_a_canary_is_judged_while_its_replicas_scale_up_for_promotion():
+    run = canary_in_step0()
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50, canary_weight=50)
+    assert analysis_due(V2, run.status, run.now + timedelta(seconds=10))
+    d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(4, 2)}, samples=good(**{"error-rate": 0.08}))
+    assert (d.action, d.status.stable_revision) == (Action.ROLLBACK, V1.revision)
+
+
+def test_promote_full_ends_the_watch_and_abort_rolls_it_back():
+    full = {**ready(V1), **ready(V2)}
+    run = watched_at_full_traffic()
+    d = run.step(after=5, workloads=full, commands=Commands(promote_full="t1"))
+    assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
+    assert "WatchSkipped" in [e.reason for e in d.events]
+    run = watched_at_full_traffic()
+    d = run.step(after=5, workloads=full, commands=Commands(abort="t1"))
+    assert (d.action, d.status.stable_revision, d.status.aborted_revision) == (Action.ROLLBACK, V1.revision, V2.revision)
+
+
+def test_a_watch_of_0s_promotes_as_soon_as_the_replicas_are_ready():
+    unwatched = make_spec("model:v2", steps=[{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}])
+    unwatched = unwatched.model_copy(update={"strategy": unwatched.strategy.model_copy(
+        update={"promotion": unwatched.strategy.promotion.model_copy(update={"watch": 0.0})})})
+    run = canary_in_step0()
+    run.spec = unwatched
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50)
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=50)
+    assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
 
 
 def test_a_new_template_waits_until_the_cluster_carries_the_promoted_revision_alone():
@@ -462,9 +538,9 @@ def test_weights_always_follow_the_plan():
     for _ in range(20):
         d = run.step(after=10, workloads=w, samples=good() if analysis_due(V2, run.status, run.now + timedelta(seconds=10)) else None)
         seen.append(d.status.canary_weight)
-    assert all(weight in {0, 10, 50} for weight in seen)
+    assert all(weight in {0, 10, 50, 100} for weight in seen)
     during = seen[:seen.index(0)] if 0 in seen else seen
-    assert during == sorted(during) and during[-1] == 50  # weights only go up, through the plan
+    assert during == sorted(during) and during[-1] == 100  # weights only go up: the plan, then the watch
     assert run.status.stable_revision == V2.revision
 
 
@@ -489,7 +565,10 @@ def test_decisions_that_route_users_otherwise_are_written_before_acting_the_othe
     assert _written_first(run, after=20, workloads=w, samples=good()) == (Action.ADVANCE, True)  # 10 -> 50
     run.step(after=10, workloads=w, samples=good())
     assert _written_first(run, after=30, workloads=w, samples=good()) == (Action.PROMOTE, False)  # still 50
-    assert _written_first(run, after=1, workloads={**ready(V1), **ready(V2)}) == (Action.PROMOTED, True)
+    w = {**ready(V1), **ready(V2)}
+    assert _written_first(run, after=1, workloads=w) == (Action.ADVANCE, True)  # 50 -> 100: the watch
+    assert _written_first(run, after=10, workloads=w, samples=good()) == (Action.HOLD, False)  # watched
+    assert _written_first(run, after=60, workloads=w) == (Action.PROMOTED, True)  # v2 stable
 
 
 @pytest.mark.parametrize("samples,commands,action", [
@@ -508,8 +587,8 @@ def test_a_decision_written_before_acting_is_not_ready_until_the_cluster_carries
     """GitOps health stays true while the decision waits for acting: a promotion is not Ready before
     its traffic moved, and once carried, the written status says what the decision says."""
     run = canary_in_step0()
-    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50)
-    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=50)
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50, watching_since=core.ts(run.now))
+    d = run.step(after=60, workloads={**ready(V1), **ready(V2)}, traffic=50)
     assert d.action is Action.PROMOTED and d.status.condition("Ready").status == "True"
     written = core.intent(d.status, 1, 50, 0, run.now)
     assert written.condition("Ready").status == "False" and written.condition("Ready").reason == "Converging"

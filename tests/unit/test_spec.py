@@ -169,6 +169,18 @@ def test_replicas_router_refuses_what_pod_counts_cannot_carry(raw, field, words)
     parse_spec(with_("trafficRouting", GATEWAY, raw), POLICY)  # a route can carry all of it
 
 
+def test_promotion_watch_is_defaulted_where_the_router_keeps_the_stable_ready_and_refused_where_it_cannot():
+    """A canary at full traffic can only be routed back in one write to a stable still Ready: behind a
+    route, yes; with the replicas router the stable has given its pods up by then."""
+    assert parse_spec(with_("trafficRouting", GATEWAY, BASE), POLICY).promotion_watch == 60
+    assert parse_spec(with_("strategy.promotion", {"watch": "0s"}, with_("trafficRouting", GATEWAY, BASE)),
+                      POLICY).promotion_watch == 0
+    assert parse_spec(BASE, POLICY).promotion_watch == 0  # replicas router: no watch by default
+    with pytest.raises(SpecError) as info:
+        parse_spec(with_("strategy.promotion", {"watch": "1m"}, BASE), POLICY)
+    assert info.value.field == "spec.strategy.promotion.watch" and "replicas router" in info.value.message
+
+
 def test_replicas_router_accepts_whole_pods():
     spec = parse_spec(with_("strategy.steps", [{"weight": 25, "hold": "1m"}, {"weight": 50}, {"weight": 100}],
                             with_("replicas", 4)), POLICY)

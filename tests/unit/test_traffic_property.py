@@ -139,7 +139,7 @@ def test_canary_share_never_exceeds_the_step_and_a_serving_canary_is_analysed(sc
         decision = core.decide(spec, status, Observations(workloads=cluster.workloads(), traffic=carried,
                                                            commands=Commands(), samples=samples), now)
         status = decision.status
-        if carried > 0 and status.phase in ("Progressing", "Paused") and status.canary_revision:
+        if carried > 0 and status.phase in ("Progressing", "Paused", "Promoting") and status.canary_revision:
             # The canary serves: an analysis must be due within one interval.
             assert core.analysis_due(spec, status, now + timedelta(seconds=spec.analysis.interval)), status
         cluster.apply(core.desired_state(spec, status, cluster.workloads(), now), seconds)
@@ -150,7 +150,8 @@ def test_canary_share_never_exceeds_the_step_and_a_serving_canary_is_analysed(sc
             # Raised only as far as Ready canary pods carry (N*w/100 of them for weight w), and only
             # ever to a weight of the plan.
             assert cluster.route_weight * spec.replicas <= 100 * cluster.ready.get(status.canary_revision, 0)
-            assert cluster.route_weight in {0, *weights}
+            watched = status.phase == "Promoting" and status.watching_since  # all traffic, stable on standby
+            assert cluster.route_weight in {0, *weights, *([100] if watched else [])}
         if v2.revision in (status.stable_revision, status.aborted_revision) \
                 and status.phase in ("Succeeded", "RolledBack") and not status.scale_downs:
             break
