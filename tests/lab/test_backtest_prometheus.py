@@ -23,7 +23,7 @@ except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
 
 from modelrollout.backtest import backtest, backtest_command, outcome
-from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
+from modelrollout_lab.prometheus import PrometheusServer, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import PlatformPolicy, parse_spec
 
@@ -74,12 +74,8 @@ ROLLOUT = {
 
 
 @pytest.fixture(scope="module")
-def history():
+def history(prometheus_binary):
     """(prometheus, moment the exposition started), once 18 s of history exist."""
-    try:
-        find_prometheus(install=False)
-    except PrometheusError as exc:
-        pytest.skip(str(exc))
     with scraping(exposition) as (prom, started):
         time.sleep(max(0.0, started + 19 - time.time()))
         assert prom.query("count_over_time(up[1m])"), prom.log_tail()

@@ -20,7 +20,7 @@ from modelrollout.report import build
 from modelrollout.spec import PlatformPolicy, parse_spec
 from modelrollout.stats import Verdict
 from modelrollout.status import RolloutStatus
-from modelrollout_lab.prometheus import PrometheusError, find_prometheus, scraping
+from modelrollout_lab.prometheus import scraping
 
 pytestmark = pytest.mark.lab
 
@@ -51,11 +51,7 @@ def exposition(elapsed: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def prometheus():
-    try:
-        find_prometheus(install=False)
-    except PrometheusError as exc:
-        pytest.skip(str(exc))
+def prometheus(prometheus_binary):
     with scraping(exposition) as (prom, _):
         prom.wait_for_scrapes(11, timeout=40)
         yield prom

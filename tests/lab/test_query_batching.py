@@ -23,7 +23,7 @@ from modelrollout.providers import ProviderError
 from modelrollout.providers.batching import BatchingProvider, batched_query, batches, plan
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.spec import histogram_query, load_preset, render_query
-from modelrollout_lab.prometheus import PrometheusError, find_prometheus, scraping
+from modelrollout_lab.prometheus import scraping
 
 pytestmark = pytest.mark.lab
 
@@ -88,11 +88,7 @@ def exposition(elapsed: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def prometheus():
-    try:
-        find_prometheus(install=False)
-    except PrometheusError as exc:
-        pytest.skip(str(exc))
+def prometheus(prometheus_binary):
     with scraping(exposition) as (prom, _):
         prom.wait_for_scrapes(32)  # the 30 s windows hold samples
         yield prom

@@ -27,7 +27,7 @@ except ImportError:  # a checkout without `pip install -e .`
 from modelrollout.analysis import measure, query_values
 from modelrollout.core import ts
 from modelrollout.evaluate import evaluate
-from modelrollout_lab.prometheus import PrometheusError, PrometheusServer, find_prometheus, scraping
+from modelrollout_lab.prometheus import PrometheusServer, scraping
 from modelrollout.providers.prometheus import PrometheusProvider
 from modelrollout.manifests import deployment_name
 from modelrollout.spec import PlatformPolicy, load_preset, parse_spec, placeholders, render_query, PLACEHOLDERS
@@ -163,11 +163,7 @@ def exposition(elapsed: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def prometheus():
-    try:
-        find_prometheus(install=False)
-    except PrometheusError as exc:
-        pytest.skip(str(exc))
+def prometheus(prometheus_binary):
     with scraping(exposition) as (prom, _):
         prom.wait_for_scrapes(11, timeout=40)  # windows of 10s hold 9+ points
         yield prom

@@ -21,7 +21,7 @@ from modelrollout.stats import (
 )
 from modelrollout.stats import _log_lik, _restricted_mle
 
-P, F, I = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
+P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 INF = math.inf
 NAN = math.nan
 
@@ -40,8 +40,8 @@ def test_verdict_values_and_frozen_judgement() -> None:
 @pytest.mark.parametrize(
     ("value", "samples", "kw", "verdict", "in_reason"),
     [
-        (None, 100, {"max": 0.01}, I, "no data"),
-        (NAN, 100, {"max": 0.01}, I, "no data"),
+        (None, 100, {"max": 0.01}, INC, "no data"),
+        (NAN, 100, {"max": 0.01}, INC, "no data"),
         (0.005, 100, {"max": 0.01}, P, "0.005 <= max 0.01"),
         (0.01, 100, {"max": 0.01}, P, "<= max"),  # boundary is inclusive
         (0.0100001, 100, {"max": 0.01}, F, "> max 0.01"),
@@ -49,10 +49,10 @@ def test_verdict_values_and_frozen_judgement() -> None:
         (0.85, 500, {"min": 0.85}, P, ">= min 0.85"),
         (0.8499, 500, {"min": 0.85}, F, "< min 0.85"),
         (0.9, 500, {"min": 0.85, "max": 0.95}, P, ">= min 0.85 and <= max 0.95"),
-        (0.5, 10, {"max": 0.01, "min_samples": 100}, I, "only 10 samples, need 100"),
+        (0.5, 10, {"max": 0.01, "min_samples": 100}, INC, "only 10 samples, need 100"),
         (0.5, 100, {"max": 0.01, "min_samples": 100}, F, "> max"),
         (0.001, None, {"max": 0.01, "min_samples": 100}, P, "<= max"),  # unknown sample count
-        (0.001, -5, {"max": 0.01}, I, "counter reset"),
+        (0.001, -5, {"max": 0.01}, INC, "counter reset"),
         (INF, 100, {"max": 0.3}, F, "+Inf > max"),
     ],
 )
@@ -73,9 +73,9 @@ def test_judge_threshold_needs_a_bound() -> None:
 @pytest.mark.parametrize(
     ("canary", "stable", "kw", "verdict", "in_reason"),
     [
-        (None, 0.2, {"max_increase": 0.05}, I, "no data for canary"),
-        (0.2, None, {"max_increase": 0.05}, I, "no data for stable"),
-        (0.2, NAN, {"max_increase": 0.05}, I, "no data for stable"),
+        (None, 0.2, {"max_increase": 0.05}, INC, "no data for canary"),
+        (0.2, None, {"max_increase": 0.05}, INC, "no data for stable"),
+        (0.2, NAN, {"max_increase": 0.05}, INC, "no data for stable"),
         (0.24, 0.2, {"max_increase": 0.05}, P, "within tolerance"),
         (0.25, 0.2, {"max_increase": 0.05}, P, "within tolerance"),  # inclusive (float-safe values)
         (0.26, 0.2, {"max_increase": 0.05}, F, "increase beyond"),
@@ -89,10 +89,10 @@ def test_judge_threshold_needs_a_bound() -> None:
         (0.87, 0.90, {"max_decrease": 0.05}, P, "within"),
         (0.80, 0.90, {"max_decrease": 0.1, "relative": True}, F, "-11.1%"),
         # relative change against a stable value of 0 is undefined
-        (0.01, 0.0, {"max_increase": 0.5, "relative": True}, I, "relative change undefined"),
+        (0.01, 0.0, {"max_increase": 0.5, "relative": True}, INC, "relative change undefined"),
         (0.0, 0.0, {"max_increase": 0.5, "relative": True}, P, "within"),
         # sample size
-        (0.9, 0.1, {"max_increase": 0.05, "min_samples": 100, "samples": 20}, I, "only 20 samples"),
+        (0.9, 0.1, {"max_increase": 0.05, "min_samples": 100, "samples": 20}, INC, "only 20 samples"),
     ],
 )
 def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
@@ -101,7 +101,7 @@ def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
     j = judge_vs_stable(canary, stable, samples, **kw)
     assert j.verdict is verdict, j.reason
     assert in_reason in j.reason
-    if verdict is not I or "samples" in in_reason:
+    if verdict is not INC or "samples" in in_reason:
         assert j.evidence["canary"] == canary
 
 
@@ -112,19 +112,19 @@ def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
     ("args", "kw", "verdict", "in_reason"),
     [
         # missing / broken data
-        ((None, 1000, 1, 1000), {}, I, "no data for canary"),
-        ((NAN, 1000, 1, 1000), {}, I, "no data for canary"),
-        ((1, 1000, None, None), {}, I, "no data for stable"),
-        ((1, 1000, NAN, 1000), {}, I, "no data for stable"),
-        ((0, 0, 1, 1000), {}, I, "no canary traffic"),
-        ((1, 1000, 0, 0), {}, I, "no stable traffic"),
-        ((-3, 1000, 1, 1000), {}, I, "counter reset"),
-        ((3, -1000, 1, 1000), {}, I, "counter reset"),
-        ((3, 1000, 1, -20), {}, I, "counter reset"),
-        ((30, 20, 1, 1000), {}, I, "inconsistent counts"),
+        ((None, 1000, 1, 1000), {}, INC, "no data for canary"),
+        ((NAN, 1000, 1, 1000), {}, INC, "no data for canary"),
+        ((1, 1000, None, None), {}, INC, "no data for stable"),
+        ((1, 1000, NAN, 1000), {}, INC, "no data for stable"),
+        ((0, 0, 1, 1000), {}, INC, "no canary traffic"),
+        ((1, 1000, 0, 0), {}, INC, "no stable traffic"),
+        ((-3, 1000, 1, 1000), {}, INC, "counter reset"),
+        ((3, -1000, 1, 1000), {}, INC, "counter reset"),
+        ((3, 1000, 1, -20), {}, INC, "counter reset"),
+        ((30, 20, 1, 1000), {}, INC, "inconsistent counts"),
         # tiny samples: even an awful canary is not judged below min_samples
-        ((5, 10, 0, 1000), {"min_samples": 100}, I, "only 10 canary requests, need 100"),
-        ((0, 1000, 0, 50), {"min_samples": 100}, I, "only 50 stable requests"),
+        ((5, 10, 0, 1000), {"min_samples": 100}, INC, "only 10 canary requests, need 100"),
+        ((0, 1000, 0, 50), {"min_samples": 100}, INC, "only 50 stable requests"),
         # clearly bad: 5.2 % vs 0.1 %
         ((120, 2310, 2, 2000), {"tolerance": 0.005}, F, "worse than stable beyond tolerance 0.005 (p<0.0001)"),
         # zero stable errors: still decides
@@ -133,34 +133,34 @@ def test_judge_vs_stable(canary, stable, kw, verdict, in_reason) -> None:
         # healthy and plenty of traffic: PASS
         ((20, 20000, 19, 19000), {"tolerance": 0.002}, P, "proven within"),
         # healthy but little traffic: INCONCLUSIVE, with an estimate
-        ((1, 500, 10, 9500), {"tolerance": 0.002}, I, "need more samples (~"),
+        ((1, 500, 10, 9500), {"tolerance": 0.002}, INC, "need more samples (~"),
         # a fixed bound, no stable: significantly above / within / undecided
         ((40, 2000, None, None), {"tolerance": None, "bound": 0.01}, F, "error rate 0.02 over 2,000 requests: above max 0.01"),
         ((0, 1000, None, None), {"tolerance": None, "bound": 0.01, "alpha": 0.01}, P, "proven within"),
-        ((12, 1000, None, None), {"tolerance": None, "bound": 0.01}, I, "need more samples"),
+        ((12, 1000, None, None), {"tolerance": None, "bound": 0.01}, INC, "need more samples"),
         # the case: 2 errors in 40 requests is not "above 5 %" (old code: 0.05 > 0.05? no; 3 in 40 was)
-        ((3, 40, None, None), {"tolerance": None, "bound": 0.05, "min_samples": 20}, I, "need more samples"),
+        ((3, 40, None, None), {"tolerance": None, "bound": 0.05, "min_samples": 20}, INC, "need more samples"),
         # a bound and a comparison: the bound alone when stable has no traffic yet
         ((0, 1000, 0, 0), {"tolerance": 0.002, "bound": 0.01, "alpha": 0.01}, P, "over 1,000 requests: proven within"),
         ((30, 1000, 1, 1000), {"tolerance": 0.05, "bound": 0.01}, F, "above max 0.01"),
         # quality, higher is better (first count = correct predictions)
         ((850, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "good rate 0.85 vs stable 0.93"),
         ((9300, 10000, 9320, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "proven within"),
-        ((930, 1000, 900, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, I, "need more samples (~1"),
+        ((930, 1000, 900, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, INC, "need more samples (~1"),
         ((1860, 2000, 1800, 2000), {"tolerance": 0.02, "direction": "higher_is_better"}, P, "proven within"),
-        ((915, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, I, "need more samples"),
+        ((915, 1000, 930, 1000), {"tolerance": 0.02, "direction": "higher_is_better"}, INC, "need more samples"),
         ((8800, 10000, 9300, 10000), {"tolerance": 0.02, "direction": "higher_is_better"}, F, "worse than stable"),
         ((700, 1000, None, None), {"tolerance": None, "bound": 0.85, "direction": "higher_is_better"}, F,
          "good rate 0.7 over 1,000 requests: below min 0.85"),
         # powered: not failed after the requests that catch tolerance beyond the limit with 80 % power
         ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered", "effect": 0.05}, P,
          "enough to catch 0.1 with 80% power"),
-        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered"}, I,
+        ((20, 600, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered"}, INC,
          "need more samples"),  # a bound with no effect to catch must be proven
         ((2, 200, None, None), {"tolerance": None, "bound": 0.05, "pass_rule": "powered", "alpha": 0.01,
-                                "min_samples": 20, "effect": 0.05}, I, "need more samples"),
+                                "min_samples": 20, "effect": 0.05}, INC, "need more samples"),
         # a window that may only fail: never PASS
-        ((0, 20000, 0, 20000), {"tolerance": 0.005, "fail_only": True}, I, "not failing"),
+        ((0, 20000, 0, 20000), {"tolerance": 0.005, "fail_only": True}, INC, "not failing"),
         ((120, 2310, 2, 2000), {"tolerance": 0.005, "fail_only": True}, F, "worse than stable"),
         # fractional counts from Prometheus increase() are fine
         ((119.7, 2310.4, 2.1, 2000.2), {"tolerance": 0.005}, F, "worse"),
@@ -212,7 +212,7 @@ def test_restricted_mle_maximises_the_likelihood_on_the_boundary(xc, nc, xs, ns,
 
 def test_judge_proportion_inconclusive_estimate_is_roughly_right() -> None:
     j = judge_proportion(1, 1000, 19, 19000, tolerance=0.002, alpha=0.05)
-    assert j.verdict is I
+    assert j.verdict is INC
     need = j.evidence["samples_needed"]
     k = need / 1000 * 1.02
     later = judge_proportion(1 * k, 1000 * k, 19 * k, 19000 * k, tolerance=0.002, alpha=0.05)
@@ -280,11 +280,11 @@ ALL_SLOW = [(0.1, 0), (0.25, 0), (0.5, 0), (1.0, 0), (INF, 100)]
 @pytest.mark.parametrize(
     ("canary", "stable", "kw", "verdict", "in_reason"),
     [
-        (None, None, {"q": 0.95, "max": 0.3}, I, "no data for canary"),
-        ([(0.1, 0), (INF, 0)], None, {"q": 0.95, "max": 0.3}, I, "only 0 canary observations"),
-        (LAT[:-1], None, {"q": 0.95, "max": 0.3}, I, "no +Inf bucket"),
-        ([(0.1, -1), (INF, 100)], None, {"q": 0.95, "max": 0.3}, I, "counter reset"),
-        ([(0.1, NAN), (INF, 100)], None, {"q": 0.95, "max": 0.3}, I, "NaN"),
+        (None, None, {"q": 0.95, "max": 0.3}, INC, "no data for canary"),
+        ([(0.1, 0), (INF, 0)], None, {"q": 0.95, "max": 0.3}, INC, "only 0 canary observations"),
+        (LAT[:-1], None, {"q": 0.95, "max": 0.3}, INC, "no +Inf bucket"),
+        ([(0.1, -1), (INF, 100)], None, {"q": 0.95, "max": 0.3}, INC, "counter reset"),
+        ([(0.1, NAN), (INF, 100)], None, {"q": 0.95, "max": 0.3}, INC, "NaN"),
         (LAT, None, {"q": 0.95, "max": 1.0}, P, "p95 0.812 <= max 1"),
         (LAT, None, {"q": 0.95, "max": 0.8}, F, "p95 0.812 > max 0.8"),
         (LAT, None, {"q": 0.5, "max": 0.25}, P, "<= max 0.25"),  # exact boundary passes
@@ -292,20 +292,20 @@ ALL_SLOW = [(0.1, 0), (0.25, 0), (0.5, 0), (1.0, 0), (INF, 100)]
         (LAT, None, {"q": 0.99, "max": 0.3}, F, "above the highest finite bucket bound 1"),
         (LAT, None, {"q": 0.99, "max": 5.0}, F, "Prometheus would report 1"),
         # tiny samples
-        ([(0.1, 1), (INF, 10)], None, {"q": 0.95, "max": 0.3, "min_samples": 50}, I, "only 10 canary"),
+        ([(0.1, 1), (INF, 10)], None, {"q": 0.95, "max": 0.3, "min_samples": 50}, INC, "only 10 canary"),
         # vs stable: absolute and relative
         (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.5}, P, "within +0.5"),
         (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.2}, F, "increase beyond +0.2"),
         (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.5, "relative": True}, F, "+62.5%"),
         (LAT, STABLE_LAT, {"q": 0.95, "max_increase": 0.7, "relative": True}, P, "+62.5%"),
-        (LAT, None, {"q": 0.95, "max_increase": 0.2}, I, "no data for stable"),
-        (LAT, [(0.1, 1), (INF, 5)], {"q": 0.95, "max_increase": 0.2}, I, "only 5 stable"),
+        (LAT, None, {"q": 0.95, "max_increase": 0.2}, INC, "no data for stable"),
+        (LAT, [(0.1, 1), (INF, 5)], {"q": 0.95, "max_increase": 0.2}, INC, "only 5 stable"),
         # both max and stable: any failure fails
         (LAT, STABLE_LAT, {"q": 0.95, "max": 0.5, "max_increase": 0.5}, F, "> max 0.5"),
         # missing stable but max breached: FAIL beats INCONCLUSIVE
         (LAT, None, {"q": 0.95, "max": 0.5, "max_increase": 0.5}, F, "> max 0.5"),
         # +Inf on both sides: cannot compare
-        (ALL_SLOW, ALL_SLOW, {"q": 0.95, "max_increase": 0.1}, I, "both above the highest finite"),
+        (ALL_SLOW, ALL_SLOW, {"q": 0.95, "max_increase": 0.1}, INC, "both above the highest finite"),
         (ALL_SLOW, STABLE_LAT, {"q": 0.95, "max_increase": 0.1}, F, "above every finite bucket"),
     ],
 )
@@ -376,27 +376,27 @@ def test_a_real_drift_is_still_caught_within_a_few_hundred_canary_observations()
 @pytest.mark.parametrize(
     ("canary", "stable", "kw", "verdict", "in_reason"),
     [
-        (None, SAME, {"max_psi": 0.1}, I, "no data for canary"),
-        (SAME, None, {"max_psi": 0.1}, I, "no data for stable"),
+        (None, SAME, {"max_psi": 0.1}, INC, "no data for canary"),
+        (SAME, None, {"max_psi": 0.1}, INC, "no data for stable"),
         (SAME, SAME, {"max_psi": 0.1}, P, "no shift: PSI 0 <= 0.1"),
         (SAME, SHIFTED, {"max_psi": 0.1}, F, "distribution shifted: PSI"),
         (SAME, SHIFTED, {"max_js": 0.1}, F, "JS"),
         (SAME, SHIFTED, {"max_psi": 5.0}, P, "no shift"),
         # below min_count on either side
-        (cumulative([1, 2, 3, 3, 1]), SHIFTED, {"max_psi": 0.1}, I, "only 10 canary observations"),
-        (SHIFTED, cumulative([1, 2, 3, 3, 1]), {"max_psi": 0.1}, I, "only 10 stable observations"),
+        (cumulative([1, 2, 3, 3, 1]), SHIFTED, {"max_psi": 0.1}, INC, "only 10 canary observations"),
+        (SHIFTED, cumulative([1, 2, 3, 3, 1]), {"max_psi": 0.1}, INC, "only 10 stable observations"),
         # a large PSI from few counts is not significant: INCONCLUSIVE, not FAIL
         (cumulative([5, 5, 10, 10, 0]), cumulative([10, 10, 5, 5, 0]),
-         {"max_psi": 0.1, "min_count": 20}, I, "not significant"),
+         {"max_psi": 0.1, "min_count": 20}, INC, "not significant"),
         # the same shape with 100x the counts is significant
         (cumulative([500, 500, 1000, 1000, 0]), cumulative([1000, 1000, 500, 500, 0]),
          {"max_psi": 0.1, "min_count": 20}, F, "shifted"),
         # empty buckets on one side: epsilon smoothing, no crash
         (cumulative([0, 0, 500, 500, 0]), cumulative([500, 500, 0, 0, 0]), {"max_psi": 0.1}, F, "shifted"),
         # different bucket layouts
-        (SAME, cumulative([100, 200, 300, 300, 100], [0.2, 0.4, 0.6, 0.8, INF]), {"max_psi": 0.1}, I,
+        (SAME, cumulative([100, 200, 300, 300, 100], [0.2, 0.4, 0.6, 0.8, INF]), {"max_psi": 0.1}, INC,
          "different buckets"),
-        ([(0.1, -5), (INF, 100)], SAME, {"max_psi": 0.1}, I, "counter reset"),
+        ([(0.1, -5), (INF, 100)], SAME, {"max_psi": 0.1}, INC, "counter reset"),
     ],
 )
 def test_judge_distribution_shift(canary, stable, kw, verdict, in_reason) -> None:
@@ -522,14 +522,14 @@ LAT_SLOW = _cumulative(0, 200, 1000, 700, 100, 0)         # canary: everything ~
 
 
 @pytest.mark.parametrize(("canary", "stable", "kw", "verdict", "in_reason"), [
-    (None, LAT_FAST, {}, I, "no data for canary"),
-    (LAT_SAME, None, {}, I, "no data for stable"),
-    (_cumulative(10, 5, 1, 0, 0, 0), LAT_FAST, {}, I, "only 16 canary observations, need 100"),
-    ([(0.1, 5), (INF, 10)], LAT_FAST, {}, I, "different buckets"),
+    (None, LAT_FAST, {}, INC, "no data for canary"),
+    (LAT_SAME, None, {}, INC, "no data for stable"),
+    (_cumulative(10, 5, 1, 0, 0, 0), LAT_FAST, {}, INC, "only 16 canary observations, need 100"),
+    ([(0.1, 5), (INF, 10)], LAT_FAST, {}, INC, "different buckets"),
     (LAT_SLOW, LAT_FAST, {}, F, "canary slower: 90.0% of canary observations above le=0.1 vs 10.0% of stable's"),
     (LAT_TAIL, LAT_FAST, {}, F, "10.0% of canary observations above le=0.25 vs 1.0% of stable's"),  # a p50 would not see it
     (LAT_FAST, LAT_FAST, {"tolerance": 0.05}, P, "not slower beyond tolerance 0.05 at any of 5 bucket bounds"),
-    (LAT_SAME, LAT_FAST, {"tolerance": 0.005}, I, "need more samples"),
+    (LAT_SAME, LAT_FAST, {"tolerance": 0.005}, INC, "need more samples"),
     (LAT_FAST, LAT_SLOW, {}, P, "not slower"),  # faster than stable is never a failure
 ])
 def test_judge_stochastic_order(canary, stable, kw, verdict, in_reason) -> None:
