@@ -36,6 +36,7 @@ REAL_NOISY_RPS = 40.0
 OURS_REAL_INTERVAL = 15.0  # ours looks every 15 real seconds (its tests may be looked at any time)
 OURS_REAL_STEPS = (10, 25, 50)  # ... each held at least OURS_REAL_HOLD, then promotion
 OURS_REAL_HOLD = 30.0
+OURS_REAL_WATCH = 60.0    # ... and watched at full traffic for the default 1m before it becomes stable
 ARGO_STEPS = (20, 40, 60, 80)  # Argo's example: setWeight steps, each followed by a 10m pause
 ARGO_PAUSE = 600.0
 ARGO_EXAMPLE_SECONDS = len(ARGO_STEPS) * ARGO_PAUSE  # real seconds to its promotion
@@ -173,12 +174,13 @@ def ours_default_rollout(name: str, behaviour: dict[str, str], version: str, qua
     """Ours at its recommended defaults, every duration compressed: the `http` preset's default metrics
     (error-rate max 0.01 as an exact test, critical; latency p95 <= 0.3 s, failureLimit 2; plus its
     quality and prediction-drift metrics where the scenario has them), samples.min, alpha, `pass:
-    powered`, recentWindow, decideWithin 30m, noData 5m then rollback, scaleDownDelay 30s all as
-    defaulted; analysis every 15 s; steps 10/25/50 % held at least 30 s."""
+    powered`, recentWindow, decideWithin 30m, noData 5m then rollback, scaleDownDelay 30s, the promotion watch 1m all
+    as defaulted; analysis every 15 s; steps 10/25/50 % held at least 30 s."""
     body = ours_rollout(name, behaviour, version, quality=quality, drift=drift)
     spec = body["spec"]
     spec["strategy"] = {"warmup": {"readinessTimeout": lab_duration(600)},
-                        "steps": [{"weight": w, "hold": lab_duration(OURS_REAL_HOLD)} for w in OURS_REAL_STEPS]}
+                        "steps": [{"weight": w, "hold": lab_duration(OURS_REAL_HOLD)} for w in OURS_REAL_STEPS],
+                        "promotion": {"watch": lab_duration(OURS_REAL_WATCH)}}
     names = ["error-rate", "latency-p95"] + ["quality"] * quality + ["prediction-drift"] * drift
     spec["analysis"] = {"interval": lab_duration(OURS_REAL_INTERVAL), "preset": "http",
                         "decideWithin": lab_duration(1800), "noData": {"hold": lab_duration(300), "then": "rollback"},

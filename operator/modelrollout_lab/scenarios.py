@@ -78,15 +78,20 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
             router: str = "replicas", replicas: int | None = None, steps: list[dict[str, Any]] | None = None,
             metrics: list[dict[str, Any]] | None = None, interval: str = "2s", min_samples: int = 30,
             skip_analysis_for: str | None = None, readiness_timeout: str = "30s", no_data: dict[str, str] | None = None,
-            scale_down_delay: str = "2s") -> dict[str, Any]:
+            scale_down_delay: str = "2s", promotion_watch: str = "2s") -> dict[str, Any]:
     """With the replicas router traffic is shared by pods: 20 replicas carry any multiple of 5 %, and
-    nothing is skipped after Ready (its pods serve at once). With a route, 2 replicas and 1s skipped."""
+    nothing is skipped after Ready (its pods serve at once). With a route, 2 replicas, 1s skipped, and
+    the canary watched at full traffic for `promotion_watch` before it becomes stable."""
     if replicas is None:
         replicas = 20 if router == "replicas" else 2
     if skip_analysis_for is None:
         skip_analysis_for = "0s" if router == "replicas" else "1s"
     annotations = {f"lab.modelrollout.io/{k}": v for k, v in {**GOOD, **(behaviour or {})}.items()}
     routing = ROUTING[router](name)
+    strategy: dict[str, Any] = {"warmup": {"readinessTimeout": readiness_timeout, "skipAnalysisFor": skip_analysis_for},
+                                "steps": copy.deepcopy(steps or FAST_STEPS)}
+    if router in ("gatewayAPI", "istio"):  # the routers that keep the stable Ready on standby
+        strategy["promotion"] = {"watch": promotion_watch}
     return {
         "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
         "metadata": {"name": name, "namespace": namespace},
@@ -100,8 +105,7 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
             },
             "service": {"port": 8080},
             "trafficRouting": routing,
-            "strategy": {"warmup": {"readinessTimeout": readiness_timeout, "skipAnalysisFor": skip_analysis_for},
-                         "steps": copy.deepcopy(steps or FAST_STEPS)},
+            "strategy": strategy,
             "analysis": {"interval": interval, "preset": "http", "samples": {"min": min_samples},
                          "noData": no_data or {"hold": "20s", "then": "rollback"},
                          "metrics": copy.deepcopy(metrics if metrics is not None else DEFAULT_METRICS)},

@@ -53,7 +53,7 @@ def test_good_model_promoted_bad_one_rolled_back_and_the_other_route_untouched(l
                                 timeout=90, what="promotion")
         lab.wait_for(lambda: weights.values[-1:] == [0] and 50 in weights.values, timeout=10,
                      what="all traffic on the new stable")
-        assert weights.values == [0, 20, 50, 0]  # read back from the VirtualService, in order
+        assert weights.values == [0, 20, 50, 100, 0]  # read back from the VirtualService: steps, watch, stable
 
         lab.apply(scenarios.release(v2, "3.0.0", {"error-rate": "0.2"}))
         status = lab.wait_for_phase("mesh", "RolledBack", timeout=60)
@@ -130,5 +130,5 @@ def test_a_good_canary_passes_its_mirror_step_then_serves_and_is_promoted(lab):
         lab.wait_for(lambda: (s := lab.status("shadow-ok")).get("phase") == "Succeeded"
                      and (s.get("history") or [{}])[0].get("result") == "Promoted", timeout=90, what="promotion")
         lab.wait_for(lambda: _canary_weight(lab, "shadow-ok") == 0, timeout=10, what="all traffic on the new stable")
-    assert states.values == [(0, None), (0, 100.0), (50, None), (0, None)] or \
-        states.values == [(0, None), (0, 100.0), (50, 100.0), (50, None), (0, None)]  # weight set before the mirror goes
+    assert states.values == [(0, None), (0, 100.0), (50, None), (100, None), (0, None)] or \
+        states.values == [(0, None), (0, 100.0), (50, 100.0), (50, None), (100, None), (0, None)]  # weight set before the mirror goes
