@@ -53,7 +53,8 @@ class Record:
     bad_requests: float | None = None          # bad requests served before that
     canary_requests_to_decide: float | None = None
     floor_requests: float | None = None        # statistical floor (modelrollout.stats.required_samples)
-    seconds_to_promote: float | None = None    # release -> promoted (healthy)
+    seconds_to_promote: float | None = None    # release -> promoted (healthy): the new revision is stable
+    seconds_to_all_traffic: float | None = None  # release -> the new revision serves all traffic (ours: its watch)
     seconds_to_decide: float | None = None     # release -> promoted or rolled back
     max_weight: float = 0.0                    # highest canary traffic share seen (percent)
     outage: dict[str, Any] | None = None
@@ -63,6 +64,7 @@ class Record:
     t_bad: float | None = None
     t_zero: float | None = None
     t_decided: float | None = None
+    t_all_traffic: float | None = None
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -298,6 +300,8 @@ def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[
     rec.max_weight = max(rec.max_weight, weight)
     if weight > 0 and not subject.seen_traffic:
         subject.seen_traffic = True
+    if weight >= 99.5 and rec.t_all_traffic is None:  # ours: watched at full traffic before it becomes stable
+        rec.t_all_traffic = now
     # When did the canary turn bad?
     if rec.t_bad is None and scenario.bad:
         degrades = "degrade-after-seconds" in scenario.canary
@@ -321,6 +325,8 @@ def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[
             rec.reason = str(status.get("message", ""))[:200]
     if outcome and rec.t_decided is None:
         rec.t_decided = now
+        if outcome == "promoted" and rec.t_all_traffic is None:
+            rec.t_all_traffic = now
         rec.outcome = outcome
         rec.canary_requests_to_decide = float(entry.get("requests", 0))
     if rec.t_decided is not None:
@@ -335,6 +341,7 @@ def _finalize(subject: _Subject) -> None:
     rec = subject.record
     if rec.outcome == "promoted":
         rec.seconds_to_promote = rec.t_decided - rec.t_release if rec.t_decided else None
+        rec.seconds_to_all_traffic = rec.t_all_traffic - rec.t_release if rec.t_all_traffic else None
     if rec.t_decided is not None:
         rec.seconds_to_decide = rec.t_decided - rec.t_release
     if subject.scenario.bad:
@@ -562,6 +569,7 @@ def summarize(records: list[Record]) -> list[dict[str, Any]]:
         scale = rs[0].time_scale
         to_weight0 = _median([r.seconds_to_weight0 for r in rs], missing_is_never=rs[0].expected == "rollback")
         to_promote = _median([r.seconds_to_promote for r in rs], missing_is_never=rs[0].expected == "promote")
+        to_all = _median([r.seconds_to_all_traffic for r in rs], missing_is_never=rs[0].expected == "promote")
         rows.append({
             "scenario": scenario, "policy": policy, "runs": len(rs),
             "expected": rs[0].expected,
@@ -577,6 +585,7 @@ def summarize(records: list[Record]) -> list[dict[str, Any]]:
             "time_scale": scale,
             "real_seconds_to_weight0": None if to_weight0 is None else to_weight0 * scale,
             "real_seconds_to_promote": None if to_promote is None else to_promote * scale,
+            "real_seconds_to_all_traffic": None if to_all is None else to_all * scale,
             "max_weight": max(r.max_weight for r in rs),
             "outage": [r.outage for r in rs if r.outage] or None,
         })
