@@ -27,6 +27,7 @@ CONFIRM_POLL = 0.5  # seconds between read-backs while the cluster has not confi
 ACT_CONDITIONS = ("Applied",)  # conditions the act layer owns (see record_act)
 WARMUP_POLL = 1.0  # seconds between readiness checks while waiting for pods
 STEADY_REQUEUE = 60.0
+PROMOTED_FULL = "promoted by user (full)"  # a promotion that skips the remaining steps and the promotion watch
 
 
 class Phase(str, Enum):
@@ -672,7 +673,7 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
         b.event("Normal", "Resumed", "resumed by user")
 
     if b.command("promote_full"):
-        return _begin_promotion(b, revision, "promoted by user (full)")
+        return _begin_promotion(b, revision, PROMOTED_FULL)
 
     if not b.status.step_started_at:
         waiting = _confirm_weight(b, step_index)
@@ -839,7 +840,7 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
     scraped yet; a canary that turned bad in that lag is caught here, before it becomes stable.
     Its window starts afresh at full traffic. None once the watch is over (or there is none)."""
     watch = b.spec.promotion_watch
-    if not watch:
+    if not watch or b.status.promotion_reason == PROMOTED_FULL:
         return None
     if not b.status.watching_since:
         b.set(watching_since=ts(b.now), step_started_at=ts(b.now))

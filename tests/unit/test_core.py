@@ -290,6 +290,15 @@ def test_promote_full_ends_the_watch_and_abort_rolls_it_back():
     assert (d.action, d.status.stable_revision, d.status.aborted_revision) == (Action.ROLLBACK, V1.revision, V2.revision)
 
 
+def test_promote_full_during_a_step_skips_the_watch_too():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    d = run.step(after=5, workloads=w, commands=Commands(promote_full="t1"))
+    assert (d.action, d.status.phase) == (Action.PROMOTE, "Promoting")
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
+    assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
+
+
 def test_a_watch_of_0s_promotes_as_soon_as_the_replicas_are_ready():
     unwatched = make_spec("model:v2", steps=[{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}])
     unwatched = unwatched.model_copy(update={"strategy": unwatched.strategy.model_copy(
