@@ -248,18 +248,19 @@ def desired_state(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[s
             replicas[entry.revision] = 0  # its pods would still take traffic: stop at once
         else:
             replicas[entry.revision] = -1  # keep as it is until the delay ends
-    canary_target = 0
+    step_pods = 0
     if canary:
-        canary_target = spec.replicas if phase == Phase.PROMOTING.value else \
-            canary_replicas(spec, _step_load(spec.strategy.steps[_step_index(spec, status)]))
-        replicas[canary] = canary_target
+        step_pods = canary_replicas(spec, _step_load(spec.strategy.steps[_step_index(spec, status)]))
+        replicas[canary] = spec.replicas if phase == Phase.PROMOTING.value else step_pods
     if stable:
         replicas[stable] = spec.replicas
         if canary and spec.traffic_routing.router == "replicas":
             # Pods are the weight: the stable gives up one pod for each Ready canary pod (never
             # more than the step plans), so the canary's share never exceeds the step's weight.
+            # Promoting, it keeps the rest: a rollback stops the canary's pods at once, and the
+            # stable's must still serve.
             ready_canary = workloads[canary].ready if canary in workloads else 0
-            replicas[stable] = spec.replicas - min(canary_target, ready_canary)
+            replicas[stable] = spec.replicas - min(step_pods, ready_canary)
     elif spec.revision:
         replicas[spec.revision] = spec.replicas  # the first revision: Initializing
     return Desired(

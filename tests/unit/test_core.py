@@ -299,6 +299,25 @@ def test_promote_full_during_a_step_skips_the_watch_too():
     assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
 
 
+def test_with_the_replicas_router_a_canary_rolled_back_while_promoting_leaves_stable_pods_serving():
+    """Pods are the weight: the stable gave up one pod per canary pod of the last step, and no more
+    while the canary scales up for promotion, so a rollback then (analysis, abort) stops the canary's
+    pods at once and the stable's still serve. It once gave up every pod: users met none Ready."""
+    v1, v2 = make_spec("model:v1", router="replicas"), make_spec("model:v2", router="replicas")
+    run = Run(v1)
+    run.step(workloads=ready(v1))
+    run.spec = v2
+    run.step(after=1, workloads=ready(v1))
+    run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50, step_entered_at=core.ts(run.now),
+                                    step_started_at=core.ts(run.now), canary_ready_at=core.ts(run.now))
+    full = {v1.revision: Workload(2, 2), v2.revision: Workload(4, 4)}
+    assert desired_state(v2, run.status, full, run.now).replicas[v1.revision] == 2  # 4 - the last step's 2 pods
+    d = run.step(after=10, workloads=full, samples=good(**{"error-rate": 0.08}))
+    assert (d.action, d.status.stable_revision) == (Action.ROLLBACK, v1.revision)
+    desired = desired_state(v2, d.status, full, run.now)
+    assert (desired.replicas[v2.revision], desired.replicas[v1.revision]) == (0, 4)  # v1's 2 Ready pods serve
+
+
 def test_a_watch_of_0s_promotes_as_soon_as_the_replicas_are_ready():
     unwatched = make_spec("model:v2", steps=[{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}])
     unwatched = unwatched.model_copy(update={"strategy": unwatched.strategy.model_copy(
