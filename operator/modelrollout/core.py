@@ -240,9 +240,12 @@ def desired_state(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[s
     canary = status.canary_revision
     phase = status.phase
     replicas: dict[str, int | None] = {}
+    stable_serves = stable is not None and stable in workloads and workloads[stable].ready > 0
     for entry in status.scale_downs:
         due = parse_ts(entry.at)
-        if due is not None and now >= due:
+        if spec.traffic_routing.router == "replicas" and not stable_serves:
+            replicas[entry.revision] = -1  # its pods are the only Ready ones: kept until a stable pod is
+        elif due is not None and now >= due:
             replicas[entry.revision] = None
         elif spec.traffic_routing.router == "replicas":
             replicas[entry.revision] = 0  # its pods would still take traffic: stop at once

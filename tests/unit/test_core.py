@@ -318,6 +318,27 @@ def test_with_the_replicas_router_a_canary_rolled_back_while_promoting_leaves_st
     assert (desired.replicas[v2.revision], desired.replicas[v1.revision]) == (0, 4)  # v1's 2 Ready pods serve
 
 
+def test_with_the_replicas_router_a_rolled_back_canary_keeps_its_pods_until_a_stable_pod_is_ready():
+    """At a weight-100 step the stable has no pod left: stopping the canary's pods at once would leave
+    the Service with none Ready until the stable's load. They stop as soon as one stable pod is Ready."""
+    steps = [{"weight": 50, "hold": "30s"}, {"weight": 100, "hold": "30s"}]
+    v1, v2 = (make_spec(image, router="replicas", steps=steps) for image in ("model:v1", "model:v2"))
+    run = Run(v1)
+    run.step(workloads=ready(v1))
+    run.spec = v2
+    run.step(after=1, workloads=ready(v1))
+    run.status = run.status.replace(current_step=1, step_weight=100, step_entered_at=core.ts(run.now),
+                                    step_started_at=core.ts(run.now), canary_ready_at=core.ts(run.now))
+    at_100 = {v1.revision: Workload(0, 0), v2.revision: Workload(4, 4)}
+    assert desired_state(v2, run.status, at_100, run.now).replicas[v1.revision] == 0
+    d = run.step(after=10, workloads=at_100, commands=Commands(abort="t1"))
+    assert (d.action, d.status.stable_revision) == (Action.ROLLBACK, v1.revision)
+    loading = desired_state(v2, d.status, {v1.revision: Workload(4, 0), v2.revision: Workload(4, 4)}, run.now)
+    assert loading.replicas[v1.revision] == 4 and loading.replicas[v2.revision] == -1  # kept as it is
+    serving = desired_state(v2, d.status, {v1.revision: Workload(4, 1), v2.revision: Workload(4, 4)}, run.now)
+    assert serving.replicas[v2.revision] == 0 and serving.canary_weight == 0
+
+
 def test_a_watch_of_0s_promotes_as_soon_as_the_replicas_are_ready():
     unwatched = make_spec("model:v2", steps=[{"weight": 10, "hold": "30s"}, {"weight": 50, "hold": "30s"}])
     unwatched = unwatched.model_copy(update={"strategy": unwatched.strategy.model_copy(
