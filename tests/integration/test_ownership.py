@@ -207,6 +207,33 @@ def test_deleting_mid_release_with_the_replicas_router_gives_stable_back_its_pod
     assert _unrouted(lab, "midway") == unrouted
 
 
+@pytest.mark.parametrize("leave", ["abort", "delete"])
+def test_leaving_a_weight_100_step_with_the_replicas_router_never_leaves_users_without_a_ready_pod(lab, leave):
+    """At a weight-100 step the stable has given every pod to the canary. Aborted, or deleted, the
+    canary's pods stopped at once, and users met no Ready pod until the stable's loaded (3 s here):
+    now they stop once a stable pod is Ready."""
+    name = f"full-{leave}"
+    v1 = start_stable(lab, name, behaviour={"load-seconds": "3"}, steps=[{"weight": 100, "hold": "60s"}], **SAMPLED)
+    stable = lab.status(name)["stableRevision"]
+    lab.apply(scenarios.release(v1, "2.0.0", {"load-seconds": "0.5"}))
+    lab.wait_for(lambda: lab.status(name).get("canaryWeight") == 100 and not any(
+        d.status.ready_replicas for d in _deployments(lab, name) if d.metadata.labels[LABEL_REVISION] == stable),
+        timeout=60, what="weight 100, no stable pod left")
+    unrouted = _unrouted(lab, name)
+    if leave == "abort":
+        lab.custom.patch_namespaced_custom_object("modelrollout.io", "v1alpha1", "default", "modelrollouts", name,
+                                                  {"metadata": {"annotations": {"modelrollout.io/abort": "now"}}})
+        lab.wait_for_phase(name, "RolledBack", timeout=30)
+        gone = lambda: [d.metadata.labels[LABEL_REVISION] for d in _deployments(lab, name)  # noqa: E731
+                        if d.spec.replicas] == [stable]
+    else:
+        lab.delete_rollout(name)
+        gone = lambda: [d.metadata.labels[LABEL_REVISION] for d in _deployments(lab, name)] == [stable]  # noqa: E731
+    lab.wait_for(gone, timeout=30, what="only the stable's pods left")
+    lab.traffic.wait_ticks(10)
+    assert _unrouted(lab, name) == unrouted  # not one request met the Service without a Ready pod
+
+
 def test_delete_all_removes_everything_the_rollout_created(lab):
     docs = scenarios.manifests("purge", router="gatewayAPI", **SAMPLED)
     docs[-1]["spec"]["onDelete"] = "DeleteAll"

@@ -40,16 +40,24 @@ class ReplicasRouter(RevisionsInOwnDeployments):
 
     async def finalize(self, kube: Kube, target: RouteTarget) -> None:
         """Only stable pods behind the Service: the stable revision back to full size first (it gave
-        pods up to the canary), then every other revision scaled to zero."""
+        pods up to the canary), then every other revision scaled to zero, once a stable pod is Ready
+        (after a weight-100 step it has none: until one loads, the canary's pods are all users have).
+        Raises StableNotReady meanwhile, so the deletion is retried."""
         rollout = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
         stable = ((rollout or {}).get("status") or {}).get("stableRevision")
         deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
                                       label_selector=f"{LABEL_ROLLOUT}={target.name}")
         deployments.sort(key=lambda d: d["metadata"]["labels"].get(LABEL_REVISION) != stable)  # stable first
+        stable_ready = 0
         for deployment in deployments:
             is_stable = deployment["metadata"]["labels"].get(LABEL_REVISION) == stable
             replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
             wanted = max(replicas, target.spec.replicas) if is_stable else 0
+            if is_stable:
+                stable_ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+            elif wanted != replicas and stable and not stable_ready:
+                raise RouteProblem("StableNotReady", f"stable revision {stable} has no Ready pod yet: the other "
+                                                     "revisions' pods keep serving until one is")
             if wanted != replicas:
                 await kube.merge_patch(path("apps/v1", "deployments", target.namespace, deployment["metadata"]["name"]),
                                        {"spec": {"replicas": wanted}})
