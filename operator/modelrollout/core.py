@@ -842,22 +842,31 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
     """The promotion watch: the canary serves all traffic, still judged, while the stable stands by,
     Ready, for a rollback in one write. The analysis a step passed on lags what Prometheus has not
     scraped yet; a canary that turned bad in that lag is caught here, before it becomes stable.
-    Its window starts afresh at full traffic. None once the watch is over (or there is none)."""
+    Like a step's hold, it counts from when the cluster carries all traffic on the canary, and its
+    window starts afresh then. None once the watch is over (or there is none)."""
     watch = b.spec.promotion_watch
     if not watch or b.status.promotion_reason == PROMOTED_FULL:
         return None
+    action = Action.HOLD
     if not b.status.watching_since:
-        b.set(watching_since=ts(b.now), step_started_at=ts(b.now))
+        b.set(watching_since=ts(b.now), step_started_at=None)
         b.event("Normal", "Watching", f"canary {revision} serves all traffic for {watch:g}s, still judged; a failing "
                                       f"metric routes everyone back to stable {b.status.stable_revision}")
         action = Action.ADVANCE
-    else:
-        action = Action.HOLD
-    watched = _since(b.status.watching_since, b.now) or 0.0
+    elif not b.status.step_started_at and b.obs.traffic == 100:
+        b.set(step_started_at=ts(b.now))
+        b.event("Normal", "WeightConfirmed", f"the cluster carries all traffic on canary {revision}; watched {watch:g}s")
+    _schedule_analysis(b)
+    if not b.status.step_started_at:
+        b.wake_in(CONFIRM_POLL)
+        carried = "unknown" if b.obs.traffic is None else str(b.obs.traffic)
+        return b.finish(action, Phase.PROMOTING, "Watching",
+                        f"promoting {revision}: waiting for the cluster to carry all traffic on it for its watch "
+                        f"(carried: {carried})")
+    watched = _since(b.status.step_started_at, b.now) or 0.0
     if watched >= watch:
         return None
     b.wake_in(watch - watched)
-    _schedule_analysis(b)
     return b.finish(action, Phase.PROMOTING, "Watching",
                     f"promoting {revision}: serving all traffic, watched {watched:.0f}s of {watch:g}s before it "
                     f"becomes stable; {_analysis_summary(b)}")

@@ -66,7 +66,8 @@ def test_releases_under_api_faults_finish_as_planned_with_every_weight_on_the_pl
 
     status, weights = release_finishes(lab, v1, "3.0.0", {"error-rate": "0.05"}, "RolledBack")
     assert status["phase"] == "RolledBack" and "error-rate" in status["message"]
-    assert weights[0] == 0 and weights[-1] == 0 and weights[1:-1] == PLANNED[:len(weights) - 2] and len(weights) > 2
+    assert weights[0] == 0 and weights[-1] == 0 and weights[1:-1] == PLANNED[:len(weights) - 2] and len(weights) > 2, \
+        (weights, status["message"])
 
     injected = lab.faults.counts
     lab.faults.clear()

@@ -219,6 +219,8 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == 4
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
     assert (d.action, d.status.phase) == (Action.ADVANCE, "Promoting")  # all traffic, watched
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)})  # once the cluster carries it
+    assert "watched 0s of 60s" in d.status.message
     d = run.step(after=60, workloads={**ready(V1), **ready(V2)})
     assert d.action is Action.PROMOTED
     assert d.status.stable_revision == V2.revision and d.status.canary_revision is None
@@ -238,6 +240,10 @@ def watched_at_full_traffic():
     assert [e.reason for e in d.events] == ["Watching"]
     desired = desired_state(V2, d.status, {**ready(V1), **ready(V2)}, run.now)
     assert (desired.canary_weight, desired.stable_revision, desired.replicas[V1.revision]) == (100, V1.revision, 4)
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=50)  # not carried yet: the watch waits
+    assert "waiting for the cluster to carry all traffic" in d.status.message and d.status.step_started_at is None
+    d = run.step(after=1, workloads={**ready(V1), **ready(V2)}, traffic=100)
+    assert d.status.step_started_at == core.ts(run.now) and "watched 0s of 60s" in d.status.message
     return run
 
 
@@ -616,6 +622,7 @@ def test_decisions_that_route_users_otherwise_are_written_before_acting_the_othe
     assert _written_first(run, after=30, workloads=w, samples=good()) == (Action.PROMOTE, False)  # still 50
     w = {**ready(V1), **ready(V2)}
     assert _written_first(run, after=1, workloads=w) == (Action.ADVANCE, True)  # 50 -> 100: the watch
+    assert _written_first(run, after=1, workloads=w) == (Action.HOLD, False)  # carried: the watch starts
     assert _written_first(run, after=10, workloads=w, samples=good()) == (Action.HOLD, False)  # watched
     assert _written_first(run, after=60, workloads=w) == (Action.PROMOTED, True)  # v2 stable
 
