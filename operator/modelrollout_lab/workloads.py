@@ -510,6 +510,9 @@ class WorkloadSimulator:
             pods.template = template
             pods.update_due = now + load
             pods.ready = min(pods.ready, desired)
+            # The controller replaces pods still loading the old template with pods of the new one.
+            loading = int(sum(count for _, count in pods.pending))
+            pods.pending = [[now + load, loading]] if loading else []
         total = pods.total
         if desired > total:
             pods.pending.append([now + load, desired - total])

@@ -342,6 +342,23 @@ def test_deployment_ready_only_after_its_load_time(lab):
     assert get_status(kube, ns, "slow")["observedGeneration"] == 3
 
 
+def test_a_new_template_replaces_pods_still_loading_the_old_one(lab):
+    """As KServe does with a RawDeployment predictor: a Deployment whose model never loads gets a
+    new template (and more replicas); the Deployment controller replaces the unready pods, so every
+    replica is Ready after the new model's load time. The pods loading the old model were kept
+    before, never Ready: 1 of 2 forever, and a rollout waiting for 2 never became stable."""
+    kube, _, _ = lab
+    ns = make_ns(kube)
+    create(kube, ns, deployment("stuck", ready=0, replicas=1, annotations={"lab.modelrollout.io/load-seconds": "inf"}))
+    assert wait_until(lambda: get_status(kube, ns, "stuck").get("replicas") == 1, 5)  # its pod is loading
+    kube.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/stuck",
+               {"spec": {"replicas": 2, "template": {"metadata": {"annotations": {
+                   "lab.modelrollout.io/load-seconds": "0.3"}}}}})
+    assert wait_until(lambda: get_status(kube, ns, "stuck").get("readyReplicas") == 2, 5), get_status(kube, ns, "stuck")
+    status = get_status(kube, ns, "stuck")
+    assert status["replicas"] == status["updatedReplicas"] == 2 and status["observedGeneration"] == 2
+
+
 def test_jobs_finish_as_annotated(lab):
     kube, _, _ = lab
     ns = make_ns(kube)
