@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from modelrollout.manifests import service_name
+from modelrollout.spec import ROUTERS_WITH_STANDBY_STABLE
 
 GOOD = {"load-seconds": "1", "error-rate": "0.001", "latency-ms": "40", "accuracy": "0.92", "score-mean": "0.3"}
 
@@ -90,7 +91,7 @@ def rollout(name: str, *, namespace: str = "default", version: str = "1.0.0", be
     routing = ROUTING[router](name)
     strategy: dict[str, Any] = {"warmup": {"readinessTimeout": readiness_timeout, "skipAnalysisFor": skip_analysis_for},
                                 "steps": copy.deepcopy(steps or FAST_STEPS)}
-    if router in ("gatewayAPI", "istio"):  # the routers that keep the stable Ready on standby
+    if router in ROUTERS_WITH_STANDBY_STABLE:
         strategy["promotion"] = {"watch": promotion_watch}
     return {
         "apiVersion": "modelrollout.io/v1alpha1", "kind": "ModelRollout",
