@@ -1010,8 +1010,11 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
     # Warm-up samples prove nothing either way (only a critical breach counts); nor do a promotion's,
-    # which may only fail (its steps passed; compared with a stable that serves no one, most are undecided).
-    if not warming and b.status.phase != Phase.PROMOTING.value:
+    # which may only fail (its steps passed; compared with a stable that serves no one, most are undecided);
+    # nor do a canary's that the cluster gives no traffic yet: its data is missing because its weight is
+    # (the step's confirmation, and its readiness timeout, deal with that), not for want of requests.
+    carried = (b.status.canary_weight or 0) > 0 or (b.status.canary_mirror or 0) > 0
+    if not warming and carried and b.status.phase != Phase.PROMOTING.value:
         lacking = [f"{name}: {j.reason}" for name, j in inconclusive
                    if _lacks_data(rules[name], j, spec.analysis.samples.min)]
         if lacking:

@@ -476,6 +476,24 @@ def test_no_data_after_hold_applies_the_policy_rollback():
     assert d.action is Action.ROLLBACK and "no conclusive data" in d.status.message
 
 
+def test_a_step_whose_weight_the_cluster_never_carries_rolls_back_for_that_not_for_no_data():
+    """The route write keeps failing: the canary gets no traffic, so its analysis finds no data. That
+    is the weight's failure, said by the step's confirmation at its readiness timeout; the no-data
+    limit (20s here) once rolled it back first, blaming the metrics."""
+    spec = make_spec("model:v2", noData={"hold": "20s", "then": "rollback"})
+    run = stable_on_v1()
+    run.spec = spec
+    run.step(after=1)
+    w = {**ready(V1), spec.revision: Workload(1, 1)}
+    d = run.step(after=1, workloads=w, traffic=0)
+    for _ in range(5):
+        d = run.step(after=10, workloads=w, samples=_inconclusive(), traffic=0)
+        assert (d.action, d.status.no_data_since) == (Action.WAIT, None), d.status.message
+    d = run.step(after=10, workloads=w, samples=_inconclusive(), traffic=0)
+    assert (d.action, d.status.phase) == (Action.ROLLBACK, "RolledBack")
+    assert "weight 10 not confirmed within 60s (carried: 0)" in d.status.message
+
+
 def test_no_data_policy_pause_pauses_and_recovers_when_data_returns():
     spec = make_spec("model:v2", noData={"hold": "20s", "then": "pause"})
     run = stable_on_v1()
