@@ -292,8 +292,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     written = await write_status(runtime.kube, obj, status.dump()) or written_first
 
     requeue = decision.requeue_after
-    if backoff is not None:
-        requeue = backoff
+    if backoff is not None:  # backing off, but retrying within one interval: a due decision must not wait longer
+        requeue = min(backoff, spec.analysis.interval)
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
