@@ -333,8 +333,8 @@ class ActResult:
     target_mirror: int = 0
 
 
-def record_act(status: RolloutStatus, generation: int, result: ActResult,
-               now: datetime) -> tuple[RolloutStatus, tuple[Event, ...], float | None]:
+def record_act(status: RolloutStatus, generation: int, result: ActResult, now: datetime,
+               max_backoff: float = ACT_BACKOFF_CAP) -> tuple[RolloutStatus, tuple[Event, ...], float | None]:
     """Fold what the act layer achieved into the status: the confirmed weight, the `Applied`
     condition, and Ready only while the cluster carries what the status asks for.
 
@@ -357,7 +357,7 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult,
         conditions = _set_condition(conditions, "Applied", False, result.failure_reason, message, generation, now)
         if before is None or before.status != "False" or before.reason != result.failure_reason:
             events.append(Event("Warning", result.failure_reason, result.failure_message))
-        backoff = min(ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))
+        backoff = min(max_backoff, ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))
     else:
         changes["act_failures"] = None
         conditions = _set_condition(conditions, "Applied", True, "Applied",

@@ -283,7 +283,9 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")),
                             confirmed_mirror=confirmed_mirror if reads_mirror else None,
                             target_mirror=desired.canary_mirror)
-    status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock())
+    # Backing off, but trying again within one interval: a due decision must not wait longer (invariant 7).
+    status, act_events, backoff = core.record_act(decision.status, obj.generation, result, clock(),
+                                                  max_backoff=spec.analysis.interval)
     # What was done is told even when its status cannot be written (then the next pass starts from it).
     for event in decision.events + act_events:
         emit(event.type, event.reason, event.message)
@@ -292,8 +294,8 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     written = await write_status(runtime.kube, obj, status.dump()) or written_first
 
     requeue = decision.requeue_after
-    if backoff is not None:  # backing off, but retrying within one interval: a due decision must not wait longer
-        requeue = min(backoff, spec.analysis.interval)
+    if backoff is not None:
+        requeue = backoff
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
