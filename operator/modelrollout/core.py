@@ -92,6 +92,10 @@ class HandedOver:
     revision: str
     model_version: str | None = None
     origin: str = "handed over by a deleted ModelRollout of this name"
+    # False: a model the platform does not report serving, nor ever having served (an
+    # InferenceService's own model while KServe says nothing either way): adopted if it serves
+    # within `warmup.readinessTimeout`, else the template takes its place (it has no users to keep).
+    serving: bool = True
 
 
 @dataclass(frozen=True)
@@ -268,7 +272,7 @@ def desired_state(spec: RolloutSpec, status: RolloutStatus, workloads: Mapping[s
         replicas[spec.revision] = spec.replicas  # the first revision: Initializing
     return Desired(
         replicas=replicas,
-        stable_revision=stable or spec.revision,
+        stable_revision=stable or (None if awaits_handover(spec, status, now) else spec.revision),
         canary_revision=canary,
         canary_weight=target_weight(spec, status, workloads),
         canary_mirror=target_mirror(spec, status, workloads),
@@ -559,19 +563,41 @@ def _await_stable_alone(b: _Builder, revision: str) -> Decision:
                     f"{b.status.stable_revision} alone (canary weight carried: {shown})")
 
 
+def awaits_handover(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+    """The first revision waits for a model that may have users (`HandedOver.serving` False) to
+    serve, and nothing may take its place yet."""
+    waited = _since(status.awaiting_handover_since, now)
+    return status.stable_revision is None and waited is not None and waited < spec.strategy.warmup.readiness_timeout
+
+
 def _initialize(b: _Builder, revision: str) -> Decision:
     adopted = b.obs.handed_over
     if adopted is not None and adopted.revision != revision:
-        # Users are served by what was there before this rollout: it stays stable, and the new
-        # template is a canary like any other, never put in its place unjudged.
-        b.set(stable_revision=adopted.revision, model_version=adopted.model_version, canary_weight=0)
-        b.event("Normal", "Adopted", f"revision {adopted.revision}, {adopted.origin}, is stable; "
-                                     f"revision {revision} is released as a canary")
-        return _start_canary(b, revision)
+        if adopted.serving:
+            # Users are served by what was there before this rollout: it stays stable, and the new
+            # template is a canary like any other, never put in its place unjudged.
+            b.set(stable_revision=adopted.revision, model_version=adopted.model_version, canary_weight=0,
+                  awaiting_handover_since=None)
+            b.event("Normal", "Adopted", f"revision {adopted.revision}, {adopted.origin}, is stable; "
+                                         f"revision {revision} is released as a canary")
+            return _start_canary(b, revision)
+        # Not reported serving is not proof of no users (a status that lags, a Ready that flickers).
+        b.set(awaiting_handover_since=b.status.awaiting_handover_since or ts(b.now))
+        timeout = b.spec.strategy.warmup.readiness_timeout
+        if awaits_handover(b.spec, b.status, b.now):
+            b.wake_in(min(WARMUP_POLL, timeout - (_since(b.status.awaiting_handover_since, b.now) or 0.0)))
+            return b.finish(Action.WAIT, Phase.INITIALIZING, "AwaitingHandover",
+                            f"{adopted.origin} is not reported serving: it is adopted as stable if it serves "
+                            f"within {timeout:g}s, else revision {revision} takes its place")
+        b.event("Normal", "NotServing", f"{adopted.origin} did not serve within {timeout:g}s: revision {revision} "
+                                       f"takes its place as the first stable revision")
+    else:
+        b.set(awaiting_handover_since=None)
     workload = b.obs.workloads.get(revision)
     wanted = b.spec.replicas
     if workload is not None and workload.up_to_date and workload.ready >= wanted:
-        b.set(stable_revision=revision, model_version=b.spec.model.version, canary_weight=0)
+        b.set(stable_revision=revision, model_version=b.spec.model.version, canary_weight=0,
+              awaiting_handover_since=None)
         b.history(revision, "Initialized", "first revision became stable", None)
         b.event("Normal", "Initialized", f"revision {revision} is stable with {wanted} ready replicas")
         return b.finish(Action.INITIALIZE, Phase.SUCCEEDED, "Initialized", f"revision {revision} is stable")

@@ -97,6 +97,8 @@ class RolloutStatus(_Frozen):
     promotion_reason: str | None = Field(default=None, alias="promotionReason")
     # When the promoting canary began to serve all traffic, watched (spec.strategy.promotion.watch).
     watching_since: Timestamp | None = Field(default=None, alias="watchingSince")
+    # When the first revision began to wait for a model that may have users to serve (HandedOver).
+    awaiting_handover_since: Timestamp | None = Field(default=None, alias="awaitingHandoverSince")
     aborted_revision: str | None = Field(default=None, alias="abortedRevision")
     failures: dict[str, int] = Field(default_factory=dict)
     passed_checks: int | None = Field(default=None, alias="passedChecks")

@@ -66,7 +66,8 @@ def start_stable(lab, name, **kwargs):
     """Apply v1 and wait until it is the stable revision. Returns the applied ModelRollout manifest."""
     docs = scenarios.manifests(name, **kwargs)
     apply_all(lab, docs)
-    lab.wait_for_phase(name, "Succeeded", timeout=60)
+    # An InferenceService's own model that never loads is awaited for the readiness timeout (30 s).
+    lab.wait_for_phase(name, "Succeeded", timeout=90)
     return docs[-1]
 
 

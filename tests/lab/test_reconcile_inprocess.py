@@ -18,6 +18,7 @@ from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
 from modelrollout.names import GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
 from modelrollout.reconcile import RolloutMemory, Runtime, run_pass
+from modelrollout.spec import template_revision
 from modelrollout.workloads import ObservedDeployment
 from modelrollout_lab import scenarios
 from modelrollout_lab.apiserver import start_in_thread
@@ -308,6 +309,44 @@ def test_an_inference_service_that_cannot_be_taken_over_is_refused_on_the_resour
     assert ("Warning", "InferenceServiceInCanary") in [(t, r) for t, r, _ in run.events]
     after = custom.get_namespaced_custom_object(*isvc_api, "inproc-split")
     assert after["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+
+
+def test_a_serving_model_whose_kserve_status_lags_is_never_replaced_unjudged_by_the_first_rollout(cluster):
+    """RawDeployment: the InferenceService serves the users' model; the user has just edited its
+    transformer, so KServe's status is of the previous generation when the first rollout arrives.
+    Before, the first pass took that for "not serving" and wrote the template over the users' model,
+    unjudged (CI saw the bad model serve every request). Now the rollout waits, writes nothing, and
+    adopts the model once KServe reports it: the template is a canary entry beside it."""
+    _, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    isvc_api = ("serving.kserve.io", "v1beta1", NS, "inferenceservices")
+    name = "inproc-lagging"
+    _, isvc, rollout = scenarios.manifests(name, router="kserve", kserve_mode="RawDeployment", kserve_serving=True)
+    created = custom.create_namespaced_custom_object(*isvc_api, isvc)
+    ready = {"status": {"observedGeneration": created["metadata"]["generation"],
+                        "conditions": [{"type": "Ready", "status": "True"}]}}
+    custom.patch_namespaced_custom_object_status(*isvc_api, name, ready)
+    edited = custom.get_namespaced_custom_object(*isvc_api, name)
+    edited["spec"]["transformer"]["containers"][0]["image"] = "example/feature-transformer:4"
+    edited = custom.replace_namespaced_custom_object(*isvc_api, name, edited)
+    users_model = edited["spec"]["predictor"]
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, rollout)
+    run = Pass(kubeconfig, api_client, name, "http://127.0.0.1:9")
+    try:
+        for _ in range(3):
+            run.run()
+        status = run.rollout()["status"]
+        assert custom.get_namespaced_custom_object(*isvc_api, name)["spec"] == edited["spec"]  # nothing written
+        assert status["phase"] == "Initializing" and "not reported serving" in status["message"]
+        ready["status"]["observedGeneration"] = edited["metadata"]["generation"]  # KServe catches up
+        custom.patch_namespaced_custom_object_status(*isvc_api, name, ready)
+        status = run.until(lambda s: s.get("canaryRevision"))
+    finally:
+        run.close()
+    spec = custom.get_namespaced_custom_object(*isvc_api, name)["spec"]
+    assert status["stableRevision"] == template_revision(users_model) and spec["predictor"] == users_model
+    assert [e["predictor"]["labels"][LABEL_REVISION] for e in spec["canary"]] == [status["canaryRevision"]]
+    assert ("Normal", "Adopted") in [(t, r) for t, r, _ in run.events]
 
 
 GATE = {"beforeTraffic": [{"name": "eval", "job": {"template": {

@@ -181,12 +181,55 @@ def test_a_second_rollout_on_the_same_inference_service_is_refused_and_writes_no
     with_kube(api, scenario)
 
 
-async def _kserve_reports_ready(kube, name):
-    """KServe's status for the InferenceService's current spec: Ready, its model serving users."""
+async def _kserve_reports(kube, name, ready, **predictor_status):
+    """KServe's status for the InferenceService's current spec."""
     isvc = await kube.get(f"{ISVCS}/{name}")
     await kube.merge_patch(f"{ISVCS}/{name}/status", {"status": {
-        "observedGeneration": isvc["metadata"]["generation"], "conditions": [{"type": "Ready", "status": "True"}]}})
+        "observedGeneration": isvc["metadata"]["generation"], "components": {"predictor": predictor_status},
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
     return await kube.get(f"{ISVCS}/{name}")
+
+
+async def _kserve_reports_ready(kube, name):
+    """Ready: its model serving users."""
+    return await _kserve_reports(kube, name, True)
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
+def test_a_model_not_reported_serving_is_waited_for_not_replaced_unless_kserve_says_it_never_served(api, mode):
+    """Before, the first rollout took "not Ready for the current generation" at one read as "no
+    users": a status that lagged behind a user's edit, or a Ready that flickered, had the template
+    replace a serving model at once, unjudged (seen in CI: the bad model served every request).
+    Now only KServe's word that no model of it ever served (Serverless: nothing rolled out) lets the
+    template take its place at once; otherwise the model is awaited (`serving` False)."""
+    name = f"flicker-{mode.lower()}"
+
+    async def scenario(kube):
+        await kube.create(ISVCS, inference_service(name, "default", mode))
+        router, first = KServeRouter(), _on(name, name, "1.0.0")
+        users_model = (await kube.get(f"{ISVCS}/{name}"))["spec"]["predictor"]
+        awaited = await router.handed_over(kube, first)  # KServe has not reported on it yet
+        assert awaited is not None and awaited.revision == template_revision(users_model) and not awaited.serving
+
+        await _kserve_reports_ready(kube, name)
+        assert (await router.handed_over(kube, first)).serving
+        isvc = await kube.get(f"{ISVCS}/{name}")  # the user edits another part: KServe's status lags behind
+        isvc["spec"]["transformer"]["containers"][0]["image"] = "example/feature-transformer:4"
+        await kube.replace(f"{ISVCS}/{name}", isvc)
+        lagging = await router.handed_over(kube, first)
+        assert lagging is not None and lagging.revision == template_revision(users_model) and not lagging.serving
+
+        rolled_out = {"latestRolledoutRevision": f"{name}-predictor-00001"} if mode == "Serverless" else {}
+        await _kserve_reports(kube, name, False, **rolled_out)  # Ready flickers False
+        flickered = await router.handed_over(kube, first)
+        assert flickered is not None and flickered.revision == template_revision(users_model)
+        assert flickered.serving is (mode == "Serverless")  # KServe rolled it out: it has served
+
+        if mode == "Serverless":  # KServe says nothing of it was ever rolled out: nobody to keep serving
+            await _kserve_reports(kube, name, False, latestRolledoutRevision=None)
+            assert await router.handed_over(kube, first) is None
+
+    with_kube(api, scenario)
 
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
@@ -199,7 +242,6 @@ def test_the_model_an_inference_service_serves_is_adopted_and_never_replaced_unj
     async def scenario(kube):
         await kube.create(ISVCS, inference_service(name, "default", mode))
         router, first = KServeRouter(), _on(name, name, "1.0.0")
-        assert await router.handed_over(kube, first) is None  # not serving yet: nobody to keep serving
         users_model = (await _kserve_reports_ready(kube, name))["spec"]["predictor"]
         adopted = await router.handed_over(kube, first)
         assert adopted is not None and adopted.revision == template_revision(users_model)

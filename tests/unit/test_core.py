@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -118,6 +119,36 @@ def test_a_rollout_recreated_with_another_template_keeps_the_handed_over_revisio
     desired = desired_state(V2, d.status, {V1.revision: Workload(4, 4)}, run.now)
     assert desired.stable_revision == V1.revision and desired.replicas[V1.revision] == 4
     assert desired.canary_weight == 0 and desired.replicas[V2.revision] == canary_replicas(V2, 10)
+
+
+def test_a_model_not_reported_serving_is_awaited_and_adopted_once_it_serves_never_replaced_meanwhile():
+    """The InferenceService's own model is not reported serving at the first pass (a lagging status,
+    a Ready that flickers). Before, that one read made the template the first stable revision, put
+    in the model's place unjudged. Now the rollout waits, asks the router to write nothing, and
+    adopts the model once it serves: the template is then a canary like any other."""
+    run = Run(V2)
+    users_model = core.HandedOver(V1.revision, None, "the InferenceService's own model", serving=False)
+    for after in (0, 1, 20):
+        d = run.step(after=after, handed_over=users_model)
+        assert (d.action, d.status.phase, d.status.stable_revision) == (Action.WAIT, "Initializing", None)
+        assert "AwaitingHandover" in [c.reason for c in d.status.conditions]
+        assert desired_state(V2, d.status, {}, run.now).stable_revision is None  # nothing takes its place
+    d = run.step(after=1, handed_over=replace(users_model, serving=True))
+    assert (d.action, d.status.stable_revision, d.status.canary_revision) == (Action.START, V1.revision, V2.revision)
+    assert d.status.awaiting_handover_since is None and "Adopted" in [e.reason for e in d.events]
+
+
+def test_a_model_that_does_not_serve_within_the_readiness_timeout_is_replaced_by_the_first_template():
+    run = Run(V2)
+    users_model = core.HandedOver(V1.revision, None, "the InferenceService's own model", serving=False)
+    run.step(handed_over=users_model)
+    d = run.step(after=59, handed_over=users_model)
+    assert desired_state(V2, d.status, {}, run.now).stable_revision is None
+    d = run.step(after=1, handed_over=users_model)  # readinessTimeout: 60s
+    assert "NotServing" in [e.reason for e in d.events] and d.status.phase == "Initializing"
+    assert desired_state(V2, d.status, {}, run.now).stable_revision == V2.revision  # the template is written
+    d = run.step(after=1, workloads=ready(V2), handed_over=core.HandedOver(V2.revision))
+    assert (d.action, d.status.stable_revision, d.status.awaiting_handover_since) == (Action.INITIALIZE, V2.revision, None)
 
 
 def test_a_rollout_recreated_with_the_same_template_adopts_it_as_its_first_revision():

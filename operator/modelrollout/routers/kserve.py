@@ -102,21 +102,35 @@ def serves(isvc: Obj) -> bool:
     return _applied(isvc) and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _has_served(isvc: Obj) -> bool:
+    """A model of the InferenceService serves users now, or (Serverless) KServe once rolled one out:
+    its `latestRolledoutRevision`, which no later status takes back, unlike a Ready that flickers."""
+    predictor_status = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    return serves(isvc) or bool(not is_raw(isvc) and predictor_status.get("latestRolledoutRevision"))
+
+
+def _never_served(isvc: Obj) -> bool:
+    """KServe says, for the current spec, that no model of the InferenceService ever served: a
+    Serverless one that is not Ready and has rolled out no revision. (RawDeployment reports no
+    such history: a not-Ready one may have served, and still serve, until it reports Ready again.)"""
+    return not is_raw(isvc) and _applied(isvc) and not _has_served(isvc)
+
+
 def _own_model(isvc: Obj) -> Obj | None:
-    """The predictor no rollout wrote that the InferenceService serves users with alone (not split
-    by a `canaryTrafficPercent` of the user's), if any."""
+    """The predictor no rollout wrote, serving alone (not split by a `canaryTrafficPercent` of the
+    user's), if any: the model users have, or may have, before the first rollout on it."""
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
-    if not serves(isvc) or LABEL_ROLLOUT in (predictor.get("labels") or {}) or "canaryTrafficPercent" in predictor:
+    if not predictor or LABEL_ROLLOUT in (predictor.get("labels") or {}) or "canaryTrafficPercent" in predictor:
         return None
     return predictor
 
 
 def _replaces_unjudged(isvc: Obj, wanted: Obj) -> bool:
-    """`wanted` puts a rollout's model in place of the InferenceService's own serving model without
-    a canary: only a split starting at 0 % (Serverless) or a promoted canary entry (RawDeployment)
-    may take its place."""
+    """`wanted` puts a rollout's model in place of the InferenceService's own model, which serves or
+    has served users, without a canary: only a split starting at 0 % (Serverless) or a promoted
+    canary entry (RawDeployment) may take its place."""
     own, new = _own_model(isvc), wanted.get("predictor") or {}
-    if own is None or new == own:
+    if own is None or new == own or not _has_served(isvc):
         return False
     was_canary = any(entry.get("predictor") == new for entry in (isvc.get("spec") or {}).get("canary") or [])
     return not was_canary and "canaryTrafficPercent" not in new
@@ -299,19 +313,22 @@ class KServeRouter:
         return found
 
     async def handed_over(self, kube: Kube, target: RouteTarget) -> HandedOver | None:
-        """The model the InferenceService serves before this rollout has a stable revision: its own
-        predictor, written by no rollout, once KServe reports it Ready (the first rollout on it);
-        else the model of this rollout it still serves: RawDeployment's `spec.predictor`; in
-        Serverless mode the predictor once rolled out, else (a split pinned at 0 % by the deletion)
-        the revision KServe still runs with Ready pods, or, none of this rollout's, the revision
-        KServe rolled out before it (named as KServe names it)."""
+        """The model the InferenceService serves before this rollout has a stable revision:
+        * its own predictor, written by no rollout (the first rollout on it), unless KServe says it
+          never served (then the template takes its place); `serving` False while KServe reports
+          it neither Ready nor rolled out: it may still have users, so the rollout waits for it;
+        * else the model of this rollout it still serves: RawDeployment's `spec.predictor`; in
+          Serverless mode the predictor once rolled out, else (a split pinned at 0 % by the
+          deletion) the revision KServe still runs with Ready pods, or, none of this rollout's, the
+          revision KServe routes to that it rolled out before it (named as KServe names it)."""
         isvc = await kube.get(_isvc_path(target))
         if isvc is not None:
             _refuse_if_taken(isvc, target)
         users_model = f"the model InferenceService {target.namespace}/{_isvc_name(target)} served before this rollout"
         own = _own_model(isvc or {})
-        if own is not None:
-            return HandedOver(template_revision(own), (own.get("labels") or {}).get(LABEL_MODEL_VERSION), users_model)
+        if own is not None and not _never_served(isvc or {}):
+            return HandedOver(template_revision(own), (own.get("labels") or {}).get(LABEL_MODEL_VERSION), users_model,
+                              serving=_has_served(isvc or {}))
         predictor = ((isvc or {}).get("spec") or {}).get("predictor")
         revision = revision_of(predictor, target.name)
         if revision is None:
@@ -323,5 +340,5 @@ class KServeRouter:
             # None of this rollout's: what KServe rolled out before it, the users' own model.
             rolled_out = [t["revisionName"] for t in _traffic(isvc or {})
                           if not t.get("latestRevision") and int(t.get("percent") or 0) > 0 and t.get("revisionName")]
-            return HandedOver(rolled_out[0], None, users_model) if rolled_out and serves(isvc or {}) else None
+            return HandedOver(rolled_out[0], None, users_model, serving=serves(isvc or {})) if rolled_out else None
         return HandedOver(revision, ((predictor or {}).get("labels") or {}).get(LABEL_MODEL_VERSION))
