@@ -128,7 +128,7 @@ def run_behaviour(cases: list[tuple[Scenario, tuple[str, ...]]], runs: int = 1, 
         lab.start_operator("--log-level", "warning")
         controller = BaselineController(lab)
         for scenario, policies in cases:
-            for run in range(runs):
+            for run in range(runs * scenario.runs_per_lab):
                 for policy in policies:
                     subjects.append(_install(lab, controller, scenario, run, policy, seed))
         say(f"installed {len(subjects)} rollouts; waiting for the stable versions")

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_records = harness.run_behaviour([(specs.real_cadence(s), policies) for s in main_set],
                                                     seed=args.seed + 3 + 1000 * run, progress=say)
                 for record in run_records:
-                    record.run = run
+                    record.run += run * specs.SCENARIOS[record.scenario].runs_per_lab
                 real_records += run_records
         if "noisy-healthy" in chosen:
             noisy = specs.real_cadence(specs.NOISY, specs.REAL_NOISY_RPS)

@@ -58,6 +58,10 @@ class Scenario:
     floor: tuple[float, float] | None = None  # (p0, p1) for modelrollout.stats.required_samples
     floor_per_request: float = 1.0   # share of canary requests that count as samples (labels)
     timeout: float = 150.0
+    # Runs of it in each lab: more where one run's result varies most (a label-driven test's decision
+    # time: its 90th percentile is ~1.8 times its median in simulation), so its median is measured,
+    # not drawn.
+    runs_per_lab: int = 1
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -77,7 +81,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("latency", _h(), _h(**{"latency-ms": "400", "bad": "true"}), bad_measure="bad_requests",
              notes="median latency 40 ms -> 400 ms"),
     Scenario("quality", _h(), _h(**{"accuracy": "0.75", "bad": "true"}), bad_measure="bad_requests",
-             quality=True, floor=(0.08, 0.25), floor_per_request=0.3,
+             quality=True, floor=(0.08, 0.25), floor_per_request=0.3, runs_per_lab=3,
              notes="accuracy 0.92 -> 0.75 (30% of predictions labelled)"),
     Scenario("drift", _h(), _h(**{"score-mean": "0.55", "bad": "true"}), bad_measure="bad_requests",
              drift=True, notes="prediction scores shifted 0.3 -> 0.55, same errors, latency and accuracy"),
