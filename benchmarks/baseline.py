@@ -6,7 +6,10 @@ every `interval` it runs each metric check over the metric's range; a check whos
 of its `thresholdRange` *or that returns no values* counts as a failed check; the failed-checks
 counter is cumulative for the analysis and when it reaches `threshold` the canary is rolled back
 (weight 0, canary scaled to zero). When all checks pass, the weight grows by `stepWeight`, one
-step per interval, up to `maxWeight`; the next passing interval promotes.
+step per interval, up to `maxWeight`; the next passing interval promotes, one state a tick as its
+scheduler does (pkg/controller/scheduler.go): that tick copies the canary's template to the
+primary (`Promoting`, the split unchanged); the next, once the primary is ready, routes all traffic
+to it (`Finalising`); the next scales the canary to zero (`Succeeded`).
 
 Argo Rollouts (docs/features/analysis.md, "Background Analysis"): steps setWeight 20/40/60/80,
 each followed by `pause: {duration: 10m}`, then the rollout completes (promotion). An AnalysisRun
@@ -44,7 +47,7 @@ class BaselineSubject:
     policy: BaselinePolicy
     quality: bool = False
     # state (the tool's own status)
-    phase: str = "Initialized"        # Initialized | Progressing | Promoted | Failed
+    phase: str = "Initialized"        # Initialized | Progressing | Promoting | Finalising | Promoted | Failed
     weight: int = 0
     failed_checks: int = 0
     errors_in_a_row: int = 0
@@ -52,6 +55,7 @@ class BaselineSubject:
     step: int = 0                     # Argo: index of the current setWeight step
     started_at: float | None = None
     finished_at: float | None = None
+    all_traffic_at: float | None = None  # when the new version serves every request
     ready_at: float | None = None
     step_at: float | None = None      # when the current step began
     next_check_at: float = 0.0
@@ -101,11 +105,18 @@ class Flagger:
         return out
 
     def advance(self, ctl: BaselineController, subject: BaselineSubject, now: float) -> None:
+        subject.next_check_at = now + self.interval
+        if subject.phase == "Promoting":
+            if ctl.primary_ready(subject):  # else the next tick looks again
+                ctl.set_weight(subject, 0)
+                subject.phase, subject.all_traffic_at = "Finalising", now
+            return
+        if subject.phase == "Finalising":
+            ctl.promote(subject)
+            return
         if subject.weight == 0:
             ctl.set_weight(subject, self.step_weight)  # Flagger's first step
-            subject.next_check_at = now + self.interval
             return
-        subject.next_check_at = now + self.interval
         failed = [metric for metric, query, lo, hi in self.checks(subject)
                   if not _within(ctl.query(query), lo, hi)]
         subject.checks += 1
@@ -116,7 +127,8 @@ class Flagger:
                 ctl.rollback(subject)
             return
         if subject.weight >= self.max_weight:
-            ctl.promote(subject)
+            ctl.copy_to_primary(subject)
+            subject.phase = "Promoting"
             return
         ctl.set_weight(subject, min(self.max_weight, subject.weight + self.step_weight))
 
@@ -265,7 +277,7 @@ class BaselineController:
 
     # ------------------------------------------------------------ the analysis loop
     def step(self, subject: BaselineSubject, now: float) -> None:
-        if subject.phase != "Progressing" or now < subject.next_check_at:
+        if subject.phase not in ("Progressing", "Promoting", "Finalising") or now < subject.next_check_at:
             return
         if subject.ready_at is None:
             if not self._canary_ready(subject):
@@ -280,12 +292,28 @@ class BaselineController:
         subject.phase = "Failed"
         subject.finished_at = time.time()
 
+    def copy_to_primary(self, subject: BaselineSubject) -> None:
+        self.lab.apply(_deployment(subject.name, "stable", subject.canary, 2))
+
+    def primary_ready(self, subject: BaselineSubject) -> bool:
+        """The primary runs the canary's template on all its replicas, Ready (Flagger's IsPrimaryReady)."""
+        dep = self.lab.apps.read_namespaced_deployment(f"{subject.name}-stable", specs.NAMESPACE)
+        annotations = dep.spec.template.metadata.annotations or {}
+        return (annotations == specs.annotations(subject.canary)
+                and (dep.status.observed_generation or 0) >= (dep.metadata.generation or 0)
+                and int(dep.status.updated_replicas or 0) >= int(dep.spec.replicas or 0)
+                and int(dep.status.ready_replicas or 0) >= int(dep.spec.replicas or 0))
+
     def promote(self, subject: BaselineSubject) -> None:
-        """Both tools copy the canary spec to the primary/stable, then route all traffic back to it."""
+        """The canary's template on the primary/stable, all traffic to it, the canary scaled to zero
+        (Argo in one go at its last step; Flagger's last tick, after `Promoting` and `Finalising`)."""
+        if subject.all_traffic_at is None:
+            self.copy_to_primary(subject)
+            self.set_weight(subject, 0)
+            subject.all_traffic_at = time.time()
+        self.lab.apps.patch_namespaced_deployment(f"{subject.name}-canary", specs.NAMESPACE, {"spec": {"replicas": 0}})
         subject.phase = "Promoted"
         subject.finished_at = time.time()
-        self.lab.apply(_deployment(subject.name, "stable", subject.canary, 2))
-        self.set_weight(subject, 0)
 
     def run(self) -> None:
         while not self._stop.is_set():

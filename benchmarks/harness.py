@@ -310,6 +310,8 @@ def _observe(subject: _Subject, snap: dict[str, dict[str, Any]], statuses: dict[
     # Outcome of the policy.
     outcome = None
     if subject.baseline is not None:
+        if subject.baseline.all_traffic_at is not None and rec.t_all_traffic is None:
+            rec.t_all_traffic = subject.baseline.all_traffic_at
         outcome = {"Promoted": "promoted", "Failed": "rolled_back"}.get(subject.baseline.phase)
         if outcome == "rolled_back":
             rec.reason = f"{subject.baseline.failed_checks} failed checks"

@@ -121,13 +121,16 @@ def targets(real_rows: list[dict[str, Any]], noisy: dict[str, Any] | None, sim: 
 
     o, f = by.get(("healthy", "ours-default")), by.get(("healthy", "flagger"))
     if o and f:
-        # Promoted: the new model serves every user (Flagger: its promotion; ours: from the start of the
-        # promotion watch, the old stable on standby; it is stable after the watch, shown beside it).
+        # Both moments of a promotion, each against Flagger's own: the new model serves every user (ours:
+        # the promotion watch begins, the old stable on standby; Flagger: it routes all traffic to the
+        # primary), and the release is done (ours: stable after the watch; Flagger: Succeeded).
         t_o, t_f = o.get("real_seconds_to_all_traffic"), f.get("real_seconds_to_all_traffic")
-        add(f"healthy canary at {specs.REAL_RPS:g} rps promoted (serving all traffic) no later than Flagger-default",
-            t_o is not None and (t_f is None or t_o <= t_f),
-            f"ours {_fmt(t_o, 0)} real s vs Flagger {_fmt(t_f, 0)} real s; ours stable after its watch at "
-            f"{_fmt(o['real_seconds_to_promote'], 0)} real s")
+        p_o, p_f = o.get("real_seconds_to_promote"), f.get("real_seconds_to_promote")
+        add(f"healthy canary at {specs.REAL_RPS:g} rps promoted no later than Flagger-default (serving all "
+            "traffic, and done)",
+            t_o is not None and p_o is not None and (t_f is None or t_o <= t_f) and (p_f is None or p_o <= p_f),
+            f"all traffic: ours {_fmt(t_o, 0)} real s vs Flagger {_fmt(t_f, 0)}; done: ours stable after its "
+            f"watch at {_fmt(p_o, 0)} real s vs Flagger Succeeded at {_fmt(p_f, 0)}")
     if noisy:
         n = noisy["outcomes"]
         add(f"{noisy['runs']} of {noisy['runs']} noisy healthy canaries at {specs.REAL_NOISY_RPS:g} rps promoted, "
