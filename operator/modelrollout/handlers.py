@@ -117,12 +117,16 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             memo.seen[(namespace, name)] = fingerprint
             _wake(memo, namespace, name)
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, labels=labels, cancellation_timeout=5.0, registry=registry)
+    # Stopped (the rollout deleted, the operator exiting), the daemon ends its pass and exits on its
+    # own within the backoff; only one stuck beyond it is cancelled (which kopf logs as a warning).
+    @kopf.daemon(GROUP, VERSION, PLURAL, labels=labels, cancellation_backoff=DAEMON_EXIT_TIMEOUT,
+                 cancellation_timeout=5.0, registry=registry)
     async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
                           name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
                           **_: Any) -> None:
         wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
         memory = RolloutMemory()
+        stopping = asyncio.ensure_future(stopped.wait())
 
         def emit(type_: str, reason: str, message: str) -> None:
             kopf.event(body, type=type_, reason=reason, message=message)
@@ -133,11 +137,11 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                 delay = await run_pass(memo.runtime, memory, body,
                                        observed_deployments(rollout_deployments.get((namespace, name), [])),
                                        dict(rollout_services.get((namespace, name), [])), emit)
-                try:
-                    await asyncio.wait_for(wakeup.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
+                woken = asyncio.ensure_future(wakeup.wait())
+                await asyncio.wait({woken, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
         finally:
+            stopping.cancel()
             memo.wakeups.pop((namespace, name), None)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, timeout=DELETE_TIMEOUT, backoff=DELETE_BACKOFF,

@@ -289,8 +289,13 @@ def test_a_recreated_rollout_adopts_the_users_model_a_pinned_split_still_serves(
                 {"revisionName": "pinned-predictor-00002", "percent": 0, "latestRevision": True}]}}}})
         recreated = replace(target, ready={target.spec.revision: 2})  # the pinned template's pods are Ready
         adopted = await router.handed_over(kube, recreated)
-        assert adopted is not None and adopted.revision == "pinned-predictor-00001"
+        assert adopted is not None and adopted.revision == "pinned-predictor-00001" and adopted.serving
         assert "InferenceService default/pinned" in adopted.origin
+        # KServe's Ready flickers False (the pinned revision's pods restart): the model KServe routes
+        # every request to still serves. Before, it was then not adopted and the template replaced it.
+        await kube.merge_patch(f"{ISVCS}/pinned/status", {"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+        flickered = await router.handed_over(kube, recreated)
+        assert flickered is not None and flickered.revision == "pinned-predictor-00001" and flickered.serving
 
     with_kube(api, scenario)
 

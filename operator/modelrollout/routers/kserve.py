@@ -320,7 +320,8 @@ class KServeRouter:
         * else the model of this rollout it still serves: RawDeployment's `spec.predictor`; in
           Serverless mode the predictor once rolled out, else (a split pinned at 0 % by the
           deletion) the revision KServe still runs with Ready pods, or, none of this rollout's, the
-          revision KServe routes to that it rolled out before it (named as KServe names it)."""
+          revision KServe rolled out before it and still routes requests to, whatever its Ready says
+          (named as KServe names it)."""
         isvc = await kube.get(_isvc_path(target))
         if isvc is not None:
             _refuse_if_taken(isvc, target)
@@ -340,5 +341,5 @@ class KServeRouter:
             # None of this rollout's: what KServe rolled out before it, the users' own model.
             rolled_out = [t["revisionName"] for t in _traffic(isvc or {})
                           if not t.get("latestRevision") and int(t.get("percent") or 0) > 0 and t.get("revisionName")]
-            return HandedOver(rolled_out[0], None, users_model, serving=serves(isvc or {})) if rolled_out else None
+            return HandedOver(rolled_out[0], None, users_model) if rolled_out else None
         return HandedOver(revision, ((predictor or {}).get("labels") or {}).get(LABEL_MODEL_VERSION))
