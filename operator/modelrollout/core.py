@@ -584,13 +584,18 @@ def _initialize(b: _Builder, revision: str) -> Decision:
         # Not reported serving is not proof of no users (a status that lags, a Ready that flickers).
         b.set(awaiting_handover_since=b.status.awaiting_handover_since or ts(b.now))
         timeout = b.spec.strategy.warmup.readiness_timeout
-        if awaits_handover(b.spec, b.status, b.now):
+        if b.command("promote_full"):  # the user's word that it has no users to keep
+            b.set(awaiting_handover_since=None)
+            b.event("Normal", "NotServing", f"{adopted.origin} is replaced by revision {revision} on request "
+                                           f"(promote --full)")
+        elif awaits_handover(b.spec, b.status, b.now):
             b.wake_in(min(WARMUP_POLL, timeout - (_since(b.status.awaiting_handover_since, b.now) or 0.0)))
             return b.finish(Action.WAIT, Phase.INITIALIZING, "AwaitingHandover",
                             f"{adopted.origin} is not reported serving: it is adopted as stable if it serves "
-                            f"within {timeout:g}s, else revision {revision} takes its place")
-        b.event("Normal", "NotServing", f"{adopted.origin} did not serve within {timeout:g}s: revision {revision} "
-                                       f"takes its place as the first stable revision")
+                            f"within {timeout:g}s, else revision {revision} takes its place (promote --full: now)")
+        else:
+            b.event("Normal", "NotServing", f"{adopted.origin} did not serve within {timeout:g}s: revision "
+                                           f"{revision} takes its place as the first stable revision")
     else:
         b.set(awaiting_handover_since=None)
     workload = b.obs.workloads.get(revision)

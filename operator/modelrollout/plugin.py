@@ -415,7 +415,8 @@ def get(target: Target, name: str, output: str, watching: bool, timeout: int, ex
 @main.command()
 @kube_options
 @rollout_argument()
-@click.option("--full", is_flag=True, help="Skip every remaining step and the promotion watch, and promote now.")
+@click.option("--full", is_flag=True, help="Skip every remaining step and the promotion watch, and promote now "
+                                           "(kserve: replace an awaited model of the InferenceService's own now).")
 @click.pass_obj
 def promote(target: Target, name: str, full: bool) -> None:
     """Pass the current manual gate (or, with --full, promote at once)."""

@@ -151,6 +151,17 @@ def test_a_model_that_does_not_serve_within_the_readiness_timeout_is_replaced_by
     assert (d.action, d.status.stable_revision, d.status.awaiting_handover_since) == (Action.INITIALIZE, V2.revision, None)
 
 
+def test_promote_full_replaces_a_model_not_reported_serving_at_once_on_the_users_word():
+    run = Run(V2)
+    users_model = core.HandedOver(V1.revision, None, "the InferenceService's own model", serving=False)
+    d = run.step(handed_over=users_model)
+    assert desired_state(V2, d.status, {}, run.now).stable_revision is None
+    d = run.step(after=1, handed_over=users_model, commands=Commands(promote_full="t1"))
+    assert [e.reason for e in d.events] == ["NotServing"] and "on request" in d.events[0].message
+    assert desired_state(V2, d.status, {}, run.now).stable_revision == V2.revision  # the template is written
+    assert d.status.awaiting_handover_since is None and d.status.stable_revision is None
+
+
 def test_a_rollout_recreated_with_the_same_template_adopts_it_as_its_first_revision():
     d = Run(V1).step(workloads=ready(V1), handed_over=core.HandedOver(V1.revision, "v1"))
     assert (d.action, d.status.stable_revision, d.status.canary_revision) == (Action.INITIALIZE, V1.revision, None)
