@@ -105,9 +105,6 @@ class Observations:
     commands: Commands = Commands()
     # None: no analysis ran in this cycle. A tuple (maybe with errors) when it did.
     samples: tuple[MetricSample, ...] | None = None
-    # When the samples were measured (the queries' evaluation time): the analysis is stamped with it,
-    # so the next one is due an interval after it, however long the queries and the pass took.
-    measured_at: datetime | None = None
     # Results of the gates of the stage status.gating names, run in this cycle.
     gates: Mapping[str, GateResult] = field(default_factory=dict)
     # The canary's share of user traffic that the cluster carries now (router read-back, Ready
@@ -1008,7 +1005,7 @@ def _analysis_summary(b: _Builder) -> str:
 
 def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
     """Judge this cycle's samples; returns a rollback decision, or None to go on."""
-    spec, stamp = b.spec, ts(b.obs.measured_at or b.now)
+    spec, stamp = b.spec, ts(b.now)
     warming = in_warmup_skip(spec, b.status, b.now)
     rules = {m.name: m for m in spec.analysis.metrics}
     failures = dict(b.status.failures)

@@ -261,7 +261,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
                                 lambda: router.addresses(runtime.kube, target))
     observations = Observations(generation=obj.generation, workloads=workloads, traffic=traffic, mirror=mirror,
                                 commands=commands_from(obj.annotations), samples=samples, gates=gates,
-                                handed_over=handed_over, measured_at=started if samples is not None else None)
+                                handed_over=handed_over)
     now = clock()
     decision = core.decide(spec, before, observations, now)
     desired = core.desired_state(spec, decision.status, workloads, now)

@@ -66,13 +66,13 @@ class Run:
         self.decisions = []
 
     def step(self, *, after=0.0, workloads=None, samples=None, commands=None, generation=1, traffic=AUTO,
-             handed_over=None, measured_at=None):
+             handed_over=None):
         """`traffic` defaults to a cluster that carries at once whatever the last status asked for."""
         self.now += timedelta(seconds=after)
         if traffic is AUTO:
             traffic = target_weight(self.spec, self.status, workloads or {})
         obs = Observations(generation=generation, workloads=workloads or {}, commands=commands or Commands(),
-                           samples=samples, traffic=traffic, handed_over=handed_over, measured_at=measured_at)
+                           samples=samples, traffic=traffic, handed_over=handed_over)
         decision = decide(self.spec, self.status, obs, self.now)
         self.status = RolloutStatus.parse(decision.status.dump())  # as the cluster stores it, and valid
         self.decisions.append(decision)
@@ -243,18 +243,6 @@ def test_a_serving_canary_is_analysed_during_the_warmup_skip_but_only_critical_b
     assert d.status.passed_checks == 0
     d = run.step(after=1, workloads=w, samples=good(**{"error-rate": 0.5}))  # a broken one is rolled back
     assert d.action is Action.ROLLBACK
-
-
-def test_the_next_analysis_is_due_an_interval_after_the_last_was_measured_not_after_a_slow_pass_ended():
-    """Before, an analysis was stamped when its pass decided, after the queries: each look came an
-    interval plus the queries' time after the last (in the lab every ~1.1 intervals), so a canary
-    was looked at less often than its spec says and its decisions came later."""
-    run = canary_in_step0()
-    w = {**ready(V1), V2.revision: Workload(1, 1)}
-    measured = run.now + timedelta(seconds=5)
-    d = run.step(after=8, workloads=w, samples=good(), measured_at=measured)  # the queries took 3 s
-    assert d.status.last_analysis_at == core.ts(measured)
-    assert analysis_due(V2, d.status, measured + timedelta(seconds=10))  # the 10 s interval, from the measurement
 
 
 # ------------------------------------------------------------------ verdicts
