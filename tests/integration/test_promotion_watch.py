@@ -25,7 +25,7 @@ def test_a_canary_that_turns_bad_after_its_steps_is_rolled_back_from_full_traffi
                       metrics=[{"name": "error-rate", "max": 0.01, "critical": True}])
     stable = lab.status("late")["stableRevision"]
     lab.apply(scenarios.release(v1, "2.0.0", {"degrade-after-seconds": "12", "degraded-error-rate": "0.05"}))
-    watching = lab.wait_for(lambda: lab.status("late").get("watchingSince") and lab.status("late"), timeout=11,
+    watching = lab.wait_for(lambda: (s := lab.status("late")).get("watchingSince") and s, timeout=11,
                             what="the canary watched at full traffic before it degrades")
     assert watching["phase"] == "Promoting" and watching["stableRevision"] == stable
     assert lab.wait_for(lambda: route_canary_weight(lab, "late") == 100, timeout=5, what="all traffic on the canary")
