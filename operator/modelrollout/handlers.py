@@ -24,6 +24,7 @@ from modelrollout.reconcile import (RolloutMemory, Runtime, finalize, observed_d
 from modelrollout.workloads import ObservedDeployment
 
 DAEMON_EXIT_TIMEOUT = 10.0
+LAST_PASS_TIMEOUT = 120.0  # a pass is bounded by its calls' timeouts; beyond this one, kopf cancels it
 DELETE_TIMEOUT = 300.0  # seconds of retries before a deletion goes ahead without handing traffic back
 DELETE_BACKOFF = 5.0
 NOTIFICATION_DRAIN = 10.0  # seconds a stopping operator still delivers queued notifications (pods get 30 s)
@@ -35,13 +36,24 @@ def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
         event.set()
 
 
-async def _daemon_exited(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Wait for the rollout's daemon to end its last reconcile, which could otherwise move traffic
-    or re-adopt objects after the finalizer handed them over (kopf stops it, but in parallel)."""
-    _wake(memo, namespace, name)
-    deadline = asyncio.get_running_loop().time() + DAEMON_EXIT_TIMEOUT
-    while (namespace, name) in memo.wakeups and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
+async def _last_pass_ended(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock | None:
+    """The rollout's pass lock, held: the daemon's last pass has ended, and none starts after it.
+
+    A pass that is still running could move traffic or re-adopt objects after the finalizer handed
+    them over: a canary destination written back into a route whose Service is then deleted. kopf
+    stops the daemon in parallel with the deletion handler and cancels it only after this handler
+    returns, and a cancelled pass may still have a write in flight, so the pass is awaited, not
+    cancelled. A pass beyond LAST_PASS_TIMEOUT is a temporary failure: kopf then cancels the daemon
+    and retries (each retry is a Warning event on the rollout)."""
+    lock = memo.passes.get((namespace, name))
+    if lock is None:  # no daemon (it exited, or never started)
+        return None
+    try:
+        await asyncio.wait_for(lock.acquire(), LAST_PASS_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise kopf.TemporaryError(f"the rollout's last reconcile pass has run for over {LAST_PASS_TIMEOUT:.0f}s: "
+                                  f"traffic is handed back once it ends", delay=DELETE_BACKOFF) from None
+    return lock
 
 
 def _owned_by_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
@@ -79,6 +91,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         memo.runtime = Runtime(config=config, kube=Kube(load_configuration(config.kubeconfig)))
         await access.self_check(memo.runtime.kube, config.namespaces)
         memo.wakeups = {}
+        memo.passes = {}
         memo.seen = {}
 
     @kopf.on.cleanup(registry=registry)
@@ -125,6 +138,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                           name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
                           **_: Any) -> None:
         wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
+        passing = memo.passes.setdefault((namespace, name), asyncio.Lock())
         memory = RolloutMemory()
         stopping = asyncio.ensure_future(stopped.wait())
 
@@ -132,17 +146,22 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             kopf.event(body, type=type_, reason=reason, message=message)
 
         try:
-            while not stopped:
-                wakeup.clear()
-                delay = await run_pass(memo.runtime, memory, body,
-                                       observed_deployments(rollout_deployments.get((namespace, name), [])),
-                                       dict(rollout_services.get((namespace, name), [])), emit)
+            while True:
+                async with passing:  # never beside the finalizer: see _last_pass_ended
+                    if stopped:
+                        break
+                    wakeup.clear()
+                    delay = await run_pass(memo.runtime, memory, body,
+                                           observed_deployments(rollout_deployments.get((namespace, name), [])),
+                                           dict(rollout_services.get((namespace, name), [])), emit)
                 woken = asyncio.ensure_future(wakeup.wait())
                 await asyncio.wait({woken, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
         finally:
             stopping.cancel()
             memo.wakeups.pop((namespace, name), None)
+            if memo.passes.get((namespace, name)) is passing:
+                memo.passes.pop((namespace, name))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, timeout=DELETE_TIMEOUT, backoff=DELETE_BACKOFF,
                     registry=registry)
@@ -150,5 +169,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
         """Retried (every failure is a Warning event from kopf) for DELETE_TIMEOUT at most: then kopf
         gives up and releases the finalizer, so a denied or broken cluster never wedges a deletion."""
         memo.seen.pop((namespace, name), None)
-        await _daemon_exited(memo, namespace, name)
-        await finalize(memo.runtime, rollout_object(body))
+        held = await _last_pass_ended(memo, namespace, name)
+        try:
+            await finalize(memo.runtime, rollout_object(body))
+        finally:
+            if held is not None:
+                held.release()

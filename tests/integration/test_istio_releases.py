@@ -4,6 +4,7 @@ the user's other route unchanged byte for byte, and traffic still served after d
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -59,7 +60,8 @@ def test_good_model_promoted_bad_one_rolled_back_and_the_other_route_untouched(l
         status = lab.wait_for_phase("mesh", "RolledBack", timeout=60)
     assert status["stableRevision"] == promoted["stableRevision"]
     assert "error-rate" in status["message"]
-    assert _primary_weights(lab, "mesh") == (100, 0)  # all traffic back on the previous model
+    # All traffic back on the previous model: the decision is written before it is acted on.
+    lab.wait_for(lambda: _primary_weights(lab, "mesh") == (100, 0), timeout=5, what="the route back on stable")
     assert admin_states.values == [admin]  # the user's /admin route never changed, byte for byte
 
 
@@ -85,8 +87,32 @@ def test_deleting_the_rollout_keeps_traffic_served(lab):
     uid = lab.rollout("mesh-gone")["metadata"]["uid"]
     owners = lab.apps.read_namespaced_deployment(deployment, "default").metadata.owner_references
     assert [o.uid for o in owners] == [uid]  # the handed-over Deployment, adopted
-    assert _primary_weights(lab, "mesh-gone") == (100, 0)
+    lab.wait_for(lambda: _primary_weights(lab, "mesh-gone") == (100, 0), timeout=5, what="the route back on stable")
     assert _unrouted(lab, "mesh-gone") == unrouted
+
+
+def test_deleting_the_rollout_while_it_moves_traffic_hands_all_traffic_back(lab):
+    """The deletion awaits the pass in flight. Here the write of step 0's weight is slow (12 s, longer
+    than kopf gives a daemon to stop): handed back before it landed, the route would keep a destination
+    to the canary Service the deletion removes, and 40 % of requests would go nowhere."""
+    v1 = start_stable(lab, "mesh-moving", router="istio", **SAMPLED, steps=[{"weight": 40, "hold": "60s"}])
+    unrouted = _unrouted(lab, "mesh-moving")
+    lab.inject_faults(slow=(1.0, 12.0), verbs=["update"], resources=["virtualservices.networking.istio.io"],
+                      body=r'"weight":\s*40\b')
+    try:
+        lab.apply(scenarios.release(v1, "2.0.0"))
+        lab.wait_for(lambda: lab.faults.counts["slow"], timeout=60, what="step 0's weight write in flight")
+        in_flight = time.monotonic()
+        lab.delete_rollout("mesh-moving")
+        lab.wait_for(lambda: not lab.status("mesh-moving"), timeout=60, what="the rollout to go")
+        time.sleep(max(0.0, in_flight + 13.0 - time.monotonic()))  # the slow write has landed or been refused
+    finally:
+        lab.faults.clear()
+    lab.traffic.wait_ticks(15)
+    assert _primary_weights(lab, "mesh-moving") == (100, 0)
+    assert [d["destination"]["host"] for d in _vs(lab, "mesh-moving")["spec"]["http"][1]["route"]] == [
+        "mesh-moving-stable.default.svc.cluster.local"]
+    assert _unrouted(lab, "mesh-moving") == unrouted
 
 
 DRIFT = [{"name": "prediction-drift", "max": 0.1, "minSamples": 200},
