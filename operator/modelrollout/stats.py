@@ -232,12 +232,12 @@ def judge_vs_stable(
 # Every request is a Bernoulli trial (bad or not).  For a null hypothesis H0 about the bad-rate(s)
 # the judge computes an e-process by universal inference (Wasserman, Ramdas, Balakrishnan 2020):
 #
-#     E = [ marginal likelihood of the counts under a Beta prior ] / [ max likelihood under H0 ]
+#     E = [ likelihood of the counts mixed over alternatives ] / [ max likelihood under H0 ]
 #
 # For any rates in H0, E is at most the Bayes-mixture likelihood ratio against those rates, which
 # is a non-negative martingale over the sequence of requests (whatever the traffic does over time
 # and however often it is looked at), so P(E ever >= 1/alpha) <= alpha by Ville's inequality.
-# No normal approximation: exact for 0 errors, 2 errors or 0.1 %.  The prior only decides which
+# No normal approximation: exact for 0 errors, 2 errors or 0.1 %.  The mixture only decides which
 # alternatives are caught fastest, never validity.
 
 
@@ -268,12 +268,36 @@ def _prior(mean: float, shape: float) -> tuple[float, float]:
 
 
 def _priors(scale: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Mixing priors for the canary and the stable rate, from the spec's tolerance or bound only
+    """A comparison's mixing priors for the canary and the stable rate, from the spec's tolerance only
     (never from data).  The canary's Beta(1, .) is centred at three times the scale (a bad canary
     is usually several tolerances off); stable's Beta(1/2, .) at the scale.  Chosen by simulation
     (docs/analysis.md); any choice keeps the tests valid."""
     scale = scale if scale > 0 else 0.003
     return _prior(3 * scale, 1.0), _prior(scale, 0.5)
+
+
+# A bound's tests mix over fixed alternatives on their own side of it, spaced geometrically in odds
+# (scale-free: the same for a 1 % error bound as for a 15 % wrong-prediction bound): the FAIL test
+# over canaries 1.5 to 13 times the bound's odds, the PASS test over 1/1.5 to 1/13 of them, and
+# both over one Beta prior (a seventh, equal share), so that a canary between the grid's points,
+# however near the bound, is still decided in the end. An average of likelihood ratios against
+# fixed rates is itself one: validity does not depend on the grid. Against the Beta prior alone,
+# shared by both tests, it decided in ~20 % fewer samples whichever side of the bound the canary
+# was on, by simulation (docs/analysis.md).
+_ODDS_RATIOS = (1.5, 2.0, 3.0, 5.0, 8.0, 13.0)
+
+
+def _log_mean_exp(values: Sequence[float]) -> float:
+    top = max(values)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
+
+
+def _odds_grid(bound: float, above: bool) -> tuple[float, ...]:
+    """The fixed alternatives a bound's FAIL (``above``) or PASS test mixes over."""
+    odds = min(1 - 1e-9, max(1e-9, bound)) / (1 - min(1 - 1e-9, max(1e-9, bound)))
+    return tuple(odds * r / (1 + odds * r) for r in (_ODDS_RATIOS if above else [1 / r for r in _ODDS_RATIOS]))
 
 
 def _restricted_mle(xc: float, nc: float, xs: float, ns: float, delta: float) -> tuple[float, float]:
@@ -333,10 +357,13 @@ class _RateTest:
     # anywhere in [0, 1], like a histogram's, mix over uniform priors.
     priors: tuple[tuple[float, float], tuple[float, float]] | None = None
 
-    def log_mixture(self, c: _Counts) -> float:
-        """log of the counts' marginal likelihood under the mixing priors (the numerator)."""
+    def log_mixture(self, c: _Counts, above: bool) -> float:
+        """log of the counts' marginal likelihood under the FAIL (``above``) or PASS test's mixture
+        (the numerator): a bound's odds grid, or the mixing priors of a comparison."""
         canary_prior, stable_prior = self.priors or _priors(self.margin)
         total = _log_marginal(c.xc, c.nc, canary_prior)
+        if not self.compare and self.priors is None:
+            return _log_mean_exp([*(_log_lik(c.xc, c.nc, p) for p in _odds_grid(self.margin, above)), total])
         if self.compare:
             assert c.xs is not None and c.ns is not None
             total += _log_marginal(c.xs, c.ns, stable_prior)
@@ -356,13 +383,11 @@ class _RateTest:
 
     def log_e(self, c: _Counts, above: bool) -> float:
         """log E against H0 at the test's own margin."""
-        return self.log_mixture(c) - self.log_null_max(c, above, self.margin)
+        return self.log_mixture(c, above) - self.log_null_max(c, above, self.margin)
 
     def log_e_both(self, c: _Counts) -> tuple[float, float]:
-        """log E of the FAIL test and of the PASS test (one numerator, two nulls)."""
-        mixture = self.log_mixture(c)
-        return (mixture - self.log_null_max(c, True, self.margin),
-                mixture - self.log_null_max(c, False, self.margin))
+        """log E of the FAIL test and of the PASS test."""
+        return self.log_e(c, True), self.log_e(c, False)
 
     def reference(self, c: _Counts) -> float:
         """The bad-rate the canary is held to now: the bound, or stable's rate plus the margin."""
@@ -375,7 +400,7 @@ class _RateTest:
         """Upper end of the (1 - alpha) anytime-valid confidence sequence of the canary's bad-rate
         (or of the difference canary - stable): the least margin the PASS test rejects."""
         crit = math.log(1.0 / alpha)
-        mixture = self.log_mixture(c)
+        mixture = self.log_mixture(c, above=False)
         lo = c.xc / c.nc - (c.xs / c.ns if self.compare and c.xs is not None and c.ns else 0.0)
         hi = 1.0
         if mixture - self.log_null_max(c, False, hi) < crit:

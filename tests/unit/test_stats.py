@@ -227,6 +227,30 @@ def test_judge_proportion_more_samples_more_decisive() -> None:
     assert big.verdict is F
 
 
+@pytest.mark.parametrize(
+    "good, labelled, verdict",
+    [
+        (150, 200, F),  # 25 % wrong against min accuracy 0.85: one Beta prior for both tests needed ~10 more
+        (250, 270, P),  # 7.4 % wrong: proven within it (one Beta: ~17 more)
+    ],
+)
+def test_a_bound_on_a_common_rate_is_decided_by_alternatives_on_its_own_side(good, labelled, verdict) -> None:
+    """Quality's `min: 0.85` mixes over wrong-prediction rates 1.5-13 times the bound's odds to FAIL
+    and 1/1.5-1/13 of them to PASS, not over one Beta centred at 45 % wrong (docs/analysis.md)."""
+    j = judge_proportion(good, labelled, bound=0.85, tolerance=None, direction="higher_is_better", alpha=0.01,
+                         min_samples=30)
+    assert j.verdict is verdict, j.reason
+
+
+def test_a_canary_nearer_the_bound_than_the_grid_is_still_decided_in_the_end() -> None:
+    """1.2 times the bound's odds lies between 1 and the grid's first point (1.5), where the grid alone
+    would never fail it: the Beta share catches it, later."""
+    j = judge_proportion(12, 1000, bound=0.01, tolerance=None, alpha=0.01, min_samples=30)
+    assert j.verdict is INC and "need more samples" in j.reason, j.reason
+    need = j.evidence["samples_needed"] * 1.05
+    assert judge_proportion(0.012 * need, need, bound=0.01, tolerance=None, alpha=0.01).verdict is F
+
+
 def test_judge_proportion_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         judge_proportion(1, 10, 1, 10, tolerance=0.1, direction="sideways")  # type: ignore[arg-type]
