@@ -268,8 +268,8 @@ def _prior(mean: float, shape: float) -> tuple[float, float]:
 
 
 def _priors(scale: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """A comparison's mixing priors for the canary and the stable rate, from the spec's tolerance only
-    (never from data).  The canary's Beta(1, .) is centred at three times the scale (a bad canary
+    """Mixing priors for the canary and the stable rate, from the spec's tolerance or bound only
+    (never from data; a bound mixes the canary's with its odds grid).  The canary's Beta(1, .) is centred at three times the scale (a bad canary
     is usually several tolerances off); stable's Beta(1/2, .) at the scale.  Chosen by simulation
     (docs/analysis.md); any choice keeps the tests valid."""
     scale = scale if scale > 0 else 0.003
@@ -296,7 +296,8 @@ def _log_mean_exp(values: Sequence[float]) -> float:
 
 def _odds_grid(bound: float, above: bool) -> tuple[float, ...]:
     """The fixed alternatives a bound's FAIL (``above``) or PASS test mixes over."""
-    odds = min(1 - 1e-9, max(1e-9, bound)) / (1 - min(1 - 1e-9, max(1e-9, bound)))
+    clamped = min(1 - 1e-9, max(1e-9, bound))
+    odds = clamped / (1 - clamped)
     return tuple(odds * r / (1 + odds * r) for r in (_ODDS_RATIOS if above else [1 / r for r in _ODDS_RATIOS]))
 
 
