@@ -35,6 +35,8 @@ REAL_RPS = 100.0          # real requests per second of the service (the lab sen
 REAL_NOISY_RPS = 40.0
 OURS_REAL_INTERVAL = 5.0   # ours looks every 5 real seconds, three looks per 15 s scrape: its tests may be
                            # looked at any time, and a look then waits ~2.5 s for a scrape, not ~7.5 s
+OURS_REAL_RECENT = 60.0    # ... and cuts its recent windows in blocks of 1m, four 15 s scrapes (5 intervals would
+                           # be 25 s: increase() over under two scrapes is mostly extrapolation, docs/analysis.md)
 OURS_REAL_STEPS = (10, 25, 50)  # ... each held at least OURS_REAL_HOLD, then promotion
 OURS_REAL_HOLD = 30.0
 OURS_REAL_WATCH = 60.0    # ... and watched at full traffic for the default 1m before it becomes stable
@@ -179,15 +181,16 @@ def ours_default_rollout(name: str, behaviour: dict[str, str], version: str, qua
     """Ours at its recommended defaults, every duration compressed: the `http` preset's default metrics
     (error-rate max 0.01 as an exact test, critical; latency p95 <= 0.3 s, failureLimit 2; plus its
     quality and prediction-drift metrics where the scenario has them), samples.min, alpha, `pass:
-    powered`, recentWindow, decideWithin 30m, noData 5m then rollback, scaleDownDelay 30s, the promotion watch 1m all
-    as defaulted; analysis every 5 s; steps 10/25/50 % held at least 30 s."""
+    powered`, decideWithin 30m, noData 5m then rollback, scaleDownDelay 30s, the promotion watch 1m all
+    as defaulted; analysis every 5 s with recent blocks of 1m; steps 10/25/50 % held at least 30 s."""
     body = ours_rollout(name, behaviour, version, quality=quality, drift=drift)
     spec = body["spec"]
     spec["strategy"] = {"warmup": {"readinessTimeout": lab_duration(600)},
                         "steps": [{"weight": w, "hold": lab_duration(OURS_REAL_HOLD)} for w in OURS_REAL_STEPS],
                         "promotion": {"watch": lab_duration(OURS_REAL_WATCH)}}
     names = ["error-rate", "latency-p95"] + ["quality"] * quality + ["prediction-drift"] * drift
-    spec["analysis"] = {"interval": lab_duration(OURS_REAL_INTERVAL), "preset": "http",
+    spec["analysis"] = {"interval": lab_duration(OURS_REAL_INTERVAL), "recentWindow": lab_duration(OURS_REAL_RECENT),
+                        "preset": "http",
                         "decideWithin": lab_duration(1800), "noData": {"hold": lab_duration(300), "then": "rollback"},
                         "metrics": [{"name": n} for n in names]}
     spec["rollback"] = {"scaleDownDelay": lab_duration(30)}
