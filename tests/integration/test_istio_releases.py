@@ -93,8 +93,11 @@ def test_deleting_the_rollout_keeps_traffic_served(lab):
 
 def test_deleting_the_rollout_while_it_moves_traffic_hands_all_traffic_back(lab):
     """The deletion awaits the pass in flight. Here the write of step 0's weight is slow (12 s, longer
-    than kopf gives a daemon to stop): handed back before it landed, the route would keep a destination
-    to the canary Service the deletion removes, and 40 % of requests would go nowhere."""
+    than kopf gives a daemon to stop). Handed back before that write landed, the route could keep a
+    destination to the canary Service the deletion removes (a late write still carrying the current
+    resourceVersion, or a retry after a conflict), and 40 % of requests would go nowhere. (The old
+    10 s wait passed this test too: its late write met a conflict, and kopf cancelled the daemon
+    before the retry.)"""
     v1 = start_stable(lab, "mesh-moving", router="istio", **SAMPLED, steps=[{"weight": 40, "hold": "60s"}])
     unrouted = _unrouted(lab, "mesh-moving")
     lab.inject_faults(slow=(1.0, 12.0), verbs=["update"], resources=["virtualservices.networking.istio.io"],
