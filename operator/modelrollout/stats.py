@@ -20,6 +20,7 @@ resets, empty histograms) never raises and yields INCONCLUSIVE.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -294,11 +295,14 @@ def _log_mean_exp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values) / len(values))
 
 
-def _odds_grid(bound: float, above: bool) -> tuple[float, ...]:
-    """The fixed alternatives a bound's FAIL (``above``) or PASS test mixes over."""
+@functools.lru_cache(maxsize=1024)
+def _odds_grid(bound: float, above: bool) -> tuple[tuple[float, float], ...]:
+    """The fixed alternatives a bound's FAIL (``above``) or PASS test mixes over, as (log p, log(1 - p)):
+    a judgement evaluates them some dozens of times (the searches for the requests still needed)."""
     clamped = min(1 - 1e-9, max(1e-9, bound))
     odds = clamped / (1 - clamped)
-    return tuple(odds * r / (1 + odds * r) for r in (_ODDS_RATIOS if above else [1 / r for r in _ODDS_RATIOS]))
+    rates = (odds * r / (1 + odds * r) for r in (_ODDS_RATIOS if above else [1 / r for r in _ODDS_RATIOS]))
+    return tuple((math.log(p), math.log1p(-p)) for p in rates)
 
 
 def _restricted_mle(xc: float, nc: float, xs: float, ns: float, delta: float) -> tuple[float, float]:
@@ -358,13 +362,20 @@ class _RateTest:
     # anywhere in [0, 1], like a histogram's, mix over uniform priors.
     priors: tuple[tuple[float, float], tuple[float, float]] | None = None
 
+    @property
+    def by_side(self) -> bool:
+        """Whether the FAIL and the PASS test mix over different alternatives (a bound's odds grids)."""
+        return not self.compare and self.priors is None
+
     def log_mixture(self, c: _Counts, above: bool) -> float:
         """log of the counts' marginal likelihood under the FAIL (``above``) or PASS test's mixture
         (the numerator): a bound's odds grid, or the mixing priors of a comparison."""
         canary_prior, stable_prior = self.priors or _priors(self.margin)
         total = _log_marginal(c.xc, c.nc, canary_prior)
-        if not self.compare and self.priors is None:
-            return _log_mean_exp([*(_log_lik(c.xc, c.nc, p) for p in _odds_grid(self.margin, above)), total])
+        if self.by_side:
+            good = c.nc - c.xc
+            return _log_mean_exp([*(c.xc * log_p + good * log_q for log_p, log_q in _odds_grid(self.margin, above)),
+                                  total])
         if self.compare:
             assert c.xs is not None and c.ns is not None
             total += _log_marginal(c.xs, c.ns, stable_prior)
@@ -387,8 +398,10 @@ class _RateTest:
         return self.log_mixture(c, above) - self.log_null_max(c, above, self.margin)
 
     def log_e_both(self, c: _Counts) -> tuple[float, float]:
-        """log E of the FAIL test and of the PASS test."""
-        return self.log_e(c, True), self.log_e(c, False)
+        """log E of the FAIL test and of the PASS test (one numerator for both, unless a bound's)."""
+        fail = self.log_mixture(c, True)
+        passing = self.log_mixture(c, False) if self.by_side else fail
+        return fail - self.log_null_max(c, True, self.margin), passing - self.log_null_max(c, False, self.margin)
 
     def reference(self, c: _Counts) -> float:
         """The bad-rate the canary is held to now: the bound, or stable's rate plus the margin."""
