@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -30,10 +31,18 @@ DELETE_BACKOFF = 5.0
 NOTIFICATION_DRAIN = 10.0  # seconds a stopping operator still delivers queued notifications (pods get 30 s)
 
 
+@dataclass
+class _Daemon:
+    """What a rollout's running daemon shares with the other handlers."""
+
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # set: pass again now
+    passing: asyncio.Lock = field(default_factory=asyncio.Lock)  # held through each pass (and by the finalizer)
+
+
 def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
-    event = memo.wakeups.get((namespace, name))
-    if event is not None:
-        event.set()
+    daemon = memo.daemons.get((namespace, name))
+    if daemon is not None:
+        daemon.wakeup.set()
 
 
 async def _last_pass_ended(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Lock | None:
@@ -45,15 +54,15 @@ async def _last_pass_ended(memo: kopf.Memo, namespace: str, name: str) -> asynci
     returns, and a cancelled pass may still have a write in flight, so the pass is awaited, not
     cancelled. A pass beyond LAST_PASS_TIMEOUT is a temporary failure: kopf then cancels the daemon
     and retries (each retry is a Warning event on the rollout)."""
-    lock = memo.passes.get((namespace, name))
-    if lock is None:  # no daemon (it exited, or never started)
+    daemon = memo.daemons.get((namespace, name))
+    if daemon is None:  # it exited, or never started
         return None
     try:
-        await asyncio.wait_for(lock.acquire(), LAST_PASS_TIMEOUT)
+        await asyncio.wait_for(daemon.passing.acquire(), LAST_PASS_TIMEOUT)
     except asyncio.TimeoutError:
         raise kopf.TemporaryError(f"the rollout's last reconcile pass has run for over {LAST_PASS_TIMEOUT:.0f}s: "
                                   f"traffic is handed back once it ends", delay=DELETE_BACKOFF) from None
-    return lock
+    return daemon.passing
 
 
 def _owned_by_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
@@ -90,8 +99,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             metrics.start_metrics_server(config.metrics_port)
         memo.runtime = Runtime(config=config, kube=Kube(load_configuration(config.kubeconfig)))
         await access.self_check(memo.runtime.kube, config.namespaces)
-        memo.wakeups = {}
-        memo.passes = {}
+        memo.daemons = {}
         memo.seen = {}
 
     @kopf.on.cleanup(registry=registry)
@@ -137,8 +145,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
                           name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
                           **_: Any) -> None:
-        wakeup = memo.wakeups.setdefault((namespace, name), asyncio.Event())
-        passing = memo.passes.setdefault((namespace, name), asyncio.Lock())
+        daemon = memo.daemons.setdefault((namespace, name), _Daemon())
         memory = RolloutMemory()
         stopping = asyncio.ensure_future(stopped.wait())
 
@@ -147,21 +154,20 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
 
         try:
             while True:
-                async with passing:  # never beside the finalizer: see _last_pass_ended
+                async with daemon.passing:  # never beside the finalizer: see _last_pass_ended
                     if stopped:
                         break
-                    wakeup.clear()
+                    daemon.wakeup.clear()
                     delay = await run_pass(memo.runtime, memory, body,
                                            observed_deployments(rollout_deployments.get((namespace, name), [])),
                                            dict(rollout_services.get((namespace, name), [])), emit)
-                woken = asyncio.ensure_future(wakeup.wait())
+                woken = asyncio.ensure_future(daemon.wakeup.wait())
                 await asyncio.wait({woken, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
         finally:
             stopping.cancel()
-            memo.wakeups.pop((namespace, name), None)
-            if memo.passes.get((namespace, name)) is passing:
-                memo.passes.pop((namespace, name))
+            if memo.daemons.get((namespace, name)) is daemon:
+                memo.daemons.pop((namespace, name))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, timeout=DELETE_TIMEOUT, backoff=DELETE_BACKOFF,
                     registry=registry)
