@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 
-from benchmarks.simulate import error_rule, ours_default_spec
+from benchmarks.simulate import binomial, error_rule, limit_of, ours_default_spec
 from modelrollout.evaluate import MetricSample, RecentCounts, evaluate
 from modelrollout.stats import Verdict
 
@@ -56,10 +56,10 @@ def scrape(rng: random.Random, canary_rate: float, stable_rate: float, canary_rp
         if t >= 0:
             n = int(canary_rps * TICK)
             counts["canary_total"] += n
-            counts["canary_bad"] += sum(rng.random() < canary_rate for _ in range(n))
+            counts["canary_bad"] += binomial(rng, canary_rate, n)
         n = int(stable_rps * TICK)
         counts["stable_total"] += n
-        counts["stable_bad"] += sum(rng.random() < stable_rate for _ in range(n))
+        counts["stable_bad"] += binomial(rng, stable_rate, n)
         t += TICK
         while next_scrape <= t:
             for name in SERIES:
@@ -74,7 +74,7 @@ def falsely_failed(seed: int, *, share: float, look: float, recent: float, scrap
     spec = ours_default_spec()
     rule, analysis = error_rule(spec), spec.analysis
     stable_rate = 0.001
-    limit = min(rule.max if rule.max is not None else 1.0, stable_rate + (rule.rate_tolerance or 1.0))
+    limit = limit_of(rule, stable_rate)
     rng = random.Random(seed)
     series = scrape(rng, share * limit, stable_rate, 10.0, 90.0, scrape_every, step)
 
