@@ -93,24 +93,28 @@ def exposition(elapsed: float) -> str:
         src = {**dest, "reporter": "source", "source_workload": "gateway"}
         lines.append(_counter("istio_requests_total", {**src, "response_code": "200"}, ok))
 
-        # KServe ModelServer and Knative queue-proxy (latencies in milliseconds).
+        # KServe ModelServer (instrumented with modelrollout_instrument's http_requests_total{code})
+        # and Knative 1.21's queue-proxy: kn.serving.invocation.duration as Prometheus names it
+        # (seconds, status code as an attribute).
         lines += _histogram("request_predict_seconds", {**pod, "model_name": "fraud"}, n, b["latency"], SECONDS)
-        kn = {**pod, "namespace_name": NAMESPACE, "revision_name": "fraud-predictor-00002",
-              "configuration_name": "fraud-predictor", "service_name": "fraud-predictor",
-              "container_name": "queue-proxy", "pod_name": f"fraud-predictor-{revision}-x"}
-        lines.append(_counter("revision_app_request_count", {**kn, "response_code": "200", "response_code_class": "2xx"}, ok))
-        lines.append(_counter("revision_app_request_count", {**kn, "response_code": "500", "response_code_class": "5xx"}, bad))
-        lines += _histogram("revision_app_request_latencies", {**kn, "response_code": "200", "response_code_class": "2xx"},
-                            n, b["latency"] * 1000, MILLIS)
+        lines.append(_counter("http_requests_total", {**pod, "code": "200"}, ok))
+        lines.append(_counter("http_requests_total", {**pod, "code": "500"}, bad))
+        kn = {**pod, "kn_revision_name": "fraud-predictor-00002", "kn_configuration_name": "fraud-predictor",
+              "kn_service_name": "fraud-predictor", "k8s_pod_name": f"fraud-predictor-{revision}-x",
+              "otel_scope_name": "knative.dev/serving/pkg/queue"}
+        lines += _histogram("kn_serving_invocation_duration_seconds", {**kn, "http_response_status_code": "200"},
+                            ok, b["latency"], SECONDS)
+        lines += _histogram("kn_serving_invocation_duration_seconds", {**kn, "http_response_status_code": "500"},
+                            bad, b["latency"], SECONDS)
 
-        # Triton: counters without _total; cumulative microseconds.
+        # Triton: counters without _total; cumulative microseconds, added up for successes only.
         tr = {**pod, "model": "fraud", "version": "1"}
         lines.append(_counter("nv_inference_request_success", tr, ok))
         lines.append(_counter("nv_inference_request_failure", {**tr, "reason": "BACKEND"}, bad))
         lines.append(_counter("nv_inference_count", tr, n))
         lines.append(_counter("nv_inference_exec_count", tr, n))
-        lines.append(_counter("nv_inference_request_duration_us", tr, n * b["latency"] * 1e6))
-        lines.append(_counter("nv_inference_queue_duration_us", tr, n * b["queue"] * 1e6))
+        lines.append(_counter("nv_inference_request_duration_us", tr, ok * b["latency"] * 1e6))
+        lines.append(_counter("nv_inference_queue_duration_us", tr, ok * b["queue"] * 1e6))
 
         # vLLM: colons in engine metric names; HTTP outcomes from the FastAPI instrumentator.
         vl = {**pod, "model_name": "meta-llama/Llama-3.1-8B-Instruct", "engine": "0"}
@@ -119,7 +123,7 @@ def exposition(elapsed: float) -> str:
         lines.append(_counter("http_requests_total", {**http, "status": "5xx"}, bad))
         lines.append(_counter("http_requests_total", {**pod, "handler": "/health", "method": "GET", "status": "2xx"}, n))
         lines.append(_counter("vllm:request_success_total", {**vl, "finished_reason": "stop"}, ok))
-        lines.append(_counter("vllm:request_success_total", {**vl, "finished_reason": "abort"}, bad))
+        lines.append(_counter("vllm:request_success_total", {**vl, "finished_reason": "error"}, bad))
         lines += _histogram("vllm:time_to_first_token_seconds", vl, ok, b["ttft"], SECONDS)
         lines += _histogram("vllm:e2e_request_latency_seconds", vl, ok, b["e2e"], SECONDS)
         lines.append(_counter("vllm:num_requests_running", vl, 4))
@@ -133,9 +137,15 @@ def exposition(elapsed: float) -> str:
         rest = {**pod, "app_name": "mlserver", "method": "POST", "path": "/v2/models/{model_name}/infer"}
         lines.append(_counter("rest_server_requests_total", {**rest, "status_code": "200"}, ok))
         lines.append(_counter("rest_server_requests_total", {**rest, "status_code": "500"}, bad))
-        lines += _histogram("rest_server_request_duration_seconds",
-                            {**pod, "app_name": "mlserver", "method": "POST", "path": "/v2/models/{model_name}/infer"},
-                            n, b["latency"], SECONDS)
+        # The good revision's clients call over REST and gRPC, the bad one's over gRPC only
+        # (py-grpc-prometheus' histogram, its own buckets).
+        grpc = {**pod, "grpc_type": "UNARY", "grpc_service": "inference.GRPCInferenceService", "grpc_method": "ModelInfer"}
+        if revision == GOOD:
+            lines += _histogram("rest_server_request_duration_seconds",
+                                {**pod, "app_name": "mlserver", "method": "POST", "path": "/v2/models/{model_name}/infer"},
+                                n / 2, b["latency"], SECONDS)
+        lines += _histogram("grpc_server_handling_seconds", grpc, n / 2 if revision == GOOD else n, b["latency"],
+                            (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0))
         lines += _histogram("rest_server_request_duration_seconds",  # health checks are fast: not counted
                             {**pod, "app_name": "mlserver", "method": "GET", "path": "/v2/health/ready"},
                             n, 0.001, SECONDS)
@@ -229,6 +239,25 @@ async def test_preset_fails_bad_revision_and_passes_good_one(prometheus: Prometh
         assert verdict is Verdict.PASS, f"{preset} {metric} (good revision): {why}"
         verdict, why = verdicts[BAD][metric]
         assert verdict is Verdict.FAIL, f"{preset} {metric} (bad revision): {why}"
+
+
+@pytest.mark.parametrize(("preset", "metric"), [("triton", "latency-avg"), ("triton", "queue-latency-avg"),
+                                                ("mlserver", "latency-avg"), ("seldon", "latency-avg")])
+async def test_mean_latencies_are_the_requests_own_in_seconds(prometheus: PrometheusServer, preset: str,
+                                                               metric: str) -> None:
+    """A mean is duration over the requests that added to it: Triton adds durations for successful
+    requests only, so dividing by successes and failures made a 3 s canary with 10 % errors 2.7 s."""
+    spec = _spec(preset, [metric])
+    status = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": BAD, "stableRevision": GOOD,
+                                  "currentStep": 0, "canaryWeight": 10,
+                                  "canaryReadyAt": ts(datetime.now(UTC) - timedelta(seconds=10))})
+    provider = PrometheusProvider(prometheus.url, timeout=5)
+    try:
+        [sample] = await measure(spec, NAMESPACE, NAME, status, provider, datetime.now(UTC))
+    finally:
+        provider.close()
+    expected = BEHAVIOUR[BAD]["queue" if metric == "queue-latency-avg" else "latency"]
+    assert sample.value == pytest.approx(expected, rel=1e-3), sample
 
 
 async def test_input_missing_rate_is_a_rate_per_feature_value_with_several_features(prometheus: PrometheusServer) -> None:
