@@ -4,12 +4,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test unit lint bench bench-smoke e2e lab prometheus clean
+.PHONY: demo test unit lint bench bench-smoke e2e lab prometheus servers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[lab,test]'
 	touch $(STAMP)
+
+# Real model servers (MLServer, KServe's ModelServer) for tests/presets/test_real_servers.py, one
+# venv each under $(SERVERS): their pins clash with the operator's and with each other's.
+SERVERS ?= .venv-servers
+
+$(SERVERS)/%/.installed: servers/%.txt
+	test -x $(SERVERS)/$*/bin/python || $(PYTHON) -m venv $(SERVERS)/$*
+	$(SERVERS)/$*/bin/pip install --quiet -r servers/$*.txt
+	touch $@
+
+servers: $(SERVERS)/mlserver/.installed $(SERVERS)/kserve/.installed
 
 # The lab needs the real Prometheus server (Debian's package).
 prometheus:
@@ -24,7 +35,7 @@ demo: $(STAMP) prometheus
 lab: $(STAMP) prometheus
 	$(VENV)/bin/modelrollout-lab up
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus servers
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
@@ -42,4 +53,4 @@ e2e: $(STAMP)
 	bash tests/e2e/kind-e2e.sh
 
 clean:
-	rm -rf $(VENV) demo-timeline.png .pytest_cache
+	rm -rf $(VENV) $(SERVERS) demo-timeline.png .pytest_cache

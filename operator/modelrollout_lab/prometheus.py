@@ -31,7 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -145,8 +145,10 @@ class PrometheusServer:
 
     def __init__(self, targets: Iterable[str] = (), scrape_interval: str = "1s", port: int = 0, *,
                  host: str = "127.0.0.1", binary: str | None = None, job: str = "lab",
-                 extra_args: Iterable[str] = (), ready_timeout: float = 30.0):
+                 extra_args: Iterable[str] = (), ready_timeout: float = 30.0,
+                 target_labels: Mapping[str, Mapping[str, str]] | None = None):
         self.targets = list(targets)
+        self.target_labels = dict(target_labels or {})  # per target, as a PodMonitor's relabelling adds them
         self.scrape_interval = scrape_interval
         self.port = port
         self.host = host
@@ -198,7 +200,8 @@ class PrometheusServer:
                 "job_name": self.job,
                 "honor_labels": True,
                 "scrape_interval": self.scrape_interval,
-                "static_configs": [{"targets": list(self.targets)}],
+                "static_configs": [{"targets": [target], "labels": dict(self.target_labels.get(target, {}))}
+                                   for target in self.targets],
             }],
         }
         return json.dumps(cfg, indent=2)  # JSON is YAML
