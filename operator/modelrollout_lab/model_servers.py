@@ -1,4 +1,4 @@
-"""Real model servers on loopback, each run by its own venv's python (`make .venv-servers`).
+"""Real model servers on loopback, each run by its own venv's python (`make servers`).
 
     with mlserver(delay=0.2) as server:     # MLServer 1.7.1 + the iris runtime
         server.url, server.metrics_target   # http://127.0.0.1:P, "127.0.0.1:M"
@@ -86,7 +86,7 @@ def _running(command: list[str], cwd: str, ready_url: str, url: str, metrics_tar
 @contextlib.contextmanager
 def mlserver(delay: float = 0.0) -> Iterator[ModelServer]:
     python = server_python("mlserver")
-    assert python, "no .venv-servers/mlserver: run `make .venv-servers`"
+    assert python, "no .venv-servers/mlserver: run `make servers`"
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
     with tempfile.TemporaryDirectory(prefix="modelrollout-mlserver-") as folder:
         Path(folder, "settings.json").write_text(json.dumps({
@@ -104,11 +104,25 @@ def mlserver(delay: float = 0.0) -> Iterator[ModelServer]:
 @contextlib.contextmanager
 def kserve(delay: float = 0.0) -> Iterator[ModelServer]:
     python = server_python("kserve")
-    assert python, "no .venv-servers/kserve: run `make .venv-servers`"
+    assert python, "no .venv-servers/kserve: run `make servers`"
     http = _free_port()
     with tempfile.TemporaryDirectory(prefix="modelrollout-kserve-") as folder:
         with _running([str(python), str(SERVED / "kserve_iris.py"), "--http_port", str(http),
                        "--enable_grpc", "false"], folder,
                       f"http://127.0.0.1:{http}/v1/models/iris", f"http://127.0.0.1:{http}",
+                      f"127.0.0.1:{http}", delay) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def fastapi_app(delay: float = 0.0) -> Iterator[ModelServer]:
+    """A plain FastAPI app with modelrollout_instrument's middleware (FastAPI and uvicorn come
+    with KServe, so it runs from KServe's venv)."""
+    python = server_python("kserve")
+    assert python, "no .venv-servers/kserve: run `make servers`"
+    http = _free_port()
+    with tempfile.TemporaryDirectory(prefix="modelrollout-fastapi-") as folder:
+        with _running([str(python), str(SERVED / "fastapi_iris.py"), str(http)], folder,
+                      f"http://127.0.0.1:{http}/healthz", f"http://127.0.0.1:{http}",
                       f"127.0.0.1:{http}", delay) as server:
             yield server

@@ -1,11 +1,12 @@
-"""The presets against real model servers: MLServer 1.7.1 and KServe 0.21's Python ModelServer.
+"""The presets against real model servers: MLServer 1.7.1, KServe 0.21's Python ModelServer and a
+plain FastAPI app, the last two with modelrollout_instrument's KServe and FastAPI adapters.
 
-Each server runs from its own venv (`make .venv-servers`) on loopback, serving the lab's iris
+Each server runs from its own venv (`make servers`) on loopback, serving the lab's iris
 model instrumented with modelrollout_instrument and slowed to 0.2 s a prediction. A real
 Prometheus scrapes it with the labels a PodMonitor adds (namespace, pod, rollout, revision). The
 test sends good requests (some with labels, one in four wrongly labelled), failing ones (a
 negative measurement makes the model raise: HTTP 500) and, for KServe, rows with a missing
-feature; then every entry of the server's preset, and the `http` preset's entries that read the
+feature (also to FastAPI); then every entry of the server's preset, and the `http` preset's entries that read the
 library's series, must return what was sent: errors as errors, latencies in seconds.
 """
 
@@ -56,11 +57,16 @@ def _mlserver_request(server: ModelServer, row: list[float | None], label: int |
     return _post(f"{server.url}/v2/models/iris/infer", {"inputs": inputs})
 
 
+def _v1_body(row: list[float | None], label: int | None) -> dict:
+    return {"instances": [row]} if label is None else {"instances": [row], "labels": [label]}
+
+
 def _kserve_request(server: ModelServer, row: list[float | None], label: int | None) -> int:
-    body: dict = {"instances": [row]}
-    if label is not None:
-        body["labels"] = [label]
-    return _post(f"{server.url}/v1/models/iris:predict", body)
+    return _post(f"{server.url}/v1/models/iris:predict", _v1_body(row, label))
+
+
+def _fastapi_request(server: ModelServer, row: list[float | None], label: int | None) -> int:
+    return _post(f"{server.url}/predict", _v1_body(row, label))
 
 
 Send = Callable[[ModelServer, list, int | None], int]
@@ -104,15 +110,22 @@ def _served(start: Callable[..., object], send: Send, missing: bool) -> Iterator
 @pytest.fixture(scope="module")
 def mlserver(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
     if model_servers.server_python("mlserver") is None:
-        pytest.skip("no .venv-servers/mlserver (make .venv-servers)")
+        pytest.skip("no .venv-servers/mlserver (make servers)")
     yield from _served(model_servers.mlserver, _mlserver_request, missing=False)
 
 
 @pytest.fixture(scope="module")
 def kserve(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
     if model_servers.server_python("kserve") is None:
-        pytest.skip("no .venv-servers/kserve (make .venv-servers)")
+        pytest.skip("no .venv-servers/kserve (make servers)")
     yield from _served(model_servers.kserve, _kserve_request, missing=True)
+
+
+@pytest.fixture(scope="module")
+def fastapi(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
+    if model_servers.server_python("kserve") is None:
+        pytest.skip("no .venv-servers/kserve (make servers)")
+    yield from _served(model_servers.fastapi_app, _fastapi_request, missing=True)
 
 
 async def _measured(served: tuple[PrometheusServer, datetime], preset: str, metrics: list[str]) -> dict:
@@ -155,9 +168,9 @@ async def test_kserve_preset_against_kserve_modelserver(kserve) -> None:
     assert measured["latency-p95"].samples == pytest.approx(GOOD + FAILING + MISSING, rel=0.25)
 
 
-@pytest.mark.parametrize("served", ["mlserver", "kserve"])
+@pytest.mark.parametrize("served", ["mlserver", "kserve", "fastapi"])
 async def test_library_series_answer_the_http_presets_quality_drift_and_input_gates(request, served: str) -> None:
-    missing = served == "kserve"
+    missing = served != "mlserver"  # MLServer's JSON tensors have no null
     measured = await _measured(request.getfixturevalue(served), "http",
                                ["error-rate", "latency-p95", "quality", "prediction-drift",
                                 "input-missing-rate", "input-drift"])
