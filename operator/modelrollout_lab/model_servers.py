@@ -48,6 +48,15 @@ class ModelServer:
     metrics_target: str  # host:port whose /metrics Prometheus scrapes
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_target: str | None = None  # host:port of its gRPC server, when it has one
+
+    def grpc_requests(self, count: int) -> int:
+        """Sends `count` good gRPC inference requests (MLServer only); how many answered OK."""
+        assert self.grpc_target, "this server has no gRPC endpoint"
+        python = server_python("mlserver")
+        answer = subprocess.run([str(python), str(SERVED / "mlserver_grpc_client.py"), self.grpc_target, str(count)],
+                                check=True, capture_output=True, text=True, timeout=120)
+        return int(answer.stdout.strip())
 
 
 @contextlib.contextmanager
@@ -98,6 +107,7 @@ def mlserver(delay: float = 0.0) -> Iterator[ModelServer]:
         with _running([str(python.parent / "mlserver"), "start", folder], folder,
                       f"http://127.0.0.1:{http}/v2/models/iris/ready", f"http://127.0.0.1:{http}",
                       f"127.0.0.1:{metrics}", delay) as server:
+            server.grpc_target = f"127.0.0.1:{grpc}"
             yield server
 
 

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.lab
 REVISION = "5e7e5e7e5e"
 DELAY = 0.2
 GOOD, FAILING, MISSING = 80, 8, 20  # requests of one row each
+GRPC = 40  # more good requests to MLServer, over gRPC
 ROWS = [([5.1, 3.5, 1.4, 0.2], 0), ([7.0, 3.2, 4.7, 1.4], 1), ([6.3, 3.3, 6.0, 2.5], 2), ([5.0, 3.4, 1.5, 0.2], 0)]
 BROKEN = [-1.0, 3.0, 1.0, 0.2]
 
@@ -88,7 +89,8 @@ def _scraped_again(prometheus: PrometheusServer, scrapes: int = 3) -> None:
     prometheus.wait_for_scrapes(int(float(done[0]["value"][1])) + scrapes if done else scrapes, timeout=30)
 
 
-def _served(start: Callable[..., object], send: Send, missing: bool) -> Iterator[tuple[PrometheusServer, datetime]]:
+def _served(start: Callable[..., object], send: Send, missing: bool,
+            grpc: int = 0) -> Iterator[tuple[PrometheusServer, datetime]]:
     with start(delay=DELAY) as server:
         labels = {"namespace": NAMESPACE, "rollout": NAME, "revision": REVISION, "pod": f"{NAME}-{REVISION}-0"}
         prometheus = PrometheusServer([server.metrics_target], target_labels={server.metrics_target: labels}).start()
@@ -97,10 +99,13 @@ def _served(start: Callable[..., object], send: Send, missing: bool) -> Iterator
             assert send(server, *ROWS[0]) == 200 and send(server, BROKEN, None) == 500
             if missing:
                 assert send(server, [5.9, None, 4.2, 1.3], None) == 200
+            if grpc:
+                assert server.grpc_requests(1) == 1
             _scraped_again(prometheus)
             started = datetime.now(UTC)
             statuses = _traffic(server, send, missing)
             assert statuses.count(500) == FAILING and statuses.count(200) == len(statuses) - FAILING
+            assert not grpc or server.grpc_requests(grpc) == grpc
             _scraped_again(prometheus, 8)  # a window of ~10 s: increase() extrapolates by 10-20 %
             yield prometheus, started
         finally:
@@ -111,7 +116,7 @@ def _served(start: Callable[..., object], send: Send, missing: bool) -> Iterator
 def mlserver(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
     if model_servers.server_python("mlserver") is None:
         pytest.skip("no .venv-servers/mlserver (make servers)")
-    yield from _served(model_servers.mlserver, _mlserver_request, missing=False)
+    yield from _served(model_servers.mlserver, _mlserver_request, missing=False, grpc=GRPC)
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +158,12 @@ def _counts(sample, bad: float, total: float) -> None:
 
 
 async def test_mlserver_preset_against_mlserver(mlserver) -> None:
+    """REST and gRPC clients: MLServer counts both in its inference counters, but times them in
+    two histograms (starlette_exporter's for REST, py-grpc-prometheus' for gRPC)."""
     measured = await _measured(mlserver, "mlserver", list(load_preset("mlserver")["metrics"]))
-    _counts(measured["error-rate"], FAILING, GOOD + FAILING)
+    _counts(measured["error-rate"], FAILING, GOOD + FAILING + GRPC)
     assert DELAY <= measured["latency-p95"].value <= 0.5, measured["latency-p95"]   # seconds, not ms
+    assert measured["latency-p95"].samples == pytest.approx(GOOD + FAILING + GRPC, rel=0.25), measured["latency-p95"]
     assert DELAY <= measured["latency-avg"].value <= DELAY + 0.1, measured["latency-avg"]
 
 
@@ -170,16 +178,18 @@ async def test_kserve_preset_against_kserve_modelserver(kserve) -> None:
 
 @pytest.mark.parametrize("served", ["mlserver", "kserve", "fastapi"])
 async def test_library_series_answer_the_http_presets_quality_drift_and_input_gates(request, served: str) -> None:
-    missing = served != "mlserver"  # MLServer's JSON tensors have no null
+    # MLServer's JSON tensors have no null, and it also answers gRPC (unlabelled) requests
+    missing = MISSING if served != "mlserver" else 0
+    grpc = GRPC if served == "mlserver" else 0
     measured = await _measured(request.getfixturevalue(served), "http",
                                ["error-rate", "latency-p95", "quality", "prediction-drift",
                                 "input-missing-rate", "input-drift"])
-    rows = GOOD + FAILING + (MISSING if missing else 0)
+    rows = GOOD + FAILING + missing + grpc
     _counts(measured["error-rate"], FAILING, rows)
     assert DELAY <= measured["latency-p95"].value <= 0.5, measured["latency-p95"]
     _counts(measured["quality"], GOOD / 4, GOOD)  # one label in four is wrong
-    predicted = GOOD + (MISSING if missing else 0)  # imputed rows are predicted too; failing ones are not
+    predicted = rows - FAILING  # imputed rows are predicted too; failing ones are not
     assert measured["prediction-drift"].canary_buckets[-1][1] == pytest.approx(predicted, rel=0.25)
     # every row is counted, failing ones included; each missing row lacks one of four features
-    _counts(measured["input-missing-rate"], MISSING if missing else 0, rows * 4)
-    assert measured["input-drift"].canary_buckets[-1][1] == pytest.approx(rows * 4 - (MISSING if missing else 0), rel=0.25)
+    _counts(measured["input-missing-rate"], missing, rows * 4)
+    assert measured["input-drift"].canary_buckets[-1][1] == pytest.approx(rows * 4 - missing, rel=0.25)
