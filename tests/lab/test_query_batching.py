@@ -38,9 +38,10 @@ ROLLOUTS = ("fraud", "churn")
 REVISIONS = (servers.GOOD, servers.BAD)
 WINDOWS = ("20s", "30s")
 GAUGES = 30
-# Templates that add `or vector(0)`: a labelless 0 cannot be told apart per rollout in one answer.
-ALONE = {("triton", "samples"), ("triton", "error-rate.totalQuery"), ("triton", "latency-avg"),
-         ("triton", "queue-latency-avg"), ("mlserver", "samples"), ("mlserver", "error-rate.totalQuery")}
+# Templates that add `or vector(0)` (a labelless 0 cannot be told apart per rollout in one answer)
+# or take the max of two quantiles made labelless.
+ALONE = {("triton", "samples"), ("triton", "error-rate.totalQuery"), ("mlserver", "samples"),
+         ("mlserver", "error-rate.totalQuery"), ("mlserver", "latency-p95"), ("mlserver", "latency-p95.samplesQuery")}
 CUSTOM_BATCHED = (
     'sum(rate(http_requests_total{namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision }}", code=~"5.."}[{{ window }}]))'
     ' / sum(rate(http_requests_total{namespace="{{ namespace }}", rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}]))',
