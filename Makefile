@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[lab,test]'
 	touch $(STAMP)
 
-# Real model servers (MLServer, KServe's ModelServer) for tests/presets/test_real_servers.py, one
+# Real model servers (MLServer, KServe's ModelServer, BentoML) for tests/presets/test_real_servers.py, one
 # venv each under $(SERVERS): their pins clash with the operator's and with each other's.
 SERVERS ?= .venv-servers
 
@@ -20,7 +20,7 @@ $(SERVERS)/%/.installed: servers/%.txt
 	$(SERVERS)/$*/bin/pip install --quiet -r servers/$*.txt
 	touch $@
 
-servers: $(SERVERS)/mlserver/.installed $(SERVERS)/kserve/.installed
+servers: $(SERVERS)/mlserver/.installed $(SERVERS)/kserve/.installed $(SERVERS)/bentoml/.installed
 
 # The lab needs the real Prometheus server (Debian's package).
 prometheus:

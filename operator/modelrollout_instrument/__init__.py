@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-__all__ = ["ModelMetrics", "status_code_of", "counting_requests", "LATENCY_BUCKETS", "SCORE_BUCKETS", "VALUE_BUCKETS"]
+__all__ = ["ModelMetrics", "status_code_of", "counted", "counting_requests", "LATENCY_BUCKETS", "SCORE_BUCKETS", "VALUE_BUCKETS"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -123,22 +123,28 @@ class ModelMetrics:
                     self.values.labels(feature=feature).observe(float(value))
 
 
+def counted(function: Callable, metrics: ModelMetrics,
+            status: Callable[[BaseException], int] = status_code_of) -> Callable:
+    """`function` (sync or async) counted as one request per call; its signature is kept
+    (`functools.wraps`), for frameworks that read it (BentoML)."""
+    if getattr(function, "_counted_by", None) is metrics:  # already wrapped (a module imported twice)
+        return function
+    if inspect.iscoroutinefunction(function):
+        @functools.wraps(function)
+        async def counting(*args, **kwargs):
+            with metrics.request(status):
+                return await function(*args, **kwargs)
+    else:
+        @functools.wraps(function)
+        def counting(*args, **kwargs):
+            with metrics.request(status):
+                return function(*args, **kwargs)
+    counting._counted_by = metrics  # type: ignore[attr-defined]
+    return counting
+
+
 def counting_requests(cls: type, method: str, metrics: ModelMetrics,
                       status: Callable[[BaseException], int] = status_code_of) -> type:
-    """`cls` with `method` (sync or async) counted as one request per call; the adapters' core."""
-    original = getattr(cls, method)
-    if getattr(original, "_counted_by", None) is metrics:  # already wrapped (a module imported twice)
-        return cls
-    if inspect.iscoroutinefunction(original):
-        @functools.wraps(original)
-        async def counted(*args, **kwargs):
-            with metrics.request(status):
-                return await original(*args, **kwargs)
-    else:
-        @functools.wraps(original)
-        def counted(*args, **kwargs):
-            with metrics.request(status):
-                return original(*args, **kwargs)
-    counted._counted_by = metrics  # type: ignore[attr-defined]
-    setattr(cls, method, counted)
+    """`cls` with `method` counted as one request per call; the class adapters' core."""
+    setattr(cls, method, counted(getattr(cls, method), metrics, status))
     return cls

@@ -3,6 +3,7 @@
     with mlserver(delay=0.2) as server:     # MLServer 1.7.1 + the iris runtime
         server.url, server.metrics_target   # http://127.0.0.1:P, "127.0.0.1:M"
     with kserve(delay=0.2) as server: ...   # KServe 0.21's Python ModelServer
+    with fastapi_app() / bentoml_service()  # a plain FastAPI app, a BentoML 1.4 service
 
 Both serve the lab's iris model (served/served_iris.py), instrumented with modelrollout_instrument.
 The servers' dependencies clash with the operator's pins and with each other's, so each has a
@@ -21,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,27 +113,34 @@ def mlserver(delay: float = 0.0) -> Iterator[ModelServer]:
 
 
 @contextlib.contextmanager
-def kserve(delay: float = 0.0) -> Iterator[ModelServer]:
-    python = server_python("kserve")
-    assert python, "no .venv-servers/kserve: run `make servers`"
-    http = _free_port()
-    with tempfile.TemporaryDirectory(prefix="modelrollout-kserve-") as folder:
-        with _running([str(python), str(SERVED / "kserve_iris.py"), "--http_port", str(http),
-                       "--enable_grpc", "false"], folder,
-                      f"http://127.0.0.1:{http}/v1/models/iris", f"http://127.0.0.1:{http}",
-                      f"127.0.0.1:{http}", delay) as server:
+def _one_port_server(venv: str, command: Callable[[Path, int], list[str]], ready_path: str,
+                     delay: float) -> Iterator[ModelServer]:
+    """A server answering and exporting on one HTTP port: `command(python, port)` starts it."""
+    python = server_python(venv)
+    assert python, f"no .venv-servers/{venv}: run `make servers`"
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix=f"modelrollout-{venv}-") as folder:
+        with _running(command(python, port), folder, f"http://127.0.0.1:{port}{ready_path}",
+                      f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", delay) as server:
             yield server
 
 
-@contextlib.contextmanager
-def fastapi_app(delay: float = 0.0) -> Iterator[ModelServer]:
+def kserve(delay: float = 0.0) -> contextlib.AbstractContextManager[ModelServer]:
+    """KServe 0.21's Python ModelServer (V1 protocol)."""
+    return _one_port_server("kserve", lambda python, port: [
+        str(python), str(SERVED / "kserve_iris.py"), "--http_port", str(port), "--enable_grpc", "false"],
+        "/v1/models/iris", delay)
+
+
+def fastapi_app(delay: float = 0.0) -> contextlib.AbstractContextManager[ModelServer]:
     """A plain FastAPI app with modelrollout_instrument's middleware (FastAPI and uvicorn come
     with KServe, so it runs from KServe's venv)."""
-    python = server_python("kserve")
-    assert python, "no .venv-servers/kserve: run `make servers`"
-    http = _free_port()
-    with tempfile.TemporaryDirectory(prefix="modelrollout-fastapi-") as folder:
-        with _running([str(python), str(SERVED / "fastapi_iris.py"), str(http)], folder,
-                      f"http://127.0.0.1:{http}/healthz", f"http://127.0.0.1:{http}",
-                      f"127.0.0.1:{http}", delay) as server:
-            yield server
+    return _one_port_server("kserve", lambda python, port: [
+        str(python), str(SERVED / "fastapi_iris.py"), str(port)], "/healthz", delay)
+
+
+def bentoml_service(delay: float = 0.0) -> contextlib.AbstractContextManager[ModelServer]:
+    """A BentoML 1.4 service with modelrollout_instrument's `counted_api`."""
+    return _one_port_server("bentoml", lambda python, port: [
+        str(python.parent / "bentoml"), "serve", "bentoml_iris:Iris", "--host", "127.0.0.1",
+        "--port", str(port), "--working-dir", str(SERVED)], "/readyz", delay)

@@ -1,12 +1,12 @@
-"""The presets against real model servers: MLServer 1.7.1, KServe 0.21's Python ModelServer and a
-plain FastAPI app, the last two with modelrollout_instrument's KServe and FastAPI adapters.
+"""The presets against real model servers: MLServer 1.7.1, KServe 0.21's Python ModelServer, a
+plain FastAPI app and a BentoML 1.4 service, each with modelrollout_instrument's adapter.
 
 Each server runs from its own venv (`make servers`) on loopback, serving the lab's iris
 model instrumented with modelrollout_instrument and slowed to 0.2 s a prediction. A real
 Prometheus scrapes it with the labels a PodMonitor adds (namespace, pod, rollout, revision). The
 test sends good requests (some with labels, one in four wrongly labelled), failing ones (a
 negative measurement makes the model raise: HTTP 500) and, for KServe, rows with a missing
-feature (also to FastAPI); then every entry of the server's preset, and the `http` preset's entries that read the
+feature (also to FastAPI and BentoML); then every entry of the server's preset, and the `http` preset's entries that read the
 library's series, must return what was sent: errors as errors, latencies in seconds.
 """
 
@@ -66,7 +66,8 @@ def _kserve_request(server: ModelServer, row: list[float | None], label: int | N
     return _post(f"{server.url}/v1/models/iris:predict", _v1_body(row, label))
 
 
-def _fastapi_request(server: ModelServer, row: list[float | None], label: int | None) -> int:
+def _predict_request(server: ModelServer, row: list[float | None], label: int | None) -> int:
+    """FastAPI's and BentoML's /predict."""
     return _post(f"{server.url}/predict", _v1_body(row, label))
 
 
@@ -130,7 +131,14 @@ def kserve(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
 def fastapi(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
     if model_servers.server_python("kserve") is None:
         pytest.skip("no .venv-servers/kserve (make servers)")
-    yield from _served(model_servers.fastapi_app, _fastapi_request, missing=True)
+    yield from _served(model_servers.fastapi_app, _predict_request, missing=True)
+
+
+@pytest.fixture(scope="module")
+def bentoml(prometheus_binary) -> Iterator[tuple[PrometheusServer, datetime]]:
+    if model_servers.server_python("bentoml") is None:
+        pytest.skip("no .venv-servers/bentoml (make servers)")
+    yield from _served(model_servers.bentoml_service, _predict_request, missing=True)
 
 
 async def _measured(served: tuple[PrometheusServer, datetime], preset: str, metrics: list[str]) -> dict:
@@ -176,7 +184,7 @@ async def test_kserve_preset_against_kserve_modelserver(kserve) -> None:
     assert measured["latency-p95"].samples == pytest.approx(GOOD + FAILING + MISSING, rel=0.25)
 
 
-@pytest.mark.parametrize("served", ["mlserver", "kserve", "fastapi"])
+@pytest.mark.parametrize("served", ["mlserver", "kserve", "fastapi", "bentoml"])
 async def test_library_series_answer_the_http_presets_quality_drift_and_input_gates(request, served: str) -> None:
     # MLServer's JSON tensors have no null, and it also answers gRPC (unlabelled) requests
     missing = MISSING if served != "mlserver" else 0
