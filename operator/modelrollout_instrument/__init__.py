@@ -29,7 +29,8 @@ from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-__all__ = ["ModelMetrics", "status_code_of", "counted", "counting_requests", "LATENCY_BUCKETS", "SCORE_BUCKETS", "VALUE_BUCKETS"]
+__all__ = ["ModelMetrics", "status_code_of", "counted", "counting_requests",
+           "LATENCY_BUCKETS", "SCORE_BUCKETS", "VALUE_BUCKETS"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -53,7 +54,7 @@ def _registered(kind: type[_Collector], name: str, documentation: str, registry:
 
 def status_code_of(error: BaseException) -> int:
     """The HTTP status a server answers for `error`: its own `status_code` when it has one
-    (MLServer's MLServerError, FastAPI's HTTPException, KServe's errors), else 500."""
+    (MLServer's MLServerError, FastAPI's HTTPException), else 500."""
     code = getattr(error, "status_code", None)
     return code if isinstance(code, int) and 100 <= code <= 599 else 500
 
