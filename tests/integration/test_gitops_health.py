@@ -64,3 +64,17 @@ def test_an_invalid_spec_is_degraded(lab):
     status = lab.wait_for_phase("bad-steps", "InvalidSpec", timeout=30)
     assert health(lab, "bad-steps") == ("Degraded", status["message"])
     assert kubectl_wait(lab, "bad-steps", "Stalled").returncode == 0
+
+
+@pytest.mark.parametrize("name,changes,field", [
+    ("long-version", {"version": "2." * 41}, "spec.model.version"),  # a label value: 82 characters
+    ("last-step-zero", {"router": "gatewayAPI", "steps": [{"weight": 0, "hold": "5s"}]}, "spec.strategy.steps[0].weight"),
+])
+def test_a_limit_is_invalid_spec_at_once_and_stalled(lab, name, changes, field):
+    """Issue 22: beyond a limit the rollout is InvalidSpec naming the field when the spec is read, and
+    Stalled, so `kubectl wait --for=condition=Stalled` returns instead of hanging (the old code tried
+    the write, got a 422, and stayed Initializing, or waited forever at weight 0)."""
+    lab.apply(scenarios.rollout(name, **changes))
+    status = lab.wait_for_phase(name, "InvalidSpec", timeout=30)
+    assert field in status["message"], status["message"]
+    assert kubectl_wait(lab, name, "Stalled", timeout="5s").returncode == 0
