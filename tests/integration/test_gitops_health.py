@@ -78,3 +78,15 @@ def test_a_limit_is_invalid_spec_at_once_and_stalled(lab, name, changes, field):
     status = lab.wait_for_phase(name, "InvalidSpec", timeout=30)
     assert field in status["message"], status["message"]
     assert kubectl_wait(lab, name, "Stalled", timeout="5s").returncode == 0
+
+
+def test_a_rollout_with_a_70_character_name_is_ready(lab):
+    """Issue 22: a custom resource's name may have 253 characters; the operator's labels made from it are
+    shortened, so its Deployments and Services are created, their watch events reach the rollout's daemon,
+    and `kubectl wait --for=condition=Ready` returns (the old code: a 422, Initializing for ever)."""
+    name = "fraud-detector-for-the-european-card-payments-team-eu-west-1-canary-v2"
+    doc = scenarios.rollout(name)
+    doc["spec"]["selector"]["matchLabels"] = doc["spec"]["template"]["metadata"]["labels"] = {"app": "fraud"}
+    lab.apply(doc)
+    lab.wait_for_phase(name, "Succeeded", timeout=60)
+    assert kubectl_wait(lab, name, "Ready", timeout="5s").returncode == 0
