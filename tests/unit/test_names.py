@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout import manifests
+from modelrollout.analysis import query_values
 from modelrollout.gates import job_manifest
 from modelrollout.manifests import DEPLOYMENT_NAME_MAX, deployment_name, gate_job_name, owned_name, service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT, LIMITS, rollout_label
 from modelrollout.routers import RouteTarget
 from modelrollout.routers.kserve import canary_name, predictor_for
-from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.spec import PlatformPolicy, parse_spec, render_query
 from modelrollout.status import RolloutStatus
 from modelrollout_lab.scenarios import rollout
+from modelrollout_lab.traffic import series_labels
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -211,3 +214,15 @@ def test_the_limits_table_is_documented():
     doc = (ROOT / "docs" / "resource.md").read_text()
     for limit in LIMITS.values():
         assert f"| {limit.what} | `{limit.made_by}` | {limit.limit} | {limit.beyond} |" in doc
+
+
+def test_a_long_rollouts_queries_select_the_series_its_pods_are_labelled_with():
+    """Prometheus gets `rollout` from the pods' modelrollout.io/rollout label (docs/presets.md), so
+    `{{ name }}` renders that label: the name, shortened beyond 63 characters like the label."""
+    name = "r" * 70
+    spec = parse_spec(rollout(name, router="gatewayAPI")["spec"], POLICY)  # the http preset
+    status = RolloutStatus(canary_revision=spec.revision, stable_revision=REV)
+    values = query_values(spec, "default", name, status, spec.revision, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    _, series_rollout, *_ = series_labels(manifests.deployment(spec, "default", name, "uid", 1))
+    assert len(series_rollout) <= 63
+    assert f'rollout="{series_rollout}"' in render_query(spec.analysis.metrics[0].query, values)
