@@ -80,13 +80,20 @@ def test_a_limit_is_invalid_spec_at_once_and_stalled(lab, name, changes, field):
     assert kubectl_wait(lab, name, "Stalled", timeout="5s").returncode == 0
 
 
-def test_a_rollout_with_a_70_character_name_is_ready(lab):
+def test_a_rollout_with_a_70_character_name_becomes_stable_and_is_released(lab):
     """Issue 22: a custom resource's name may have 253 characters; the operator's labels made from it are
     shortened, so its Deployments and Services are created, their watch events reach the rollout's daemon,
-    and `kubectl wait --for=condition=Ready` returns (the old code: a 422, Initializing for ever)."""
+    its pods' series answer the preset's queries, and `kubectl wait --for=condition=Ready` returns (the
+    old code: a 422 on every write, Initializing for ever, Stalled=False)."""
     name = "fraud-detector-for-the-european-card-payments-team-eu-west-1-canary-v2"
-    doc = scenarios.rollout(name)
-    doc["spec"]["selector"]["matchLabels"] = doc["spec"]["template"]["metadata"]["labels"] = {"app": "fraud"}
-    lab.apply(doc)
+    docs = scenarios.manifests(name, rps=400, min_samples=300)
+    v1 = docs[-1]
+    v1["spec"]["selector"]["matchLabels"] = v1["spec"]["template"]["metadata"]["labels"] = {"app": "fraud"}
+    for doc in docs:
+        lab.apply(doc)
     lab.wait_for_phase(name, "Succeeded", timeout=60)
     assert kubectl_wait(lab, name, "Ready", timeout="5s").returncode == 0
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    status = lab.wait_for(lambda: (s := lab.status(name)).get("history", [{}])[0].get("result") == "Promoted" and s,
+                          timeout=90, what="promotion")
+    assert status["phase"] == "Succeeded" and status["modelVersion"] == "2.0.0", status
