@@ -917,7 +917,7 @@ def _check_replicas_router(spec: RolloutSpec) -> None:
         return
     why = "with the replicas router the canary's pods serve users as soon as they are Ready"
     replicas = spec.replicas
-    unit = 100 // math.gcd(replicas, 100) if replicas else 1
+    unit = 100 // math.gcd(replicas, 100)
     for index, step in enumerate(spec.strategy.steps):
         field = f"spec.strategy.steps[{index}].weight"
         if step.weight == 0:
