@@ -13,6 +13,7 @@ from datetime import datetime
 from modelrollout.core import analysis_window, recent_window
 from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
 from modelrollout.manifests import deployment_name, service_name
+from modelrollout.names import rollout_label
 from modelrollout.providers import MetricsProvider, ProviderError
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
                                histogram_query, render_query)
@@ -24,7 +25,7 @@ def query_values(spec: RolloutSpec, namespace: str, name: str, status: RolloutSt
     """The values of every {{ placeholder }}, for the revision being measured."""
     return {
         "namespace": namespace,
-        "name": name,
+        "name": rollout_label(name),  # as the pods' label gives it to their series: the name, if it fits
         "revision": revision,
         "workload": deployment_name(name, revision) if revision else "",  # its Deployment, as Istio names it
         "canary.revision": status.canary_revision or "",

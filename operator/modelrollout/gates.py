@@ -15,7 +15,7 @@ import httpx
 from modelrollout import manifests
 from modelrollout.core import GateResult
 from modelrollout.kube import Kube, path
-from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT, rollout_label
 from modelrollout.spec import Gate, RolloutSpec
 from modelrollout.status import RolloutStatus
 
@@ -41,7 +41,7 @@ def job_manifest(spec: RolloutSpec, gate: Gate, namespace: str, rollout: str, ui
     pod_spec.setdefault("restartPolicy", "Never")
     for container in pod_spec.get("containers") or []:
         container["env"] = list(container.get("env") or []) + env
-    labels = {LABEL_ROLLOUT: rollout, LABEL_REVISION: revision}
+    labels = {LABEL_ROLLOUT: rollout_label(rollout), LABEL_REVISION: revision}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": manifests.gate_job_name(rollout, revision, gate.name), "namespace": namespace, "labels": labels,

@@ -19,7 +19,7 @@ import kopf
 from modelrollout import access, metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
-from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
+from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION, rollout_label
 from modelrollout.reconcile import (RolloutMemory, Runtime, finalize, observed_deployments, rollout_object,
                                     run_pass)
 from modelrollout.workloads import ObservedDeployment
@@ -39,8 +39,10 @@ class _Daemon:
     passing: asyncio.Lock = field(default_factory=asyncio.Lock)  # held through each pass (and by the finalizer)
 
 
-def _wake(memo: kopf.Memo, namespace: str, name: str) -> None:
-    daemon = memo.daemons.get((namespace, name))
+def _wake(memo: kopf.Memo, namespace: str, label: str) -> None:
+    """Wake the daemon of the rollout whose `modelrollout.io/rollout` label is `label`
+    (daemons are kept by label: an owned object carries the label, not always the name)."""
+    daemon = memo.daemons.get((namespace, label))
     if daemon is not None:
         daemon.wakeup.set()
 
@@ -54,7 +56,7 @@ async def _last_pass_ended(memo: kopf.Memo, namespace: str, name: str) -> asynci
     returns, and a cancelled pass may still have a write in flight, so the pass is awaited, not
     cancelled. A pass beyond LAST_PASS_TIMEOUT is a temporary failure: kopf then cancels the daemon
     and retries (each retry is a Warning event on the rollout)."""
-    daemon = memo.daemons.get((namespace, name))
+    daemon = memo.daemons.get((namespace, rollout_label(name)))
     if daemon is None:  # it exited, or never started
         return None
     try:
@@ -136,7 +138,7 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                        meta.get("deletionTimestamp"))
         if memo.seen.get((namespace, name)) != fingerprint:
             memo.seen[(namespace, name)] = fingerprint
-            _wake(memo, namespace, name)
+            _wake(memo, namespace, rollout_label(name))
 
     # Stopped (the rollout deleted, the operator exiting), the daemon ends its pass and exits on its
     # own within the backoff; only one stuck beyond it is cancelled (which kopf logs as a warning).
@@ -145,7 +147,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
     async def run_rollout(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, namespace: str,
                           name: str, rollout_deployments: kopf.Index, rollout_services: kopf.Index,
                           **_: Any) -> None:
-        daemon = memo.daemons.setdefault((namespace, name), _Daemon())
+        key = (namespace, rollout_label(name))  # how the indexes and memo.daemons know the rollout
+        daemon = memo.daemons.setdefault(key, _Daemon())
         memory = RolloutMemory()
         stopping = asyncio.ensure_future(stopped.wait())
 
@@ -159,15 +162,15 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                         break
                     daemon.wakeup.clear()
                     delay = await run_pass(memo.runtime, memory, body,
-                                           observed_deployments(rollout_deployments.get((namespace, name), [])),
-                                           dict(rollout_services.get((namespace, name), [])), emit)
+                                           observed_deployments(rollout_deployments.get(key, [])),
+                                           dict(rollout_services.get(key, [])), emit)
                 woken = asyncio.ensure_future(daemon.wakeup.wait())
                 await asyncio.wait({woken, stopping}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
         finally:
             stopping.cancel()
-            if memo.daemons.get((namespace, name)) is daemon:
-                memo.daemons.pop((namespace, name))
+            if memo.daemons.get(key) is daemon:
+                memo.daemons.pop(key)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, labels=labels, timeout=DELETE_TIMEOUT, backoff=DELETE_BACKOFF,
                     registry=registry)

@@ -4,17 +4,15 @@ their names, and the ownerReference patches that adopt or hand them over."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from typing import Any
 
-from modelrollout.names import API_VERSION, KIND, LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT
+from modelrollout.names import (API_VERSION, KIND, LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT,
+                                HASH_LEN, LIMITS, rollout_label, shortened)
 from modelrollout.spec import RolloutSpec
 
-NAME_MAX = 63
-# A ReplicaSet is named `<deployment>-<pod-template-hash>` (up to 10 characters): 52 keeps it a 63-character label.
-DEPLOYMENT_NAME_MAX = 52
-HASH_LEN = 8  # not the 10 of a revision, so a shortened name never reads as `<rollout>-<revision>`
+NAME_MAX = LIMITS["service"].limit
+DEPLOYMENT_NAME_MAX = LIMITS["deployment"].limit
 ROLES = ("stable", "canary")  # Service roles with a suffix; the shared Service is `<rollout>`
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
@@ -28,10 +26,9 @@ def owned_name(*parts: str, max_len: int = NAME_MAX, hashed: bool = False) -> st
     readable = "-".join(parts)
     if not hashed and len(readable) <= max_len and _DNS_1035_LABEL.fullmatch(readable):
         return readable
-    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:HASH_LEN]
     prefix = re.sub(r"[^a-z0-9]+", "-", readable.lower())[:max_len - HASH_LEN - 1]
     prefix = re.sub(r"^[^a-z]+", "", prefix).rstrip("-") or "mr"
-    return f"{prefix}-{digest}"
+    return shortened(prefix, "/".join(parts), max_len)
 
 
 def deployment_name(rollout: str, revision: str) -> str:
@@ -51,7 +48,7 @@ def service_name(rollout: str, role: str) -> str:
 
 def gate_job_name(rollout: str, revision: str, gate: str) -> str:
     """Always hashed: gate names are free-form, so only the hash keeps (rollout, revision, gate) apart."""
-    return owned_name(rollout, revision, gate, hashed=True)
+    return owned_name(rollout, revision, gate, max_len=LIMITS["gate-job"].limit, hashed=True)
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -78,7 +75,7 @@ def adoptable(obj: dict[str, Any], rollout: str, uid: str) -> bool:
     """Ours to take: it carries our rollout label and no other controller owns it (e.g. a handover)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     others = [r for r in _owner_refs(obj) if r.get("controller") and r.get("uid") != uid]
-    return labels.get(LABEL_ROLLOUT) == rollout and not others
+    return labels.get(LABEL_ROLLOUT) == rollout_label(rollout) and not others
 
 
 def adopt_patch(obj: dict[str, Any], rollout: str, uid: str) -> dict[str, Any] | None:
@@ -103,7 +100,7 @@ def release_patch(obj: dict[str, Any], uid: str) -> dict[str, Any] | None:
 def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replicas: int) -> dict[str, Any]:
     """The Deployment of the spec's current template revision."""
     revision = spec.revision
-    ours = {LABEL_ROLLOUT: rollout, LABEL_REVISION: revision}
+    ours = {LABEL_ROLLOUT: rollout_label(rollout), LABEL_REVISION: revision}
     template = copy.deepcopy(spec.template)
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), **ours}
@@ -129,7 +126,7 @@ def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replic
 def service_selector(spec: RolloutSpec, rollout: str, revision: str | None) -> dict[str, str]:
     """The user's selector narrowed to this rollout's pods (and to one revision, unless None):
     two rollouts whose pods share the user's labels never receive each other's traffic."""
-    selector = {**spec.selector.match_labels, LABEL_ROLLOUT: rollout}
+    selector = {**spec.selector.match_labels, LABEL_ROLLOUT: rollout_label(rollout)}
     if revision is not None:
         selector[LABEL_REVISION] = revision
     return selector
@@ -145,7 +142,7 @@ def service(spec: RolloutSpec, namespace: str, rollout: str, uid: str, role: str
         "metadata": {
             "name": service_name(rollout, role),
             "namespace": namespace,
-            "labels": {LABEL_ROLLOUT: rollout, LABEL_ROLE: role},
+            "labels": {LABEL_ROLLOUT: rollout_label(rollout), LABEL_ROLE: role},
             "ownerReferences": [owner_reference(rollout, uid)],
         },
         "spec": {

@@ -12,7 +12,7 @@ from typing import Any
 from modelrollout import manifests
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, KubeError, path
-from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT, rollout_selector
 
 
 def _describe(obj: dict[str, Any]) -> str:
@@ -50,7 +50,7 @@ async def handed_over(kube: Kube, namespace: str, rollout: str, uid: str) -> Han
     """The revision whose Deployment a deleted rollout of this name handed over and this one does
     not own yet (the one with the most Ready pods, should there be several)."""
     deployments = await kube.list(path("apps/v1", "deployments", namespace),
-                                  label_selector=f"{LABEL_ROLLOUT}={rollout},{LABEL_REVISION}")
+                                  label_selector=f"{rollout_selector(rollout)},{LABEL_REVISION}")
     left = [d for d in deployments if manifests.adoptable(d, rollout, uid)
             and not any(ref.get("uid") == uid for ref in d["metadata"].get("ownerReferences") or [])]
     if not left:

@@ -29,7 +29,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
-                                ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION)
+                                ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, PLURAL, VERSION, rollout_selector)
 from modelrollout.routers import RouteTarget, gateway_api, istio, kserve
 from modelrollout.spec import SpecError, parse_spec, reading_policy
 from modelrollout.status import RolloutStatus
@@ -356,7 +356,7 @@ def _observe(target: Target, name: str) -> tuple[dict[str, Any], str]:
     obj = _read(target, name)
     namespace = obj["metadata"]["namespace"]
     api_client = target.api_client()
-    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(namespace, label_selector=f"{LABEL_ROLLOUT}={name}")
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(namespace, label_selector=rollout_selector(name))
     routing = (obj.get("spec") or {}).get("trafficRouting") or {}
     route = None
     for router, (group_version, plural, field_name) in ROUTING_OBJECTS.items():
@@ -472,7 +472,7 @@ def report(target: Target, name: str, prometheus_url: str | None, png: str | Non
     namespace = obj["metadata"]["namespace"]
     api_client = target.api_client()
     deployments = client.AppsV1Api(api_client).list_namespaced_deployment(
-        namespace, label_selector=f"{LABEL_ROLLOUT}={name}").items
+        namespace, label_selector=rollout_selector(name)).items
     events = [e for e in api_client.sanitize_for_serialization(
         client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items)
         if (e.get("involvedObject") or {}).get("kind") == KIND and (e.get("involvedObject") or {}).get("name") == name]

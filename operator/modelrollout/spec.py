@@ -29,6 +29,8 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from modelrollout.names import LIMITS
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -458,7 +460,7 @@ class Notification(_Frozen):
 
 class RolloutSpec(_Frozen):
     model: ModelInfo = ModelInfo()
-    replicas: int = Field(default=1, ge=0)
+    replicas: int = Field(default=1, ge=1)  # 0 would route every request to no pod
     selector: Selector
     template: dict[str, Any]
     service: ServiceSpec
@@ -747,6 +749,7 @@ def _shape(node: Any, text: Callable[[str], str]) -> tuple[Any, ...]:
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MODEL_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,252}")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")  # length: LIMITS
 _VALUE_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "namespace": (_DNS_LABEL, "a DNS label"),
     "name": (_DNS_SUBDOMAIN, "a DNS subdomain"),
@@ -914,7 +917,7 @@ def _check_replicas_router(spec: RolloutSpec) -> None:
         return
     why = "with the replicas router the canary's pods serve users as soon as they are Ready"
     replicas = spec.replicas
-    unit = 100 // math.gcd(replicas, 100) if replicas else 1
+    unit = 100 // math.gcd(replicas, 100)
     for index, step in enumerate(spec.strategy.steps):
         field = f"spec.strategy.steps[{index}].weight"
         if step.weight == 0:
@@ -1136,6 +1139,20 @@ def _check_model(spec: RolloutSpec) -> None:
         value = getattr(spec.model, key)
         if value and not _MODEL_TEXT.fullmatch(value):
             raise SpecError(f"spec.model.{key}", "use letters, digits and . _ : / + - (at most 253, starting with a letter or digit)")
+    version, limit = spec.model.version, LIMITS["model-version-label"].limit
+    if len(version) > limit:
+        raise SpecError("spec.model.version", f"{len(version)} characters, at most {limit} (it is a label value)")
+    if version and not _LABEL_VALUE.fullmatch(version):
+        raise SpecError("spec.model.version", "use letters, digits and - _ . starting and ending with a letter or digit "
+                                              "(it is a label value)")
+
+
+def _check_last_step(spec: RolloutSpec) -> None:
+    """A release ends by sending users to the canary: a last step of weight 0 would wait forever."""
+    last = len(spec.strategy.steps) - 1
+    if spec.strategy.steps[last].weight == 0:
+        raise SpecError(f"spec.strategy.steps[{last}].weight", "the last step must send users to the canary: "
+                                                                "a weight above 0 (weights never go down)")
 
 
 def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> RolloutSpec:
@@ -1155,6 +1172,7 @@ def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> Rol
         message = first["msg"].removeprefix("Value error, ")
         raise SpecError(_field_path(loc), message) from None
     _check_model(spec)
+    _check_last_step(spec)
     _check_pod(spec.template, "spec.template", _BASELINE, policy)
     if not spec.analysis.metrics:
         raise SpecError("spec.analysis.metrics", "nothing to judge the canary by: list metrics, or name a preset "

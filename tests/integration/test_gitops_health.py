@@ -64,3 +64,36 @@ def test_an_invalid_spec_is_degraded(lab):
     status = lab.wait_for_phase("bad-steps", "InvalidSpec", timeout=30)
     assert health(lab, "bad-steps") == ("Degraded", status["message"])
     assert kubectl_wait(lab, "bad-steps", "Stalled").returncode == 0
+
+
+@pytest.mark.parametrize("name,changes,field", [
+    ("long-version", {"version": "2." * 41}, "spec.model.version"),  # a label value: 82 characters
+    ("last-step-zero", {"router": "gatewayAPI", "steps": [{"weight": 0, "hold": "5s"}]}, "spec.strategy.steps[0].weight"),
+])
+def test_a_limit_is_invalid_spec_at_once_and_stalled(lab, name, changes, field):
+    """Issue 22: beyond a limit the rollout is InvalidSpec naming the field when the spec is read, and
+    Stalled, so `kubectl wait --for=condition=Stalled` returns instead of hanging (the old code tried
+    the write, got a 422, and stayed Initializing, or waited forever at weight 0)."""
+    lab.apply(scenarios.rollout(name, **changes))
+    status = lab.wait_for_phase(name, "InvalidSpec", timeout=30)
+    assert field in status["message"], status["message"]
+    assert kubectl_wait(lab, name, "Stalled", timeout="5s").returncode == 0
+
+
+def test_a_rollout_with_a_70_character_name_becomes_stable_and_is_released(lab):
+    """Issue 22: a custom resource's name may have 253 characters; the operator's labels made from it are
+    shortened, so its Deployments and Services are created, their watch events reach the rollout's daemon,
+    its pods' series answer the preset's queries, and `kubectl wait --for=condition=Ready` returns (the
+    old code: a 422 on every write, Initializing for ever, Stalled=False)."""
+    name = "fraud-detector-for-the-european-card-payments-team-eu-west-1-canary-v2"
+    docs = scenarios.manifests(name, rps=400, min_samples=300)
+    v1 = docs[-1]
+    v1["spec"]["selector"]["matchLabels"] = v1["spec"]["template"]["metadata"]["labels"] = {"app": "fraud"}
+    for doc in docs:
+        lab.apply(doc)
+    lab.wait_for_phase(name, "Succeeded", timeout=60)
+    assert kubectl_wait(lab, name, "Ready", timeout="5s").returncode == 0
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    status = lab.wait_for(lambda: (s := lab.status(name)).get("history", [{}])[0].get("result") == "Promoted" and s,
+                          timeout=90, what="promotion")
+    assert status["phase"] == "Succeeded" and status["modelVersion"] == "2.0.0", status

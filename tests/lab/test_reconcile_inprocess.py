@@ -16,7 +16,7 @@ from kubernetes import client, config
 from modelrollout import core
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
-from modelrollout.names import GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION
+from modelrollout.names import GROUP, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION, rollout_selector
 from modelrollout.reconcile import RolloutMemory, Runtime, run_pass
 from modelrollout.spec import template_revision
 from modelrollout.workloads import ObservedDeployment
@@ -61,7 +61,7 @@ class Pass:
 
     def observed(self) -> tuple[dict, dict, dict]:
         body = self.rollout()
-        selector = f"{LABEL_ROLLOUT}={self.name}"
+        selector = rollout_selector(self.name)
         deployments = {
             d.metadata.labels[LABEL_REVISION]: ObservedDeployment(
                 d.metadata.name, d.spec.replicas or 0, (d.status and d.status.ready_replicas) or 0,
@@ -288,6 +288,31 @@ def test_an_analysis_with_the_replicas_router_costs_one_api_request_and_records_
     canary = client.AppsV1Api(api_client).read_namespaced_deployment(
         f"shared-{status['canaryRevision']}", NS)  # the share recorded is what the cluster reports
     assert canary.status.ready_replicas == 1
+    run.close()
+
+
+def test_a_rollout_with_a_70_character_name_becomes_stable_and_is_released(cluster):
+    """A custom resource's name may have 253 characters: the labels generated from it are shortened into
+    shape (issue 22: a 422 on every write, Initializing forever, Stalled=False)."""
+    _, kubeconfig, api_client = cluster
+    custom = client.CustomObjectsApi(api_client)
+    name = "fraud-detector-for-the-european-card-payments-team-eu-west-1-canary-v2"
+    assert len(name) == 70
+    doc = scenarios.manifests(name, replicas=2, steps=[{"weight": 50, "hold": "1h"}], interval="10s",
+                              no_data={"hold": "1h", "then": "pause"})[-1]
+    doc["spec"]["selector"]["matchLabels"] = doc["spec"]["template"]["metadata"]["labels"] = {"app": "fraud"}
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, doc)
+    run = Pass(kubeconfig, api_client, name, "http://127.0.0.1:9")
+    status = run.until(lambda s: s.get("phase") in ("Succeeded", "InvalidSpec"), passes=100)
+    assert status["phase"] == "Succeeded" and applied(status)["status"] == "True", status
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name,
+                                          {"spec": scenarios.release(doc, "2.0.0")["spec"]})
+    status = run.until(lambda s: s.get("stepStartedAt") and s.get("canaryWeight") == 50)
+    deployments = client.AppsV1Api(api_client).list_namespaced_deployment(NS, label_selector=rollout_selector(name)).items
+    assert {d.metadata.labels[LABEL_REVISION]: d.status.ready_replicas for d in deployments} == \
+        {status["stableRevision"]: 1, status["canaryRevision"]: 1}
+    assert all(len(d.metadata.labels[LABEL_ROLLOUT]) <= 63 for d in deployments)
+    assert not [e for e in run.events if e[0] == "Warning"], run.events
     run.close()
 
 

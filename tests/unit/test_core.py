@@ -12,7 +12,7 @@ from modelrollout.core import (Action, Commands, Observations, Workload, analysi
                                decide, desired_state, invalid, target_weight)
 from modelrollout.evaluate import MetricSample
 from modelrollout.reconcile import status_patch
-from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.spec import PlatformPolicy, SpecError, parse_spec
 from modelrollout.status import RolloutStatus
 from modelrollout_lab.apiserver_logic import merge_patch
 
@@ -842,15 +842,10 @@ def test_a_weight_zero_step_serves_nobody_is_not_analysed_and_its_hold_alone_end
 
 
 def test_a_last_step_of_weight_zero_never_promotes_unjudged():
-    spec = make_spec("model:v2", steps=[{"weight": 0, "hold": "10s"}])
-    run = stable_on_v1()
-    run.spec = spec
-    run.step(after=1)
-    w = {**ready(V1), spec.revision: Workload(1, 1)}
-    run.step(after=1, workloads=w)
-    for _ in range(10):
-        d = run.step(after=30, workloads=w)
-        assert d.status.phase != "Promoting" and d.action is not Action.PROMOTE
+    """It would wait for ever or promote a canary no user was served by: the spec is refused (issue 22)."""
+    with pytest.raises(SpecError) as info:
+        make_spec("model:v2", steps=[{"weight": 0, "hold": "10s"}])
+    assert info.value.field == "spec.strategy.steps[0].weight"
 
 
 

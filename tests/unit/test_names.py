@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout import manifests
+from modelrollout.analysis import query_values
 from modelrollout.gates import job_manifest
 from modelrollout.manifests import DEPLOYMENT_NAME_MAX, deployment_name, gate_job_name, owned_name, service_name
-from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
-from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT, LIMITS, rollout_label
+from modelrollout.routers import RouteTarget
+from modelrollout.routers.kserve import canary_name, predictor_for
+from modelrollout.spec import PlatformPolicy, parse_spec, render_query
 from modelrollout.status import RolloutStatus
 from modelrollout_lab.scenarios import rollout
+from modelrollout_lab.traffic import series_labels
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 LONG = "fraud-detector-for-the-european-card-payments-team-v2ab"  # 55 characters
@@ -149,3 +156,73 @@ def test_moving_dashes_between_rollout_and_gate_never_shares_a_job(words, revisi
     """`a` + gate `b-c` and `a-b` + gate `c`: the same joined text, different objects."""
     splits = {("-".join(words[:i]), "-".join(words[i:])) for i in range(1, len(words))}
     assert len({gate_job_name(r, revision, g) for r, g in splits}) == len(splits)
+
+
+# ------------------------------------------------------------------ limits (issue 22)
+
+LABEL_VALUE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+LONGEST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253: the longest name of a custom resource
+VERSION_63 = "v" + "1.2-rc_3" * 7 + "9" * 6
+
+
+def generated(name: str, version: str = VERSION_63) -> tuple[dict[str, str], dict[str, str]]:
+    """Every name (by LIMITS key) and label value the operator generates for one rollout."""
+    raw = rollout(name, router="gatewayAPI", version=version)["spec"]
+    raw["selector"]["matchLabels"] = raw["template"]["metadata"]["labels"] = {"app": "m"}  # the user's: not ours
+    job = {"template": {"spec": {"containers": [{"name": "eval", "image": "eval:1"}]}}}
+    raw["strategy"]["gates"] = {"beforeTraffic": [{"name": "g" * 40, "job": job}]}
+    spec = parse_spec(raw, POLICY)
+    status = RolloutStatus(canary_revision=spec.revision, stable_revision=REV)
+    deployment = manifests.deployment(spec, "default", name, "uid", 1)
+    services = [manifests.service(spec, "default", name, "uid", role, REV) for role in ("stable", "canary", "shared")]
+    job_object = job_manifest(spec, spec.strategy.gates.before_traffic[0], "default", name, "uid", status, {})
+    predictor = predictor_for(RouteTarget("default", name, "uid", spec))
+    names = {"deployment": deployment["metadata"]["name"], "gate-job": job_object["metadata"]["name"],
+             "kserve-predictor": canary_name(spec.revision),
+             **{f"service {s['spec']['selector'].get(LABEL_REVISION, '')} {i}": s["metadata"]["name"]
+                for i, s in enumerate(services)}}
+    label_sets = [deployment["metadata"]["labels"], deployment["spec"]["selector"]["matchLabels"],
+                  deployment["spec"]["template"]["metadata"]["labels"], job_object["metadata"]["labels"],
+                  predictor["labels"], *(s["metadata"]["labels"] for s in services),
+                  *(s["spec"]["selector"] for s in services)]
+    labels = {f"{key} {i}": value for i, label_set in enumerate(label_sets) for key, value in label_set.items()}
+    return names, labels
+
+
+@pytest.mark.parametrize("name", [LONGEST, "r" * 70, "x" * 64, "fraud"])
+def test_every_generated_name_and_label_stays_within_its_limit(name):
+    names, labels = generated(name)
+    for key, value in names.items():
+        limit = LIMITS[key.split()[0]].limit
+        assert len(value) <= limit and DNS_1035_LABEL.fullmatch(value), (key, value)
+    assert all(len(value) <= 63 and LABEL_VALUE.fullmatch(value) for value in labels.values()), labels
+
+
+def test_distinct_long_rollouts_get_distinct_names_and_labels():
+    one, two = generated(LONGEST[:-1] + "1"), generated(LONGEST[:-1] + "2")
+    assert set(one[0].values()).isdisjoint(two[0].values())
+    assert rollout_label(LONGEST[:-1] + "1") != rollout_label(LONGEST[:-1] + "2")
+
+
+@pytest.mark.parametrize("name", ["fraud", "a.b-c", "r" * 63])
+def test_a_rollout_label_that_fits_is_the_name_as_before(name):
+    assert rollout_label(name) == name
+
+
+def test_the_limits_table_is_documented():
+    """docs/resource.md lists every row of names.LIMITS with its limit."""
+    doc = (ROOT / "docs" / "resource.md").read_text()
+    for limit in LIMITS.values():
+        assert f"| {limit.what} | `{limit.made_by}` | {limit.limit} | {limit.beyond} |" in doc
+
+
+def test_a_long_rollouts_queries_select_the_series_its_pods_are_labelled_with():
+    """Prometheus gets `rollout` from the pods' modelrollout.io/rollout label (docs/presets.md), so
+    `{{ name }}` renders that label: the name, shortened beyond 63 characters like the label."""
+    name = "r" * 70
+    spec = parse_spec(rollout(name, router="gatewayAPI")["spec"], POLICY)  # the http preset
+    status = RolloutStatus(canary_revision=spec.revision, stable_revision=REV)
+    values = query_values(spec, "default", name, status, spec.revision, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    _, series_rollout, *_ = series_labels(manifests.deployment(spec, "default", name, "uid", 1))
+    assert len(series_rollout) <= 63
+    assert f'rollout="{series_rollout}"' in render_query(spec.analysis.metrics[0].query, values)

@@ -125,6 +125,27 @@ def test_what_cannot_be_judged_is_refused(raw, field, words):
     assert info.value.field == field and words in info.value.message, info.value
 
 
+# Issue 22: limits found when the spec is read, not when the API server refuses a write, or never.
+@pytest.mark.parametrize("raw,field,words", [
+    (with_("model.version", "1." * 41), "spec.model.version", "82 characters, at most 63 (it is a label value)"),
+    (with_("model.version", "2.4.0+build.7"), "spec.model.version", "it is a label value"),
+    (with_("model.version", "v2."), "spec.model.version", "it is a label value"),
+    (with_("replicas", 0, with_("trafficRouting", GATEWAY)), "spec.replicas", "greater than or equal to 1"),
+    (with_("strategy.steps", [{"weight": 0, "hold": "1m"}], with_("trafficRouting", GATEWAY)),
+     "spec.strategy.steps[0].weight", "the last step must send users to the canary"),
+    (with_("strategy.steps", [{"mirror": 100, "hold": "1m"}], with_("trafficRouting", GATEWAY)),
+     "spec.strategy.steps[0].weight", "the last step must send users to the canary"),
+])
+def test_limits_are_invalid_spec_naming_the_field(raw, field, words):
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, POLICY)
+    assert info.value.field == field and words in info.value.message, info.value
+
+
+def test_a_63_character_version_is_a_label_value():
+    assert parse_spec(with_("model.version", "v" + "1.2-rc_3" * 7 + "9" * 6), POLICY).model.version.startswith("v1.2")
+
+
 def test_preset_alone_judges_by_its_defaults():
     spec = parse_spec(with_("analysis", {"preset": "http"}), POLICY)
     error_rate, latency = spec.analysis.metrics

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from modelrollout.core import HandedOver
 from modelrollout.kube import Kube, path
-from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT, rollout_label
 from modelrollout.routers import RouteProblem, RouteTarget, write_back
 from modelrollout.spec import template_revision
 
@@ -66,7 +66,7 @@ def predictor_for(target: RouteTarget) -> Obj:
     spec = target.spec
     template = copy.deepcopy(spec.template)
     metadata = template.get("metadata") or {}
-    labels = {**(metadata.get("labels") or {}), LABEL_ROLLOUT: target.name, LABEL_REVISION: spec.revision}
+    labels = {**(metadata.get("labels") or {}), LABEL_ROLLOUT: rollout_label(target.name), LABEL_REVISION: spec.revision}
     if spec.model.version:
         labels[LABEL_MODEL_VERSION] = spec.model.version
     predictor: Obj = {**(template.get("spec") or {}), "labels": labels, "minReplicas": spec.replicas}
@@ -78,7 +78,7 @@ def predictor_for(target: RouteTarget) -> Obj:
 def revision_of(predictor: Obj | None, rollout: str) -> str | None:
     """The rollout revision a predictor runs (None: not this rollout's)."""
     labels = (predictor or {}).get("labels") or {}
-    return labels.get(LABEL_REVISION) if labels.get(LABEL_ROLLOUT) == rollout else None
+    return labels.get(LABEL_REVISION) if labels.get(LABEL_ROLLOUT) == rollout_label(rollout) else None
 
 
 def _ours(entry: Obj, rollout: str) -> bool:
@@ -219,7 +219,7 @@ def _refuse_if_taken(isvc: Obj, target: RouteTarget) -> None:
     predictor = spec.get("predictor") or {}
     described = f"InferenceService {target.namespace}/{_isvc_name(target)}"
     predictors = [predictor] + [entry.get("predictor") or {} for entry in spec.get("canary") or []]
-    owners = {(p.get("labels") or {}).get(LABEL_ROLLOUT) for p in predictors} - {None, target.name}
+    owners = {(p.get("labels") or {}).get(LABEL_ROLLOUT) for p in predictors} - {None, rollout_label(target.name)}
     if owners:
         raise RouteProblem("InferenceServiceInUse",
                            f"{described} runs the model of ModelRollout {', '.join(sorted(owners))}: one "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from modelrollout import manifests, owned
 from modelrollout.kube import Kube, path
-from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
+from modelrollout.names import LABEL_REVISION, rollout_selector
 from modelrollout.routers import RouteProblem, RouteTarget, RevisionsInOwnDeployments
 
 
@@ -46,7 +46,7 @@ class ReplicasRouter(RevisionsInOwnDeployments):
         rollout = await kube.get(path("modelrollout.io/v1alpha1", "modelrollouts", target.namespace, target.name))
         stable = ((rollout or {}).get("status") or {}).get("stableRevision")
         deployments = await kube.list(path("apps/v1", "deployments", target.namespace),
-                                      label_selector=f"{LABEL_ROLLOUT}={target.name}")
+                                      label_selector=rollout_selector(target.name))
         deployments.sort(key=lambda d: d["metadata"]["labels"].get(LABEL_REVISION) != stable)  # stable first
         stable_ready = 0
         for deployment in deployments:
