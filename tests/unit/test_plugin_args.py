@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 import yaml
+from click import ClickException
 from click.testing import CliRunner
 from kubernetes.config.config_exception import ConfigException
 
-from modelrollout.plugin import Target, main, table
+from modelrollout.plugin import Target, command_annotation, main, table
 
 
 def parsed(*args: str) -> tuple[Target, str, dict]:
@@ -138,3 +139,42 @@ def test_completion_script_is_valid_shell(shell):
         pytest.skip(f"{shell} is not installed")
     check = subprocess.run([interpreter, "-n"], input=result.output, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def rollout(**status):
+    return {"metadata": {"name": "scorer"}, "spec": {}, "status": status}
+
+
+@pytest.mark.parametrize("command,status,annotation", [
+    ("promote", {"phase": "Paused", "canaryRevision": "abc", "currentStep": 1},
+     {"modelrollout.io/promote": "revision=abc,step=1,id=T"}),
+    ("promote_full", {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0},
+     {"modelrollout.io/promote-full": "revision=abc,id=T"}),
+    ("promote_full", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2},
+     {"modelrollout.io/promote-full": "revision=abc,id=T"}),
+    ("abort", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2},
+     {"modelrollout.io/abort": "revision=abc,id=T"}),
+    ("retry", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"},
+     {"modelrollout.io/retry": "revision=abc,id=T"}),
+])
+def test_a_command_names_the_release_the_rollout_runs_now(command, status, annotation):
+    assert command_annotation(command, rollout(**status), "T") == annotation
+
+
+@pytest.mark.parametrize("command,status,says", [
+    ("promote", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc", "message": "rolled back"},
+     "scorer: nothing to promote: it has no canary in a step (phase RolledBack: rolled back)"),
+    ("promote_full", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"},
+     "nothing to promote --full: it has no canary (phase RolledBack)"),
+    ("abort", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"}, "nothing to abort"),
+    ("promote", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2}, "nothing to promote"),
+    ("retry", {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0},
+     "nothing to retry: it is not rolled back"),
+    *[(command, {"phase": "Succeeded", "stableRevision": "abc"}, "(phase Succeeded)")
+      for command in ("promote", "promote_full", "abort", "retry")],
+    ("abort", {}, "(phase Pending)"),
+])
+def test_a_command_with_nothing_to_act_on_is_refused(command, status, says):
+    with pytest.raises(ClickException) as refused:
+        command_annotation(command, rollout(**status), "T")
+    assert says in refused.value.message and refused.value.exit_code == 1
