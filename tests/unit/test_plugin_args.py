@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from kubernetes.config.config_exception import ConfigException
 
 from modelrollout.plugin import Target, command_annotation, main, table
+from modelrollout.spec import template_revision
+from modelrollout_lab import scenarios
 
 
 def parsed(*args: str) -> tuple[Target, str, dict]:
@@ -178,3 +180,12 @@ def test_a_command_with_nothing_to_act_on_is_refused(command, status, says):
     with pytest.raises(ClickException) as refused:
         command_annotation(command, rollout(**status), "T")
     assert says in refused.value.message and refused.value.exit_code == 1
+
+
+def test_promote_full_while_the_first_revision_awaits_a_model_names_the_template():
+    obj = scenarios.rollout("scorer", router="kserve")
+    obj["status"] = {"phase": "Initializing", "awaitingHandoverSince": "2026-01-01T00:00:00Z"}
+    revision = template_revision(obj["spec"]["template"])
+    assert command_annotation("promote_full", obj, "T") == {"modelrollout.io/promote-full": f"revision={revision},id=T"}
+    with pytest.raises(ClickException, match="nothing to abort"):
+        command_annotation("abort", obj, "T")
