@@ -68,13 +68,51 @@ class Workload:
 
 @dataclass(frozen=True)
 class Commands:
-    """User commands from annotations. Tokens act once: status.handledCommands remembers them."""
+    """User commands from annotations, as written (`revision=<rev>[,step=<n>],id=<token>`, see
+    parse_command). A value acts once: status.handledCommands remembers it."""
 
     promote: str | None = None
     promote_full: str | None = None
     abort: str | None = None
     retry: str | None = None
     paused: bool = False
+
+
+@dataclass(frozen=True)
+class CommandTarget:
+    """What a promote/abort/retry annotation names: `revision=<rev>[,step=<n>],id=<token>`."""
+
+    revision: str
+    step: int | None
+    id: str
+
+
+def parse_command(value: str) -> CommandTarget | None:
+    """The release a command value names; None for a value that names none (a bare token)."""
+    fields = dict(part.partition("=")[::2] for part in value.split(","))
+    if not fields.get("revision") or not fields.get("id"):
+        return None
+    step = fields.get("step")
+    if step is not None and not step.isdigit():
+        return None
+    return CommandTarget(fields["revision"], None if step is None else int(step), fields["id"])
+
+
+def command_value(revision: str, step: int | None, token: str) -> str:
+    return f"revision={revision}{'' if step is None else f',step={step}'},id={token}"
+
+
+def _names_nothing(name: str) -> str:
+    return f"it names no release (write revision=<revision>{',step=<step>' if name == 'promote' else ''}," \
+           f"id=<new token>)"
+
+
+def _command_text(name: str, value: str) -> str:
+    label = "promote --full" if name == "promote_full" else name
+    named = parse_command(value)
+    if named is None:
+        return f"{label} {value!r}"
+    return f"{label} for revision {named.revision}" + ("" if named.step is None else f" step {named.step}")
 
 
 @dataclass(frozen=True)
@@ -440,14 +478,42 @@ class _Builder:
     def set(self, **changes: Any) -> None:
         self.status = self.status.replace(**changes)
 
-    # -- commands: a token acts once
-    def command(self, name: str) -> str | None:
-        token = getattr(self.obs.commands, name)
+    # -- commands: a value acts once, and only on the release (and step) it names
+    def _take(self, name: str) -> str | None:
+        """The command's value if not handled yet; it is handled from now on."""
+        value = getattr(self.obs.commands, name)
         key = {"promote_full": "promoteFull"}.get(name, name)
-        if token and self.status.handled_commands.get(key) != token:
-            self.set(handled_commands={**self.status.handled_commands, key: token})
-            return token
-        return None
+        if not value or self.status.handled_commands.get(key) == value:
+            return None
+        self.set(handled_commands={**self.status.handled_commands, key: value})
+        return value
+
+    def command(self, name: str, revision: str, step: int | None = None) -> bool:
+        """Whether a new command names `revision` (and, for promote, `step`); one naming anything
+        else is handled without acting, with a CommandIgnored event saying why."""
+        value = self._take(name)
+        if value is None:
+            return False
+        named = parse_command(value)
+        if named is None:
+            why = _names_nothing(name)
+        elif named.revision != revision:
+            why = f"revision {named.revision} is not the {'rolled-back' if name == 'retry' else 'canary'} " \
+                  f"revision ({revision})"
+        elif name == "promote" and named.step != step:
+            why = f"the current step is {step}"
+        else:
+            return True
+        self.event("Warning", "CommandIgnored", f"{_command_text(name, value)} ignored: {why}")
+        return False
+
+    def ignore_commands(self, why: str, *names: str) -> None:
+        """Commands with nothing to act on here are handled, visibly."""
+        for name in names:
+            value = self._take(name)
+            if value is not None:
+                reason = why if parse_command(value) else _names_nothing(name)
+                self.event("Warning", "CommandIgnored", f"{_command_text(name, value)} ignored: {reason}")
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -584,7 +650,7 @@ def _initialize(b: _Builder, revision: str) -> Decision:
         # Not reported serving is not proof of no users (a status that lags, a Ready that flickers).
         b.set(awaiting_handover_since=b.status.awaiting_handover_since or ts(b.now))
         timeout = b.spec.strategy.warmup.readiness_timeout
-        if b.command("promote_full"):  # the user's word that it has no users to keep
+        if b.command("promote_full", revision):  # the user's word that it has no users to keep
             b.set(awaiting_handover_since=None)
             b.event("Normal", "NotServing", f"{adopted.origin} is replaced by revision {revision} on request "
                                            f"(promote --full)")
@@ -613,11 +679,9 @@ def _initialize(b: _Builder, revision: str) -> Decision:
 
 
 def _steady(b: _Builder, canary: str | None) -> Decision:
-    b.command("abort")
-    b.command("retry")
-    b.command("promote")
-    b.command("promote_full")
     stable = b.status.stable_revision
+    b.ignore_commands(f"the rollout is Succeeded (revision {stable} is stable): nothing to act on",
+                      "abort", "retry", "promote", "promote_full")
     if canary:
         b.history(canary, "Superseded", "template reverted to the stable revision", b.status.rollout_started_at)
         b.schedule_scale_down(canary)
@@ -628,10 +692,10 @@ def _steady(b: _Builder, canary: str | None) -> Decision:
 
 
 def _stay_rolled_back(b: _Builder, revision: str) -> Decision:
-    if b.command("retry"):
+    if b.command("retry", revision):
         b.event("Normal", "Retry", f"retrying revision {revision} on request")
         return _start_canary(b, revision)
-    b.command("abort")
+    b.ignore_commands(f"revision {revision} was rolled back", "abort", "promote", "promote_full")
     message = b.old.message or f"revision {revision} was rolled back"
     return b.finish(Action.STEADY, Phase.ROLLED_BACK, "RolledBack", message)
 
@@ -641,7 +705,7 @@ def _progress(b: _Builder, revision: str) -> Decision:
     steps = spec.strategy.steps
     step_index = _step_index(spec, b.status)
 
-    if b.command("abort"):
+    if b.command("abort", revision):
         return _rollback(b, "Aborted", "aborted by user")
 
     # A canary that serves users is judged, whatever else it waits for (warm-up, gates, capacity).
@@ -707,7 +771,7 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
             b.set(step_started_at=ts(started + timedelta(seconds=paused_for)))
         b.event("Normal", "Resumed", "resumed by user")
 
-    if b.command("promote_full"):
+    if b.command("promote_full", revision):
         return _begin_promotion(b, revision, PROMOTED_FULL)
 
     if not b.status.step_started_at:
@@ -721,12 +785,12 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
     analysis_ok = _analysis_allows_advance(b) or (step.weight == 0 and not step.mirror and b.obs.traffic == 0
                                                   and step_index + 1 < len(steps))
     if step.hold is None:
-        if b.command("promote"):
+        if b.command("promote", revision, step_index):
             return _advance(b, step_index, "promoted by user")
         _schedule_analysis(b)
         return b.finish(Action.HOLD, Phase.PAUSED, "ManualGate",
                         f"step {step_index} (weight {step.weight}) waits for promote; {_analysis_summary(b)}")
-    if b.command("promote"):
+    if b.command("promote", revision, step_index):
         return _advance(b, step_index, "promoted by user")
     if b.status.no_data_paused:
         _schedule_analysis(b)
@@ -853,7 +917,7 @@ def _finish_promotion(b: _Builder, revision: str) -> Decision:
         _schedule_analysis(b)
         return b.finish(Action.WAIT, Phase.PROMOTING, "Promoting",
                         f"promoting {revision}: {ready}/{b.spec.replicas} replicas ready")
-    if b.command("promote_full"):
+    if b.command("promote_full", revision):
         b.event("Normal", "WatchSkipped", f"promotion of {revision} completed by user, without its watch")
     else:
         watching = _watch(b, revision)

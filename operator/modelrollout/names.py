@@ -20,8 +20,9 @@ LABEL_MODEL_VERSION = "modelrollout.io/model-version"
 LABEL_ROLE = "modelrollout.io/role"  # on Services: stable | canary | shared
 
 # User commands: the kubectl plugin sets these annotations; the operator never writes them.
-# promote/abort/retry carry a fresh token each time; status.handledCommands remembers the
-# last token handled, so a command acts once and the operator never edits the user's object.
+# promote/abort/retry name the release they are for and carry a fresh token each time
+# (`revision=<rev>[,step=<n>],id=<token>`, docs/resource.md "Commands"); status.handledCommands
+# remembers the last value handled, so a command acts once and the operator never edits the user's object.
 ANNOTATION_PROMOTE = "modelrollout.io/promote"
 ANNOTATION_PROMOTE_FULL = "modelrollout.io/promote-full"
 ANNOTATION_ABORT = "modelrollout.io/abort"

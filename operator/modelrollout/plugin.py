@@ -1,7 +1,7 @@
 """`kubectl modelrollout`: watch rollouts and steer them without editing the spec.
 
-Commands are annotations carrying a fresh token (promote, abort, retry) or a level
-(paused); the operator acts on each token once and never writes the annotations back,
+Commands are annotations naming the release they are for, with a fresh token (promote, abort,
+retry), or a level (paused); the operator acts on each once and never writes the annotations back,
 so GitOps tools see no drift in the spec.
 
 Like kubectl, `-n/--namespace`, `--context` and `--kubeconfig` are accepted anywhere on
@@ -30,6 +30,7 @@ from urllib3.exceptions import HTTPError
 
 from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, ANNOTATION_PROMOTE_FULL,
                                 ANNOTATION_RETRY, GROUP, KIND, LABEL_REVISION, PLURAL, VERSION, rollout_selector)
+from modelrollout.core import command_value
 from modelrollout.routers import RouteTarget, gateway_api, istio, kserve
 from modelrollout.spec import SpecError, parse_spec, reading_policy
 from modelrollout.status import RolloutStatus
@@ -128,6 +129,46 @@ def rollout_argument(name: str = "name") -> Callable[..., Any]:
 
 def _token() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def command_annotation(command: str, obj: dict[str, Any], token: str) -> dict[str, str]:
+    """The annotation that asks `command` (promote, promote_full, abort, retry) of the release the
+    rollout runs now, naming its revision (and, for promote, its step): the operator ignores it once
+    that release is gone. A click error (exit 1) when there is nothing to act on."""
+    status = rollout_status(obj)
+    phase, canary, step = status.phase or "Pending", status.canary_revision, status.current_step
+    name = obj["metadata"]["name"]
+    label = "promote --full" if command == "promote_full" else command
+    if command == "retry":
+        revision = status.aborted_revision if phase == "RolledBack" else None
+        nothing = "it is not rolled back"
+    elif command == "promote_full" and phase == "Initializing" and status.awaiting_handover_since:
+        revision = _template_revision(obj)  # replaces an awaited model (the operator's AwaitingHandover)
+        nothing = "its spec is invalid"
+    else:
+        acting = phase in ("Progressing", "Paused") or (phase == "Promoting" and command != "promote")
+        revision = canary if acting and (command != "promote" or step is not None) else None
+        nothing = "it has no canary in a step" if command == "promote" else "it has no canary"
+    if revision is None:
+        raise click.ClickException(f"{name}: nothing to {label}: {nothing} (phase {phase}"
+                                   f"{f': {status.message}' if status.message else ''})")
+    annotation = {"promote": ANNOTATION_PROMOTE, "promote_full": ANNOTATION_PROMOTE_FULL, "abort": ANNOTATION_ABORT,
+                  "retry": ANNOTATION_RETRY}[command]
+    return {annotation: command_value(revision, step if command == "promote" else None, token)}
+
+
+def _template_revision(obj: dict[str, Any]) -> str | None:
+    try:
+        return parse_spec(dict(obj.get("spec") or {}), reading_policy(obj.get("spec") or {})).revision
+    except SpecError:
+        return None
+
+
+def _command(target: Target, name: str, command: str) -> str:
+    """Reads the rollout, then writes the command naming its current release; returns that value."""
+    annotations = command_annotation(command, _read(target, name), _token())
+    _annotate(target, name, dict(annotations))
+    return next(iter(annotations.values()))
 
 
 def _annotate(target: Target, name: str, annotations: dict[str, str | None]) -> None:
@@ -420,30 +461,32 @@ def get(target: Target, name: str, output: str, watching: bool, timeout: int, ex
 @click.pass_obj
 def promote(target: Target, name: str, full: bool) -> None:
     """Pass the current manual gate (or, with --full, promote at once)."""
-    _annotate(target, name, {ANNOTATION_PROMOTE_FULL if full else ANNOTATION_PROMOTE: _token()})
-    click.echo(f"{name}: promote requested")
+    value = _command(target, name, "promote_full" if full else "promote")
+    click.echo(f"{name}: promote{' --full' if full else ''} requested ({value})")
 
 
-def _annotation_command(name: str, doc: str, done: str, annotations: Callable[[], dict[str, str | None]]) -> None:
-    """A command that sets annotations: a fresh token (acted on once) or the paused level."""
+def _annotation_command(name: str, doc: str, done: str, act: Callable[[Target, str], str | None]) -> None:
+    """A command that sets an annotation: one naming the current release (acted on once), or the paused level."""
 
     @kube_options
     @rollout_argument("rollout")
     @click.pass_obj
     def command(target: Target, rollout: str) -> None:
-        _annotate(target, rollout, annotations())
-        click.echo(f"{rollout}: {done}")
+        value = act(target, rollout)
+        click.echo(f"{rollout}: {done}{f' ({value})' if value else ''}")
 
     command.__doc__ = doc
     main.command(name=name)(command)
 
 
-_annotation_command("abort", "Roll the canary back now.", "abort requested", lambda: {ANNOTATION_ABORT: _token()})
+_annotation_command("abort", "Roll the canary back now.", "abort requested",
+                    lambda target, rollout: _command(target, rollout, "abort"))
 _annotation_command("retry", "Start the rolled-back revision again.", "retry requested",
-                    lambda: {ANNOTATION_RETRY: _token()})
+                    lambda target, rollout: _command(target, rollout, "retry"))
 _annotation_command("pause", "Hold the rollout where it is (analysis goes on; the hold clock stops).", "paused",
-                    lambda: {ANNOTATION_PAUSED: "true"})
-_annotation_command("resume", "Go on from where it was paused.", "resumed", lambda: {ANNOTATION_PAUSED: None})
+                    lambda target, rollout: _annotate(target, rollout, {ANNOTATION_PAUSED: "true"}))
+_annotation_command("resume", "Go on from where it was paused.", "resumed",
+                    lambda target, rollout: _annotate(target, rollout, {ANNOTATION_PAUSED: None}))
 
 
 @main.command(name="explain")

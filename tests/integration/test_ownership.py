@@ -12,6 +12,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from lab_watch import Recorder, apply_all, events_of, recreate_with_a_bad_model, route_canary_weight, start_stable
+from modelrollout.core import command_value
 from modelrollout.manifests import service_name
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout_lab import scenarios
@@ -221,8 +222,9 @@ def test_leaving_a_weight_100_step_with_the_replicas_router_never_leaves_users_w
         timeout=60, what="weight 100, no stable pod left")
     unrouted = _unrouted(lab, name)
     if leave == "abort":
+        abort = command_value(lab.status(name)["canaryRevision"], None, "now")
         lab.custom.patch_namespaced_custom_object("modelrollout.io", "v1alpha1", "default", "modelrollouts", name,
-                                                  {"metadata": {"annotations": {"modelrollout.io/abort": "now"}}})
+                                                  {"metadata": {"annotations": {"modelrollout.io/abort": abort}}})
         lab.wait_for_phase(name, "RolledBack", timeout=30)
         gone = lambda: [d.metadata.labels[LABEL_REVISION] for d in _deployments(lab, name)  # noqa: E731
                         if d.spec.replicas] == [stable]

@@ -6,13 +6,15 @@ Every command line is written in kubectl's order: the command, then its argument
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from lab_watch import start_stable
+from lab_watch import events_of, start_stable
 from modelrollout_lab import scenarios
+from modelrollout.core import command_value
 from modelrollout.names import LABEL_REVISION, LABEL_ROLLOUT
 from modelrollout.plugin import EXIT_ROLLOUT_FAILED, EXIT_TIMED_OUT
 from modelrollout.plugin import main as plugin
@@ -72,6 +74,39 @@ def test_abort_then_retry(lab):
     assert status["canaryRevision"] == status["history"][0]["revision"]
     out = kubectl_modelrollout(lab, "get", "steer")
     assert "steer: Progressing" in out and "weight 25%" in out
+
+
+def test_a_promote_left_from_a_rolled_back_release_never_skips_a_step_of_the_next_one(lab):
+    """The bug seen in the lab: a promote sent to a RolledBack rollout was kept and skipped the next
+    release's step 0 (promote --full made it stable unjudged)."""
+    v1 = start_stable(lab, "stale", rps=300, min_samples=100, replicas=4,
+                      steps=[{"weight": 25, "hold": "30s"}, {"weight": 50, "hold": "30s"}])
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: lab.status("stale").get("canaryWeight") == 25, timeout=60, what="step 0 of 2.0.0")
+    kubectl_modelrollout(lab, "abort", "stale")
+    v2 = lab.wait_for_phase("stale", "RolledBack", timeout=20)["abortedRevision"]
+    # What the plugin wrote for 2.0.0 (a script that ran late), and what a GitOps tool carries.
+    lab.patch_rollout("stale", {"metadata": {"annotations": {
+        "modelrollout.io/promote": command_value(v2, 0, "late"), "modelrollout.io/promote-full": "now"}}})
+    lab.patch_rollout("stale", {"spec": scenarios.release(v1, "3.0.0")["spec"]})  # kubectl apply keeps annotations
+    lab.wait_for(lambda: (s := lab.status("stale")).get("canaryWeight") == 25 and s.get("canaryRevision") != v2,
+                 timeout=60, what="step 0 of 3.0.0")
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:  # step 0 holds its 30s: nothing promotes it
+        status = lab.status("stale")
+        seen = (status["phase"], status.get("currentStep"), status.get("canaryWeight"))
+        assert seen == ("Progressing", 0, 25), status
+        time.sleep(0.2)
+    said = sorted(e.message for e in events_of(lab, "stale", "CommandIgnored"))
+    assert said == ["promote --full 'now' ignored: it names no release (write revision=<revision>,id=<new token>)",
+                    f"promote for revision {v2} step 0 ignored: revision {v2} was rolled back"], said
+    # The plugin refuses what it cannot do, with a non-zero exit.
+    lab.patch_rollout("stale", {"spec": v1["spec"]})  # back to the stable revision: Succeeded
+    lab.wait_for_phase("stale", "Succeeded", timeout=30)
+    for command in (["promote"], ["promote", "--full"], ["abort"], ["retry"]):
+        refused = run(lab, *command, "stale")
+        assert refused.exit_code == 1 and "stale: nothing to" in refused.output and "(phase Succeeded" in \
+            refused.output, refused.output
 
 
 @pytest.mark.parametrize("router", ["gatewayAPI", "istio", "kserve"])

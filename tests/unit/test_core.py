@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from modelrollout import core
-from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas,
+from modelrollout.core import (Action, Commands, Observations, Workload, analysis_due, canary_replicas, command_value,
                                decide, desired_state, invalid, target_weight)
 from modelrollout.evaluate import MetricSample
 from modelrollout.reconcile import status_patch
@@ -156,7 +156,7 @@ def test_promote_full_replaces_a_model_not_reported_serving_at_once_on_the_users
     users_model = core.HandedOver(V1.revision, None, "the InferenceService's own model", serving=False)
     d = run.step(handed_over=users_model)
     assert desired_state(V2, d.status, {}, run.now).stable_revision is None
-    d = run.step(after=1, handed_over=users_model, commands=Commands(promote_full="t1"))
+    d = run.step(after=1, handed_over=users_model, commands=Commands(promote_full=command_value(V2.revision, None, "t1")))
     assert [e.reason for e in d.events] == ["NotServing"] and "on request" in d.events[0].message
     assert desired_state(V2, d.status, {}, run.now).stable_revision == V2.revision  # the template is written
     assert d.status.awaiting_handover_since is None and d.status.stable_revision is None
@@ -330,18 +330,18 @@ def test_a_canary_is_judged_while_its_replicas_scale_up_for_promotion():
 def test_promote_full_ends_the_watch_and_abort_rolls_it_back():
     full = {**ready(V1), **ready(V2)}
     run = watched_at_full_traffic()
-    d = run.step(after=5, workloads=full, commands=Commands(promote_full="t1"))
+    d = run.step(after=5, workloads=full, commands=Commands(promote_full=command_value(V2.revision, None, "t1")))
     assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
     assert "WatchSkipped" in [e.reason for e in d.events]
     run = watched_at_full_traffic()
-    d = run.step(after=5, workloads=full, commands=Commands(abort="t1"))
+    d = run.step(after=5, workloads=full, commands=Commands(abort=command_value(V2.revision, None, "t1")))
     assert (d.action, d.status.stable_revision, d.status.aborted_revision) == (Action.ROLLBACK, V1.revision, V2.revision)
 
 
 def test_promote_full_during_a_step_skips_the_watch_too():
     run = canary_in_step0()
     w = {**ready(V1), V2.revision: Workload(1, 1)}
-    d = run.step(after=5, workloads=w, commands=Commands(promote_full="t1"))
+    d = run.step(after=5, workloads=w, commands=Commands(promote_full=command_value(V2.revision, None, "t1")))
     assert (d.action, d.status.phase) == (Action.PROMOTE, "Promoting")
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})
     assert (d.action, d.status.stable_revision) == (Action.PROMOTED, V2.revision)
@@ -379,7 +379,7 @@ def test_with_the_replicas_router_a_rolled_back_canary_keeps_its_pods_until_a_st
                                     step_started_at=core.ts(run.now), canary_ready_at=core.ts(run.now))
     at_100 = {v1.revision: Workload(0, 0), v2.revision: Workload(4, 4)}
     assert desired_state(v2, run.status, at_100, run.now).replicas[v1.revision] == 0
-    d = run.step(after=10, workloads=at_100, commands=Commands(abort="t1"))
+    d = run.step(after=10, workloads=at_100, commands=Commands(abort=command_value(v2.revision, None, "t1")))
     assert (d.action, d.status.stable_revision) == (Action.ROLLBACK, v1.revision)
     loading = desired_state(v2, d.status, {v1.revision: Workload(4, 0), v2.revision: Workload(4, 4)}, run.now)
     assert loading.replicas[v1.revision] == 4 and loading.replicas[v2.revision] == -1  # kept as it is
@@ -463,9 +463,9 @@ def test_rolled_back_revision_stays_rolled_back_until_retry():
     run.step(after=10, workloads=w, samples=good(**{"error-rate": 0.5}))
     d = run.step(after=60, workloads=ready(V1))
     assert d.status.phase == "RolledBack" and d.status.canary_revision is None
-    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry=command_value(V2.revision, None, "t1")))
     assert d.action is Action.START and d.status.canary_revision == V2.revision
-    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry=command_value(V2.revision, None, "t1")))
     assert d.action is Action.WAIT  # the same token does not restart it again
 
 
@@ -486,7 +486,7 @@ def test_a_retried_canary_does_not_inherit_the_failure_counts_the_cluster_stored
     w = {**ready(V1), V2.revision: Workload(1, 1)}
     step(after=11, workloads=w, samples=good(latency=0.9))  # one latency failure of two allowed
     assert step(after=10, workloads=w, samples=good(**{"error-rate": 0.5})).action is Action.ROLLBACK
-    step(after=1, workloads=ready(V1), commands=Commands(retry="t1"))
+    step(after=1, workloads=ready(V1), commands=Commands(retry=command_value(V2.revision, None, "t1")))
     step(after=1, workloads=w)
     step(workloads=w)  # weight 10 confirmed
     assert run.status.failures == {}
@@ -579,13 +579,13 @@ def test_step_without_hold_waits_for_promote():
     d = run.step(after=100, workloads=w, samples=good())
     assert d.status.phase == "Paused" and d.status.current_step == 0
     assert {c.type: c.reason for c in d.status.conditions}["Paused"] == "ManualGate"
-    d = run.step(after=1, workloads=w, commands=Commands(promote="p1"))
+    d = run.step(after=1, workloads=w, commands=Commands(promote=command_value(spec.revision, 0, "p1")))
     assert d.action is Action.ADVANCE and d.status.step_weight == 100
 
 
 def test_abort_rolls_back_at_once():
     run = canary_in_step0()
-    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a1"))
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort=command_value(V2.revision, None, "a1")))
     assert d.action is Action.ROLLBACK and "aborted by user" in d.status.message
 
 
@@ -603,8 +603,91 @@ def test_pause_holds_and_does_not_count_toward_hold():
 
 def test_promote_full_skips_remaining_steps():
     run = canary_in_step0()
-    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(promote_full="f"))
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(promote_full=command_value(V2.revision, None, "f")))
     assert d.action is Action.PROMOTE
+
+
+# ------------------------------------------------------------------ commands name their release
+
+def rolled_back_v2():
+    """v2 rolled back (by its error rate), v1 stable."""
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    run.step(after=10, workloads=w, samples=good(**{"error-rate": 0.5}))
+    run.step(after=60, workloads=ready(V1))
+    assert run.status.phase == "RolledBack"
+    return run
+
+
+def ignored(decision):
+    return [e.message for e in decision.events if e.reason == "CommandIgnored" and e.type == "Warning"]
+
+
+@pytest.mark.parametrize("commands,why", [
+    (Commands(promote=command_value(V2.revision, 0, "p1")), f"promote for revision {V2.revision} step 0 ignored: "
+                                                            f"revision {V2.revision} was rolled back"),
+    (Commands(promote_full=command_value(V2.revision, None, "f1")), "promote --full for revision"),
+    (Commands(abort=command_value(V2.revision, None, "a1")), "abort for revision"),
+    (Commands(promote="p1"), "promote 'p1' ignored: it names no release (write revision=<revision>,step=<step>,"
+                             "id=<new token>)"),
+])
+def test_a_command_sent_to_a_rolled_back_rollout_is_ignored_visibly_and_never_reaches_the_next_release(
+        commands, why):
+    run = rolled_back_v2()
+    d = run.step(after=1, workloads=ready(V1), commands=commands)
+    assert d.status.phase == "RolledBack" and len(ignored(d)) == 1 and why in ignored(d)[0]
+    run.spec = V3  # the next version is applied; the stale annotation is still on the object
+    w = {**ready(V1), V3.revision: Workload(1, 1)}
+    run.step(after=1, commands=commands)
+    for _ in range(3):  # ready, weight confirmed, analysed before its hold ends
+        d = run.step(after=1, workloads=w, commands=commands, samples=good())
+    assert (d.status.canary_revision, d.status.current_step, d.status.phase) == (V3.revision, 0, "Progressing")
+    assert all(not ignored(d) for d in run.decisions[-4:])  # handled once, not again
+
+
+def test_retry_acts_only_on_the_rolled_back_revision_it_names():
+    run = rolled_back_v2()
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry=command_value(V3.revision, None, "r1")))
+    assert d.status.phase == "RolledBack" and "is not the rolled-back revision" in ignored(d)[0]
+    d = run.step(after=1, workloads=ready(V1), commands=Commands(retry=command_value(V2.revision, None, "r2")))
+    assert (d.action, d.status.canary_revision, ignored(d)) == (Action.START, V2.revision, [])
+
+
+def test_promote_for_another_step_is_ignored_and_the_step_keeps_its_hold():
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    d = run.step(after=1, workloads=w, commands=Commands(promote=command_value(V2.revision, 1, "p1")))
+    assert (d.status.current_step, ignored(d)) == \
+        (0, [f"promote for revision {V2.revision} step 1 ignored: the current step is 0"])
+    d = run.step(after=1, workloads=w, commands=Commands(promote=command_value(V2.revision, 0, "p2")))
+    assert (d.action, d.status.current_step, ignored(d)) == (Action.ADVANCE, 1, [])
+
+
+@pytest.mark.parametrize("name", ["promote", "promote_full", "abort", "retry"])
+def test_commands_on_a_succeeded_rollout_are_ignored_with_an_event(name):
+    run = stable_on_v1()
+    command = Commands(**{name: command_value(V1.revision, 0 if name == "promote" else None, "t1")})
+    d = run.step(after=1, workloads=ready(V1), commands=command)
+    assert (d.status.phase, d.status.stable_revision) == ("Succeeded", V1.revision)
+    assert len(ignored(d)) == 1 and "the rollout is Succeeded" in ignored(d)[0]
+    assert not ignored(run.step(after=1, workloads=ready(V1), commands=command))  # once
+
+
+@pytest.mark.parametrize("commands,action", [
+    (Commands(abort=command_value(V2.revision, None, "a1")), Action.ROLLBACK),
+    (Commands(promote_full=command_value(V2.revision, None, "f1")), Action.PROMOTE),
+    (Commands(promote=command_value(V2.revision, 0, "p1")), Action.ADVANCE),
+    (Commands(abort=command_value(V1.revision, None, "a1")), Action.HOLD),  # names the stable revision
+    (Commands(abort="now"), Action.HOLD),  # a bare token written by hand
+])
+def test_a_command_acts_once_and_only_on_the_canary_it_names(commands, action):
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    d = run.step(after=1, workloads=w, commands=commands)
+    assert d.action is action and bool(ignored(d)) == (action is Action.HOLD)
+    if action is Action.ADVANCE:
+        d = run.step(after=1, workloads=w, commands=commands)
+        assert d.status.current_step == 1  # the same value does not advance again
 
 
 # ------------------------------------------------------------------ superseding
@@ -628,7 +711,7 @@ def test_template_reverted_to_stable_abandons_canary():
 
 def test_scale_down_after_delay_deletes_old_revision():
     run = canary_in_step0()
-    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort="a"))
+    d = run.step(after=1, workloads={**ready(V1), V2.revision: Workload(1, 1)}, commands=Commands(abort=command_value(V2.revision, None, "a")))
     assert desired_state(V2, d.status, {}, run.now).replicas[V2.revision] == -1  # kept while the delay runs
     assert desired_state(V2, d.status, {}, run.now + timedelta(seconds=31)).replicas[V2.revision] is None
 
@@ -689,7 +772,7 @@ def test_decisions_that_route_users_otherwise_are_written_before_acting_the_othe
 
 @pytest.mark.parametrize("samples,commands,action", [
     (good(**{"error-rate": 0.05}), None, Action.ROLLBACK),
-    (None, Commands(abort="a"), Action.ROLLBACK),
+    (None, Commands(abort=command_value(V2.revision, None, "a")), Action.ROLLBACK),
     (good(latency=0.9), None, Action.HOLD),  # a first non-critical failure holds
 ])
 def test_a_rollback_is_written_before_traffic_leaves_the_canary(samples, commands, action):

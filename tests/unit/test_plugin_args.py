@@ -8,10 +8,13 @@ from datetime import datetime, timezone
 
 import pytest
 import yaml
+from click import ClickException
 from click.testing import CliRunner
 from kubernetes.config.config_exception import ConfigException
 
-from modelrollout.plugin import Target, main, table
+from modelrollout.plugin import Target, command_annotation, main, table
+from modelrollout.spec import template_revision
+from modelrollout_lab import scenarios
 
 
 def parsed(*args: str) -> tuple[Target, str, dict]:
@@ -138,3 +141,51 @@ def test_completion_script_is_valid_shell(shell):
         pytest.skip(f"{shell} is not installed")
     check = subprocess.run([interpreter, "-n"], input=result.output, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def rollout(**status):
+    return {"metadata": {"name": "scorer"}, "spec": {}, "status": status}
+
+
+@pytest.mark.parametrize("command,status,annotation", [
+    ("promote", {"phase": "Paused", "canaryRevision": "abc", "currentStep": 1},
+     {"modelrollout.io/promote": "revision=abc,step=1,id=T"}),
+    ("promote_full", {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0},
+     {"modelrollout.io/promote-full": "revision=abc,id=T"}),
+    ("promote_full", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2},
+     {"modelrollout.io/promote-full": "revision=abc,id=T"}),
+    ("abort", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2},
+     {"modelrollout.io/abort": "revision=abc,id=T"}),
+    ("retry", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"},
+     {"modelrollout.io/retry": "revision=abc,id=T"}),
+])
+def test_a_command_names_the_release_the_rollout_runs_now(command, status, annotation):
+    assert command_annotation(command, rollout(**status), "T") == annotation
+
+
+@pytest.mark.parametrize("command,status,says", [
+    ("promote", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc", "message": "rolled back"},
+     "scorer: nothing to promote: it has no canary in a step (phase RolledBack: rolled back)"),
+    ("promote_full", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"},
+     "nothing to promote --full: it has no canary (phase RolledBack)"),
+    ("abort", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"}, "nothing to abort"),
+    ("promote", {"phase": "Promoting", "canaryRevision": "abc", "currentStep": 2}, "nothing to promote"),
+    ("retry", {"phase": "Progressing", "canaryRevision": "abc", "currentStep": 0},
+     "nothing to retry: it is not rolled back"),
+    *[(command, {"phase": "Succeeded", "stableRevision": "abc"}, "(phase Succeeded)")
+      for command in ("promote", "promote_full", "abort", "retry")],
+    ("abort", {}, "(phase Pending)"),
+])
+def test_a_command_with_nothing_to_act_on_is_refused(command, status, says):
+    with pytest.raises(ClickException) as refused:
+        command_annotation(command, rollout(**status), "T")
+    assert says in refused.value.message and refused.value.exit_code == 1
+
+
+def test_promote_full_while_the_first_revision_awaits_a_model_names_the_template():
+    obj = scenarios.rollout("scorer", router="kserve")
+    obj["status"] = {"phase": "Initializing", "awaitingHandoverSince": "2026-01-01T00:00:00Z"}
+    revision = template_revision(obj["spec"]["template"])
+    assert command_annotation("promote_full", obj, "T") == {"modelrollout.io/promote-full": f"revision={revision},id=T"}
+    with pytest.raises(ClickException, match="nothing to abort"):
+        command_annotation("abort", obj, "T")
