@@ -879,7 +879,8 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
     Ready, for a rollback in one write. The analysis a step passed on lags what Prometheus has not
     scraped yet; a canary that turned bad in that lag is caught here, before it becomes stable.
     Like a step's hold, it counts from when the cluster carries all traffic on the canary, and its
-    window starts afresh then. None once the watch is over (or there is none)."""
+    window starts afresh then. None once the watch is over with a conclusive analysis in it (or there
+    is none): a watch that ends in silence runs the no-data clock instead."""
     watch = b.spec.promotion_watch
     if not watch or b.status.promotion_reason == PROMOTED_FULL:
         return None
@@ -1049,10 +1050,11 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         b.set(**judged)
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
-    # Warm-up samples prove nothing either way (only a critical breach counts); nor do a promotion's,
-    # which may only fail (its steps passed; compared with a stable that serves no one, most are undecided);
-    # nor do a canary's that the cluster gives no traffic yet: its data is missing because its weight is
-    # (the step's confirmation, and its readiness timeout, deal with that), not for want of requests.
+    # Warm-up samples prove nothing either way (only a critical breach counts); nor do a canary's that the
+    # cluster gives no traffic yet: its data is missing because its weight is (the step's confirmation, and
+    # its readiness timeout, deal with that), not for want of requests. A promotion's samples pass no check,
+    # they may only fail (its steps passed; compared with a stable that serves no one, most are undecided),
+    # but their silence runs the no-data clock: no judgement period passes on it.
     carried = (b.status.canary_weight or 0) > 0 or (b.status.canary_mirror or 0) > 0
     if not warming and carried:
         lacking = [f"{name}: {j.reason}" for name, j in inconclusive

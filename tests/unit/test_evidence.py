@@ -9,6 +9,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_query_comments import plain, raw
 
 from modelrollout.analysis import measure
 from modelrollout.core import ts
@@ -53,16 +54,9 @@ class Answers:
 
 
 def judged(metric: str, **canary: list[Series]):
-    rollout = parse_spec({
-        "replicas": 10,
-        "selector": {"matchLabels": {"app": "fraud"}},
-        "template": {"metadata": {"labels": {"app": "fraud"}}, "spec": {"containers": [{"name": "m", "image": "m:2"}]}},
-        "service": {"port": 8080},
-        "trafficRouting": {"replicas": {}},
-        "strategy": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 100}]},
-        "analysis": {"interval": "30s", "metrics": [{"name": metric, **METRICS[metric]}],
-                     "samples": {"query": 'requests{revision="{{ revision }}"}', "min": 10}},
-    }, PlatformPolicy(prometheus_url="http://prometheus:9090"))
+    manifest = {**raw(plain), "analysis": {"interval": "30s", "metrics": [{"name": metric, **METRICS[metric]}],
+                                           "samples": {"query": 'requests{revision="{{ revision }}"}', "min": 10}}}
+    rollout = parse_spec(manifest, PlatformPolicy(prometheus_url="http://prometheus:9090"))
     started = ts(NOW - timedelta(minutes=20))
     status = RolloutStatus.parse({"phase": "Progressing", "canaryRevision": CANARY, "stableRevision": STABLE,
                                   "currentStep": 0, "canaryWeight": 10, "canaryReadyAt": started,
