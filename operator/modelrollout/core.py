@@ -901,9 +901,9 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
                         f"promoting {revision}: waiting for the cluster to carry all traffic on it for its watch "
                         f"(carried: {carried})")
     watched = _since(b.status.step_started_at, b.now) or 0.0
-    if watched >= watch and not _silent(b, "the promotion watch"):
-        return None
     if watched >= watch:
+        if not _silent(b, "the promotion watch"):
+            return None
         return b.finish(action, Phase.PROMOTING, "NoData",
                         f"promoting {revision}: watched {watched:.0f}s of {watch:g}s with no conclusive analysis: "
                         f"{b.status.no_data_reason}; it is not stable on that")
