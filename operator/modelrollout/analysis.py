@@ -14,7 +14,7 @@ from modelrollout.core import analysis_window, recent_window
 from modelrollout.evaluate import Buckets, MetricSample, RecentCounts
 from modelrollout.manifests import deployment_name, service_name
 from modelrollout.names import rollout_label
-from modelrollout.providers import MetricsProvider, ProviderError
+from modelrollout.providers import MetricsProvider, ProviderError, Series
 from modelrollout.spec import (MetricRule, MetricType, QueryError, RolloutSpec, check_query_values, format_duration,
                                histogram_query, render_query)
 from modelrollout.status import RolloutStatus
@@ -39,12 +39,31 @@ def query_values(spec: RolloutSpec, namespace: str, name: str, status: RolloutSt
     }
 
 
-async def _scalar(provider: MetricsProvider, query: str) -> float | None:
-    """Sum of all series (None when the result is empty)."""
-    series = await provider.run_query(query)
+class NotEvidence(ValueError):
+    """An answer that is not one finite number where one is expected: its metric is inconclusive and
+    counts for the no-data clock, exactly as a missing answer does (docs/analysis.md)."""
+
+
+def _checked(value: float, *, count: bool) -> float:
+    """`value` if it can be evidence: finite, and not negative when it is a `count`."""
+    if not math.isfinite(value):
+        raise NotEvidence(f"the query answered {value}, not a finite number")
+    if count and value < 0:
+        raise NotEvidence(f"a negative count ({value:g})")
+    return value
+
+
+def _one_number(series: list[Series], *, count: bool = False) -> float | None:
+    """The one number an answer gives (None when it gives none), never a sum of several series."""
     if not series:
         return None
-    return float(sum(s.value for s in series))
+    if len(series) > 1:
+        raise NotEvidence(f"{len(series)} series where one is expected: add sum() or by()")
+    return _checked(series[0].value, count=count)
+
+
+async def _scalar(provider: MetricsProvider, query: str, *, count: bool = False) -> float | None:
+    return _one_number(await provider.run_query(query), count=count)
 
 
 async def _nothing() -> None:
@@ -52,25 +71,38 @@ async def _nothing() -> None:
 
 
 async def _buckets(provider: MetricsProvider, query: str) -> Buckets:
-    series = await provider.run_query(query)
-    points = []
-    for s in series:
+    """One finite, non-negative cumulative count per bound, never decreasing as the bound grows."""
+    points: dict[float, float] = {}
+    for s in await provider.run_query(query):
         bound = s.labels.get("le")
-        if bound is None or math.isnan(s.value):
+        if bound is None:
             continue
-        points.append((float(bound), s.value))
-    return tuple(sorted(points))
+        le = float(bound)
+        if le in points:
+            raise NotEvidence(f"2 series for the bucket le={bound} where one is expected: add sum by (le)")
+        points[le] = _checked(s.value, count=True)
+    ordered = tuple(sorted(points.items()))
+    for (low, below), (high, above) in zip(ordered, ordered[1:]):
+        if above < below:
+            raise NotEvidence(f"impossible histogram: le={high:g} counts {above:g}, fewer than le={low:g} ({below:g})")
+    return ordered
 
 
 async def _counts(rule: MetricRule, provider: MetricsProvider, values: dict[str, str]) -> tuple[float, float] | None:
     """A proportion's (bad events, total) for one revision, None when Prometheus has no total."""
-    total, events = await asyncio.gather(_scalar(provider, render_query(rule.total_query or "", values)),
-                                         _scalar(provider, render_query(rule.success_query or rule.query or "", values)))
+    total, events = await asyncio.gather(_scalar(provider, render_query(rule.total_query or "", values), count=True),
+                                         _scalar(provider, render_query(rule.success_query or rule.query or "", values),
+                                                 count=True))
     if rule.success_query:
         bad = None if events is None or total is None else total - events
     else:
         bad = 0.0 if events is None and total is not None else events  # no error series yet: zero errors
-    return None if total is None or bad is None else (bad, total)
+    if total is None or bad is None:
+        return None
+    if not 0 <= bad <= total:
+        counted = "successes" if rule.success_query else "bad events"
+        raise NotEvidence(f"impossible counts: {events:g} {counted} of {total:g}")
+    return bad, total
 
 
 async def _window_counts(rule: MetricRule, provider: MetricsProvider, canary: dict[str, str],
@@ -96,7 +128,7 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
         check_query_values(stable)
 
         def ask_samples() -> Awaitable[float | None]:
-            return _scalar(provider, render_query(samples_query, canary)) if samples_query else _nothing()
+            return _scalar(provider, render_query(samples_query, canary), count=True) if samples_query else _nothing()
 
         # Every query of a metric is asked at once: one after another, an analysis took their sum.
         if rule.type is MetricType.THRESHOLD:
@@ -123,7 +155,7 @@ async def _measure_one(rule: MetricRule, spec: RolloutSpec, provider: MetricsPro
             _buckets(provider, render_query(buckets, stable)))
         return MetricSample(rule.name, shown, samples=samples, canary_buckets=canary_buckets,
                             stable_buckets=stable_buckets)
-    except (ProviderError, QueryError) as exc:  # QueryError: a value that would change the query's shape
+    except (ProviderError, QueryError, NotEvidence) as exc:  # QueryError: a value that would change the query's shape
         return MetricSample(rule.name, shown, error=str(exc))
 
 

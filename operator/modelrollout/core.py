@@ -800,6 +800,11 @@ def _in_step(b: _Builder, revision: str, step_index: int) -> Decision:
         return _advance(b, step_index, f"step {step_index} held {step.hold:g}s with passing analysis")
     if held < step.hold:
         b.wake_in(step.hold - held)
+    elif _silent(b, f"step {step_index}'s hold"):
+        _schedule_analysis(b)
+        return b.finish(Action.HOLD, Phase.PROGRESSING, "NoData",
+                        f"step {step_index} (weight {b.status.canary_weight}) held {held:.0f}s with no conclusive "
+                        f"analysis: {b.status.no_data_reason}")
     undecided_at = step.hold + spec.analysis.decide_within
     if held >= undecided_at:
         return _undecided(b, step_index, held - step.hold)
@@ -938,7 +943,8 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
     Ready, for a rollback in one write. The analysis a step passed on lags what Prometheus has not
     scraped yet; a canary that turned bad in that lag is caught here, before it becomes stable.
     Like a step's hold, it counts from when the cluster carries all traffic on the canary, and its
-    window starts afresh then. None once the watch is over (or there is none)."""
+    window starts afresh then. None once the watch is over with a conclusive analysis in it (or there
+    is none): a watch that ends in silence runs the no-data clock instead."""
     watch = b.spec.promotion_watch
     if not watch or b.status.promotion_reason == PROMOTED_FULL:
         return None
@@ -960,7 +966,11 @@ def _watch(b: _Builder, revision: str) -> Decision | None:
                         f"(carried: {carried})")
     watched = _since(b.status.step_started_at, b.now) or 0.0
     if watched >= watch:
-        return None
+        if not _silent(b, "the promotion watch"):
+            return None
+        return b.finish(action, Phase.PROMOTING, "NoData",
+                        f"promoting {revision}: watched {watched:.0f}s of {watch:g}s with no conclusive analysis: "
+                        f"{b.status.no_data_reason}; it is not stable on that")
     b.wake_in(watch - watched)
     return b.finish(action, Phase.PROMOTING, "Watching",
                     f"promoting {revision}: serving all traffic, watched {watched:.0f}s of {watch:g}s before it "
@@ -1104,19 +1114,21 @@ def _judge(b: _Builder, samples: tuple[MetricSample, ...]) -> Decision | None:
         b.set(**judged)
         name, judgement = worst
         return _rollback(b, "AnalysisFailed", f"{name}: {judgement.reason}")
-    # Warm-up samples prove nothing either way (only a critical breach counts); nor do a promotion's,
-    # which may only fail (its steps passed; compared with a stable that serves no one, most are undecided);
-    # nor do a canary's that the cluster gives no traffic yet: its data is missing because its weight is
-    # (the step's confirmation, and its readiness timeout, deal with that), not for want of requests.
+    # Warm-up samples prove nothing either way (only a critical breach counts); nor do a canary's that the
+    # cluster gives no traffic yet: its data is missing because its weight is (the step's confirmation, and
+    # its readiness timeout, deal with that), not for want of requests. A promotion's samples pass no check,
+    # they may only fail (its steps passed; compared with a stable that serves no one, most are undecided),
+    # but their silence runs the no-data clock: no judgement period passes on it.
     carried = (b.status.canary_weight or 0) > 0 or (b.status.canary_mirror or 0) > 0
-    if not warming and carried and b.status.phase != Phase.PROMOTING.value:
+    if not warming and carried:
         lacking = [f"{name}: {j.reason}" for name, j in inconclusive
                    if _lacks_data(rules[name], j, spec.analysis.samples.min)]
         if lacking:
             judged.update(no_data_since=b.status.no_data_since or stamp, no_data_reason=lacking[0])
         else:
             judged.update(no_data_since=None, no_data_reason=None, no_data_paused=None)
-            if not inconclusive:  # enough samples but undecided evidence holds the step; it is not "no data"
+            # enough samples but undecided evidence holds the step; it is not "no data"
+            if not inconclusive and b.status.phase != Phase.PROMOTING.value:
                 judged["passed_checks"] = (b.status.passed_checks or 0) + 1
     b.set(**judged)
     return None
@@ -1139,11 +1151,25 @@ def _no_data_limit(b: _Builder) -> Decision | None:
         return None
     why = f"no conclusive data for {quiet:.0f}s: {b.status.no_data_reason or 'no samples'}"
     if policy.then == "rollback":
+        b.event("Warning", "NoData", f"rolling back: {why}")
         return _rollback(b, "NoData", why)
     if not b.status.no_data_paused:
         b.event("Warning", "NoData", f"paused: {why}")
     b.set(no_data_paused=True, message=f"paused: {why}")
     return None
+
+
+def _silent(b: _Builder, period: str) -> bool:
+    """Whether a judgement period that has ended had no conclusive analysis in it: then it has not
+    passed, and the no-data clock runs (from now, when no analysis came at all) until its policy acts."""
+    if b.status.no_data_since:
+        return True
+    last, started = parse_ts(b.status.last_analysis_at), parse_ts(b.status.step_started_at)
+    if last is not None and started is not None and last > started:
+        return False
+    b.set(no_data_since=ts(b.now), no_data_reason=f"no analysis during {period}")
+    b.wake_in(b.spec.analysis.no_data.hold)
+    return True
 
 
 def _lacks_data(rule: MetricRule, judgement: Judgement, default_min_samples: int) -> bool:

@@ -118,6 +118,8 @@ def evaluate(rule: MetricRule, sample: MetricSample, default_min_samples: int = 
     cmp = rule.compare_to_stable
 
     if rule.type is MetricType.THRESHOLD:
+        if _missing(sample.value):  # however many samples there were: no number is no data
+            return Judgement(Verdict.INCONCLUSIVE, None, None, "no data: the query answered nothing", {})
         judgements = []
         if rule.min is not None or rule.max is not None:
             judgements.append(stats.judge_threshold(

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from lab_watch import Recorder, route_canary_weight, start_stable
+from lab_watch import Recorder, events_of, route_canary_weight, start_stable
 from modelrollout_lab import scenarios
 
 pytestmark = pytest.mark.lab
@@ -109,3 +109,36 @@ def test_a_preset_alone_judges_by_its_default_metrics(lab):
     status = lab.wait_for_phase("presetonly", "RolledBack", timeout=60)
     assert "error-rate" in status["message"]
     assert {r["metric"] for r in status["lastAnalysis"]} == {"error-rate", "latency-p95"}
+
+
+PER_REVISION_ACCURACY = (  # no revision matcher and `by (revision)`: one series per revision
+    'sum by (revision) (increase(model_feedback_correct_total{namespace="{{ namespace }}", rollout="{{ name }}"}[{{ window }}]))'
+    ' / sum by (revision) (increase(model_feedback_total{namespace="{{ namespace }}", rollout="{{ name }}"}[{{ window }}]))')
+
+
+def test_a_query_answering_one_series_per_revision_never_promotes_the_bad_canary(lab):
+    """Issue 22: the series were summed, `accuracy Pass 1.337 >= min 0.85`, and a canary at 40 % accuracy
+    was promoted. Several series where one is expected are no evidence: inconclusive, the no-data clock
+    runs, and its policy rolls the canary back."""
+    quality = [{"name": "accuracy", "query": PER_REVISION_ACCURACY, "min": 0.85}]
+    v1 = start_stable(lab, "perrev", metrics=quality, no_data={"hold": "8s", "then": "rollback"}, **SAMPLED)
+    with Recorder(lambda: lab.status("perrev").get("stableRevision")) as stable:
+        lab.apply(scenarios.release(v1, "2.0.0", {"accuracy": "0.4"}))
+        status = lab.wait_for_phase("perrev", "RolledBack", timeout=60)
+    assert len(stable.values) == 1  # v1 stayed stable throughout: the 40 % canary was never promoted
+    assert "no conclusive data" in status["message"] and "2 series where one is expected" in status["message"]
+    assert status["history"][0]["result"] == "RolledBack"
+    assert lab.wait_for(lambda: events_of(lab, "perrev", "NoData"), timeout=10, what="a NoData event")
+
+
+def test_a_nan_answer_with_enough_samples_starts_the_no_data_clock(lab):
+    """Issue 22: a NaN with enough samples was "undecided evidence": held at 20 % for minutes, no
+    NoData event, nothing ended it before decideWithin (30 min). NaN is no number: no data."""
+    nan = [{"name": "score", "max": 0.5, "query": 'sum(increase(http_requests_total{namespace="{{ namespace }}", '
+                                                   'rollout="{{ name }}", revision="{{ revision }}"}[{{ window }}])) * NaN'}]
+    v1 = start_stable(lab, "nanscore", metrics=nan, no_data={"hold": "8s", "then": "rollback"}, **SAMPLED)
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    status = lab.wait_for_phase("nanscore", "RolledBack", timeout=60)
+    assert "no conclusive data" in status["message"] and "not a finite number" in status["message"]
+    assert status["history"][0]["result"] == "RolledBack"
+    assert lab.wait_for(lambda: events_of(lab, "nanscore", "NoData"), timeout=10, what="a NoData event")

@@ -55,7 +55,7 @@ def test_promoted_canary_is_healthy():
     watching = run.step(after=1, workloads={**ready(V1), **ready(V2)}).status
     assert argo_health(watching)[0] == "Progressing"  # watched at full traffic: it may still roll back
     run.step(after=1, workloads={**ready(V1), **ready(V2)})  # the cluster carries it: the watch starts
-    status = run.step(after=60, workloads={**ready(V1), **ready(V2)}).status
+    status = run.step(after=60, workloads={**ready(V1), **ready(V2)}, samples=good()).status  # judged in its watch
     assert status.phase == "Succeeded" and status.stable_revision == V2.revision
     assert argo_health(status)[0] == "Healthy"
 

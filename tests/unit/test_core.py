@@ -263,7 +263,7 @@ def test_passing_analysis_and_hold_advance_then_promote():
     assert (d.action, d.status.phase) == (Action.ADVANCE, "Promoting")  # all traffic, watched
     d = run.step(after=1, workloads={**ready(V1), **ready(V2)})  # once the cluster carries it
     assert "watched 0s of 60s" in d.status.message
-    d = run.step(after=60, workloads={**ready(V1), **ready(V2)})
+    d = run.step(after=60, workloads={**ready(V1), **ready(V2)}, samples=good())
     assert d.action is Action.PROMOTED
     assert d.status.stable_revision == V2.revision and d.status.canary_revision is None
     assert d.status.history[0].result == "Promoted"
@@ -304,19 +304,42 @@ def test_a_canary_that_fails_while_watched_at_full_traffic_goes_back_to_the_stab
     assert (desired.canary_weight, desired.stable_revision, desired.replicas[V1.revision]) == (0, V1.revision, 4)
 
 
-def test_a_watched_canary_becomes_stable_once_its_watch_passes_undecided_or_without_data():
-    """The watch may only fail: its stable serves no one, so comparisons are undecided, and a missing
-    analysis is no reason to pause or roll back a canary whose steps all passed."""
+def test_a_watched_canary_becomes_stable_once_its_watch_had_an_analysis_with_data():
+    """The watch may only fail (its stable serves no one, so comparisons are undecided): an analysis
+    in it with every metric's data is enough."""
     run = watched_at_full_traffic()
     full = {**ready(V1), **ready(V2)}
-    no_data = tuple(MetricSample(name, "q", error="Prometheus down") for name in ("error-rate", "latency"))
-    for samples in (no_data, good(latency=None), None, no_data, no_data):
+    for samples in (good(), None, None, None, None):
         d = run.step(after=10, workloads=full, samples=samples)
         assert (d.action, d.status.phase, d.status.no_data_since) == (Action.HOLD, "Promoting", None), d.status.message
         assert "watched" in d.status.message and d.requeue_after <= 10
     d = run.step(after=10, workloads=full)
     assert (d.action, d.status.stable_revision, d.status.watching_since) == (Action.PROMOTED, V2.revision, None)
     assert [e.revision for e in d.status.scale_downs] == [V1.revision]
+
+
+NO_ANSWER = tuple(MetricSample(name, "q", error="Prometheus down") for name in ("error-rate", "latency"))
+
+
+@pytest.mark.parametrize(("name", "watch_samples"), [
+    ("no analysis at all", [None] * 6),
+    ("Prometheus down throughout", [NO_ANSWER] * 6),
+    ("a NaN answer with enough samples", [good(latency=float("nan"))] * 6),
+    ("data, then none until the end", [good(), NO_ANSWER, NO_ANSWER, NO_ANSWER, NO_ANSWER, NO_ANSWER]),
+])
+def test_a_watch_that_ends_with_no_conclusive_analysis_never_promotes_the_no_data_policy_acts(name, watch_samples):
+    """Issue 22: the promotion watch once returned "over" whatever its analysis said: a canary was made
+    stable on silence. Silence is no pass: the no-data clock runs, and its policy (rollback) acts."""
+    run = watched_at_full_traffic()
+    full = {**ready(V1), **ready(V2)}
+    decisions = [run.step(after=10, workloads=full, samples=samples) for samples in watch_samples]  # the 60s watch
+    for _ in range(6):  # the noData hold: 60s
+        decisions.append(run.step(after=10, workloads=full))
+    actions = [d.action for d in decisions]
+    assert Action.PROMOTED not in actions and Action.ROLLBACK in actions, name
+    d = decisions[actions.index(Action.ROLLBACK)]
+    assert (d.status.phase, d.status.stable_revision) == ("RolledBack", V1.revision), name
+    assert "no conclusive data" in d.status.message and "NoData" in [e.reason for e in d.events]
 
 
 def test_a_canary_is_judged_while_its_replicas_scale_up_for_promotion():
@@ -548,6 +571,25 @@ def test_no_data_policy_pause_pauses_and_recovers_when_data_returns():
     assert d.status.phase == "Paused" and d.status.canary_weight == 10
     d = run.step(after=10, workloads=w, samples=good())
     assert d.status.phase == "Progressing"
+
+
+@pytest.mark.parametrize(("name", "samples"), [
+    ("no analysis in the hold", None),
+    ("a NaN answer with enough samples", good(latency=float("nan"))),
+    ("no answer for a threshold with enough samples", good(latency=None)),
+])
+def test_a_step_hold_that_ends_with_no_conclusive_analysis_is_not_passed_the_no_data_policy_acts(name, samples):
+    """Issue 22: a NaN with enough samples was "undecided evidence", not no data: held at its weight
+    until decideWithin, no NoData event. No number is no data; a hold that ends in silence has not
+    passed: the no-data clock runs and its policy (rollback after 60s) acts, with a NoData event."""
+    run = canary_in_step0()
+    w = {**ready(V1), V2.revision: Workload(1, 1)}
+    decisions = [run.step(after=10, workloads=w, samples=samples) for _ in range(12)]  # hold 30s, noData 60s
+    actions = [d.action for d in decisions]
+    assert Action.ADVANCE not in actions and Action.ROLLBACK in actions, name
+    assert decisions[1].status.no_data_since or samples is None, name  # the clock runs from the first silent look
+    d = decisions[actions.index(Action.ROLLBACK)]
+    assert "no conclusive data" in d.status.message and "NoData" in [e.reason for e in d.events], name
 
 
 def test_few_samples_are_inconclusive_not_pass():
@@ -787,7 +829,7 @@ def test_a_decision_written_before_acting_is_not_ready_until_the_cluster_carries
     its traffic moved, and once carried, the written status says what the decision says."""
     run = canary_in_step0()
     run.status = run.status.replace(phase="Promoting", current_step=1, step_weight=50, watching_since=core.ts(run.now))
-    d = run.step(after=60, workloads={**ready(V1), **ready(V2)}, traffic=50)
+    d = run.step(after=60, workloads={**ready(V1), **ready(V2)}, traffic=50, samples=good())
     assert d.action is Action.PROMOTED and d.status.condition("Ready").status == "True"
     written = core.intent(d.status, 1, 50, 0, run.now)
     assert written.condition("Ready").status == "False" and written.condition("Ready").reason == "Converging"
