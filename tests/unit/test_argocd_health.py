@@ -88,7 +88,7 @@ def test_rolled_back_is_degraded_with_the_reason():
 
 def test_invalid_spec_is_degraded_with_the_field():
     decision = core.invalid(stable_on_v1().status, "spec.strategy.steps[1].weight", "weights never decrease",
-                            2, core.parse_ts("2026-11-21T12:05:00Z"))
+                            2, core.Commands(), core.parse_ts("2026-11-21T12:05:00Z"))
     health, message = argo_health(decision.status, generation=2)
     assert health == "Degraded" and "spec.strategy.steps[1].weight" in message
 
