@@ -39,6 +39,7 @@ class Phase(str, Enum):
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
     INVALID_SPEC = "InvalidSpec"
+    DEGRADED = "Degraded"  # Succeeded, but the cluster does not carry it (record_act): a route gone, a write refused
 
 
 class Action(str, Enum):
@@ -357,6 +358,8 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult, now: d
         changes["act_failures"] = attempts
         message = f"{result.failure_message} (attempt {attempts})"
         conditions = _set_condition(conditions, "Applied", False, result.failure_reason, message, generation, now)
+        if status.phase == Phase.SUCCEEDED.value:  # never Succeeded while the cluster does not carry it
+            changes.update(phase=Phase.DEGRADED.value, message=f"not applied: {result.failure_message}")
         if before is None or before.status != "False" or before.reason != result.failure_reason:
             events.append(Event("Warning", result.failure_reason, result.failure_message))
         backoff = min(max_backoff, ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))

@@ -65,7 +65,7 @@ class GateRecord(_Frozen):
 
 
 Phase = Literal["Pending", "Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack",
-                "InvalidSpec"]
+                "InvalidSpec", "Degraded"]
 
 
 class RolloutStatus(_Frozen):

@@ -124,6 +124,7 @@ def test_a_deleted_route_is_neither_ready_nor_healthy_and_its_weight_unknown(lab
     status = lab.wait_for(reported, timeout=70, what="Applied=False RouteNotFound")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Ready"] == "False" and conditions["Healthy"] == "False"
+    assert status["phase"] == "Degraded" and "HTTPRoute default/unrouted not found" in status["message"]
     assert "canaryWeight" not in status  # unknown, not the last value read
     assert health(lab, "unrouted")[0] == "Degraded"
     assert kubectl_wait(lab, "unrouted", "Ready").returncode != 0

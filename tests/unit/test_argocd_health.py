@@ -108,6 +108,14 @@ def test_failing_to_act_is_degraded():
     assert health == "Degraded" and "HTTPRoute ml/fraud not found" in message
 
 
+def test_a_stable_rollout_whose_route_is_gone_is_degraded_not_healthy():
+    status = stable_on_v1().status
+    failed, _, _ = core.record_act(status, 1, core.ActResult(None, 0, "RouteNotFound", "HTTPRoute ml/fraud not found"),
+                                   core.parse_ts("2026-11-21T12:05:00Z"))
+    assert failed.phase == "Degraded" and failed.canary_weight is None
+    assert argo_health(failed) == ("Degraded", "Cannot apply the decided state: HTTPRoute ml/fraud not found (attempt 1)")
+
+
 def test_a_conflict_being_retried_is_progressing():
     status = canary_in_step0().status
     conflicted, _, _ = core.record_act(status, 1, core.ActResult(None, 10, "Conflict", "HTTPRoute ml/fraud changed"),
@@ -140,7 +148,7 @@ def test_the_argocd_cm_snippet_in_the_docs_carries_this_script():
 
 @pytest.mark.parametrize("phase,health", [
     ("Pending", "Progressing"), ("Initializing", "Progressing"), ("Promoting", "Progressing"),
-    ("Paused", "Suspended"), ("RolledBack", "Degraded"), ("InvalidSpec", "Degraded"),
+    ("Paused", "Suspended"), ("RolledBack", "Degraded"), ("InvalidSpec", "Degraded"), ("Degraded", "Degraded"),
 ])
 def test_every_phase_maps_even_without_conditions(phase, health):
     assert argo_health(RolloutStatus(phase=phase, observed_generation=1))[0] == health

@@ -739,13 +739,14 @@ def test_an_abort_under_an_invalid_spec_rolls_the_canary_back():
 @pytest.mark.parametrize("failure,confirmed", [("RouteNotFound", None), (None, None)])
 def test_status_never_says_more_than_the_cluster_confirms(failure, confirmed):
     """A route that cannot be read back (deleted, or unknown): canaryWeight unknown, not the last value
-    read, and neither Ready nor Healthy True."""
+    read, neither Ready nor Healthy True, and a route that fails is not Succeeded."""
     status = stable_on_v1().status.replace(canary_weight=50)
     assert status.condition("Healthy").status == "True"
     result = core.ActResult(confirmed, 0, failure, "HTTPRoute ns/r not found" if failure else "")
     recorded, _, _ = core.record_act(status, 1, result, T0)
     assert recorded.canary_weight is None
     assert recorded.condition("Ready").status == "False" and recorded.condition("Healthy").status == "False"
+    assert recorded.phase == ("Degraded" if failure else "Succeeded")  # unknown while KServe moves traffic
 
 
 def test_recovery_from_invalid_spec_resumes_the_rollout():
