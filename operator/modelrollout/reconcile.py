@@ -229,15 +229,18 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     except SpecError as exc:
         decision = core.invalid(before, exc.field, exc.message, obj.generation, commands_from(obj.annotations),
                                 clock())
-        status, events, backoff = decision.status, decision.events, None
+        status, events, requeue = decision.status, decision.events, decision.requeue_after
         if before.applied_routing:  # the canary's users back to stable, through the last valid spec's routing
             result = await _hand_back(runtime.kube, obj, before.applied_routing, deployments, before)
             status, act_events, backoff = core.record_act(status, obj.generation, result, clock())
             events += act_events
+            if backoff is not None:
+                requeue = backoff
+            elif result.confirmed_weight != 0:
+                requeue = core.CONFIRM_POLL  # read the weight back soon (the replicas router: pods going)
         for event in events:
             emit(event.type, event.reason, event.message)
         _record_metrics(obj, before, decision, clock())
-        requeue = decision.requeue_after if backoff is None else backoff
         return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), \
             await write_status(runtime.kube, obj, status.dump())
 
