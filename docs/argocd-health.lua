@@ -49,7 +49,7 @@ if applied ~= nil and applied.status == "False" then
 end
 
 local stalled = condition("Stalled")
-if (stalled ~= nil and stalled.status == "True") or phase == "RolledBack" or phase == "InvalidSpec" then
+if (stalled ~= nil and stalled.status == "True") or phase == "RolledBack" or phase == "InvalidSpec" or phase == "Degraded" then
   hs.status = "Degraded"
   hs.message = message(phase or "Stalled")
   return hs

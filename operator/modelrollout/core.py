@@ -39,6 +39,7 @@ class Phase(str, Enum):
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
     INVALID_SPEC = "InvalidSpec"
+    DEGRADED = "Degraded"  # Succeeded, but the cluster does not carry it (record_act): a route gone, a write refused
 
 
 class Action(str, Enum):
@@ -383,9 +384,7 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult, now: d
     Returns the status, the events (a Warning when acting starts failing or changes reason) and,
     on failure, a capped exponential backoff before the next try.
     """
-    changes: dict[str, Any] = {}
-    if result.confirmed_weight is not None:
-        changes["canary_weight"] = result.confirmed_weight
+    changes: dict[str, Any] = {"canary_weight": result.confirmed_weight}  # None: unknown, not the last value read
     if result.confirmed_mirror is not None:
         changes["canary_mirror"] = result.confirmed_mirror
     conditions = status.conditions
@@ -397,6 +396,8 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult, now: d
         changes["act_failures"] = attempts
         message = f"{result.failure_message} (attempt {attempts})"
         conditions = _set_condition(conditions, "Applied", False, result.failure_reason, message, generation, now)
+        if status.phase == Phase.SUCCEEDED.value:  # never Succeeded while the cluster does not carry it
+            changes.update(phase=Phase.DEGRADED.value, message=f"not applied: {result.failure_message}")
         if before is None or before.status != "False" or before.reason != result.failure_reason:
             events.append(Event("Warning", result.failure_reason, result.failure_message))
         backoff = min(max_backoff, ACT_BACKOFF_CAP, 2.0 ** min(attempts - 1, 6))
@@ -419,11 +420,12 @@ def record_act(status: RolloutStatus, generation: int, result: ActResult, now: d
 
 def _withhold_ready(conditions: tuple[Condition, ...], reason: str, message: str, generation: int,
                     now: datetime) -> tuple[Condition, ...]:
-    """Ready False, if it was True: the cluster does not carry the decided state."""
-    ready = next((c for c in conditions if c.type == "Ready"), None)
-    if ready is None or ready.status != "True":
-        return conditions
-    return _set_condition(conditions, "Ready", False, reason, message, generation, now)
+    """Ready and Healthy False, where True: the cluster does not carry the decided state."""
+    for kind in ("Ready", "Healthy"):
+        condition = next((c for c in conditions if c.type == kind), None)
+        if condition is not None and condition.status == "True":
+            conditions = _set_condition(conditions, kind, False, reason, message, generation, now)
+    return conditions
 
 
 def _carried_text(carried: int | None, target: int) -> str:
@@ -460,7 +462,8 @@ def intent(status: RolloutStatus, generation: int, carried: int | None, target: 
 class _Builder:
     """Accumulates one decision: a copy of the status, events and the next wake-up."""
 
-    def __init__(self, spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: datetime) -> None:
+    def __init__(self, spec: RolloutSpec | None, status: RolloutStatus, obs: Observations, now: datetime) -> None:
+        # None: an invalid spec (core.invalid), which uses only the status, commands and history.
         self.spec = spec
         self.old = status
         self.status = status
@@ -523,7 +526,7 @@ class _Builder:
             self.wakeups.append(max(0.05, seconds))
 
     def history(self, revision: str | None, result: str, reason: str, started: str | None) -> None:
-        model_version = self.status.canary_model_version or self.spec.model.version
+        model_version = self.status.canary_model_version or (self.spec.model.version if self.spec else None)
         entry = HistoryEntry(revision=revision, model_version=model_version, result=result, reason=reason,
                              started_at=started or ts(self.now), finished_at=ts(self.now))
         self.set(history=((entry,) + self.status.history)[:HISTORY_LIMIT])
@@ -1185,12 +1188,22 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def invalid(status: RolloutStatus, field_path: str, message: str, generation: int, now: datetime) -> Decision:
-    """An invalid spec: say so, keep every other field (traffic stays where it is)."""
+def invalid(status: RolloutStatus, field_path: str, message: str, generation: int, commands: Commands,
+            now: datetime) -> Decision:
+    """An invalid spec: say so. The canary's users go back to stable (the reconciler hands traffic back
+    through the last valid spec's routing, status.appliedRouting); the canary stays recorded, to be
+    judged again once the spec is valid, unless an abort rolls it back."""
     text = f"invalid spec: {field_path}: {message}"
+    b = _Builder(None, status, Observations(generation=generation, commands=commands), now)
+    canary = status.canary_revision
+    if b.command("abort") and canary:
+        b.history(canary, "RolledBack", "aborted by user", status.rollout_started_at)
+        _clear_canary(b)
+        b.set(aborted_revision=canary)
+        b.event("Warning", "RolledBack", f"rolled back: aborted by user (canary {canary}, under an invalid spec)")
     first_time = status.phase != Phase.INVALID_SPEC.value or status.observed_generation != generation
-    new = status.replace(phase=Phase.INVALID_SPEC.value, message=text, observed_generation=generation,
-                         conditions=_conditions(Phase.INVALID_SPEC, "InvalidSpec", text, generation,
-                                                status.conditions, now))
-    events = (Event("Warning", "InvalidSpec", text),) if first_time else ()
-    return Decision(action=Action.INVALID, status=new, events=events, requeue_after=STEADY_REQUEUE * 10)
+    if first_time:
+        b.event("Warning", "InvalidSpec", text)
+    b.set(phase=Phase.INVALID_SPEC.value, message=text, observed_generation=generation,
+          conditions=_conditions(Phase.INVALID_SPEC, "InvalidSpec", text, generation, status.conditions, now))
+    return Decision(action=Action.INVALID, status=b.status, events=tuple(b.events), requeue_after=STEADY_REQUEUE * 10)

@@ -31,7 +31,8 @@ from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_
 from modelrollout.evaluate import MetricSample
 from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
-from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
+from modelrollout.spec import (RolloutSpec, SpecError, applied_routing, is_operator_prometheus, parse_spec,
+                               routing_spec)
 from modelrollout.status import RolloutStatus
 from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
 
@@ -226,12 +227,32 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     try:
         spec = runtime.spec_of(obj)
     except SpecError as exc:
-        decision = core.invalid(before, exc.field, exc.message, obj.generation, clock())
-        for event in decision.events:
+        decision = core.invalid(before, exc.field, exc.message, obj.generation, commands_from(obj.annotations),
+                                clock())
+        status, events, requeue = decision.status, decision.events, decision.requeue_after
+        if before.applied_routing:  # the canary's users back to stable, through the last valid spec's routing
+            result = await _hand_back(runtime.kube, obj, before.applied_routing, deployments, before)
+            status, act_events, backoff = core.record_act(status, obj.generation, result, clock())
+            events += act_events
+            if backoff is not None:
+                requeue = backoff
+            elif result.confirmed_weight != 0:
+                requeue = core.CONFIRM_POLL  # read the weight back soon (the replicas router: pods going)
+        for event in events:
             emit(event.type, event.reason, event.message)
         _record_metrics(obj, before, decision, clock())
-        return decision.requeue_after, await write_status(runtime.kube, obj, decision.status.dump())
+        return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), \
+            await write_status(runtime.kube, obj, status.dump())
 
+    routing = applied_routing(spec)
+    if before.applied_routing not in (None, routing):  # what the previous spec routed through goes back first
+        handed_back = await _hand_back(runtime.kube, obj, before.applied_routing, deployments, before)
+        if handed_back.failure_reason:
+            status, events, backoff = core.record_act(before, obj.generation, handed_back, clock())
+            for event in events:
+                emit(event.type, event.reason, event.message)
+            return backoff or core.CONFIRM_POLL, await write_status(runtime.kube, obj, status.dump())
+    before = before.replace(applied_routing=routing)
     workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
     router = router_for(spec)
     target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
@@ -401,19 +422,40 @@ async def converge(kube: Kube, router: Router, target: RouteTarget, spec: Rollou
     return carried
 
 
+async def _hand_back(kube: Kube, obj: RolloutObject, applied: Mapping[str, Any],
+                     deployments: Mapping[str, ObservedDeployment], status: RolloutStatus) -> core.ActResult:
+    """All traffic to stable through a recorded routing (status.appliedRouting), read back."""
+    spec = routing_spec(applied)
+    target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, {},
+                         ready={rev: d.ready for rev, d in deployments.items()},
+                         stable_revision=status.stable_revision, canary_revision=status.canary_revision)
+    router = router_for(spec)
+    try:
+        await router.finalize(kube, target)
+        return core.ActResult(await router.get_weight(kube, target), 0)
+    except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
+        return core.ActResult(None, 0, *act_failure(exc))
+
+
 async def finalize(runtime: Runtime, obj: RolloutObject) -> None:
     """On deletion, before the owned objects are garbage-collected: all traffic to stable, then
     (`onDelete: Handover`, the default) the stable revision's Deployment and Services handed over,
     so users' traffic never points at nothing. An invalid spec still hands over: safe by default."""
     runtime.specs.pop(obj.uid, None)
-    stable = RolloutStatus.parse_lenient(obj.status)[0].stable_revision
+    status = RolloutStatus.parse_lenient(obj.status)[0]
+    stable = status.stable_revision
     try:
         spec: RolloutSpec | None = parse_spec(dict(obj.spec), runtime.config.policy)
     except SpecError:
-        log.warning("%s/%s deleted with an invalid spec: route left as it is", obj.namespace, obj.name)
+        log.warning("%s/%s deleted with an invalid spec: handed over through the last valid spec's routing",
+                    obj.namespace, obj.name)
         spec = None
+    # Through what the cluster was last routed through, and through the spec's routing where it differs.
+    routed = [routing_spec(status.applied_routing)] if status.applied_routing else []
     if spec is not None:
-        await router_for(spec).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, spec, {}))
+        routed = [spec] + [old for old in routed if applied_routing(old) != applied_routing(spec)]
+    for through in routed:
+        await router_for(through).finalize(runtime.kube, RouteTarget(obj.namespace, obj.name, obj.uid, through, {}))
     if stable and (spec is None or spec.on_delete == "Handover"):
         await hand_over(runtime.kube, obj.namespace, obj.name, obj.uid, stable)
     metrics.forget(obj.namespace, obj.name)

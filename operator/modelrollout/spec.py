@@ -1155,6 +1155,20 @@ def _check_last_step(spec: RolloutSpec) -> None:
                                                                 "a weight above 0 (weights never go down)")
 
 
+def applied_routing(spec: RolloutSpec) -> dict[str, Any]:
+    """What handing traffic back to stable through this spec's router needs, kept in status."""
+    return {"trafficRouting": spec.traffic_routing.model_dump(by_alias=True, exclude_none=True),
+            "service": spec.service.model_dump(by_alias=True, exclude_none=True), "replicas": spec.replicas}
+
+
+def routing_spec(applied: Mapping[str, Any]) -> RolloutSpec:
+    """A spec carrying only a recorded `applied_routing`: enough for a router's `finalize` (all
+    traffic to stable) and `get_weight`, nothing else."""
+    return RolloutSpec.model_construct(
+        traffic_routing=TrafficRouting.model_validate(applied["trafficRouting"]),
+        service=ServiceSpec.model_validate(applied["service"]), replicas=int(applied["replicas"]))
+
+
 def parse_spec(raw: dict[str, Any], policy: PlatformPolicy | None = None) -> RolloutSpec:
     """Parse and validate a ModelRollout's spec under the platform's policy. Raises SpecError naming the first bad field.
 

@@ -65,7 +65,7 @@ class GateRecord(_Frozen):
 
 
 Phase = Literal["Pending", "Initializing", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack",
-                "InvalidSpec"]
+                "InvalidSpec", "Degraded"]
 
 
 class RolloutStatus(_Frozen):
@@ -100,6 +100,9 @@ class RolloutStatus(_Frozen):
     # When the first revision began to wait for a model that may have users to serve (HandedOver).
     awaiting_handover_since: Timestamp | None = Field(default=None, alias="awaitingHandoverSince")
     aborted_revision: str | None = Field(default=None, alias="abortedRevision")
+    # The routing of the last valid spec the cluster was routed through (spec.applied_routing): an
+    # invalid spec, a routing change and a deletion hand traffic back to stable through it.
+    applied_routing: dict[str, Any] | None = Field(default=None, alias="appliedRouting")
     failures: dict[str, int] = Field(default_factory=dict)
     passed_checks: int | None = Field(default=None, alias="passedChecks")
     handled_commands: dict[str, str] = Field(default_factory=dict, alias="handledCommands")

@@ -88,7 +88,7 @@ def test_rolled_back_is_degraded_with_the_reason():
 
 def test_invalid_spec_is_degraded_with_the_field():
     decision = core.invalid(stable_on_v1().status, "spec.strategy.steps[1].weight", "weights never decrease",
-                            2, core.parse_ts("2026-11-21T12:05:00Z"))
+                            2, core.Commands(), core.parse_ts("2026-11-21T12:05:00Z"))
     health, message = argo_health(decision.status, generation=2)
     assert health == "Degraded" and "spec.strategy.steps[1].weight" in message
 
@@ -106,6 +106,14 @@ def test_failing_to_act_is_degraded():
                                    core.parse_ts("2026-11-21T12:05:00Z"))
     health, message = argo_health(failed)
     assert health == "Degraded" and "HTTPRoute ml/fraud not found" in message
+
+
+def test_a_stable_rollout_whose_route_is_gone_is_degraded_not_healthy():
+    status = stable_on_v1().status
+    failed, _, _ = core.record_act(status, 1, core.ActResult(None, 0, "RouteNotFound", "HTTPRoute ml/fraud not found"),
+                                   core.parse_ts("2026-11-21T12:05:00Z"))
+    assert failed.phase == "Degraded" and failed.canary_weight is None
+    assert argo_health(failed) == ("Degraded", "Cannot apply the decided state: HTTPRoute ml/fraud not found (attempt 1)")
 
 
 def test_a_conflict_being_retried_is_progressing():
@@ -140,7 +148,7 @@ def test_the_argocd_cm_snippet_in_the_docs_carries_this_script():
 
 @pytest.mark.parametrize("phase,health", [
     ("Pending", "Progressing"), ("Initializing", "Progressing"), ("Promoting", "Progressing"),
-    ("Paused", "Suspended"), ("RolledBack", "Degraded"), ("InvalidSpec", "Degraded"),
+    ("Paused", "Suspended"), ("RolledBack", "Degraded"), ("InvalidSpec", "Degraded"), ("Degraded", "Degraded"),
 ])
 def test_every_phase_maps_even_without_conditions(phase, health):
     assert argo_health(RolloutStatus(phase=phase, observed_generation=1))[0] == health

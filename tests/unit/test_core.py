@@ -841,16 +841,42 @@ def test_a_decision_written_before_acting_is_not_ready_until_the_cluster_carries
 
 def test_invalid_spec_keeps_traffic_and_warns_once():
     run = canary_in_step0()
-    d = invalid(run.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
+    d = invalid(run.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, Commands(), run.now)
     assert d.status.phase == "InvalidSpec" and d.status.canary_weight == 10
     assert [e.reason for e in d.events] == ["InvalidSpec"]
-    again = invalid(d.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, run.now)
+    again = invalid(d.status, "spec.strategy.steps[0].weight", "must be <= 100", 2, Commands(), run.now)
     assert again.events == ()
+
+
+def test_an_abort_under_an_invalid_spec_rolls_the_canary_back():
+    """The spec cannot be parsed, yet the abort annotation is honoured: the canary is rolled back, and
+    stays so when the spec is valid again (the same template is not re-opened)."""
+    run = canary_in_step0()
+    d = invalid(run.status, "spec.x", "bad", 2, Commands(abort="t1"), run.now)
+    assert d.status.canary_revision is None and d.status.aborted_revision == V2.revision
+    assert d.status.history[0].result == "RolledBack" and d.status.history[0].reason == "aborted by user"
+    assert [e.reason for e in d.events] == ["RolledBack", "InvalidSpec"]
+    run.status = d.status
+    again = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, traffic=0, generation=3)
+    assert again.status.canary_revision is None and again.status.phase == "RolledBack"
+
+
+@pytest.mark.parametrize("failure,confirmed", [("RouteNotFound", None), (None, None)])
+def test_status_never_says_more_than_the_cluster_confirms(failure, confirmed):
+    """A route that cannot be read back (deleted, or unknown): canaryWeight unknown, not the last value
+    read, neither Ready nor Healthy True, and a route that fails is not Succeeded."""
+    status = stable_on_v1().status.replace(canary_weight=50)
+    assert status.condition("Healthy").status == "True"
+    result = core.ActResult(confirmed, 0, failure, "HTTPRoute ns/r not found" if failure else "")
+    recorded, _, _ = core.record_act(status, 1, result, T0)
+    assert recorded.canary_weight is None
+    assert recorded.condition("Ready").status == "False" and recorded.condition("Healthy").status == "False"
+    assert recorded.phase == ("Degraded" if failure else "Succeeded")  # unknown while KServe moves traffic
 
 
 def test_recovery_from_invalid_spec_resumes_the_rollout():
     run = canary_in_step0()
-    run.status = invalid(run.status, "spec.x", "bad", 2, run.now).status
+    run.status = invalid(run.status, "spec.x", "bad", 2, Commands(), run.now).status
     d = run.step(after=10, workloads={**ready(V1), V2.revision: Workload(1, 1)}, samples=good(), generation=3)
     assert d.status.phase == "Progressing" and d.status.current_step == 0
 
