@@ -1196,7 +1196,7 @@ def invalid(status: RolloutStatus, field_path: str, message: str, generation: in
     text = f"invalid spec: {field_path}: {message}"
     b = _Builder(None, status, Observations(generation=generation, commands=commands), now)
     canary = status.canary_revision
-    if b.command("abort") and canary:
+    if canary and b.command("abort", canary):
         b.history(canary, "RolledBack", "aborted by user", status.rollout_started_at)
         _clear_canary(b)
         b.set(aborted_revision=canary)

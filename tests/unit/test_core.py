@@ -852,7 +852,7 @@ def test_an_abort_under_an_invalid_spec_rolls_the_canary_back():
     """The spec cannot be parsed, yet the abort annotation is honoured: the canary is rolled back, and
     stays so when the spec is valid again (the same template is not re-opened)."""
     run = canary_in_step0()
-    d = invalid(run.status, "spec.x", "bad", 2, Commands(abort="t1"), run.now)
+    d = invalid(run.status, "spec.x", "bad", 2, Commands(abort=command_value(V2.revision, None, "t1")), run.now)
     assert d.status.canary_revision is None and d.status.aborted_revision == V2.revision
     assert d.status.history[0].result == "RolledBack" and d.status.history[0].reason == "aborted by user"
     assert [e.reason for e in d.events] == ["RolledBack", "InvalidSpec"]
