@@ -73,11 +73,17 @@ def _owned_by_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
                for ref in meta.get("ownerReferences") or [])
 
 
+# Owners of the Deployments KServe runs a predictor in: the InferenceService in RawDeployment/Standard
+# mode; in Serverless mode Knative's Revision (knative/serving pkg/reconciler/revision/resources/deploy.go
+# MakeDeployment: `<revision>-deployment`, controller reference to the Revision).
+KSERVE_OWNERS = {("InferenceService", "serving.kserve.io/"), ("Revision", "serving.knative.dev/")}
+
+
 def _run_for_a_rollout(meta: Mapping[str, Any], **_: Any) -> bool:
-    """Deployments observed as revisions: a ModelRollout's own, and those an InferenceService runs
-    for one (the kserve router labels its predictors with the rollout and revision)."""
+    """Deployments observed as revisions: a ModelRollout's own, and those KServe runs for one (the
+    kserve router labels its predictors with the rollout and revision, which Knative's carry too)."""
     return _owned_by_a_rollout(meta) or any(
-        ref.get("kind") == "InferenceService" and str(ref.get("apiVersion", "")).startswith("serving.kserve.io/")
+        (ref.get("kind"), str(ref.get("apiVersion", "")).split("/")[0] + "/") in KSERVE_OWNERS
         for ref in meta.get("ownerReferences") or [])
 
 

@@ -3,13 +3,16 @@
 Just enough of KServe (and Knative) for the kserve router's tests, reached only through a
 kubeconfig like the other simulators. Each predictor becomes a Deployment whose pod template has
 the predictor's containers, labels and annotations (the workload simulator then makes it ready
-after ``lab.modelrollout.io/load-seconds``), owned by the InferenceService and labelled
-``serving.kserve.io/inferenceservice``. The split is written to
+after ``lab.modelrollout.io/load-seconds``), labelled ``serving.kserve.io/inferenceservice``;
+RawDeployment's are owned by the InferenceService, Serverless ones by a Knative Revision (below). The split is written to
 ``status.components.predictor.traffic`` as ``[{revisionName: <Deployment>, percent, latestRevision}]``,
 which the traffic simulator routes by (``inferenceservice/<name>``).
 
-* Serverless (default): a changed predictor (``canaryTrafficPercent`` aside) is a new revision,
-  Deployment ``<isvc>-predictor-0000N``. With ``canaryTrafficPercent: p`` the latest Ready revision
+* Serverless (default): a changed predictor (``canaryTrafficPercent`` aside) is a new Knative
+  revision ``<isvc>-predictor-0000N``, run by the Deployment ``<revision>-deployment`` that Knative
+  owns by the Revision, not the InferenceService, labelled ``serving.knative.dev/revision`` and
+  with the revision's (the predictor's) labels (knative/serving
+  ``pkg/reconciler/revision/resources/deploy.go`` ``MakeDeployment``, ``names.Deployment``). With ``canaryTrafficPercent: p`` the latest Ready revision
   gets p % and the last rolled-out one the rest; without it the latest Ready revision gets 100 % and
   becomes the rolled-out one. Revisions with no traffic are scaled to zero. With
   ``serving.kserve.io/enable-tag-routing: "true"`` each entry has Knative's tag (``latest``,
@@ -40,10 +43,15 @@ DEPLOYMENT_LABEL = "lab.modelrollout.io/kserve-deployment"
 HASH_ANNOTATION = "lab.modelrollout.io/predictor-hash"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+REVISION_LABEL = "serving.knative.dev/revision"
 # Fields of a predictor that are KServe's, not the pod's.
 COMPONENT_FIELDS = ("minReplicas", "maxReplicas", "labels", "annotations", "canaryTrafficPercent", "name",
                     "scaleTarget", "scaleMetric", "model")
 ISVCS = "/apis/serving.kserve.io/v1beta1/inferenceservices"
+
+
+def is_raw(isvc: Obj) -> bool:
+    return ((isvc.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION) in ("RawDeployment", "Standard")
 
 
 def predictor_hash(predictor: Obj) -> str:
@@ -51,16 +59,35 @@ def predictor_hash(predictor: Obj) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def deployment_for(isvc: Obj, name: str, predictor: Obj, replicas: int) -> Obj:
+def knative_deployment_name(revision: str) -> str:
+    """knative/serving pkg/reconciler/revision/resources/names/names.go ``Deployment``."""
+    return f"{revision}-deployment"
+
+
+def _isvc_owner(isvc: Obj) -> Obj:
     meta = isvc["metadata"]
-    labels = {**(predictor.get("labels") or {}), ISVC_LABEL: meta["name"]}
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "name": meta["name"], "uid": meta["uid"], "controller": True}
+
+
+def _revision_owner(isvc: Obj, revision: str) -> Obj:
+    """Knative's controller reference to the Revision (``kmeta.NewControllerRef(rev)`` in
+    ``MakeDeployment``); the lab stores no Revision object, so its uid names no object."""
+    uid = hashlib.sha256(f"{isvc['metadata']['uid']}/{revision}".encode()).hexdigest()[:32]
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Revision", "name": revision, "uid": uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def deployment_for(isvc: Obj, name: str, predictor: Obj, replicas: int, *, owner: Obj | None = None,
+                   labels: Obj | None = None) -> Obj:
+    meta = isvc["metadata"]
+    labels = {**(predictor.get("labels") or {}), ISVC_LABEL: meta["name"], **(labels or {})}
     pod_spec = {k: v for k, v in predictor.items() if k not in COMPONENT_FIELDS}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
                      "annotations": {HASH_ANNOTATION: predictor_hash(predictor)},
-                     "ownerReferences": [{"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-                                          "name": meta["name"], "uid": meta["uid"], "controller": True}]},
+                     "ownerReferences": [owner or _isvc_owner(isvc)]},
         "spec": {"replicas": replicas,
                  "selector": {"matchLabels": {ISVC_LABEL: meta["name"], DEPLOYMENT_LABEL: name}},
                  "template": {"metadata": {"labels": {**labels, DEPLOYMENT_LABEL: name},
@@ -141,6 +168,11 @@ class KServeSimulator:
                               labelSelector=f"{ISVC_LABEL}={name}").get("items") or []
         return {d["metadata"]["name"]: d for d in items}
 
+    def _revisions(self, isvc: Obj) -> dict[str, Obj]:
+        """Serverless: the Deployments by the Knative revision they run."""
+        return {d["metadata"]["labels"][REVISION_LABEL]: d for d in self._deployments(isvc).values()
+                if REVISION_LABEL in d["metadata"]["labels"]}
+
     def _apply(self, current: Obj | None, wanted: Obj) -> None:
         ns = wanted["metadata"]["namespace"]
         collection = f"/apis/apps/v1/namespaces/{ns}/deployments"
@@ -164,9 +196,8 @@ class KServeSimulator:
                              "spec": {"replicas": wanted["spec"]["replicas"], "template": body}})
 
     def sync(self, isvc: Obj) -> None:
-        existing = self._deployments(isvc)
-        raw = ((isvc["metadata"].get("annotations") or {}).get(MODE_ANNOTATION)) in ("RawDeployment", "Standard")
-        if raw:
+        if is_raw(isvc):
+            existing = self._deployments(isvc)
             wanted, traffic = raw_plan(isvc)
             for deployment in wanted:
                 self._apply(existing.get(deployment["metadata"]["name"]), deployment)
@@ -174,7 +205,8 @@ class KServeSimulator:
             for gone in set(existing) - {d["metadata"]["name"] for d in wanted}:  # no longer routed to: deleted
                 self._delete(isvc, gone)
         else:
-            self._write_status(isvc, self._serverless(isvc, existing), existing)
+            revisions = self._revisions(isvc)
+            self._write_status(isvc, self._serverless(isvc, revisions), revisions)
 
     def _serverless(self, isvc: Obj, existing: dict[str, Obj]) -> Obj:
         name, spec = isvc["metadata"]["name"], isvc.get("spec") or {}
@@ -184,8 +216,9 @@ class KServeSimulator:
         latest = revisions[-1] if revisions else None
         if latest is None or existing[latest]["metadata"].get("annotations", {}).get(HASH_ANNOTATION) != predictor_hash(predictor):
             latest = f"{name}-predictor-{len(revisions) + 1:05d}"
-            self._apply(None, deployment_for(isvc, latest, predictor, _replicas(predictor)))
-            existing = self._deployments(isvc)
+            self._apply(None, deployment_for(isvc, knative_deployment_name(latest), predictor, _replicas(predictor),
+                                             owner=_revision_owner(isvc, latest), labels={REVISION_LABEL: latest}))
+            existing = self._revisions(isvc)
         rolled, previous = before.get("latestRolledoutRevision"), before.get("previousRolledoutRevision")
         percent = predictor.get("canaryTrafficPercent")
         if not _ready(existing.get(latest)):
@@ -203,7 +236,8 @@ class KServeSimulator:
         serving = {t["revisionName"] for t in traffic} | {latest}
         for revision, deployment in existing.items():  # Knative scales unrouted revisions to zero
             if revision not in serving and deployment["spec"].get("replicas"):
-                self.kube.patch(f"/apis/apps/v1/namespaces/{isvc['metadata']['namespace']}/deployments/{revision}",  # type: ignore[union-attr]
+                self.kube.patch(f"/apis/apps/v1/namespaces/{isvc['metadata']['namespace']}/deployments/"
+                                f"{deployment['metadata']['name']}",  # type: ignore[union-attr]
                                 {"spec": {"replicas": 0}})
         return {"latestCreatedRevision": latest, "latestReadyRevision": latest if _ready(existing.get(latest)) else None,
                 "latestRolledoutRevision": rolled, "previousRolledoutRevision": previous, "traffic": traffic}

@@ -58,6 +58,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from modelrollout_lab import models
+from modelrollout_lab.kserve import is_raw, knative_deployment_name
 from modelrollout_lab.models import DURATION_BUCKETS, INPUT_BUCKETS, INPUT_FEATURE, SCORE_BUCKETS, ModelBehaviour
 from modelrollout_lab.workloads import Informer, Key, Obj, RawKube, key_of
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
@@ -250,11 +251,15 @@ def resolve_mirrors(namespace: str, target: str, *, routes: Mapping[Key, Obj], s
 
 def isvc_shares(namespace: str, isvc: Obj, deployments: Mapping[Key, Obj]) -> dict[Key, float]:
     """An InferenceService's split as KServe reports it (status.components.predictor.traffic, one
-    entry per revision, named after its Deployment in the lab); revisions with no Ready pod get nothing."""
+    entry per revision: in Serverless mode a Knative revision, run by the Deployment
+    ``<revision>-deployment``; in the lab's RawDeployment mode the Deployment itself); revisions
+    with no Ready pod get nothing."""
     traffic = ((((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic")) or []
+    raw = is_raw(isvc)
     out: dict[Key, float] = {}
     for entry in traffic:
-        key = (namespace, str(entry.get("revisionName") or ""))
+        revision = str(entry.get("revisionName") or "")
+        key = (namespace, revision if raw else knative_deployment_name(revision))
         share = _percent(entry.get("percent"), 0.0) / 100.0
         if share > 0 and int(((deployments.get(key) or {}).get("status") or {}).get("readyReplicas") or 0) > 0:
             out[key] = out.get(key, 0.0) + share

@@ -370,13 +370,13 @@ def test_traffic_simulator_routes_by_the_split_kserve_reports():
         {"revisionName": "sim-predictor-00001", "percent": 70, "latestRevision": False},
         {"revisionName": "sim-predictor-00002", "percent": 30, "latestRevision": True}]}}}}
     deployments = {("default", name): {"metadata": {"name": name}, "status": {"readyReplicas": ready}}
-                   for name, ready in (("sim-predictor-00001", 2), ("sim-predictor-00002", 1))}
+                   for name, ready in (("sim-predictor-00001-deployment", 2), ("sim-predictor-00002-deployment", 1))}
     kwargs = dict(routes={}, services={}, inference_services={("default", "sim"): isvc})
     assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
-        ("default", "sim-predictor-00001"): 0.7, ("default", "sim-predictor-00002"): 0.3}
-    deployments[("default", "sim-predictor-00002")]["status"]["readyReplicas"] = 0
+        ("default", "sim-predictor-00001-deployment"): 0.7, ("default", "sim-predictor-00002-deployment"): 0.3}
+    deployments[("default", "sim-predictor-00002-deployment")]["status"]["readyReplicas"] = 0
     assert resolve_target("default", "inferenceservice/sim", deployments=deployments, **kwargs) == {
-        ("default", "sim-predictor-00001"): 0.7}
+        ("default", "sim-predictor-00001-deployment"): 0.7}
 
 
 def test_one_inference_service_the_lab_cannot_sync_never_holds_back_the_others(api):
@@ -408,3 +408,40 @@ def test_one_inference_service_the_lab_cannot_sync_never_holds_back_the_others(a
         assert seen and seen[-1], "the lab's KServe never synced the second InferenceService"
     finally:
         simulator.stop()
+
+
+def test_a_serverless_revision_runs_in_knatives_deployment_which_the_operator_observes(api):
+    """Knative, not KServe, creates a Serverless revision's Deployment: `<revision>-deployment`,
+    owned by the Revision (knative/serving pkg/reconciler/revision/resources/deploy.go
+    MakeDeployment). The operator observed only Deployments owned by an InferenceService, so it never
+    saw KServe's pods: a first revision stayed Initializing and every canary timed out."""
+    from modelrollout.handlers import _run_for_a_rollout
+    from modelrollout_lab.kserve import KServeSimulator
+
+    router, v1 = KServeRouter(), _target("knative", "1.0.0")
+
+    async def create(kube):
+        await kube.create(ISVCS, inference_service("knative", "default", "Serverless"))
+        await router.reconcile(kube, v1)
+
+    with_kube(api, create)
+    simulator = KServeSimulator(api, tick=0.05).start()
+    found = []
+
+    async def read_deployments(kube):
+        found[:] = await kube.list(path("apps/v1", "deployments", "default"),
+                                   label_selector="serving.kserve.io/inferenceservice=knative")
+
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not found:
+            with_kube(api, read_deployments)
+            time.sleep(0.1)
+    finally:
+        simulator.stop()
+    [deployment] = found
+    meta = deployment["metadata"]
+    assert meta["name"] == "knative-predictor-00001-deployment"
+    assert [(ref["kind"], ref["name"]) for ref in meta["ownerReferences"]] == [("Revision", "knative-predictor-00001")]
+    assert meta["labels"][LABEL_REVISION] == v1.spec.revision
+    assert _run_for_a_rollout(meta)
