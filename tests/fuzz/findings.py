@@ -1,7 +1,7 @@
 """Runs the state-machine test once per invariant (the others switched off) and prints how many
 examples each needed to fail, and the shrunk example: the table in docs/testing.md.
 
-    PYTHONPATH=operator:tests/unit python -m tests.fuzz.findings [invariant ...]
+    PYTHONPATH=operator:tests/unit python tests/fuzz/findings.py [invariant ...]
 """
 
 from __future__ import annotations
