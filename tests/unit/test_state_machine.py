@@ -392,3 +392,17 @@ def test_finds_issue_22_bug(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The machine finds each of issue 22's bugs within a bounded, reproducible search."""
     monkeypatch.setattr(sys.modules[__name__], "ONLY", name)
     run_state_machine_as_test(RolloutMachine, settings=SEARCH.settings(phases=[Phase.generate]))
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 22: several series are summed and passed")
+def test_a_bad_model_is_not_promoted_on_one_series_per_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query without its `sum` answers one series per revision: a canary of quality 0.40 beside a
+    stable of 0.95 must never pass as 1.35 and become stable."""
+    monkeypatch.setattr(sys.modules[__name__], "ONLY", "inv3-promoted-unjudged")
+    machine = RolloutMachine()
+    machine.new_template(bad=True)
+    machine.prometheus_answers("several")
+    for _ in range(8):
+        machine.tick(30)
+        machine.check_3_promoted_only_when_judged()
+    assert machine.status.stable_revision != machine.spec.revision
