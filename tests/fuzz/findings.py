@@ -13,7 +13,7 @@ from hypothesis.stateful import run_state_machine_as_test
 import test_state_machine as machine
 
 INVARIANTS = sys.argv[1:] or (
-    "inv1-serves-unjudged", "inv2-weight-above-step", "inv3-promoted-unjudged", "inv11-stale-abort",
+    "inv1-serves-unjudged", "inv1-old-route-keeps-users", "inv2-weight-above-step", "inv3-promoted-unjudged", "inv11-stale-abort",
     "inv11-stale-promote", "inv11-stale-promote_full", "inv11-stale-retry", "inv12-silence-nan",
     "inv12-silence-several", "inv12-silence-missing", "inv12-drift", "inv8-route-missing", "inv8-weight-unread",
     "limits")

@@ -44,7 +44,7 @@ ANNOTATIONS = {"promote": "modelrollout.io/promote", "promote_full": "modelrollo
 STATUS_KEYS = {"promote": "promote", "promote_full": "promoteFull", "abort": "abort", "retry": "retry"}
 # Invariants the code of main before issue 22's fixes violates, each found by `test_finds_issue_22_bug`.
 # A fix that lands makes that test XPASS (strict): move the invariant out of here, so the main run checks it.
-KNOWN_ON_OLD_CODE = frozenset({"inv1-serves-unjudged", "inv3-promoted-unjudged", "inv11-stale-abort",
+KNOWN_ON_OLD_CODE = frozenset({"inv1-serves-unjudged", "inv1-old-route-keeps-users", "inv3-promoted-unjudged", "inv11-stale-abort",
                                "inv11-stale-promote", "inv11-stale-promote_full", "inv11-stale-retry",
                                "inv12-silence-nan", "inv12-silence-several", "inv12-drift", "inv8-route-missing",
                                "inv8-weight-unread", "limits"})
@@ -81,7 +81,7 @@ def commanded_revision(kind: str, status: RolloutStatus) -> str | None:
 
 
 def raw_spec(image: str, *, version: str | None = None, query: str = 'quality{revision="{{ revision }}"}',
-             quality_min: float = 0.85) -> dict[str, Any]:
+             quality_min: float = 0.85, route: str = "scorer") -> dict[str, Any]:
     return {
         "model": {"name": "scorer", "version": version or image.split(":")[-1]},
         "replicas": 4,
@@ -89,7 +89,7 @@ def raw_spec(image: str, *, version: str | None = None, query: str = 'quality{re
         "template": {"metadata": {"labels": {"app": "scorer"}},
                      "spec": {"containers": [{"name": "server", "image": image}]}},
         "service": {"port": 8080},
-        "trafficRouting": {"gatewayAPI": {"httpRoute": "scorer"}},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": route}},
         "strategy": {"warmup": {"readinessTimeout": "60s", "skipAnalysisFor": "0s"},
                      "steps": [{"weight": 20, "hold": "30s"}, {"weight": 50, "hold": "30s"}]},
         "analysis": {"interval": "10s", "prometheus": {"address": "http://prom:9090"},
@@ -144,8 +144,10 @@ class RolloutMachine(RuleBasedStateMachine):
         self.tokens = 0
         self.replicas: dict[str, int] = {}
         self.drifted: set[str] = set()
-        self.route_exists = True
-        self.route: tuple[str | None, int] = (None, 0)  # (canary revision, its weight)
+        # The user's HTTPRoutes, by name: (canary revision, its weight). The spec routes through one.
+        self.routes: dict[str, tuple[str | None, int]] = {"scorer": (None, 0), "scorer-b": (None, 0)}
+        self.route_name = "scorer"  # the route of the last valid spec
+        self.deleted_routes: set[str] = set()
         self.fail_next_write = False
         self.judged_good: set[str] = set()  # canaries that had a conclusive passing analysis
         self.silent_since: datetime | None = None  # canary serving with no evidence since
@@ -155,6 +157,14 @@ class RolloutMachine(RuleBasedStateMachine):
         self.user_vouched: set[str] = set()  # canaries the user promoted by a command naming them
         self.run_pass()
         self.run_pass()  # v1's pods are Ready: v1 is stable
+
+    @property
+    def route(self) -> tuple[str | None, int]:
+        return self.routes[self.route_name]
+
+    @property
+    def route_exists(self) -> bool:
+        return self.route_name not in self.deleted_routes
 
     # ------------------------------------------------------------ one reconcile pass, as reconcile() does it
     def run_pass(self) -> None:
@@ -167,6 +177,7 @@ class RolloutMachine(RuleBasedStateMachine):
             self.silent_since = None  # a canary serving under an invalid spec is check_1's to find
             return
         self.spec = spec
+        self.route_name = self.raw["trafficRouting"]["gatewayAPI"]["httpRoute"]
         workloads = {rev: Workload(n, n, rev not in self.drifted) for rev, n in self.replicas.items() if n}
         traffic = self.route[1] if self.route_exists else None
         samples = None
@@ -188,7 +199,8 @@ class RolloutMachine(RuleBasedStateMachine):
                 elif wanted >= 0:
                     self.replicas[revision] = wanted
             if self.route_exists:
-                self.route = (desired.canary_revision, desired.canary_weight if desired.canary_revision else 0)
+                self.routes[self.route_name] = (desired.canary_revision,
+                                                desired.canary_weight if desired.canary_revision else 0)
                 confirmed = self.route[1]
             else:
                 failure = ("RouteNotFound", "HTTPRoute scorer not found")
@@ -250,12 +262,13 @@ class RolloutMachine(RuleBasedStateMachine):
         self.issued[kind] = (token, commanded_revision(kind, self.status), self.status.current_step)
         self.run_pass()
 
-    @rule(edit=st.sampled_from(["invalid-query", "threshold", "long-version", "back"]))
+    @rule(edit=st.sampled_from(["invalid-query", "threshold", "long-version", "other-route", "back"]))
     def edit_spec(self, edit: str) -> None:
         image = f"model:v{self.version}"
         self.raw = {"invalid-query": raw_spec(image, query='quality{revision="{{ revision }}"'),
                     "threshold": raw_spec(image, quality_min=0.8),
                     "long-version": raw_spec(image, version="v" * 82),
+                    "other-route": raw_spec(image, route="scorer-b"),
                     "back": raw_spec(image)}[edit]
         if edit == "long-version":  # the version is part of the template's revision; keep its truth
             try:
@@ -283,8 +296,8 @@ class RolloutMachine(RuleBasedStateMachine):
     @rule(exists=st.booleans())
     def route_deleted_or_recreated(self, exists: bool) -> None:
         if exists and not self.route_exists:
-            self.route = (None, 0)  # re-created by the user: all traffic to stable
-        self.route_exists = exists
+            self.routes[self.route_name] = (None, 0)  # re-created by the user: all traffic to stable
+        (self.deleted_routes.discard if exists else self.deleted_routes.add)(self.route_name)
         self.run_pass()  # the operator looks again within an interval
 
     @rule()
@@ -312,6 +325,10 @@ class RolloutMachine(RuleBasedStateMachine):
         judged = self.status.phase in ("Progressing", "Paused", "Promoting") and self.status.canary_revision == canary
         if self.route_exists and weight > 0 and not judged and not self.act_failure_shown():
             self.fail("inv1-serves-unjudged", f"canary {canary} at weight {weight} while {self.status.phase}")
+        for name, (canary, weight) in self.routes.items():
+            if name != self.route_name and name not in self.deleted_routes and weight > 0:
+                self.fail("inv1-old-route-keeps-users", f"route {name}, no longer the spec's, gives canary {canary} "
+                                                        f"weight {weight}")
 
     @invariant()
     def check_2_weight_within_step(self) -> None:
