@@ -354,8 +354,9 @@ class RolloutMachine(RuleBasedStateMachine):
     def check_12_no_period_passes_on_silence(self) -> None:
         limit = self.spec.analysis.no_data.hold + 2 * self.spec.analysis.interval
         if self.silent_since is not None and (self.now - self.silent_since).total_seconds() > limit:
-            self.fail(f"inv12-silence-{self.answers}", f"canary served with no evidence ({self.answers} answers) since "
-                                       f"{self.silent_since:%H:%M:%S}, now {self.now:%H:%M:%S}")
+            answers = self.silent_answers
+            self.fail(f"inv12-silence-{answers}", f"canary served with no evidence ({answers} answers) since "
+                                                  f"{self.silent_since:%H:%M:%S}, now {self.now:%H:%M:%S}")
 
     @invariant()
     def check_12_drift_never_reported_stable(self) -> None:
