@@ -56,9 +56,11 @@ EXAMPLES = [0]
 # ---------------------------------------------------------------- the adapter to the command and status format
 
 def command_annotation(kind: str, token: str, status: RolloutStatus) -> str:
-    """The annotation value the kubectl plugin writes for a command, issued while the rollout shows `status`.
-    Old format: a bare token. (Once commands name their revision and step, build that here.)"""
-    return token
+    """The annotation value written for a command issued while the rollout shows `status`, in the format of
+    docs/resource.md (Commands): the revision (and, for promote, the step) it is for. Code that reads a bare
+    token takes the whole value as one."""
+    step = f",step={status.current_step}" if kind == "promote" else ""
+    return f"revision={commanded_revision(kind, status) or ''}{step},id={token}"
 
 
 def command_acted(kind: str, before: RolloutStatus, after: RolloutStatus) -> bool:
@@ -257,9 +259,9 @@ class RolloutMachine(RuleBasedStateMachine):
     @rule(kind=st.sampled_from(sorted(ANNOTATIONS)))
     def command(self, kind: str) -> None:
         self.tokens += 1
-        token = f"t{self.tokens}"
-        self.annotations[ANNOTATIONS[kind]] = command_annotation(kind, token, self.status)
-        self.issued[kind] = (token, commanded_revision(kind, self.status), self.status.current_step)
+        value = command_annotation(kind, f"t{self.tokens}", self.status)
+        self.annotations[ANNOTATIONS[kind]] = value
+        self.issued[kind] = (value, commanded_revision(kind, self.status), self.status.current_step)
         self.run_pass()
 
     @rule(edit=st.sampled_from(["invalid-query", "threshold", "long-version", "other-route", "back"]))
