@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test unit lint bench bench-smoke e2e lab prometheus servers clean
+.PHONY: demo test unit fuzz lint bench bench-smoke e2e lab prometheus servers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: $(STAMP) prometheus servers
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The state-machine test of issue 22, long: thousands of random interleavings (CI runs a few dozen).
+fuzz: $(STAMP)
+	MODELROLLOUT_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider tests/unit/test_state_machine.py
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
