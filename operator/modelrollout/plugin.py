@@ -146,7 +146,9 @@ def command_annotation(command: str, obj: dict[str, Any], token: str) -> dict[st
         revision = _template_revision(obj)  # replaces an awaited model (the operator's AwaitingHandover)
         nothing = "its spec is invalid"
     else:
-        acting = phase in ("Progressing", "Paused") or (phase == "Promoting" and command != "promote")
+        # Under an invalid spec the canary stays recorded (its users back on stable): it can still be aborted.
+        acting = phase in ("Progressing", "Paused") or (phase == "Promoting" and command != "promote") or \
+            (phase == "InvalidSpec" and command == "abort")
         revision = canary if acting and (command != "promote" or step is not None) else None
         nothing = "it has no canary in a step" if command == "promote" else "it has no canary"
     if revision is None:

@@ -158,6 +158,9 @@ def rollout(**status):
      {"modelrollout.io/abort": "revision=abc,id=T"}),
     ("retry", {"phase": "RolledBack", "stableRevision": "old", "abortedRevision": "abc"},
      {"modelrollout.io/retry": "revision=abc,id=T"}),
+    # An invalid spec hands the canary's users back but keeps it recorded: it can still be aborted.
+    ("abort", {"phase": "InvalidSpec", "canaryRevision": "abc", "currentStep": 1},
+     {"modelrollout.io/abort": "revision=abc,id=T"}),
 ])
 def test_a_command_names_the_release_the_rollout_runs_now(command, status, annotation):
     assert command_annotation(command, rollout(**status), "T") == annotation
@@ -175,6 +178,7 @@ def test_a_command_names_the_release_the_rollout_runs_now(command, status, annot
     *[(command, {"phase": "Succeeded", "stableRevision": "abc"}, "(phase Succeeded)")
       for command in ("promote", "promote_full", "abort", "retry")],
     ("abort", {}, "(phase Pending)"),
+    ("promote", {"phase": "InvalidSpec", "canaryRevision": "abc", "currentStep": 1}, "nothing to promote"),
 ])
 def test_a_command_with_nothing_to_act_on_is_refused(command, status, says):
     with pytest.raises(ClickException) as refused:
