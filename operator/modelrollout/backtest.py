@@ -25,7 +25,7 @@ import yaml
 
 from modelrollout import core
 from modelrollout.analysis import measure
-from modelrollout.core import Action, Commands, Observations, Phase, Workload
+from modelrollout.core import Action, Commands, Observations, Phase, Workload, command_value
 from modelrollout.providers import MetricsProvider, Series
 from modelrollout.spec import PlatformPolicy, RolloutSpec, SpecError, parse_duration, parse_spec
 from modelrollout.status import RolloutStatus
@@ -146,7 +146,8 @@ async def backtest(spec: RolloutSpec, namespace: str, name: str, provider: Metri
         commands = Commands()
         if _manual_gate_passed(spec, status):
             promotes += 1  # right after a passing analysis at a manual gate: promote, as a human would
-            commands = Commands(promote=f"backtest-{promotes}")
+            commands = Commands(promote=command_value(status.canary_revision or "", status.current_step,
+                                                      f"backtest-{promotes}"))
         elif core.analysis_due(spec, status, now):
             shown = status.replace(canary_revision=canary, stable_revision=stable)
             samples = await measure(spec, namespace, name, shown, _AtTime(provider, now), now)
