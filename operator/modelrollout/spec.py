@@ -1157,8 +1157,10 @@ def _check_last_step(spec: RolloutSpec) -> None:
 
 def applied_routing(spec: RolloutSpec) -> dict[str, Any]:
     """What handing traffic back to stable through this spec's router needs, kept in status."""
-    return {"trafficRouting": spec.traffic_routing.model_dump(by_alias=True, exclude_none=True),
-            "service": spec.service.model_dump(by_alias=True, exclude_none=True), "replicas": spec.replicas}
+    # JSON mode: as status stores it (lists, not tuples), so that an unchanged routing compares equal.
+    return {"trafficRouting": spec.traffic_routing.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "service": spec.service.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "replicas": spec.replicas}
 
 
 def routing_spec(applied: Mapping[str, Any]) -> RolloutSpec:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from modelrollout.spec import PlatformPolicy, parse_spec
+from modelrollout.spec import PlatformPolicy, applied_routing, parse_spec
+from modelrollout.status import RolloutStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "modelrollout.yaml").read_text())
@@ -53,3 +55,13 @@ def test_schema_rejects_what_it_can():
     bad["spec"]["strategy"]["steps"][0]["weight"] = 150
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)
+
+
+@pytest.mark.parametrize("name,doc", ROLLOUTS, ids=[n for n, _ in ROLLOUTS])
+def test_an_unchanged_routing_reads_back_from_status_as_unchanged(name, doc):
+    """status.appliedRouting, stored as JSON and read again, equals the same spec's routing: else every
+    pass would take it for a routing change and hand the route back to stable (the istio router's
+    `routes` list came back unequal to a tuple, and no mirror step was ever confirmed)."""
+    spec = parse_spec(doc["spec"], PlatformPolicy(prometheus_url="http://prometheus.monitoring:9090"))
+    stored = RolloutStatus.parse(json.loads(json.dumps(RolloutStatus(applied_routing=applied_routing(spec)).dump())))
+    assert stored.applied_routing == applied_routing(spec)
