@@ -33,7 +33,8 @@ from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
 from modelrollout.status import RolloutStatus
-from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
+from modelrollout.workloads import (ObservedDeployment, ensure_services, hand_over, restore_drift, scale_down,
+                                   scale_up)
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +272,18 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     confirmed, confirmed_mirror = traffic, mirror
     try:
         decided = replace(target, stable_revision=desired.stable_revision, canary_revision=desired.canary_revision)
+        drift = []
+        if spec.traffic_routing.router not in RUNS_WORKLOADS:  # invariant 12: restored, and never stable meanwhile
+            drift = await restore_drift(runtime.kube, spec, obj.namespace, obj.name, desired, deployments,
+                                        services, emit)
         confirmed = await converge(runtime.kube, router, decided, spec, desired, deployments, traffic)
         if reads_mirror and mirror != desired.canary_mirror:
             await router.set_mirror(runtime.kube, target, desired.canary_mirror)
             confirmed_mirror = await router.get_mirror(runtime.kube, target)
         if confirmed is not None:
             failure = None  # a read that failed before acting was read again, successfully, after it
+        if drift:
+            failure = ("Drift", "; ".join(drift))
     except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
         log.warning("%s/%s: acting failed: %s", obj.namespace, obj.name, exc)
         failure = act_failure(exc)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from modelrollout import manifests, owned
 from modelrollout.core import Desired
@@ -21,6 +22,9 @@ class ObservedDeployment:
     replicas: int
     ready: int
     up_to_date: bool
+    template: Mapping[str, Any] | None = field(default=None, compare=False)  # None: not compared
+    recorded_template: str | None = None  # manifests.ANNOTATION_TEMPLATE
+    rolled_out: bool = True  # every pod runs the current template (status.updatedReplicas)
 
 
 async def scale_up(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, uid: str,
@@ -51,6 +55,45 @@ async def _adopt(kube: Kube, namespace: str, rollout: str, uid: str, revision: s
     adopted = await owned.adopt(kube, deployment_path, {"kind": "Deployment", **current}, rollout, uid)
     if int((adopted.get("spec") or {}).get("replicas") or 0) < replicas:
         await kube.merge_patch(deployment_path, {"spec": {"replicas": replicas}})
+
+
+async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, desired: Desired,
+                        observed: Mapping[str, ObservedDeployment], service_selectors: Mapping[str, dict],
+                        emit: Callable[[str, str, str], None]) -> list[str]:
+    """Put back the pod template of each kept revision whose Deployment was edited (one PUT each,
+    a `DriftCorrected` event naming it and what differed), and report each owned Service whose
+    selector is none this rollout writes (ensure_services and the router re-select it next).
+    Returns what differed, and each revision whose pods do not all run its template yet: while
+    any, no revision is reported stable."""
+    drifted = []
+    shared = manifests.service_name(rollout, "shared")
+    for name, selector in service_selectors.items():
+        revision = selector.get(LABEL_REVISION)  # the shared Service selects every revision, the others one we run
+        if (selector != manifests.service_selector(spec, rollout, revision)
+                or (revision is None) != (name == shared) or (revision is not None and revision not in observed)):
+            emit("Warning", "DriftCorrected", f"Service {namespace}/{name}: spec.selector {selector} is not one "
+                                              f"this rollout writes: restored")
+            drifted.append(f"Service {name} selected {selector}: restored")
+    for revision, current in observed.items():
+        if desired.replicas.get(revision) is None or current.template is None:
+            continue
+        intended = (manifests.pod_template(spec, rollout) if revision == spec.revision
+                    else manifests.recorded_template(current.recorded_template))
+        where = None if intended is None else manifests.template_drift(intended, dict(current.template))
+        if where is not None:
+            assert intended is not None
+            deployment_path = path("apps/v1", "deployments", namespace, current.name)
+            live = await kube.get(deployment_path)
+            if live is not None and manifests.template_drift(intended, live["spec"].get("template") or {}):
+                live["spec"]["template"] = intended
+                await kube.replace(deployment_path, live)
+                emit("Warning", "DriftCorrected",
+                     f"Deployment {namespace}/{current.name}: {where} differed from revision {revision}: restored")
+            drifted.append(f"Deployment {current.name} ran another pod template ({where} differed): restored, "
+                           f"its pods are being replaced")
+        elif not current.rolled_out:
+            drifted.append(f"Deployment {current.name}: pods of another template are still being replaced")
+    return drifted
 
 
 async def scale_down(kube: Kube, namespace: str, desired: Desired,

@@ -1,0 +1,40 @@
+"""manifests.template_drift: what the API server adds is no drift; what a user edits is."""
+
+import copy
+
+import pytest
+
+from modelrollout.manifests import template_drift
+
+INTENDED = {"metadata": {"labels": {"app": "m"}, "annotations": {"a": "1"}},
+            "spec": {"containers": [{"name": "server", "image": "example/m:2", "env": [{"name": "X", "value": "1"}]}]}}
+DEFAULTED = {"metadata": {"labels": {"app": "m"}, "annotations": {"a": "1"}},
+             "spec": {"containers": [{"name": "server", "image": "example/m:2", "env": [{"name": "X", "value": "1"}],
+                                      "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log"}],
+                      "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"}}
+
+
+def _edited(path, value):
+    edited = copy.deepcopy(DEFAULTED)
+    *parents, last = path
+    target = edited
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return edited
+
+
+def test_the_api_servers_defaults_are_no_drift():
+    assert template_drift(INTENDED, DEFAULTED) is None
+
+
+@pytest.mark.parametrize("path, value, where", [
+    (("spec", "containers", 0, "image"), "example/other:9", "template.spec.containers[0].image"),
+    (("metadata", "annotations"), {"a": "1", "lab.modelrollout.io/error-rate": "0.4"}, "template.metadata.annotations"),
+    (("metadata", "labels"), {}, "template.metadata.labels"),
+    (("spec", "containers", 0, "env"), [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+     "template.spec.containers[0].env"),
+    (("spec", "containers"), [], "template.spec.containers"),
+])
+def test_an_edit_is_drift_and_says_where(path, value, where):
+    assert template_drift(INTENDED, _edited(path, value)) == where
