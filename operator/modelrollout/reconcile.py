@@ -33,8 +33,8 @@ from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
 from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
 from modelrollout.status import RolloutStatus
-from modelrollout.workloads import (ObservedDeployment, ensure_services, hand_over, restore_drift, scale_down,
-                                   scale_up)
+from modelrollout.workloads import (ObservedDeployment, ensure_services, hand_over, restore_drift, runs_its_revision,
+                                   scale_down, scale_up)
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,9 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
         _record_metrics(obj, before, decision, clock())
         return decision.requeue_after, await write_status(runtime.kube, obj, decision.status.dump())
 
-    workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
+    runs_pods = spec.traffic_routing.router not in RUNS_WORKLOADS  # KServe runs its own pods
+    workloads = {rev: Workload(d.replicas, d.ready, runs_its_revision(spec, obj.name, rev, d) if runs_pods
+                               else d.up_to_date) for rev, d in deployments.items()}
     router = router_for(spec)
     target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
                          ready={rev: d.ready for rev, d in deployments.items()},
@@ -273,7 +275,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     try:
         decided = replace(target, stable_revision=desired.stable_revision, canary_revision=desired.canary_revision)
         drift = []
-        if spec.traffic_routing.router not in RUNS_WORKLOADS:  # invariant 12: restored, and never stable meanwhile
+        if runs_pods:  # invariant 12: restored, and never stable meanwhile
             drift = await restore_drift(runtime.kube, spec, obj.namespace, obj.name, desired, deployments,
                                         services, emit)
         confirmed = await converge(runtime.kube, router, decided, spec, desired, deployments, traffic)

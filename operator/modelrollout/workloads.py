@@ -75,16 +75,15 @@ async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: 
                                               f"this rollout writes: restored")
             drifted.append(f"Service {name} selected {selector}: restored")
     for revision, current in observed.items():
-        if desired.replicas.get(revision) is None or current.template is None:
+        if desired.replicas.get(revision) is None:
             continue
-        intended = (manifests.pod_template(spec, rollout) if revision == spec.revision
-                    else manifests.recorded_template(current.recorded_template))
-        where = None if intended is None else manifests.template_drift(intended, dict(current.template))
+        where = template_drift(spec, rollout, revision, current)
         if where is not None:
-            assert intended is not None
             deployment_path = path("apps/v1", "deployments", namespace, current.name)
             live = await kube.get(deployment_path)
-            if live is not None and manifests.template_drift(intended, live["spec"].get("template") or {}):
+            intended = _intended_template(spec, rollout, revision, current)
+            if live is not None and intended is not None and \
+                    manifests.template_drift(intended, live["spec"].get("template") or {}):
                 live["spec"]["template"] = intended
                 await kube.replace(deployment_path, live)
                 emit("Warning", "DriftCorrected",
@@ -94,6 +93,25 @@ async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: 
         elif not current.rolled_out:
             drifted.append(f"Deployment {current.name}: pods of another template are still being replaced")
     return drifted
+
+
+def _intended_template(spec: RolloutSpec, rollout: str, revision: str,
+                       current: ObservedDeployment) -> dict[str, Any] | None:
+    if revision == spec.revision:
+        return manifests.pod_template(spec, rollout)
+    return manifests.recorded_template(current.recorded_template)
+
+
+def template_drift(spec: RolloutSpec, rollout: str, revision: str, current: ObservedDeployment) -> str | None:
+    """Where the Deployment's pod template differs from its revision's (None: it does not, or the
+    revision's template is not known: neither the spec's nor recorded on the Deployment)."""
+    intended = None if current.template is None else _intended_template(spec, rollout, revision, current)
+    return None if intended is None else manifests.template_drift(intended, dict(current.template or {}))
+
+
+def runs_its_revision(spec: RolloutSpec, rollout: str, revision: str, current: ObservedDeployment) -> bool:
+    """Every pod of the Deployment runs its revision's template: only then may it become stable."""
+    return current.up_to_date and current.rolled_out and template_drift(spec, rollout, revision, current) is None
 
 
 async def scale_down(kube: Kube, namespace: str, desired: Desired,
