@@ -307,3 +307,19 @@ def test_an_edited_service_selector_is_restored_and_reported(lab):
     # Ready was withheld (Applied=False, reason Drift) by the pass that restored it, and is back.
     lab.wait_for(lambda: events_of(lab, "reselected", "Drift"), timeout=5, what="the Drift warning")
     lab.wait_for(lambda: _ready(lab, "reselected")[0] == "True", timeout=10, what="Ready again")
+
+
+def test_the_stable_deployment_edited_mid_release_is_restored_from_its_recorded_template(lab):
+    """Mid-release the spec holds the canary's template only: the stable's comes from its Deployment."""
+    v1 = start_stable(lab, "midedit", steps=[{"weight": 20, "hold": "60s"}], **SAMPLED)
+    deployment = _stable_deployment(lab, "midedit")
+    intended = deployment.spec.template.spec.containers[0].image
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: lab.status("midedit").get("canaryWeight") == 20, timeout=30, what="the canary at 20 %")
+    lab.apps.patch_namespaced_deployment(deployment.metadata.name, "default", {"spec": {"template": {"spec": {
+        "containers": [{"name": deployment.spec.template.spec.containers[0].name, "image": "example/someone-elses:9"}]}}}})
+    lab.wait_for(lambda: _stable_deployment(lab, "midedit").spec.template.spec.containers[0].image == intended,
+                 timeout=6, what="the stable's template back (2 s interval)")
+    events = events_of(lab, "midedit", "DriftCorrected")
+    assert events and deployment.metadata.name in events[0].message
+    assert lab.status("midedit")["phase"] == "Progressing"
