@@ -159,6 +159,16 @@ def template_drift(intended: dict[str, Any], live: dict[str, Any]) -> str | None
     return ", ".join(differ) or None
 
 
+def template_restore_patch(intended: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch of a Deployment putting `intended` back as its pod template: lists (containers,
+    volumes) are replaced whole, and labels or annotations it does not set are removed."""
+    metadata = dict(intended.get("metadata") or {})
+    for key in ("labels", "annotations"):
+        extra = {name: None for name in ((live.get("metadata") or {}).get(key) or {}) if name not in (metadata.get(key) or {})}
+        metadata[key] = {**extra, **(metadata.get(key) or {})}
+    return {"spec": {"template": {**intended, "metadata": metadata}}}
+
+
 def _differences(intended: Any, live: Any, where: str) -> list[str]:
     if isinstance(intended, dict) and isinstance(live, dict):
         return [found for key, value in intended.items() for found in _differences(value, live.get(key), f"{where}.{key}")]

@@ -60,7 +60,7 @@ async def _adopt(kube: Kube, namespace: str, rollout: str, uid: str, revision: s
 async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, desired: Desired,
                         observed: Mapping[str, ObservedDeployment], service_selectors: Mapping[str, dict],
                         emit: Callable[[str, str, str], None]) -> list[str]:
-    """Put back the pod template of each kept revision whose Deployment was edited (one PUT each,
+    """Put back the pod template of each kept revision whose Deployment was edited (one merge patch each,
     a `DriftCorrected` event naming it and what differed), and report each owned Service whose
     selector is none this rollout writes (ensure_services and the router re-select it next).
     Returns what differed, and each revision whose pods do not all run its template yet: while
@@ -79,15 +79,12 @@ async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: 
             continue
         where = template_drift(spec, rollout, revision, current)
         if where is not None:
-            deployment_path = path("apps/v1", "deployments", namespace, current.name)
-            live = await kube.get(deployment_path)
             intended = _intended_template(spec, rollout, revision, current)
-            if live is not None and intended is not None and \
-                    manifests.template_drift(intended, live["spec"].get("template") or {}):
-                live["spec"]["template"] = intended
-                await kube.replace(deployment_path, live)
-                emit("Warning", "DriftCorrected",
-                     f"Deployment {namespace}/{current.name}: {where} differed from revision {revision}: restored")
+            assert intended is not None
+            await kube.merge_patch(path("apps/v1", "deployments", namespace, current.name),
+                                   manifests.template_restore_patch(intended, dict(current.template or {})))
+            emit("Warning", "DriftCorrected",
+                 f"Deployment {namespace}/{current.name}: {where} differed from revision {revision}: restored")
             drifted.append(f"Deployment {current.name} ran another pod template ({where} differed): restored, "
                            f"its pods are being replaced")
         elif not current.rolled_out:
@@ -97,6 +94,10 @@ async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: 
 
 def _intended_template(spec: RolloutSpec, rollout: str, revision: str,
                        current: ObservedDeployment) -> dict[str, Any] | None:
+    """The revision's pod template: the spec's, or the one recorded on its Deployment (None: not
+    known, or the Deployment's template not observed)."""
+    if current.template is None:
+        return None
     if revision == spec.revision:
         return manifests.pod_template(spec, rollout)
     return manifests.recorded_template(current.recorded_template)
@@ -105,7 +106,7 @@ def _intended_template(spec: RolloutSpec, rollout: str, revision: str,
 def template_drift(spec: RolloutSpec, rollout: str, revision: str, current: ObservedDeployment) -> str | None:
     """Where the Deployment's pod template differs from its revision's (None: it does not, or the
     revision's template is not known: neither the spec's nor recorded on the Deployment)."""
-    intended = None if current.template is None else _intended_template(spec, rollout, revision, current)
+    intended = _intended_template(spec, rollout, revision, current)
     return None if intended is None else manifests.template_drift(intended, dict(current.template or {}))
 
 

@@ -4,7 +4,8 @@ import copy
 
 import pytest
 
-from modelrollout.manifests import template_drift
+from modelrollout.manifests import template_drift, template_restore_patch
+from modelrollout_lab.apiserver_logic import merge_patch
 
 INTENDED = {"metadata": {"labels": {"app": "m"}, "annotations": {"a": "1"}},
             "spec": {"containers": [{"name": "server", "image": "example/m:2", "env": [{"name": "X", "value": "1"}]}]}}
@@ -38,3 +39,11 @@ def test_the_api_servers_defaults_are_no_drift():
 ])
 def test_an_edit_is_drift_and_says_where(path, value, where):
     assert template_drift(INTENDED, _edited(path, value)) == where
+
+
+def test_the_restore_patch_puts_the_intended_template_back_over_any_edit():
+    edited = _edited(("metadata", "annotations"), {"a": "2", "lab.modelrollout.io/error-rate": "0.4"})
+    edited["spec"]["containers"][0]["image"] = "example/other:9"
+    edited["spec"]["containers"].append({"name": "sidecar", "image": "example/sidecar:1"})
+    restored = merge_patch({"spec": {"template": edited}}, template_restore_patch(INTENDED, edited))
+    assert template_drift(INTENDED, restored["spec"]["template"]) is None
