@@ -31,7 +31,8 @@ from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_
 from modelrollout.evaluate import MetricSample
 from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
-from modelrollout.spec import RolloutSpec, SpecError, is_operator_prometheus, parse_spec
+from modelrollout.spec import (ROUTERS_WITH_STANDBY_STABLE, RolloutSpec, SpecError, is_operator_prometheus,
+                              parse_spec)
 from modelrollout.status import RolloutStatus
 from modelrollout.workloads import (ObservedDeployment, ensure_services, hand_over, restore_drift, runs_its_revision,
                                    scale_down, scale_up)
@@ -254,6 +255,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
             mirror = await router.get_mirror(runtime.kube, target)
     except (KubeError, RouteProblem) as exc:
         failure = act_failure(exc)
+    _report_weight_drift(spec, before, traffic, emit)
     samples = None
     started = clock()
     if core.analysis_due(spec, before, started) and not core.no_data_overdue(spec, before, started):
@@ -308,6 +310,17 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
+
+
+def _report_weight_drift(spec: RolloutSpec, before: RolloutStatus, read: int | None, emit: Emit) -> None:
+    """A route rule's weight (gatewayAPI, istio) read otherwise than the last pass confirmed, with
+    nothing failing since, was edited by someone else: converge rewrites it, and this says so."""
+    applied = before.condition("Applied")
+    if (spec.traffic_routing.router in ROUTERS_WITH_STANDBY_STABLE and read is not None
+            and before.canary_weight is not None and read != before.canary_weight
+            and applied is not None and applied.status == "True"):
+        emit("Warning", "DriftCorrected", f"the route gave the canary {read} %, not the {before.canary_weight} % "
+                                          f"this rollout carries: rewritten")
 
 
 async def _write_intent(kube: Kube, obj: RolloutObject, spec: RolloutSpec, before: RolloutStatus,

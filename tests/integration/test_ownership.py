@@ -323,3 +323,19 @@ def test_the_stable_deployment_edited_mid_release_is_restored_from_its_recorded_
     events = events_of(lab, "midedit", "DriftCorrected")
     assert events and deployment.metadata.name in events[0].message
     assert lab.status("midedit")["phase"] == "Progressing"
+
+
+def test_an_edited_route_weight_is_rewritten_and_reported(lab):
+    v1 = start_stable(lab, "reweighed", router="gatewayAPI", steps=[{"weight": 20, "hold": "60s"}], **SAMPLED)
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: route_canary_weight(lab, "reweighed") == 20, timeout=30, what="the canary at 20 %")
+    lab.wait_for(lambda: lab.status("reweighed").get("canaryWeight") == 20, timeout=10, what="20 % confirmed")
+    rule = _route(lab, "reweighed")["spec"]["rules"][0]
+    for backend in rule["backendRefs"]:
+        backend["weight"] = 50
+    lab.custom.patch_namespaced_custom_object(*ROUTES[:3], ROUTES[3], "reweighed", {"spec": {"rules": [rule]}})
+    with Recorder(lambda: route_canary_weight(lab, "reweighed")) as weights:
+        lab.wait_for(lambda: route_canary_weight(lab, "reweighed") == 20, timeout=6, what="20 % again (2 s interval)")
+    assert weights.values[0] == 50
+    events = events_of(lab, "reweighed", "DriftCorrected")
+    assert events and "50 %" in events[0].message and "20 %" in events[0].message
