@@ -2,7 +2,7 @@
 
 One async daemon per ModelRollout runs reconcile in a loop and sleeps until the core's
 `requeue_after`, or until an event wakes it: a spec or annotation change of the rollout,
-or a change of one of its Deployments. Deployments are observed through a kopf index, so
+or a change of one of its Deployments or Services. Deployments are observed through a kopf index, so
 a reconcile costs no list calls.
 """
 
@@ -19,6 +19,7 @@ import kopf
 from modelrollout import access, metrics
 from modelrollout.config import Config
 from modelrollout.kube import Kube, load_configuration
+from modelrollout.manifests import ANNOTATION_TEMPLATE
 from modelrollout.names import FINALIZER, GROUP, KIND, LABEL_REVISION, LABEL_ROLLOUT, PLURAL, VERSION, rollout_label
 from modelrollout.reconcile import (RolloutMemory, Runtime, finalize, observed_deployments, rollout_object,
                                     run_pass)
@@ -124,6 +125,9 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
             replicas=int(spec.get("replicas") or 0),
             ready=int(status.get("readyReplicas") or 0),
             up_to_date=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+            template=spec.get("template") or {},
+            recorded_template=(meta.get("annotations") or {}).get(ANNOTATION_TEMPLATE),
+            rolled_out=int(status.get("updatedReplicas") or 0) >= int(status.get("replicas") or 0),
         )
         return {(namespace, labels[LABEL_ROLLOUT]): (labels.get(LABEL_REVISION), observed)}
 
@@ -133,6 +137,8 @@ def register(registry: kopf.OperatorRegistry, config: Config) -> None:
                          **_: Any) -> Any:
         return {(namespace, labels[LABEL_ROLLOUT]): (name, dict(spec.get("selector") or {}))}
 
+    @kopf.on.event("v1", "services", labels={LABEL_ROLLOUT: kopf.PRESENT}, when=_owned_by_a_rollout,
+                   registry=registry)
     @kopf.on.event("apps", "v1", "deployments", labels={LABEL_ROLLOUT: kopf.PRESENT}, registry=registry)
     def deployment_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
         _wake(memo, namespace, labels[LABEL_ROLLOUT])

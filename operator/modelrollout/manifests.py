@@ -4,6 +4,8 @@ their names, and the ownerReference patches that adopt or hand them over."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -15,6 +17,9 @@ NAME_MAX = LIMITS["service"].limit
 DEPLOYMENT_NAME_MAX = LIMITS["deployment"].limit
 ROLES = ("stable", "canary")  # Service roles with a suffix; the shared Service is `<rollout>`
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+# On each Deployment: the pod template it was created with, so that the template of a revision the
+# spec no longer holds (the stable one, mid-release) can still be compared and restored.
+ANNOTATION_TEMPLATE = "modelrollout.io/pod-template"
 
 
 def owned_name(*parts: str, max_len: int = NAME_MAX, hashed: bool = False) -> str:
@@ -97,15 +102,21 @@ def release_patch(obj: dict[str, Any], uid: str) -> dict[str, Any] | None:
     return _owner_patch(obj, remaining or None)
 
 
+def pod_template(spec: RolloutSpec, rollout: str) -> dict[str, Any]:
+    """The pod template of the spec's revision, as its Deployment carries it (with our labels)."""
+    template = copy.deepcopy(spec.template)
+    metadata = template.setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), LABEL_ROLLOUT: rollout_label(rollout), LABEL_REVISION: spec.revision}
+    if spec.model.version:
+        metadata["labels"][LABEL_MODEL_VERSION] = spec.model.version
+    return template
+
+
 def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replicas: int) -> dict[str, Any]:
     """The Deployment of the spec's current template revision."""
     revision = spec.revision
     ours = {LABEL_ROLLOUT: rollout_label(rollout), LABEL_REVISION: revision}
-    template = copy.deepcopy(spec.template)
-    metadata = template.setdefault("metadata", {})
-    metadata["labels"] = {**(metadata.get("labels") or {}), **ours}
-    if spec.model.version:
-        metadata["labels"][LABEL_MODEL_VERSION] = spec.model.version
+    template = pod_template(spec, rollout)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -113,6 +124,7 @@ def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replic
             "name": deployment_name(rollout, revision),
             "namespace": namespace,
             "labels": dict(ours),
+            "annotations": {ANNOTATION_TEMPLATE: json.dumps(template, sort_keys=True, separators=(",", ":"))},
             "ownerReferences": [owner_reference(rollout, uid)],
         },
         "spec": {
@@ -121,6 +133,46 @@ def deployment(spec: RolloutSpec, namespace: str, rollout: str, uid: str, replic
             "template": template,
         },
     }
+
+
+def recorded_template(annotation: str | None) -> dict[str, Any] | None:
+    """The pod template a Deployment was created with (None: not recorded, or unreadable)."""
+    try:
+        template = json.loads(annotation) if annotation else None
+    except ValueError:
+        return None
+    return template if isinstance(template, dict) else None
+
+
+def template_drift(intended: dict[str, Any], live: dict[str, Any]) -> str | None:
+    """Where a live pod template differs from the intended one (None: it carries it).
+
+    Labels and annotations must be equal; elsewhere the API server adds defaults, so every intended
+    field must be there with its value (lists of equal length, element by element), and extra
+    fields are allowed."""
+    intended_meta, live_meta = intended.get("metadata") or {}, live.get("metadata") or {}
+    differ = [f"template.metadata.{key}" for key in ("labels", "annotations")
+              if (intended_meta.get(key) or {}) != (live_meta.get(key) or {})]
+    differ += _differences(intended.get("spec") or {}, live.get("spec") or {}, "template.spec")
+    return ", ".join(differ) or None
+
+
+def template_restore_patch(intended: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch of a Deployment putting `intended` back as its pod template: lists (containers,
+    volumes) are replaced whole, and labels or annotations it does not set are removed."""
+    metadata = dict(intended.get("metadata") or {})
+    for key in ("labels", "annotations"):
+        extra = {name: None for name in ((live.get("metadata") or {}).get(key) or {}) if name not in (metadata.get(key) or {})}
+        metadata[key] = {**extra, **(metadata.get(key) or {})}
+    return {"spec": {"template": {**intended, "metadata": metadata}}}
+
+
+def _differences(intended: Any, live: Any, where: str) -> list[str]:
+    if isinstance(intended, dict) and isinstance(live, dict):
+        return [found for key, value in intended.items() for found in _differences(value, live.get(key), f"{where}.{key}")]
+    if isinstance(intended, list) and isinstance(live, list) and len(intended) == len(live):
+        return [found for i, (a, b) in enumerate(zip(intended, live)) for found in _differences(a, b, f"{where}[{i}]")]
+    return [] if intended == live else [where]
 
 
 def service_selector(spec: RolloutSpec, rollout: str, revision: str | None) -> dict[str, str]:

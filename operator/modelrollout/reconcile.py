@@ -31,10 +31,11 @@ from modelrollout.names import (ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_
 from modelrollout.evaluate import MetricSample
 from modelrollout.providers import MetricsProvider, make_provider
 from modelrollout.routers import RUNS_WORKLOADS, RouteProblem, Router, RouteTarget, router_for
-from modelrollout.spec import (RolloutSpec, SpecError, applied_routing, is_operator_prometheus, parse_spec,
-                               routing_spec)
+from modelrollout.spec import (ROUTERS_WITH_STANDBY_STABLE, RolloutSpec, SpecError, applied_routing,
+                               is_operator_prometheus, parse_spec, routing_spec)
 from modelrollout.status import RolloutStatus
-from modelrollout.workloads import ObservedDeployment, ensure_services, hand_over, scale_down, scale_up
+from modelrollout.workloads import (ObservedDeployment, ensure_services, hand_over, restore_drift, runs_its_revision,
+                                   scale_down, scale_up)
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,9 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
                 emit(event.type, event.reason, event.message)
             return backoff or core.CONFIRM_POLL, await write_status(runtime.kube, obj, status.dump())
     before = before.replace(applied_routing=routing)
-    workloads = {rev: Workload(d.replicas, d.ready, d.up_to_date) for rev, d in deployments.items()}
+    runs_pods = spec.traffic_routing.router not in RUNS_WORKLOADS  # KServe runs its own pods
+    workloads = {rev: Workload(d.replicas, d.ready, runs_its_revision(spec, obj.name, rev, d) if runs_pods
+                               else d.up_to_date) for rev, d in deployments.items()}
     router = router_for(spec)
     target = RouteTarget(obj.namespace, obj.name, obj.uid, spec, services,
                          ready={rev: d.ready for rev, d in deployments.items()},
@@ -272,6 +275,7 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
             mirror = await router.get_mirror(runtime.kube, target)
     except (KubeError, RouteProblem) as exc:
         failure = act_failure(exc)
+    _report_weight_drift(spec, before, traffic, emit)
     samples = None
     started = clock()
     if core.analysis_due(spec, before, started) and not core.no_data_overdue(spec, before, started):
@@ -292,12 +296,18 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     confirmed, confirmed_mirror = traffic, mirror
     try:
         decided = replace(target, stable_revision=desired.stable_revision, canary_revision=desired.canary_revision)
+        drift = []
+        if runs_pods:  # invariant 12: restored, and never stable meanwhile
+            drift = await restore_drift(runtime.kube, spec, obj.namespace, obj.name, desired, deployments,
+                                        services, emit)
         confirmed = await converge(runtime.kube, router, decided, spec, desired, deployments, traffic)
         if reads_mirror and mirror != desired.canary_mirror:
             await router.set_mirror(runtime.kube, target, desired.canary_mirror)
             confirmed_mirror = await router.get_mirror(runtime.kube, target)
         if confirmed is not None:
             failure = None  # a read that failed before acting was read again, successfully, after it
+        if drift:
+            failure = ("Drift", "; ".join(drift))
     except Exception as exc:  # any failure to act is on the resource (Applied=False), never only in a log
         log.warning("%s/%s: acting failed: %s", obj.namespace, obj.name, exc)
         failure = act_failure(exc)
@@ -320,6 +330,17 @@ async def reconcile(runtime: Runtime, obj: RolloutObject, deployments: Mapping[s
     elif confirmed != desired.canary_weight or (reads_mirror and confirmed_mirror != desired.canary_mirror):
         requeue = min(requeue, core.CONFIRM_POLL)  # read the weight back soon
     return min(max(requeue, runtime.config.min_requeue), runtime.config.max_requeue), written
+
+
+def _report_weight_drift(spec: RolloutSpec, before: RolloutStatus, read: int | None, emit: Emit) -> None:
+    """A route rule's weight (gatewayAPI, istio) read otherwise than the last pass confirmed, with
+    nothing failing since, was edited by someone else: converge rewrites it, and this says so."""
+    applied = before.condition("Applied")
+    if (spec.traffic_routing.router in ROUTERS_WITH_STANDBY_STABLE and read is not None
+            and before.canary_weight is not None and read != before.canary_weight
+            and applied is not None and applied.status == "True"):
+        emit("Warning", "DriftCorrected", f"the route gave the canary {read} %, not the {before.canary_weight} % "
+                                          f"this rollout carries: rewritten")
 
 
 async def _write_intent(kube: Kube, obj: RolloutObject, spec: RolloutSpec, before: RolloutStatus,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from modelrollout import manifests, owned
 from modelrollout.core import Desired
 from modelrollout.kube import Kube, path
-from modelrollout.names import LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT
+from modelrollout.names import LABEL_REVISION, LABEL_ROLE, rollout_selector
 from modelrollout.spec import RolloutSpec
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,9 @@ class ObservedDeployment:
     replicas: int
     ready: int
     up_to_date: bool
+    template: Mapping[str, Any] | None = field(default=None, compare=False)  # None: not compared
+    recorded_template: str | None = None  # manifests.ANNOTATION_TEMPLATE
+    rolled_out: bool = True  # every pod runs the current template (status.updatedReplicas)
 
 
 async def scale_up(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, uid: str,
@@ -53,6 +57,64 @@ async def _adopt(kube: Kube, namespace: str, rollout: str, uid: str, revision: s
         await kube.merge_patch(deployment_path, {"spec": {"replicas": replicas}})
 
 
+async def restore_drift(kube: Kube, spec: RolloutSpec, namespace: str, rollout: str, desired: Desired,
+                        observed: Mapping[str, ObservedDeployment], service_selectors: Mapping[str, dict],
+                        emit: Callable[[str, str, str], None]) -> list[str]:
+    """Put back the pod template of each kept revision whose Deployment was edited (one merge patch each,
+    a `DriftCorrected` event naming it and what differed), and report each owned Service whose
+    selector is none this rollout writes (ensure_services and the router re-select it next).
+    Returns what differed, and each revision whose pods do not all run its template yet: while
+    any, no revision is reported stable."""
+    drifted = []
+    shared = manifests.service_name(rollout, "shared")
+    for name, selector in service_selectors.items():
+        revision = selector.get(LABEL_REVISION)  # the shared Service selects every revision, the others one we run
+        if (selector != manifests.service_selector(spec, rollout, revision)
+                or (revision is None) != (name == shared) or (revision is not None and revision not in observed)):
+            emit("Warning", "DriftCorrected", f"Service {namespace}/{name}: spec.selector {selector} is not one "
+                                              f"this rollout writes: restored")
+            drifted.append(f"Service {name} selected {selector}: restored")
+    for revision, current in observed.items():
+        if desired.replicas.get(revision) is None:
+            continue
+        where = template_drift(spec, rollout, revision, current)
+        if where is not None:
+            intended = _intended_template(spec, rollout, revision, current)
+            assert intended is not None
+            await kube.merge_patch(path("apps/v1", "deployments", namespace, current.name),
+                                   manifests.template_restore_patch(intended, dict(current.template or {})))
+            emit("Warning", "DriftCorrected",
+                 f"Deployment {namespace}/{current.name}: {where} differed from revision {revision}: restored")
+            drifted.append(f"Deployment {current.name} ran another pod template ({where} differed): restored, "
+                           f"its pods are being replaced")
+        elif not current.rolled_out:
+            drifted.append(f"Deployment {current.name}: pods of another template are still being replaced")
+    return drifted
+
+
+def _intended_template(spec: RolloutSpec, rollout: str, revision: str,
+                       current: ObservedDeployment) -> dict[str, Any] | None:
+    """The revision's pod template: the spec's, or the one recorded on its Deployment (None: not
+    known, or the Deployment's template not observed)."""
+    if current.template is None:
+        return None
+    if revision == spec.revision:
+        return manifests.pod_template(spec, rollout)
+    return manifests.recorded_template(current.recorded_template)
+
+
+def template_drift(spec: RolloutSpec, rollout: str, revision: str, current: ObservedDeployment) -> str | None:
+    """Where the Deployment's pod template differs from its revision's (None: it does not, or the
+    revision's template is not known: neither the spec's nor recorded on the Deployment)."""
+    intended = _intended_template(spec, rollout, revision, current)
+    return None if intended is None else manifests.template_drift(intended, dict(current.template or {}))
+
+
+def runs_its_revision(spec: RolloutSpec, rollout: str, revision: str, current: ObservedDeployment) -> bool:
+    """Every pod of the Deployment runs its revision's template: only then may it become stable."""
+    return current.up_to_date and current.rolled_out and template_drift(spec, rollout, revision, current) is None
+
+
 async def scale_down(kube: Kube, namespace: str, desired: Desired,
                      observed: Mapping[str, ObservedDeployment]) -> None:
     """Lower replica counts and delete revisions nobody needs (after traffic left them)."""
@@ -77,7 +139,7 @@ async def hand_over(kube: Kube, namespace: str, rollout: str, uid: str, stable_r
     """On deletion: what users' traffic reaches loses our ownerReference, so the garbage collector
     keeps it: the stable revision's Deployment, `<rollout>-stable` and the shared `<rollout>`
     Service. Labels stay, so a re-created rollout of the same name adopts them. The rest goes."""
-    ours = f"{LABEL_ROLLOUT}={rollout}"
+    ours = rollout_selector(rollout)
     deployments = await kube.list(path("apps/v1", "deployments", namespace),
                                   label_selector=f"{ours},{LABEL_REVISION}={stable_revision}")
     for deployment in deployments:

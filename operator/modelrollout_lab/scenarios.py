@@ -7,6 +7,7 @@ simulators read (see docs/lab.md); changing it, or `version`, is a new release.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from modelrollout.manifests import service_name
@@ -28,6 +29,16 @@ def traffic_entry(name: str, namespace: str, target: str, rps: float, seed: int 
         "metadata": {"name": f"{name}-traffic", "namespace": namespace,
                      "labels": {"lab.modelrollout.io/traffic": "true"}},
         "data": {"target": target, "rps": str(rps), "seed": str(seed)},
+    }
+
+
+def behaviour_change(namespace: str, behaviours: dict[str, dict[str, str]], name: str = "lab-behaviour") -> dict[str, Any]:
+    """Change revisions' behaviour mid-release, `{revision: {"error-rate": "0.4"}}`: a lab ConfigMap the
+    traffic simulator reads, never the Deployments the operator owns (it would restore them)."""
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"lab.modelrollout.io/behaviour": "true"}},
+        "data": {revision: json.dumps(behaviour) for revision, behaviour in behaviours.items()},
     }
 
 

@@ -66,6 +66,11 @@ from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOU
 log = logging.getLogger("modelrollout_lab.traffic")
 
 TRAFFIC_LABEL = "lab.modelrollout.io/traffic"
+# A ConfigMap so labelled changes how revisions behave from now on, without touching the objects the
+# operator owns (it restores an edited Deployment): data `<revision>: {"error-rate": "0.4", ...}`
+# (a Deployment without a revision label is keyed by its name)
+# (JSON, the short names of the pod template's lab.modelrollout.io/* annotations), over the template's.
+BEHAVIOUR_LABEL = "lab.modelrollout.io/behaviour"
 DEFAULT_RPS = 20.0
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ISTIO_GROUP = "networking.istio.io"
@@ -84,6 +89,22 @@ def _template_labels(deployment: Obj) -> dict[str, str]:
 
 def _template_annotations(deployment: Obj) -> dict[str, str]:
     return ((((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations")) or {}
+
+
+def behaviour_overrides(config_maps: Mapping[Key, Obj]) -> dict[tuple[str, str], dict[str, str]]:
+    """(namespace, revision) -> the lab.modelrollout.io/* annotations its BEHAVIOUR_LABEL ConfigMaps set
+    (an entry that is not a JSON object is ignored)."""
+    overrides: dict[tuple[str, str], dict[str, str]] = {}
+    for (namespace, _), cm in sorted(config_maps.items()):
+        for revision, raw in sorted((cm.get("data") or {}).items()):
+            try:
+                behaviour = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(behaviour, dict):
+                overrides.setdefault((namespace, revision), {}).update(
+                    {models.ANNOTATION_PREFIX + str(k): str(v) for k, v in behaviour.items()})
+    return overrides
 
 
 class DeploymentIndex:
@@ -551,6 +572,7 @@ class TrafficSimulator:
         self._exporting: set[Key] = set()  # Deployments whose series exist (from their first Ready replica)
         self._unrouted: dict[Key, int] = {}
         self._versions: dict[Key, _Version] = {}
+        self._overrides: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, revision) -> annotations
         self._entry_rngs: dict[tuple[Key, str], random.Random] = {}
         self._fractions: dict[Key, dict[Key, float]] = {}
         self._route_weights: dict[Key, list[RouteWeights]] = {}  # every distinct state seen, in order
@@ -578,6 +600,7 @@ class TrafficSimulator:
         ns = f"/namespaces/{self.namespace}" if self.namespace else ""
         specs = {
             "configmaps": (f"/api/v1{ns}/configmaps", f"{TRAFFIC_LABEL}=true"),
+            "behaviours": (f"/api/v1{ns}/configmaps", f"{BEHAVIOUR_LABEL}=true"),
             "services": (f"/api/v1{ns}/services", None),
             "deployments": (f"/apis/apps/v1{ns}/deployments", None),
             "httproutes": (f"/apis/{GATEWAY_GROUP}/v1{ns}/httproutes", None),
@@ -686,6 +709,7 @@ class TrafficSimulator:
         inference_services = st.get("inferenceservices", {})
         index = DeploymentIndex(deployments)
         with self._lock:
+            self._overrides = behaviour_overrides(st.get("behaviours", {}))
             self._record_route_weights(routes)
             self._export_ready_servers(deployments)
             fractions_now: dict[Key, dict[Key, float]] = {}
@@ -760,8 +784,8 @@ class TrafficSimulator:
 
     def _version(self, deployment: Obj) -> _Version:
         key = key_of(deployment)
-        ann = dict(_template_annotations(deployment))
         labels = series_labels(deployment)
+        ann = {**_template_annotations(deployment), **self._overrides.get((key[0], labels[2]), {})}
         v = self._versions.get(key)
         if v is None:
             v = _Version(key=key, rng=random.Random(models.derive_seed(self.seed, "version", key[0], key[1])),

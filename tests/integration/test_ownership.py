@@ -263,3 +263,81 @@ def test_rollouts_whose_pods_share_labels_never_serve_each_others_traffic(lab):
         own = {f"default/{d.metadata.name}" for d in _deployments(lab, name)}
         for entry in (f"default/{name}-traffic", f"default/{name}-stable-traffic"):  # shared and stable Services
             assert fractions[entry] and set(fractions[entry]) <= own, (entry, fractions[entry], own)
+
+
+def _ready(lab, name):
+    ready = [c for c in lab.status(name).get("conditions") or [] if c["type"] == "Ready"]
+    return (ready[0]["status"], ready[0]["reason"]) if ready else None
+
+
+def _stable_deployment(lab, name):
+    stable = lab.status(name)["stableRevision"]
+    return next(d for d in _deployments(lab, name) if d.metadata.labels[LABEL_REVISION] == stable)
+
+
+def test_an_edited_stable_deployment_is_restored_reported_and_never_ready_meanwhile(lab):
+    """Issue 22: a user patched the stable revision's image (here also a failing model): it was
+    never restored nor reported, and the rollout stayed Ready "revision ... is stable"."""
+    start_stable(lab, "edited", **SAMPLED)
+    deployment = _stable_deployment(lab, "edited")
+    intended = deployment.spec.template.spec.containers[0].image
+    assert _ready(lab, "edited")[0] == "True"
+    with Recorder(lambda: _ready(lab, "edited")) as ready:
+        lab.apps.patch_namespaced_deployment(deployment.metadata.name, "default", {"spec": {"template": {
+            "metadata": {"annotations": {"lab.modelrollout.io/error-rate": "0.4"}},
+            "spec": {"containers": [{"name": deployment.spec.template.spec.containers[0].name,
+                                     "image": "example/someone-elses:9"}]}}}})
+        restored = lambda: _stable_deployment(lab, "edited").spec.template  # noqa: E731
+        lab.wait_for(lambda: restored().spec.containers[0].image == intended
+                     and restored().metadata.annotations == deployment.spec.template.metadata.annotations,
+                     timeout=6, what="the intended template back (2 s interval)")
+        lab.wait_for(lambda: _ready(lab, "edited")[0] == "True", timeout=10, what="Ready again")
+    assert ("False", "Drift") in ready.values  # not Ready while its pods ran something else
+    events = events_of(lab, "edited", "DriftCorrected")
+    assert events and deployment.metadata.name in events[0].message and "image" in events[0].message
+
+
+def test_an_edited_service_selector_is_restored_and_reported(lab):
+    start_stable(lab, "reselected", **SAMPLED)
+    stable_service = service_name("reselected", "stable")
+    intended = _service(lab, stable_service).spec.selector
+    lab.core.patch_namespaced_service(stable_service, "default", {"spec": {"selector": {LABEL_REVISION: "someone-elses"}}})
+    lab.wait_for(lambda: _service(lab, stable_service).spec.selector == intended, timeout=6,
+                 what="the intended selector back (2 s interval)")
+    events = events_of(lab, "reselected", "DriftCorrected")
+    assert events and stable_service in events[0].message and "someone-elses" in events[0].message
+    # Ready was withheld (Applied=False, reason Drift) by the pass that restored it, and is back.
+    lab.wait_for(lambda: events_of(lab, "reselected", "Drift"), timeout=5, what="the Drift warning")
+    lab.wait_for(lambda: _ready(lab, "reselected")[0] == "True", timeout=10, what="Ready again")
+
+
+def test_the_stable_deployment_edited_mid_release_is_restored_from_its_recorded_template(lab):
+    """Mid-release the spec holds the canary's template only: the stable's comes from its Deployment."""
+    v1 = start_stable(lab, "midedit", steps=[{"weight": 20, "hold": "60s"}], **SAMPLED)
+    deployment = _stable_deployment(lab, "midedit")
+    intended = deployment.spec.template.spec.containers[0].image
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: lab.status("midedit").get("canaryWeight") == 20, timeout=30, what="the canary at 20 %")
+    lab.apps.patch_namespaced_deployment(deployment.metadata.name, "default", {"spec": {"template": {"spec": {
+        "containers": [{"name": deployment.spec.template.spec.containers[0].name, "image": "example/someone-elses:9"}]}}}})
+    lab.wait_for(lambda: _stable_deployment(lab, "midedit").spec.template.spec.containers[0].image == intended,
+                 timeout=6, what="the stable's template back (2 s interval)")
+    events = events_of(lab, "midedit", "DriftCorrected")
+    assert events and deployment.metadata.name in events[0].message
+    assert lab.status("midedit")["phase"] == "Progressing"
+
+
+def test_an_edited_route_weight_is_rewritten_and_reported(lab):
+    v1 = start_stable(lab, "reweighed", router="gatewayAPI", steps=[{"weight": 20, "hold": "60s"}], **SAMPLED)
+    lab.apply(scenarios.release(v1, "2.0.0"))
+    lab.wait_for(lambda: route_canary_weight(lab, "reweighed") == 20, timeout=30, what="the canary at 20 %")
+    lab.wait_for(lambda: lab.status("reweighed").get("canaryWeight") == 20, timeout=10, what="20 % confirmed")
+    rule = _route(lab, "reweighed")["spec"]["rules"][0]
+    for backend in rule["backendRefs"]:
+        backend["weight"] = 50
+    lab.custom.patch_namespaced_custom_object(*ROUTES[:3], ROUTES[3], "reweighed", {"spec": {"rules": [rule]}})
+    with Recorder(lambda: route_canary_weight(lab, "reweighed")) as weights:
+        lab.wait_for(lambda: route_canary_weight(lab, "reweighed") == 20, timeout=6, what="20 % again (2 s interval)")
+    assert weights.values[0] == 50
+    events = events_of(lab, "reweighed", "DriftCorrected")
+    assert events and "50 %" in events[0].message and "20 %" in events[0].message

@@ -21,7 +21,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from prometheus_client import generate_latest
 
-from modelrollout_lab import models
+from modelrollout_lab import models, scenarios
 from modelrollout_lab.models import ModelBehaviour
 from modelrollout_lab.traffic import TRAFFIC_LABEL, TrafficSimulator, resolve_target
 from modelrollout.names import LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLLOUT
@@ -172,6 +172,21 @@ def _run(sim, state, seconds, tick=0.2, t0=1000.0):
     for i in range(n + 1):
         sim.step(now=t0 + i * tick, state=state)
     return t0 + n * tick
+
+
+def test_a_behaviour_configmap_changes_a_revision_mid_run_without_touching_its_deployment():
+    """The lab's own channel to change a model mid-release (the operator restores edited Deployments)."""
+    state = _state(bad="0.0")
+    sim = TrafficSimulator(None, seed=7)
+    t = _run(sim, state, 5.0)
+    assert sim.snapshot()[f"{NS}/bad"]["errors"] == 0
+    state["behaviours"] = by_key(scenarios.behaviour_change(NS, {"r2": {"error-rate": "0.5"}}))
+    _run(sim, state, 10.0, t0=t + 0.2)
+    snap = sim.snapshot()
+    assert snap[f"{NS}/good"]["errors"] == 0
+    assert snap[f"{NS}/bad"]["errors"] > 0.3 * snap[f"{NS}/bad"]["requests"] * 10 / 15
+    assert state["deployments"][(NS, "bad")]["spec"]["template"]["metadata"]["annotations"] == {
+        "lab.modelrollout.io/error-rate": "0.0"}
 
 
 def test_a_tick_over_1000_rollouts_in_one_namespace_is_linear_and_splits_each_by_its_pods():
