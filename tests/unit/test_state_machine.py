@@ -6,10 +6,9 @@ too long), template changes, write failures, drift, a deleted route, odd metric 
 operator restarts. After every step it checks the safety invariants of PRODUCT.md that the pure
 layer plus the model can see (the `check_*` methods name them).
 
-CI runs a bounded number of examples (200 x 30 steps, under 10 s) and skips the invariants in
-KNOWN_ON_OLD_CODE (those the code still violates); `make fuzz` (MODELROLLOUT_FUZZ=long) runs 2000 x 60
-steps and, per known invariant, a strict-xfail search that must find its bug. MODELROLLOUT_FUZZ_ONLY=<invariant> checks
-one invariant alone; tests/fuzz/findings.py measures each (docs/testing.md).
+CI runs a bounded number of examples (200 x 30 steps, under 10 s) checking every invariant; `make fuzz`
+(MODELROLLOUT_FUZZ=long) runs 2000 x 60 steps. MODELROLLOUT_FUZZ_ONLY=<invariant> checks one invariant
+alone; tests/fuzz/findings.py measures how many examples each needs to fail (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 import pytest
 
 from modelrollout import core
@@ -42,10 +41,6 @@ GOOD, BAD, STABLE_QUALITY = 0.95, 0.40, 0.95
 ANNOTATIONS = {"promote": "modelrollout.io/promote", "promote_full": "modelrollout.io/promote-full",
                "abort": "modelrollout.io/abort", "retry": "modelrollout.io/retry"}
 STATUS_KEYS = {"promote": "promote", "promote_full": "promoteFull", "abort": "abort", "retry": "retry"}
-# Invariants the code still violates, each found by `test_finds_issue_22_bug`. On the code before issue 22's
-# fixes every invariant checked here was one (docs/testing.md). A fix that lands makes that test XPASS
-# (strict): move the invariant out of here, so the main run checks it.
-KNOWN_ON_OLD_CODE = frozenset({"inv12-drift"})
 ONLY = os.environ.get("MODELROLLOUT_FUZZ_ONLY")  # check this invariant alone
 FIRST_FAILURE: dict[str, int] = {}  # invariant -> examples run when it first failed (docs/testing.md)
 EXAMPLES = [0]
@@ -216,6 +211,10 @@ class RolloutMachine(RuleBasedStateMachine):
                 confirmed = self.route[1]
             else:
                 failure = ("RouteNotFound", "HTTPRoute scorer not found")
+            restored = {revision for revision in self.drifted if desired.replicas.get(revision) is not None}
+            if restored:  # the act layer puts the template back; its pods are replaced meanwhile (reconcile)
+                self.drifted -= restored
+                failure = ("Drift", f"Deployments of {sorted(restored)} ran another pod template: restored")
         result = core.ActResult(confirmed, desired.canary_weight, *(failure or (None, "")))
         status, _, _ = core.record_act(decision.status, self.generation, result, self.now)
         self.status = RolloutStatus.parse(status.dump())
@@ -330,7 +329,7 @@ class RolloutMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ invariants (PRODUCT.md numbers)
     def fail(self, name: str, message: str) -> None:
-        if (name != ONLY) if ONLY else (name in KNOWN_ON_OLD_CODE):
+        if ONLY and name != ONLY:
             return
         FIRST_FAILURE.setdefault(name, EXAMPLES[0])
         raise AssertionError(f"{name}: {message}\nstatus: {self.status.phase} {self.status.message}")
@@ -409,29 +408,11 @@ class RolloutMachine(RuleBasedStateMachine):
                                 f"characters (> {LABEL_LIMIT}) was accepted")
 
 
-class SEARCH:
-    """The bounded, derandomized search that finds each bug (tests/fuzz/findings.py measures it, shrinking)."""
-
-    @staticmethod
-    def settings(**over: Any) -> settings:
-        return settings(max_examples=1000, stateful_step_count=30, deadline=None, derandomize=True,
-                        suppress_health_check=[HealthCheck.too_slow], **over)
-
-
 LONG = os.environ.get("MODELROLLOUT_FUZZ") == "long"
 RolloutMachine.TestCase.settings = settings(
     max_examples=2000 if LONG else 200, stateful_step_count=60 if LONG else 30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow], derandomize=not LONG)
 TestRolloutStateMachine = RolloutMachine.TestCase
-
-
-@pytest.mark.skipif(not LONG, reason="a search of up to 1000 examples per bug: `make fuzz`")
-@pytest.mark.parametrize("name", sorted(KNOWN_ON_OLD_CODE))
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 22: the old code violates it")
-def test_finds_issue_22_bug(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The machine finds each of issue 22's bugs within a bounded, reproducible search."""
-    monkeypatch.setattr(sys.modules[__name__], "ONLY", name)
-    run_state_machine_as_test(RolloutMachine, settings=SEARCH.settings(phases=[Phase.generate]))
 
 
 def test_a_bad_model_is_not_promoted_on_one_series_per_revision(monkeypatch: pytest.MonkeyPatch) -> None:
