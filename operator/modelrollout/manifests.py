@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from modelrollout.names import (API_VERSION, KIND, LABEL_MODEL_VERSION, LABEL_REVISION, LABEL_ROLE, LABEL_ROLLOUT,
@@ -172,7 +173,29 @@ def _differences(intended: Any, live: Any, where: str) -> list[str]:
         return [found for key, value in intended.items() for found in _differences(value, live.get(key), f"{where}.{key}")]
     if isinstance(intended, list) and isinstance(live, list) and len(intended) == len(live):
         return [found for i, (a, b) in enumerate(zip(intended, live)) for found in _differences(a, b, f"{where}[{i}]")]
-    return [] if intended == live else [where]
+    if intended == live or (_QUANTITY_FIELD.search(where) and _quantity(intended) == _quantity(live) is not None):
+        return []
+    return [where]
+
+
+# Fields whose values the API server stores as canonical quantities (`cpu: 0.5` reads back `500m`,
+# `memory: 1024Mi` reads back `1Gi`): equal amounts are not drift.
+_QUANTITY_FIELD = re.compile(r"\.(resources\.(limits|requests|claims)\.[^.]+|sizeLimit)$")
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SUFFIXES = {"": Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": Decimal("1e3"),
+             "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"),
+             "E": Decimal("1e18"), **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))}}
+
+
+def _quantity(value: Any) -> Decimal | None:
+    """The amount a Kubernetes quantity (`500m`, `1Gi`, `0.5`, 2) stands for; None if it is none."""
+    found = _QUANTITY.match(str(value)) if isinstance(value, (str, int, float)) else None
+    if found is None:
+        return None
+    try:
+        return Decimal(found.group(1)) * _SUFFIXES[found.group(2) or ""]
+    except InvalidOperation:
+        return None
 
 
 def service_selector(spec: RolloutSpec, rollout: str, revision: str | None) -> dict[str, str]:

@@ -32,6 +32,22 @@ def test_the_api_servers_defaults_are_no_drift():
     assert template_drift(INTENDED, DEFAULTED) is None
 
 
+def _with_resources(resources):
+    template = copy.deepcopy(INTENDED)
+    template["spec"]["containers"][0]["resources"] = resources
+    return template
+
+
+def test_quantities_the_api_server_rewrote_into_canonical_form_are_no_drift():
+    """A real API server stores `cpu: 0.5` as `500m`, `memory: 1024Mi` as `1Gi` and `cpu: 1` as "1": the
+    same amounts, so no DriftCorrected every pass and Ready is not withheld for ever."""
+    written = _with_resources({"limits": {"cpu": "0.5", "memory": "1024Mi"}, "requests": {"cpu": 1}})
+    stored = _with_resources({"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "1"}})
+    assert template_drift(written, stored) is None
+    edited = _with_resources({"limits": {"cpu": "600m", "memory": "1Gi"}, "requests": {"cpu": "1"}})
+    assert template_drift(written, edited) == "template.spec.containers[0].resources.limits.cpu"
+
+
 @pytest.mark.parametrize("path, value, where", [
     (("spec", "containers", 0, "image"), "example/other:9", "template.spec.containers[0].image"),
     (("metadata", "annotations"), {"a": "1", "lab.modelrollout.io/error-rate": "0.4"}, "template.metadata.annotations"),
