@@ -249,7 +249,10 @@ class Lab:
                 resource.create(body=doc, namespace=namespace)
                 return
             body = dict(doc)
-            body["metadata"] = {**meta, "resourceVersion": current.metadata.resourceVersion}
+            # kubectl apply keeps what the manifest never set, the operator's finalizer first: a replace
+            # without it let a deletion right after an edit skip the finalizer's handover.
+            kept = {"finalizers": list(current.metadata.finalizers or [])} if "finalizers" not in meta else {}
+            body["metadata"] = {**kept, **meta, "resourceVersion": current.metadata.resourceVersion}
             try:
                 resource.replace(body=body, namespace=namespace)
                 return

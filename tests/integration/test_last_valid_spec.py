@@ -97,6 +97,24 @@ def test_an_invalid_spec_gives_the_stable_revision_back_its_pods_with_the_replic
     assert _served(lab, "podshare", canary) == served
 
 
+def test_deleting_under_an_invalid_spec_hands_over_through_the_last_valid_routing(lab):
+    """Deleted at once after an edit that does not parse: the finalizer, which cannot use the spec,
+    hands over through status.appliedRouting (it left the route 50/50 before). The lab's apply kept no
+    finalizer (a replace, unlike `kubectl apply`), so this deletion skipped the handover altogether:
+    all the stable's traffic unrouted once its Service was collected."""
+    v1 = start_stable(lab, "gone", router="gatewayAPI", steps=AT_50, **SAMPLED)
+    _at_50(lab, v1)
+    broken = scenarios.release(v1, "2.0.0")
+    broken["spec"]["analysis"]["metrics"][0]["query"] = "sum(rate(http_requests_total[1m]"
+    unrouted = _unrouted(lab, "gone")
+    lab.apply(broken)
+    lab.delete_rollout("gone")
+    lab.wait_for(lambda: not lab.status("gone"), timeout=30, what="the rollout to go")
+    assert route_canary_weight(lab, "gone") == 0
+    lab.traffic.wait_ticks(15)
+    assert _unrouted(lab, "gone") == unrouted
+
+
 def test_a_routing_change_mid_release_hands_the_old_route_back_to_stable(lab):
     """httpRoute renamed at 50 %: the old route goes back to stable before the new one is used."""
     v1 = start_stable(lab, "moved", router="gatewayAPI", steps=AT_50, **SAMPLED)
